@@ -1,0 +1,1 @@
+"""Per-surface sharded HNSW indexes (plain hnswlib / faiss code, no Spark)."""

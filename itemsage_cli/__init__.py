@@ -1,0 +1,1 @@
+"""The `itemsage` command-line interface."""

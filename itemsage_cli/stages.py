@@ -1,0 +1,99 @@
+"""The stages behind the CLI commands, shared by the single commands and by `itemsage demo`."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from pathlib import Path
+
+import click
+
+from itemsage_core.validation_report import ValidationReport
+
+PROJECT_CONF = Path(__file__).resolve().parents[1] / "conf"
+FLIPKART = Path(__file__).resolve().parents[2] / "shared" / "data" / "flipkart_products.parquet"
+FLIPKART_MAPPING = PROJECT_CONF / "mappings" / "flipkart.toml"
+
+
+def progress(message: str) -> None:
+    """A progress line on stderr (stdout stays clean for --json output)."""
+    click.echo(f"[itemsage {time.strftime('%H:%M:%S')}] {message}", err=True)
+
+
+def generate_stage(out: Path, products: int, seed: int,
+                   engagements_per_product: float = 5.0) -> dict[str, str]:
+    """Generate a world into `out`; returns the paths written."""
+    from itemsage_core.parquet_io import write_parquet_dataset
+    from itemsage_core.synthetic_world import WorldConfig, generate_world
+
+    config = WorldConfig(products=products, seed=seed,
+                         engagements_per_product=engagements_per_product)
+    start = time.perf_counter()
+    progress(f"generating a world of {products} products (seed {seed})")
+    world = generate_world(config)
+    paths = {"catalog": str(out / "catalog"), "engagements": str(out / "engagements")}
+    progress(f"writing {world.catalog.num_rows} products to {paths['catalog']}")
+    write_parquet_dataset(world.catalog, paths["catalog"])
+    progress(f"writing {world.engagements.num_rows} engagements to {paths['engagements']}")
+    write_parquet_dataset(world.engagements, paths["engagements"], rows_per_file=100_000)
+    (out / "world.json").write_text(json.dumps(
+        {"config": vars(config), "catalog_rows": world.catalog.num_rows,
+         "engagement_rows": world.engagements.num_rows}, indent=2) + "\n")
+    progress(f"done in {time.perf_counter() - start:.1f}s")
+    return paths
+
+
+def validate_stage(catalog: str, mapping: str | None, engagements: str | None,
+                   image_dim: int, master: str | None,
+                   conf: tuple[str, ...] = ()) -> list[ValidationReport]:
+    """Validate a catalog on Spark (any size) and an engagement log in-process."""
+    from itemsage_core.column_mapping import load_mapping
+    from itemsage_core.engagement_contract import validate_engagements
+    from itemsage_core.parquet_io import read_parquet
+    from jobs.catalog_frame import read_catalog, validation_report, with_reasons
+    from jobs.spark_session import get_spark, parse_conf
+
+    column_mapping = load_mapping(mapping) if mapping else None
+    spark = get_spark("itemsage-validate", master, parse_conf(conf))
+    progress(f"validating catalog {catalog} on {spark.sparkContext.master}")
+    reports = [validation_report(with_reasons(read_catalog(spark, catalog, column_mapping),
+                                              image_dim))]
+    if engagements:
+        progress(f"validating engagement log {engagements}")
+        reports.append(validate_engagements(read_parquet(engagements), image_dim).report)
+    return reports
+
+
+def demo_flow(workdir: Path, products: int, seed: int, master: str | None,
+              conf: tuple[str, ...] = ()) -> None:
+    """Every stage that exists so far, end to end, with the command that runs each one."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    world_dir = workdir / "world"
+    commands = []
+
+    progress("stage 1/2: generate a synthetic shopping world")
+    paths = generate_stage(world_dir, products, seed)
+    commands.append(f"itemsage generate --out {shlex.quote(str(world_dir))} "
+                    f"--products {products} --seed {seed}")
+
+    progress("stage 2/2: validate the catalog (on Spark) and the engagement log")
+    reports = validate_stage(paths["catalog"], None, paths["engagements"], 256, master, conf)
+    commands.append(f"itemsage validate --catalog {shlex.quote(paths['catalog'])} "
+                    f"--engagements {shlex.quote(paths['engagements'])}")
+    if FLIPKART.exists():
+        progress("and the real Flipkart catalog through its column mapping")
+        reports += validate_stage(str(FLIPKART), str(FLIPKART_MAPPING), None, 256, master, conf)
+        commands.append(f"itemsage validate --catalog {shlex.quote(str(FLIPKART))} "
+                        f"--mapping {shlex.quote(str(FLIPKART_MAPPING))}")
+
+    click.echo("\n== validation")
+    for report in reports:
+        click.echo("\n".join(report.lines()))
+    click.echo("\n== written")
+    for name, path in paths.items():
+        click.echo(f"  {name:12s} {path}")
+    click.echo(f"  {'world':12s} {world_dir / 'world.json'}")
+    click.echo("\n== each stage on its own")
+    for command in commands:
+        click.echo(f"  {command}")

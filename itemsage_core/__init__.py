@@ -1,0 +1,1 @@
+"""ItemSage core: data contracts, synthetic world, encoder and trainer (plain Python, no Spark)."""

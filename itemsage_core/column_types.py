@@ -1,0 +1,71 @@
+"""Schema-level column types of the data contracts, and coercion of input columns onto them.
+
+A column whose Arrow type cannot carry its contract type is a schema-level problem: it stops the
+run with a ContractError naming the contract, the column, the expected and the found type.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.types as pat
+
+from itemsage_core.errors import ContractError
+
+STRING = "string"
+STRING_LIST = "list<string>"
+VECTOR = "list<float>"
+VECTOR_LIST = "list<list<float>>"
+TIMESTAMP = "timestamp"
+
+ARROW_TYPES: dict[str, pa.DataType] = {
+    STRING: pa.string(),
+    STRING_LIST: pa.list_(pa.string()),
+    VECTOR: pa.list_(pa.float32()),
+    VECTOR_LIST: pa.list_(pa.list_(pa.float32())),
+    TIMESTAMP: pa.timestamp("us", tz="UTC"),
+}
+
+
+def _is_text(t: pa.DataType) -> bool:
+    if pat.is_dictionary(t):
+        return _is_text(t.value_type)
+    return pat.is_string(t) or pat.is_large_string(t) or pat.is_null(t)
+
+
+def _is_list_of(t: pa.DataType, inner) -> bool:
+    return (pat.is_list(t) or pat.is_large_list(t)) and inner(t.value_type)
+
+
+def _is_vector(t: pa.DataType) -> bool:
+    return _is_list_of(t, lambda v: pat.is_floating(v) or pat.is_null(v)) or pat.is_null(t)
+
+
+ACCEPTS = {
+    STRING: _is_text,
+    STRING_LIST: lambda t: _is_text(t) or _is_list_of(t, _is_text),
+    VECTOR: _is_vector,
+    VECTOR_LIST: lambda t: _is_list_of(t, _is_vector) or pat.is_null(t),
+    TIMESTAMP: lambda t: pat.is_timestamp(t) or pat.is_date(t) or pat.is_null(t),
+}
+
+
+def check_type(contract: str, name: str, arrow_type: pa.DataType, kind: str,
+               rows: int | None = None) -> None:
+    """Raise ContractError unless a column of `arrow_type` can be coerced to contract `kind`."""
+    if not ACCEPTS[kind](arrow_type):
+        affected = "all rows" if rows is None else f"all {rows} rows"
+        raise ContractError(f"{contract} column '{name}' must be {kind}, found {arrow_type} "
+                            f"(schema-level: affects {affected})")
+
+
+def coerce(column: pa.Array, kind: str) -> pa.Array:
+    """Cast an accepted column to the contract's Arrow type (a plain string becomes a 1-item list)."""
+    target = ARROW_TYPES[kind]
+    if kind == STRING_LIST and _is_text(column.type):
+        text = column.cast(pa.string())
+        offsets = pa.array(np.arange(len(text) + 1, dtype=np.int32))
+        return pa.ListArray.from_arrays(offsets, text, mask=text.is_null())
+    if pat.is_dictionary(column.type):
+        column = column.dictionary_decode()
+    return column.cast(target)

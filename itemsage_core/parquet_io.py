@@ -1,0 +1,68 @@
+"""Reading and writing Parquet datasets given as a file, a directory or a glob."""
+
+from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from itemsage_core.errors import ItemSageError
+
+GLOB_CHARS = set("*?[")
+
+
+def parquet_files(path: str | os.PathLike) -> list[str]:
+    """The Parquet files a path names: a file, every *.parquet under a directory, or a glob."""
+    text = os.fspath(path)
+    if GLOB_CHARS & set(text):
+        files = sorted(f for f in glob.glob(text, recursive=True) if os.path.isfile(f))
+    elif os.path.isdir(text):
+        files = sorted(str(p) for p in Path(text).rglob("*.parquet")
+                       if not p.name.startswith(("_", ".")))
+    elif os.path.isfile(text):
+        files = [text]
+    else:
+        raise ItemSageError(f"no such file or directory: {text}")
+    if not files:
+        raise ItemSageError(f"no Parquet files found at {text}")
+    return files
+
+
+def parquet_schema(path: str | os.PathLike) -> pa.Schema:
+    """Unified schema of the dataset at `path` (raises ItemSageError if unreadable)."""
+    try:
+        return ds.dataset(parquet_files(path), format="parquet").schema
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ItemSageError(f"cannot read Parquet at {os.fspath(path)}: {exc}") from None
+
+
+def read_parquet(path: str | os.PathLike, columns: list[str] | None = None) -> pa.Table:
+    """The whole dataset at `path` as one table (for in-process work on modest sizes)."""
+    try:
+        return ds.dataset(parquet_files(path), format="parquet").to_table(columns=columns)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ItemSageError(f"cannot read Parquet at {os.fspath(path)}: {exc}") from None
+
+
+def write_parquet_dataset(table: pa.Table, directory: str | os.PathLike,
+                          rows_per_file: int = 50_000) -> list[str]:
+    """Write `table` as part-NNNNN.parquet files in a fresh `directory`; returns the paths.
+
+    Files are written under a temporary name and renamed, so a reader never sees a partial file.
+    """
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob("part-*.parquet"):
+        stale.unlink()
+    paths = []
+    for i, start in enumerate(range(0, max(table.num_rows, 1), rows_per_file)):
+        final = out / f"part-{i:05d}.parquet"
+        partial = out / f".{final.name}.tmp"
+        pq.write_table(table.slice(start, rows_per_file), partial, row_group_size=10_000)
+        os.replace(partial, final)
+        paths.append(str(final))
+    return paths

@@ -1,0 +1,89 @@
+"""The one SparkSession factory every job uses.
+
+Defaults give a working embedded Spark (`local[*]`) on a laptop; under spark-submit the master and
+conf given there win, and `--master` / `--conf k=v` from the CLI override both.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable, Mapping
+
+from pyspark.sql import SparkSession
+
+from itemsage_core.errors import ItemSageError
+
+DEFAULT_MASTER = "local[*]"
+
+# Defaults for every session; each can be overridden by spark-submit or --conf.
+DEFAULT_CONF = {
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.sql.execution.arrow.pyspark.fallback.enabled": "false",
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.adaptive.enabled": "true",
+    "spark.ui.showConsoleProgress": "true",
+}
+# Extra defaults for the embedded (local) mode: a driver JVM sized for a laptop, loopback only.
+LOCAL_CONF = {
+    "spark.driver.memory": "4g",
+    "spark.driver.host": "127.0.0.1",
+    "spark.driver.bindAddress": "127.0.0.1",
+    "spark.sql.shuffle.partitions": str(max(4, 2 * (os.cpu_count() or 1))),
+}
+
+
+def parse_conf(pairs: Iterable[str]) -> dict[str, str]:
+    """`k=v` strings (from repeated --conf flags) to a dict; a malformed pair is a user error."""
+    conf = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ItemSageError(f"--conf expects key=value, got {pair!r}")
+        conf[key.strip()] = value
+    return conf
+
+
+def under_spark_submit() -> bool:
+    """True when this driver was launched by spark-submit (the JVM is already configured)."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def session_conf(master: str | None = None, conf: Mapping[str, str] | None = None,
+                 submitted: bool | None = None) -> dict[str, str]:
+    """The conf the factory sets: defaults (not under spark-submit), then the caller's."""
+    submitted = under_spark_submit() if submitted is None else submitted
+    out: dict[str, str] = {}
+    if not submitted:
+        out.update(DEFAULT_CONF)
+        out["spark.master"] = master or DEFAULT_MASTER
+        # Executors must run this interpreter, or they may lack pyarrow / torch.
+        out["spark.pyspark.python"] = sys.executable
+        out["spark.pyspark.driver.python"] = sys.executable
+        if out["spark.master"].startswith("local"):
+            out.update(LOCAL_CONF)
+    elif master:
+        out["spark.master"] = master
+    out.update(conf or {})
+    return out
+
+
+def get_spark(app_name: str = "itemsage", master: str | None = None,
+              conf: Mapping[str, str] | None = None) -> SparkSession:
+    """Get or create the SparkSession for a job (see module docstring for precedence)."""
+    settings = session_conf(master, conf)
+    if not under_spark_submit():
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    builder = SparkSession.builder.appName(app_name)
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    try:
+        spark = builder.getOrCreate()
+    except Exception as exc:  # JVM missing or failing to start: say what to do.
+        if "JAVA_GATEWAY_EXITED" in str(exc) or "Java gateway" in str(exc):
+            raise ItemSageError("could not start Spark's JVM: install Java 17+ and make sure "
+                                "`java` is on PATH or JAVA_HOME is set") from None
+        raise
+    spark.sparkContext.setLogLevel(os.environ.get("ITEMSAGE_SPARK_LOG_LEVEL", "WARN"))
+    return spark

@@ -1,0 +1,47 @@
+"""Shared fixtures: one local SparkSession for the whole run, the shared data, a small world."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+FLIPKART = SHARED / "data" / "flipkart_products.parquet"
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from jobs.spark_session import get_spark
+
+    session = get_spark("itemsage-tests", master="local[2]", conf={
+        "spark.ui.enabled": "false",
+        "spark.driver.memory": "2g",
+        "spark.sql.shuffle.partitions": "4",
+    })
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def flipkart_path() -> Path:
+    if not FLIPKART.exists():
+        pytest.skip(f"shared data not present: {FLIPKART} (../shared is absent)")
+    return FLIPKART
+
+
+@pytest.fixture(scope="session")
+def small_world():
+    from itemsage_core.synthetic_world import WorldConfig, generate_world
+
+    return generate_world(WorldConfig(products=400, seed=7))
+
+
+@pytest.fixture(scope="session")
+def small_world_dir(tmp_path_factory, small_world) -> Path:
+    from itemsage_core.parquet_io import write_parquet_dataset
+
+    out = tmp_path_factory.mktemp("world")
+    write_parquet_dataset(small_world.catalog, out / "catalog", rows_per_file=150)
+    write_parquet_dataset(small_world.engagements, out / "engagements")
+    return out

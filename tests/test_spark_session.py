@@ -1,0 +1,51 @@
+"""The SparkSession factory: defaults, precedence, and executors running this interpreter."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from itemsage_core.errors import ItemSageError
+from jobs.spark_session import parse_conf, session_conf
+
+
+def test_embedded_defaults():
+    conf = session_conf(submitted=False)
+    assert conf["spark.master"] == "local[*]"
+    assert conf["spark.pyspark.python"] == sys.executable
+    assert conf["spark.sql.execution.arrow.pyspark.enabled"] == "true"
+    assert conf["spark.driver.memory"] == "4g"
+
+
+def test_master_and_conf_override_defaults():
+    conf = session_conf("spark://127.0.0.1:7077", {"spark.driver.memory": "8g"}, submitted=False)
+    assert conf["spark.master"] == "spark://127.0.0.1:7077"
+    assert conf["spark.driver.memory"] == "8g"
+    assert "spark.driver.host" not in conf  # loopback defaults are for local mode only
+
+
+def test_under_spark_submit_only_explicit_settings_are_set():
+    assert session_conf(submitted=True) == {}
+    assert session_conf("yarn", {"a": "b"}, submitted=True) == {"spark.master": "yarn", "a": "b"}
+
+
+def test_parse_conf():
+    assert parse_conf(["a=b", "c.d=e=f"]) == {"a": "b", "c.d": "e=f"}
+    with pytest.raises(ItemSageError, match="--conf expects key=value"):
+        parse_conf(["novalue"])
+
+
+@pytest.mark.spark
+def test_executors_run_this_interpreter_with_arrow(spark):
+    import pyarrow as pa
+
+    def where(batches):
+        import sys as executor_sys
+        for batch in batches:
+            yield pa.RecordBatch.from_pydict({"python": [executor_sys.executable] * batch.num_rows})
+
+    pythons = {r.python for r in spark.range(4, numPartitions=2).mapInArrow(
+        where, "python string").collect()}
+    assert pythons == {sys.executable}
+    assert spark.conf.get("spark.sql.execution.arrow.pyspark.enabled") == "true"
