@@ -30,7 +30,7 @@ EXTRA_TYPES = {"string": pa.string(), "double": pa.float64(), "bigint": pa.int64
                "boolean": pa.bool_()}
 _NUMBER = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
 _TRUE, _FALSE = ["true", "t", "yes", "y", "1"], ["false", "f", "no", "n", "0"]
-_KEYS = {"from", "sep", "parse", "split", "join", "type"}
+RULE_KEYS = {"from", "sep", "parse", "split", "join", "type"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,9 +131,9 @@ def parse_mapping(doc: dict, origin: str = "<mapping>") -> ColumnMapping:
 def _rule(where: str, target: str, spec, section: str) -> ColumnRule:
     if not isinstance(spec, dict):
         raise ContractError(f"{where}: must be a table with at least a 'from' key")
-    unknown = set(spec) - _KEYS
+    unknown = set(spec) - RULE_KEYS
     if unknown:
-        raise ContractError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(_KEYS)}")
+        raise ContractError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(RULE_KEYS)}")
     sources = spec.get("from")
     if isinstance(sources, str):
         sources = [sources]

@@ -10,6 +10,7 @@ import os
 import sys
 from collections.abc import Iterable, Mapping
 
+from pyspark import SparkConf
 from pyspark.sql import SparkSession
 
 from itemsage_core.errors import ItemSageError
@@ -50,11 +51,11 @@ def under_spark_submit() -> bool:
 
 
 def session_conf(master: str | None = None, conf: Mapping[str, str] | None = None,
-                 submitted: bool | None = None) -> dict[str, str]:
-    """The conf the factory sets: defaults (not under spark-submit), then the caller's."""
-    submitted = under_spark_submit() if submitted is None else submitted
+                 submitted: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The conf the factory sets. Precedence: `master`/`conf` (the CLI) over `submitted` (what
+    spark-submit already set, None when not under spark-submit) over the defaults."""
     out: dict[str, str] = {}
-    if not submitted:
+    if submitted is None:
         out.update(DEFAULT_CONF)
         out["spark.master"] = master or DEFAULT_MASTER
         # Executors must run this interpreter, or they may lack pyarrow / torch.
@@ -62,8 +63,10 @@ def session_conf(master: str | None = None, conf: Mapping[str, str] | None = Non
         out["spark.pyspark.driver.python"] = sys.executable
         if out["spark.master"].startswith("local"):
             out.update(LOCAL_CONF)
-    elif master:
-        out["spark.master"] = master
+    else:
+        out.update({k: v for k, v in DEFAULT_CONF.items() if k not in submitted})
+        if master:
+            out["spark.master"] = master
     out.update(conf or {})
     return out
 
@@ -71,8 +74,9 @@ def session_conf(master: str | None = None, conf: Mapping[str, str] | None = Non
 def get_spark(app_name: str = "itemsage", master: str | None = None,
               conf: Mapping[str, str] | None = None) -> SparkSession:
     """Get or create the SparkSession for a job (see module docstring for precedence)."""
-    settings = session_conf(master, conf)
-    if not under_spark_submit():
+    submitted = dict(SparkConf().getAll()) if under_spark_submit() else None
+    settings = session_conf(master, conf, submitted)
+    if submitted is None:
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     builder = SparkSession.builder.appName(app_name)

@@ -11,7 +11,7 @@ from jobs.spark_session import parse_conf, session_conf
 
 
 def test_embedded_defaults():
-    conf = session_conf(submitted=False)
+    conf = session_conf()
     assert conf["spark.master"] == "local[*]"
     assert conf["spark.pyspark.python"] == sys.executable
     assert conf["spark.sql.execution.arrow.pyspark.enabled"] == "true"
@@ -19,15 +19,21 @@ def test_embedded_defaults():
 
 
 def test_master_and_conf_override_defaults():
-    conf = session_conf("spark://127.0.0.1:7077", {"spark.driver.memory": "8g"}, submitted=False)
+    conf = session_conf("spark://127.0.0.1:7077", {"spark.driver.memory": "8g"})
     assert conf["spark.master"] == "spark://127.0.0.1:7077"
     assert conf["spark.driver.memory"] == "8g"
     assert "spark.driver.host" not in conf  # loopback defaults are for local mode only
 
 
-def test_under_spark_submit_only_explicit_settings_are_set():
-    assert session_conf(submitted=True) == {}
-    assert session_conf("yarn", {"a": "b"}, submitted=True) == {"spark.master": "yarn", "a": "b"}
+def test_under_spark_submit_its_conf_wins_over_defaults():
+    submitted = {"spark.master": "yarn", "spark.sql.session.timeZone": "Europe/Paris"}
+    conf = session_conf(submitted=submitted)
+    assert "spark.master" not in conf and "spark.driver.memory" not in conf
+    assert "spark.sql.session.timeZone" not in conf
+    assert conf["spark.sql.execution.arrow.pyspark.enabled"] == "true"
+    explicit = session_conf("local[2]", {"spark.sql.session.timeZone": "UTC"}, submitted)
+    assert explicit["spark.master"] == "local[2]"
+    assert explicit["spark.sql.session.timeZone"] == "UTC"
 
 
 def test_parse_conf():

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Submit an ItemSage job to Spark: local, standalone, YARN or Kubernetes.
+#
+#   ./spark-submit.sh [--master URL] [--conf KEY=VALUE ...] [--dry-run] JOB [JOB ARGS...]
+#
+# JOB: validate (more jobs arrive with later issues). The master comes from --master, else
+# $SPARK_MASTER, else local[*]. The project is shipped to executors as a zip (--py-files); their
+# Python (with the dependencies installed) is $PYSPARK_PYTHON, else this project's .venv.
+# The exact spark-submit command is printed before it runs; arguments are passed as an array,
+# never through a shell string, so job arguments cannot inject commands. (spark-submit merges the
+# Python driver's stderr into stdout: progress and error lines arrive on stdout.)
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+usage() { sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+
+master=${SPARK_MASTER:-local[*]}
+confs=()
+dry_run=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --master) master=${2:?--master needs a URL}; shift 2 ;;
+    --conf) confs+=(--conf "${2:?--conf needs KEY=VALUE}"); shift 2 ;;
+    --dry-run) dry_run=1; shift ;;
+    -h|--help) usage; exit 0 ;;
+    -*) echo "spark-submit.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+    *) break ;;
+  esac
+done
+[ $# -gt 0 ] || { usage >&2; exit 2; }
+job=$1; shift
+case "$job" in
+  validate) entry="$HERE/jobs/validate_catalog.py" ;;
+  *) echo "spark-submit.sh: unknown job '$job' (jobs: validate)" >&2; exit 2 ;;
+esac
+
+python=${PYSPARK_PYTHON:-}
+if [ -z "$python" ]; then
+  if [ -x "$HERE/.venv/bin/python" ]; then python="$HERE/.venv/bin/python"; else python=$(command -v python3); fi
+fi
+if [ -n "${SPARK_HOME:-}" ] && [ -x "$SPARK_HOME/bin/spark-submit" ]; then
+  submit="$SPARK_HOME/bin/spark-submit"
+elif [ -x "$HERE/.venv/bin/spark-submit" ]; then
+  submit="$HERE/.venv/bin/spark-submit"
+else
+  submit=$(command -v spark-submit) || { echo "spark-submit.sh: spark-submit not found (run make venv or set SPARK_HOME)" >&2; exit 1; }
+fi
+
+# The project's packages, zipped for the executors.
+pyfiles=$(mktemp -d)/itemsage.zip
+trap 'rm -rf "$(dirname "$pyfiles")"' EXIT
+(cd "$HERE" && "$python" - "$pyfiles" <<'PY'
+import pathlib, sys, zipfile
+with zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_DEFLATED) as z:
+    for package in ("itemsage_core", "itemsage_cli", "jobs", "index_builder"):
+        for path in sorted(pathlib.Path(package).rglob("*.py")):
+            z.write(path)
+PY
+)
+
+cmd=("$submit" --master "$master" --name "itemsage-$job"
+     --conf "spark.pyspark.python=$python" --conf "spark.pyspark.driver.python=$python"
+     --conf "spark.sql.execution.arrow.pyspark.enabled=true" --conf "spark.log.level=WARN"
+     ${confs[@]+"${confs[@]}"}
+     --py-files "$pyfiles" "$entry" "$@")
+printf 'spark-submit.sh: running:'; printf ' %q' "${cmd[@]}"; printf '\n'
+[ "$dry_run" -eq 1 ] && exit 0
+PYSPARK_PYTHON="$python" "${cmd[@]}"
