@@ -78,18 +78,21 @@ def demo_flow(workdir: Path, products: int, seed: int, master: str | None,
                     f"--products {products} --seed {seed}")
 
     progress("stage 2/2: validate the catalog (on Spark) and the engagement log")
-    reports = validate_stage(paths["catalog"], None, paths["engagements"], 256, master, conf)
+    reports = {"synthetic world": validate_stage(paths["catalog"], None, paths["engagements"],
+                                                 256, master, conf)}
     commands.append(f"itemsage validate --catalog {shlex.quote(paths['catalog'])} "
                     f"--engagements {shlex.quote(paths['engagements'])}")
     if FLIPKART.exists():
         progress("and the real Flipkart catalog through its column mapping")
-        reports += validate_stage(str(FLIPKART), str(FLIPKART_MAPPING), None, 256, master, conf)
+        reports["Flipkart catalog (shared data)"] = validate_stage(
+            str(FLIPKART), str(FLIPKART_MAPPING), None, 256, master, conf)
         commands.append(f"itemsage validate --catalog {shlex.quote(str(FLIPKART))} "
                         f"--mapping {shlex.quote(str(FLIPKART_MAPPING))}")
 
-    click.echo("\n== validation")
-    for report in reports:
-        click.echo("\n".join(report.lines()))
+    for label, dataset_reports in reports.items():
+        click.echo(f"\n== validation: {label}")
+        for report in dataset_reports:
+            click.echo("\n".join(report.lines()))
     click.echo("\n== written")
     for name, path in paths.items():
         click.echo(f"  {name:12s} {path}")
