@@ -54,8 +54,7 @@ RULES: dict[str, Rule] = {r.name: r for r in [
 
 def catalog_schema(extras: pa.Schema | None = None) -> pa.Schema:
     """Arrow schema of a conformed catalog: the contract columns, then any extra columns."""
-    fields = [pa.field(n, ct.ARROW_TYPES[k]) for n, k in CONTRACT_COLUMNS.items()]
-    return pa.schema(fields + (list(extras) if extras is not None else []))
+    return ct.contract_schema(CONTRACT_COLUMNS, extras)
 
 
 def check_catalog_schema(schema: pa.Schema, rows: int | None = None) -> None:
@@ -78,15 +77,7 @@ def conform_catalog(data: pa.Table | pa.RecordBatch) -> pa.Table:
     """Contract columns in contract order and types (absent optional ones as nulls), then extras."""
     table = pa.table(data) if isinstance(data, pa.RecordBatch) else data
     check_catalog_schema(table.schema, table.num_rows)
-    columns = []
-    for name, kind in CONTRACT_COLUMNS.items():
-        if name in table.column_names:
-            columns.append(ct.coerce(as_array(table.column(name)), kind))
-        else:
-            columns.append(pa.nulls(table.num_rows, ct.ARROW_TYPES[kind]))
-    extras = [f for f in table.schema if f.name not in CONTRACT_COLUMNS]
-    columns += [table.column(f.name) for f in extras]
-    return pa.Table.from_arrays(columns, schema=catalog_schema(pa.schema(extras)))
+    return ct.conform_columns(table, CONTRACT_COLUMNS)
 
 
 def catalog_row_problems(table: pa.Table, image_dim: int = DEFAULT_IMAGE_DIM,

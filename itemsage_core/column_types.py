@@ -10,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.types as pat
 
+from itemsage_core.arrow_checks import as_array
 from itemsage_core.errors import ContractError
 
 STRING = "string"
@@ -69,3 +70,19 @@ def coerce(column: pa.Array, kind: str) -> pa.Array:
     if pat.is_dictionary(column.type):
         column = column.dictionary_decode()
     return column.cast(target)
+
+
+def contract_schema(columns: dict[str, str], extras: pa.Schema | None = None) -> pa.Schema:
+    """Arrow schema of a conformed dataset: the contract columns in order, then extras."""
+    fields = [pa.field(n, ARROW_TYPES[k]) for n, k in columns.items()]
+    return pa.schema(fields + (list(extras) if extras is not None else []))
+
+
+def conform_columns(table: pa.Table, columns: dict[str, str]) -> pa.Table:
+    """Contract columns in contract order and types (an absent one as nulls), then the extras
+    unchanged. The caller has checked the schema."""
+    arrays = [coerce(as_array(table.column(n)), k) if n in table.column_names
+              else pa.nulls(table.num_rows, ARROW_TYPES[k]) for n, k in columns.items()]
+    extras = [f for f in table.schema if f.name not in columns]
+    arrays += [table.column(f.name) for f in extras]
+    return pa.Table.from_arrays(arrays, schema=contract_schema(columns, pa.schema(extras)))

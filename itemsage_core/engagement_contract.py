@@ -40,8 +40,7 @@ RULES: dict[str, Rule] = {r.name: r for r in [
 
 def engagement_schema(extras: pa.Schema | None = None) -> pa.Schema:
     """Arrow schema of a conformed engagement log: contract columns, then any extra columns."""
-    fields = [pa.field(n, ct.ARROW_TYPES[k]) for n, k in COLUMNS.items()]
-    return pa.schema(fields + (list(extras) if extras is not None else []))
+    return ct.contract_schema(COLUMNS, extras)
 
 
 def conform_engagements(data: pa.Table | pa.RecordBatch) -> pa.Table:
@@ -52,10 +51,7 @@ def conform_engagements(data: pa.Table | pa.RecordBatch) -> pa.Table:
             raise ContractError(f"engagements: required column '{name}' is missing (found "
                                 f"columns: {', '.join(table.column_names) or 'none'})")
         ct.check_type("engagements", name, table.schema.field(name).type, kind, table.num_rows)
-    columns = [ct.coerce(as_array(table.column(n)), k) for n, k in COLUMNS.items()]
-    extras = [f for f in table.schema if f.name not in COLUMNS]
-    columns += [table.column(f.name) for f in extras]
-    return pa.Table.from_arrays(columns, schema=engagement_schema(pa.schema(extras)))
+    return ct.conform_columns(table, COLUMNS)
 
 
 def _not_in(column: pa.Array, allowed: tuple[str, ...]) -> pa.Array:
