@@ -46,7 +46,7 @@ class ColumnRule:
     type: str | None = None
 
     def apply(self, table: pa.Table) -> pa.Array:
-        parts = [_as_text(as_array(table.column(s))) for s in self.sources]
+        parts = [_as_text(as_array(table.column(s)), s) for s in self.sources]
         value = parts[0] if len(parts) == 1 else _concat(parts, self.sep)
         if self.parse == "list":
             value = _parse_list(value)
@@ -160,12 +160,17 @@ def _rule(where: str, target: str, spec, section: str) -> ColumnRule:
                       type=spec.get("type"))
 
 
-def _as_text(column: pa.Array) -> pa.Array:
-    """A source column as text: strings stay, numbers and booleans are formatted, lists kept."""
+def _as_text(column: pa.Array, name: str) -> pa.Array:
+    """A source column as text: strings stay, numbers and booleans are formatted, lists of
+    strings kept; any other type is a schema-level error."""
     t = column.type
-    if pa.types.is_list(t) or pa.types.is_large_list(t):
-        return column
-    return column.cast(pa.string())
+    try:
+        if pa.types.is_list(t) or pa.types.is_large_list(t):
+            return column.cast(pa.list_(pa.string()))
+        return column.cast(pa.string())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        raise ContractError(f"mapping source column '{name}' has type {t}, which cannot be read "
+                            "as text") from None
 
 
 def _concat(parts: list[pa.Array], sep: str) -> pa.Array:

@@ -79,6 +79,13 @@ def test_mapping_source_column_missing_from_catalog():
         mapping.apply(pa.table({"id": ["1"]}))
 
 
+def test_mapping_source_of_an_unreadable_type():
+    mapping = parse_mapping({"features": {"title": {"from": "blob"}}})
+    table = pa.table({"blob": pa.array([{"x": 1}])})
+    with pytest.raises(ContractError, match="'blob' has type struct<x: int64>, which cannot be"):
+        mapping.apply(table)
+
+
 def test_mapping_file_errors(tmp_path):
     with pytest.raises(ContractError, match="mapping file not found"):
         load_mapping(tmp_path / "absent.toml")
