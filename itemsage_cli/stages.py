@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from itemsage_core.catalog_contract import DEFAULT_IMAGE_DIM
 from itemsage_core.validation_report import ValidationReport
 
 PROJECT_CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -79,13 +80,13 @@ def demo_flow(workdir: Path, products: int, seed: int, master: str | None,
 
     progress("stage 2/2: validate the catalog (on Spark) and the engagement log")
     reports = {"synthetic world": validate_stage(paths["catalog"], None, paths["engagements"],
-                                                 256, master, conf)}
+                                                 DEFAULT_IMAGE_DIM, master, conf)}
     commands.append(f"itemsage validate --catalog {shlex.quote(paths['catalog'])} "
                     f"--engagements {shlex.quote(paths['engagements'])}")
     if FLIPKART.exists():
         progress("and the real Flipkart catalog through its column mapping")
         reports["Flipkart catalog (shared data)"] = validate_stage(
-            str(FLIPKART), str(FLIPKART_MAPPING), None, 256, master, conf)
+            str(FLIPKART), str(FLIPKART_MAPPING), None, DEFAULT_IMAGE_DIM, master, conf)
         commands.append(f"itemsage validate --catalog {shlex.quote(str(FLIPKART))} "
                         f"--mapping {shlex.quote(str(FLIPKART_MAPPING))}")
 

@@ -75,7 +75,7 @@ def check_catalog_schema(schema: pa.Schema, rows: int | None = None) -> None:
 
 def conform_catalog(data: pa.Table | pa.RecordBatch) -> pa.Table:
     """Contract columns in contract order and types (absent optional ones as nulls), then extras."""
-    table = pa.table(data) if isinstance(data, pa.RecordBatch) else data
+    table = pa.table(data)  # a Table, or a RecordBatch from mapInArrow
     check_catalog_schema(table.schema, table.num_rows)
     return ct.conform_columns(table, CONTRACT_COLUMNS)
 

@@ -80,7 +80,7 @@ class ColumnMapping:
 
     def apply(self, data: pa.Table | pa.RecordBatch) -> pa.Table:
         """Mapped columns, then (with passthrough) every source column no rule reads."""
-        table = pa.table(data) if isinstance(data, pa.RecordBatch) else data
+        table = pa.table(data)  # a Table, or a RecordBatch from mapInArrow
         self.check_source(table.schema)
         names = [r.target for r in self.rules]
         columns = [r.apply(table) for r in self.rules]
@@ -133,7 +133,8 @@ def _rule(where: str, target: str, spec, section: str) -> ColumnRule:
         raise ContractError(f"{where}: must be a table with at least a 'from' key")
     unknown = set(spec) - RULE_KEYS
     if unknown:
-        raise ContractError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(RULE_KEYS)}")
+        raise ContractError(
+            f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(RULE_KEYS)}")
     sources = spec.get("from")
     if isinstance(sources, str):
         sources = [sources]

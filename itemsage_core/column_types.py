@@ -61,7 +61,7 @@ def check_type(contract: str, name: str, arrow_type: pa.DataType, kind: str,
 
 
 def coerce(column: pa.Array, kind: str) -> pa.Array:
-    """Cast an accepted column to the contract's Arrow type (a plain string becomes a 1-item list)."""
+    """Cast an accepted column to its contract Arrow type (a plain string -> a 1-item list)."""
     target = ARROW_TYPES[kind]
     if kind == STRING_LIST and _is_text(column.type):
         text = column.cast(pa.string())

@@ -45,7 +45,7 @@ def engagement_schema(extras: pa.Schema | None = None) -> pa.Schema:
 
 def conform_engagements(data: pa.Table | pa.RecordBatch) -> pa.Table:
     """Check the schema (every contract column is required) and cast to contract types."""
-    table = pa.table(data) if isinstance(data, pa.RecordBatch) else data
+    table = pa.table(data)  # a Table, or a RecordBatch from mapInArrow
     for name, kind in COLUMNS.items():
         if name not in table.column_names:
             raise ContractError(f"engagements: required column '{name}' is missing (found "
