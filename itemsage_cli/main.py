@@ -80,6 +80,127 @@ def validate(catalog, mapping, engagements, image_dim, as_json, master, conf):
             click.echo("\n".join(report.lines()))
 
 
+def _parse_task_weights(values: tuple[str, ...]) -> tuple[tuple[str, float], ...]:
+    from itemsage_core.training_examples import parse_tasks
+    weights = []
+    for value in values:
+        name, sep, weight = value.partition("=")
+        try:
+            number = float(weight)
+        except ValueError:
+            number = -1.0
+        if not sep or number < 0:
+            raise click.BadParameter(f"'{value}' is not TASK=WEIGHT with WEIGHT >= 0",
+                                     param_hint="--task-weight")
+        weights += [(task, number) for task in parse_tasks(name)]
+    return tuple(weights)
+
+
+@cli.command()
+@click.option("--catalog", required=True, help="Catalog Parquet: a file, directory or glob.")
+@click.option("--engagements", required=True, help="Engagement log Parquet.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Model directory to write (replaced if it holds an earlier checkpoint).")
+@click.option("--mapping", type=click.Path(dir_okay=False), default=None,
+              help="Column mapping TOML for the catalog.")
+@click.option("--modalities", default="image,text", show_default=True,
+              type=click.Choice(["image,text", "image", "text"]),
+              help="Input modalities the encoder may use (ablations).")
+@click.option("--tasks", default="all", show_default=True,
+              help="Tasks to train on: all, or a comma list of surface/engagement, surfaces or "
+                   "engagement types (e.g. add_to_cart,search/click).")
+@click.option("--task-weight", "task_weights", multiple=True, metavar="TASK=W",
+              help="Multiply a task's sampling share (repeatable; TASK as in --tasks).")
+@click.option("--task-exponent", default=0.5, show_default=True, type=click.FloatRange(0, 1),
+              help="Task share ~ weight x count**exponent (1: natural mix, 0: uniform).")
+@click.option("--epochs", default=2, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default=256, show_default=True, type=click.IntRange(min=2))
+@click.option("--random-negatives", default=128, show_default=True, type=click.IntRange(min=1),
+              help="Random catalog negatives per batch.")
+@click.option("--learning-rate", default=1e-3, show_default=True, type=click.FloatRange(min=0))
+@click.option("--holdout-fraction", default=0.1, show_default=True,
+              type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Share of the engagement log held out for evaluation.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
+@click.option("--d-model", default=512, show_default=True, type=click.IntRange(min=8),
+              help="Transformer width (divisible by the 8 heads).")
+@click.option("--ffn-dim", default=2048, show_default=True, type=click.IntRange(min=8))
+@click.option("--layers", default=1, show_default=True, type=click.IntRange(min=1))
+@click.option("--hash-buckets", default=100_000, show_default=True, type=click.IntRange(min=1))
+@click.option("--vocab", "vocab_sizes", default="50000,100000,20000", show_default=True,
+              metavar="UNI,BI,TRI", help="Top-K unigrams, bigrams, trigrams per text feature.")
+@click.option("--image-dim", default=256, show_default=True, type=click.IntRange(min=1))
+@click.option("--device", default="auto", show_default=True,
+              help="auto (CUDA if visible), cpu, cuda or cuda:N.")
+@click.option("--precision", default="auto", show_default=True,
+              type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+              help="auto: bf16 autocast on CUDA, fp32 on CPU.")
+def train(catalog, engagements, out_dir, mapping, modalities, tasks, task_weights, task_exponent,
+          epochs, batch_size, random_negatives, learning_rate, holdout_fraction, seed, d_model,
+          ffn_dim, layers, hash_buckets, vocab_sizes, image_dim, device, precision):
+    """Train an encoder on a catalog and an engagement log; write a checkpoint directory.
+
+    Holds out a deterministic slice of the log, prints loss and examples/s while training, then
+    Recall@10 per task on the held-out slice, the checkpoint path and its model_version.
+    """
+    from itemsage_cli.stages import progress
+    from itemsage_core.model_runs import train_model
+    from itemsage_core.trainer import TrainConfig
+    from itemsage_core.training_examples import parse_tasks
+    from itemsage_core.vocabulary import VocabConfig
+
+    try:
+        uni, bi, tri = (int(x) for x in vocab_sizes.split(","))
+    except ValueError:
+        raise click.BadParameter(f"'{vocab_sizes}' is not three integers UNI,BI,TRI",
+                                 param_hint="--vocab") from None
+    if d_model % 8:
+        raise click.BadParameter(f"{d_model} is not divisible by 8 heads", param_hint="--d-model")
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, random_negatives=random_negatives,
+                         learning_rate=learning_rate, seed=seed, tasks=parse_tasks(tasks),
+                         task_weights=_parse_task_weights(task_weights),
+                         task_exponent=task_exponent, holdout_fraction=holdout_fraction,
+                         precision=precision)
+    result = train_model(
+        catalog, engagements, Path(out_dir), config,
+        model_options={"d_model": d_model, "ffn_dim": ffn_dim, "layers": layers,
+                       "mlp_hidden": d_model, "hash_buckets": hash_buckets,
+                       "modalities": tuple(modalities.split(","))},
+        vocab_config=VocabConfig(unigrams=uni, bigrams=bi, trigrams=tri), mapping=mapping,
+        image_dim=image_dim, hash_seed=seed, device=device, progress=progress)
+    click.echo("\n".join(result.evaluation.lines()))
+    click.echo(f"model {result.model_version} written to {result.path}")
+
+
+@cli.command()
+@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False),
+              help="Model directory written by `itemsage train`.")
+@click.option("--catalog", required=True, help="Catalog Parquet: a file, directory or glob.")
+@click.option("--engagements", required=True, help="Engagement log Parquet.")
+@click.option("--mapping", type=click.Path(dir_okay=False), default=None,
+              help="Column mapping TOML for the catalog.")
+@click.option("--index-size", default=100_000, show_default=True, type=click.IntRange(min=1),
+              help="Rank among all catalog products up to this many, else a fixed sample.")
+@click.option("-k", "k", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def evaluate(model_dir, catalog, engagements, mapping, index_size, k, as_json):
+    """Recall@K per task and overall on the held-out slice of an engagement log.
+
+    The slice is chosen by the same deterministic rule as in training (docs/model.md), so
+    evaluating on the training log measures held-out examples only.
+    """
+    from itemsage_cli.stages import progress
+    from itemsage_core.model_runs import evaluate_model
+
+    version, result = evaluate_model(Path(model_dir), catalog, engagements, mapping,
+                                     index_size=index_size, k=k, progress=progress)
+    if as_json:
+        click.echo(json.dumps({"model_version": version, **result.to_dict()}, sort_keys=True))
+    else:
+        click.echo(f"model {version}")
+        click.echo("\n".join(result.lines()))
+
+
 @cli.command()
 @click.option("--workdir", default="itemsage-demo", show_default=True,
               type=click.Path(file_okay=False), help="Where the demo writes everything.")

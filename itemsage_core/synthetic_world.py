@@ -67,13 +67,13 @@ COUNTRIES = (["US", "GB", "DE", "FR", "IN"], [0.55, 0.15, 0.12, 0.10, 0.08])
 IMAGE_NOISE = 0.5
 # Query spaces and noise per surface: (query space, weight of the concept, latent noise), the
 # noise relative to the unit intent vector.
-SURFACE_QUERIES = {"home": ("image", 1.0, 0.55), "closeup": ("image", 0.0, 0.30),
-                   "search": ("text", 0.3, 0.40)}
+SURFACE_QUERIES = {"home": ("image", 1.0, 1.2), "closeup": ("image", 0.0, 1.4),
+                   "search": ("text", 0.3, 1.4)}
 SURFACE_SHARE = {"home": 0.45, "closeup": 0.35, "search": 0.20}
 ENGAGEMENT_SHARE = {"home": [0.72, 0.20, 0.06, 0.02], "closeup": [0.70, 0.22, 0.06, 0.02],
                     "search": [0.84, 0.08, 0.06, 0.02]}
 # Conversions express a sharper intent: less latent noise than clicks and saves.
-ENGAGEMENT_NOISE = {"click": 1.0, "save": 0.9, "add_to_cart": 0.75, "checkout": 0.7}
+ENGAGEMENT_NOISE = {"click": 1.0, "save": 0.95, "add_to_cart": 0.85, "checkout": 0.8}
 POPULARITY_EXPONENT = {"home": 1.0, "closeup": 0.7, "search": 0.8}
 START = dt.datetime(2026, 10, 1, tzinfo=dt.timezone.utc)
 

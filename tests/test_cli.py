@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from itemsage_cli.main import cli
 
-COMMANDS = ["generate", "validate", "demo"]
+COMMANDS = ["generate", "validate", "train", "evaluate", "demo"]
 
 
 @pytest.mark.parametrize("command", [[], *[[c] for c in COMMANDS]])
@@ -68,3 +68,43 @@ def test_validate_schema_error_exits_1(spark, tmp_path):
     assert result.stderr.strip().splitlines()[-1] == (
         "error: catalog column 'product_id' must be string, found int64 "
         "(schema-level: affects all rows)")
+
+
+TINY_TRAIN = ["--d-model", "32", "--ffn-dim", "64", "--hash-buckets", "2000", "--epochs", "2",
+              "--batch-size", "64", "--random-negatives", "32"]
+
+
+def test_train_then_evaluate_on_a_generated_world(tmp_path, small_world_dir):
+    world = ["--catalog", str(small_world_dir / "catalog"),
+             "--engagements", str(small_world_dir / "engagements")]
+    trained = CliRunner().invoke(cli, ["train", *world, "--out", str(tmp_path / "model"),
+                                       *TINY_TRAIN])
+    assert trained.exit_code == 0, trained.output
+    assert "epoch 2/2" in trained.output and "examples/s" in trained.output
+    assert "recall@10" in trained.output and "model itemsage-" in trained.output
+    evaluated = CliRunner().invoke(cli, ["evaluate", "--model", str(tmp_path / "model"), *world,
+                                         "--json"])
+    assert evaluated.exit_code == 0, evaluated.output
+    report = json.loads(evaluated.stdout)
+    manifest = json.loads((tmp_path / "model" / "checkpoint.json").read_text())
+    assert report["model_version"] == manifest["model_version"]
+    assert report["overall"] == manifest["summary"]["heldout"]["overall"]
+    assert set(report["per_task"]) <= {f"{s}/{e}" for s in ("home", "closeup", "search")
+                                       for e in ("click", "save", "add_to_cart", "checkout")}
+    assert 0 <= report["overall"] <= 1
+
+
+def test_train_rejects_an_unknown_task(tmp_path, small_world_dir):
+    result = CliRunner().invoke(cli, [
+        "train", "--catalog", str(small_world_dir / "catalog"), "--engagements",
+        str(small_world_dir / "engagements"), "--out", str(tmp_path / "m"), "--tasks", "buy"])
+    assert result.exit_code == 1
+    assert "unknown task 'buy'" in result.output
+
+
+def test_evaluate_refuses_a_directory_that_is_not_a_model(tmp_path, small_world_dir):
+    result = CliRunner().invoke(cli, [
+        "evaluate", "--model", str(tmp_path), "--catalog", str(small_world_dir / "catalog"),
+        "--engagements", str(small_world_dir / "engagements")])
+    assert result.exit_code == 1
+    assert "is not a model checkpoint" in result.output
