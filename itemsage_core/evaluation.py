@@ -35,8 +35,8 @@ class Evaluation:
         return {"metric": f"recall@{self.k}", **dataclasses.asdict(self)}
 
     def lines(self) -> list[str]:
-        out = [f"recall@{self.k} over {self.examples} held-out examples, "
-               f"index of {self.index_size} products",
+        out = [(f"recall@{self.k} over {self.examples} held-out examples, "
+                f"index of {self.index_size} products"),
                f"  {'overall':<22} {self.overall:.4f}"]
         out += [f"  {task:<22} {value:.4f}  ({self.task_examples[task]} examples)"
                 for task, value in self.per_task.items()]

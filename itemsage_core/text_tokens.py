@@ -42,7 +42,8 @@ def segments(column: pa.Array) -> tuple[pa.Array, np.ndarray]:
         rows = np.arange(len(column))
         texts = column
     texts = pc.fill_null(texts.cast(pa.string()), "")
-    normal = pc.utf8_trim_whitespace(pc.replace_substring_regex(pc.utf8_lower(texts), NON_WORD, " "))
+    spaced = pc.replace_substring_regex(pc.utf8_lower(texts), NON_WORD, " ")
+    normal = pc.utf8_trim_whitespace(spaced)
     return normal, rows.astype(np.int64)
 
 

@@ -31,8 +31,9 @@ def parse_tasks(spec: str) -> tuple[str, ...]:
     for item in (part.strip() for part in spec.split(",")):
         matches = [t for t in TASKS if item == t or item in t.split("/")]
         if not matches:
-            raise ItemSageError(f"unknown task '{item}': use 'all', a surface ({', '.join(SURFACES)}),"
-                                f" an engagement ({', '.join(ENGAGEMENTS)}) or surface/engagement")
+            raise ItemSageError(
+                f"unknown task '{item}': use 'all', a surface ({', '.join(SURFACES)}), "
+                f"an engagement ({', '.join(ENGAGEMENTS)}) or surface/engagement")
         chosen += [t for t in matches if t not in chosen]
     return tuple(t for t in TASKS if t in chosen)
 
@@ -86,7 +87,8 @@ def sampling_probabilities(tasks: np.ndarray, weights: dict[str, float],
                            exponent: float) -> np.ndarray:
     """Per-example probability of being drawn, giving task t a share ~ weight_t * count_t**exp."""
     counts = np.bincount(tasks, minlength=len(TASKS)).astype(np.float64)
-    share = np.array([weights.get(t, 1.0) for t in TASKS]) * np.where(counts > 0, counts, 1.0) ** exponent
-    share = np.where(counts > 0, share, 0.0)
-    per_example = (share / np.where(counts > 0, counts, 1.0))[tasks]
+    present = np.where(counts > 0, counts, 1.0)
+    weight = np.array([weights.get(t, 1.0) for t in TASKS])
+    share = np.where(counts > 0, weight * present ** exponent, 0.0)
+    per_example = (share / present)[tasks]
     return per_example / per_example.sum()

@@ -38,7 +38,8 @@ def test_accidental_positives_are_masked():
                                 torch.tensor([7, 8]), t)
     alone = mixed_negative_loss(q[2:], p[2:], torch.tensor([7]), zero_q[2:], r[1:],
                                 torch.tensor([8]), t)
-    pair = mixed_negative_loss(q[:2], p[:2], torch.tensor([5, 5]), zero_q[:2], r, torch.tensor([7, 8]), t)
+    pair = mixed_negative_loss(q[:2], p[:2], torch.tensor([5, 5]), zero_q[:2], r,
+                               torch.tensor([7, 8]), t)
     # With masking, rows 0 and 1 do not compete with each other, nor with row 2's product.
     assert parts.in_batch.item() < 1e-3
     assert math.isclose(3 * parts.random.item(),

@@ -12,7 +12,7 @@ from itemsage_core.hash_embedding import PRIME
 from itemsage_core.inference import embed_features
 from itemsage_core.model import ItemSageEncoder, ModelConfig
 from itemsage_core.product_features import encode_products
-from itemsage_core.vocabulary import build_vocabulary
+from itemsage_core.vocabulary import VocabConfig, build_vocabulary
 
 MAPPINGS = "conf/mappings"
 
@@ -77,9 +77,7 @@ def test_products_without_images_or_with_only_a_title_embed():
         "product_id": ["a", "b", "c"], "title": ["red dress", "blue shirt", "x"],
         "image_embeddings": pa.array([None, [[0.1] * 256], []],
                                      pa.list_(pa.list_(pa.float32())))}))
-    vocab = build_vocabulary(table, dataclasses.replace(
-        __import__("itemsage_core.vocabulary", fromlist=["VocabConfig"]).VocabConfig(),
-        min_count=1))
+    vocab = build_vocabulary(table, VocabConfig(min_count=1))
     features = encode_products(table, vocab, 256)
     out = embed_features(encoder(vocab.size), features)
     assert out.shape == (3, 256) and np.isfinite(out).all()
