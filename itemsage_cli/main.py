@@ -202,6 +202,48 @@ def evaluate(model_dir, catalog, engagements, mapping, index_size, k, as_json):
 
 
 @cli.command()
+@click.option("--catalog", required=True, help="Catalog Parquet: a file, directory or glob.")
+@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False),
+              help="Model directory written by `itemsage train`.")
+@click.option("--table", "table_uri", required=True, metavar="TABLE_URI",
+              help="Delta table of embeddings (path or s3://, gs://, abfs:// URI); the "
+                   "quarantine table is TABLE_URI + '_quarantine'.")
+@click.option("--mapping", type=click.Path(dir_okay=False), default=None,
+              help="Column mapping TOML for the catalog.")
+@click.option("--run-id", default=None,
+              help="Run identity for idempotent retries (default: derived from the catalog "
+                   "files, the model and the mapping).")
+@click.option("--batch-size", default=512, show_default=True, type=click.IntRange(min=1),
+              help="Products per encoder forward pass (independent of Spark's Arrow batches).")
+@click.option("--precision", default="auto", show_default=True,
+              type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+              help="auto: bf16 autocast on GPU executors, fp32 on CPU.")
+@click.option("--summary-json", type=click.Path(dir_okay=False), default=None,
+              help="Also write the run summary to this file.")
+@spark_options
+def embed(catalog, model_dir, table_uri, mapping, run_id, batch_size, precision, summary_json,
+          master, conf):
+    """Embed a catalog on Spark and commit the vectors to a Delta table in one transaction.
+
+    Invalid rows go to the quarantine table with their reason; every input row is embedded or
+    quarantined. Rerunning the same run commits nothing twice.
+    """
+    from itemsage_cli.stages import progress
+    from itemsage_core.column_mapping import load_mapping
+    from jobs.embed_catalog import embed_catalog
+    from jobs.spark_session import get_spark, parse_conf
+
+    spark = get_spark("itemsage-embed", master, parse_conf(conf))
+    summary = embed_catalog(spark, catalog, model_dir, table_uri,
+                            load_mapping(mapping) if mapping else None, run_id, batch_size,
+                            precision, progress=progress)
+    text = json.dumps(summary, indent=2, sort_keys=True)
+    if summary_json:
+        Path(summary_json).write_text(text + "\n")
+    click.echo(text)
+
+
+@cli.command()
 @click.option("--workdir", default="itemsage-demo", show_default=True,
               type=click.Path(file_okay=False), help="Where the demo writes everything.")
 @click.option("--products", default=20_000, show_default=True, type=click.IntRange(min=100),

@@ -28,6 +28,15 @@ def pick_device(requested: str = "auto") -> torch.device:
     return device
 
 
+def device_for_task(gpu_addresses: list[str], cuda_available: bool | None = None) -> str:
+    """The device for a Spark task: the first GPU Spark assigned it (resource scheduling), else
+    any visible CUDA device, else the CPU."""
+    cuda = torch.cuda.is_available() if cuda_available is None else cuda_available
+    if not cuda:
+        return "cpu"
+    return f"cuda:{gpu_addresses[0]}" if gpu_addresses else "cuda"
+
+
 def autocast(device: torch.device, precision: str = "auto"):
     """The autocast context for a device and precision ('auto': bf16 on CUDA, fp32 on CPU)."""
     if precision not in PRECISIONS:

@@ -1,0 +1,82 @@
+"""Embedding catalog batches with a checkpoint: the per-worker piece of the embedding job.
+
+`BatchEmbedder.for_model` loads a checkpoint once per process and model_version (Spark reuses
+its Python workers, so one load serves many tasks). `embed` takes a conformed, validated catalog
+batch and returns rows of the embeddings table, encoding in batches of `batch_size` products
+(independent of Spark's Arrow batch size) with the exact [CLS]-only path.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from itemsage_core.catalog_contract import PRODUCT_ID
+from itemsage_core.checkpoint import Checkpoint, load_checkpoint
+from itemsage_core.content_hash import content_hashes
+from itemsage_core.embeddings_table import EMBEDDING_SCHEMA, QUARANTINE_SCHEMA
+from itemsage_core.inference import embed_features, pick_device
+from itemsage_core.product_features import encode_products
+
+_LOADED: dict[tuple[str, str], Checkpoint] = {}
+
+
+class BatchEmbedder:
+    def __init__(self, checkpoint: Checkpoint, batch_size: int, device: torch.device,
+                 precision: str):
+        self.checkpoint, self.batch_size = checkpoint, batch_size
+        self.device, self.precision = device, precision
+
+    @classmethod
+    def for_model(cls, model_dir: str, model_version: str, batch_size: int = 512,
+                  device: str = "auto", precision: str = "auto") -> "BatchEmbedder":
+        key = (str(model_dir), model_version)
+        if key not in _LOADED:
+            checkpoint = load_checkpoint(model_dir)
+            if checkpoint.model_version != model_version:
+                raise ValueError(f"{model_dir} holds {checkpoint.model_version}, "
+                                 f"expected {model_version}")
+            _LOADED[key] = checkpoint
+        chosen = pick_device(device)
+        _LOADED[key].model.to(chosen)
+        return cls(_LOADED[key], batch_size, chosen, precision)
+
+    @property
+    def model_version(self) -> str:
+        return self.checkpoint.model_version
+
+    def vectors(self, table: pa.Table) -> np.ndarray:
+        features = encode_products(table, self.checkpoint.vocab,
+                                   self.checkpoint.config["image_dim"])
+        return embed_features(self.checkpoint.model, features, batch_size=self.batch_size,
+                              device=self.device, precision=self.precision)
+
+    def embed(self, table: pa.Table, run_id: str, embedded_at: dt.datetime) -> pa.Table:
+        """Rows of the embeddings table for a conformed, validated catalog batch."""
+        vectors = self.vectors(table)
+        n, dim = vectors.shape
+        offsets = np.arange(0, n * dim + 1, dim, dtype=np.int32)
+        return pa.table({
+            "product_id": table.column(PRODUCT_ID),
+            "embedding": pa.ListArray.from_arrays(offsets, pa.array(vectors.reshape(-1))),
+            "model_version": pa.array([self.model_version] * n, pa.string()),
+            "content_hash": content_hashes(table),
+            "run_id": pa.array([run_id] * n, pa.string()),
+            "embedded_at": pa.array([embedded_at] * n, pa.timestamp("us", tz="UTC")),
+        }, schema=EMBEDDING_SCHEMA)
+
+
+def quarantine_rows(table: pa.Table, reasons: pa.Array, run_id: str,
+                    at: dt.datetime) -> pa.Table:
+    """Rows of the quarantine table: product_id, reason, the row as JSON, run_id, time."""
+    raw = [json.dumps(row, default=str, ensure_ascii=False) for row in table.to_pylist()]
+    n = table.num_rows
+    return pa.table({
+        "product_id": table.column(PRODUCT_ID), "reason": reasons, "raw_json": raw,
+        "run_id": pa.array([run_id] * n, pa.string()),
+        "quarantined_at": pa.array([at] * n, pa.timestamp("us", tz="UTC")),
+    }, schema=QUARANTINE_SCHEMA)

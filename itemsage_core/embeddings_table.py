@@ -1,0 +1,142 @@
+"""The Delta table of product embeddings and its quarantine table: schemas, data files, commits.
+
+Writers (Spark executors or one process) call `write_data_file` for each Arrow table they
+produce: it writes one Parquet file under the table root and returns a plain-dict description
+(path relative to the root, size, modification time, per-file statistics). A driver then calls
+`commit_files` once, which commits every file in ONE Delta transaction through the `deltalake`
+transaction API, tagged with an app transaction (`itemsage/<run_id>`, version 0) so that a retried
+run sees that it already committed and commits nothing. Files written by a run that never commits
+are orphans: invisible to readers, removed by `vacuum`. docs/embeddings-table.md has the contract.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from urllib.parse import urlparse
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from itemsage_core.errors import ItemSageError
+
+QUARANTINE_SUFFIX = "_quarantine"
+EMBEDDING_SCHEMA = pa.schema([
+    pa.field("product_id", pa.string(), nullable=False),
+    pa.field("embedding", pa.list_(pa.float32()), nullable=False),
+    pa.field("model_version", pa.string(), nullable=False),
+    pa.field("content_hash", pa.string(), nullable=False),
+    pa.field("run_id", pa.string(), nullable=False),
+    pa.field("embedded_at", pa.timestamp("us", tz="UTC"), nullable=False),
+])
+QUARANTINE_SCHEMA = pa.schema([
+    pa.field("product_id", pa.string()),
+    pa.field("reason", pa.string(), nullable=False),
+    pa.field("raw_json", pa.string(), nullable=False),
+    pa.field("run_id", pa.string(), nullable=False),
+    pa.field("quarantined_at", pa.timestamp("us", tz="UTC"), nullable=False),
+])
+STATS_COLUMNS = ("product_id", "model_version", "content_hash", "run_id", "embedded_at",
+                 "reason", "quarantined_at")
+
+
+def quarantine_uri(table_uri: str) -> str:
+    return table_uri.rstrip("/") + QUARANTINE_SUFFIX
+
+
+def _filesystem(table_uri: str) -> tuple[pafs.FileSystem, str]:
+    """The filesystem and root path of a local path or an object-store URI."""
+    if not urlparse(table_uri).scheme or len(urlparse(table_uri).scheme) == 1:
+        return pafs.LocalFileSystem(), str(table_uri)
+    return pafs.FileSystem.from_uri(table_uri)
+
+
+def file_stats(table: pa.Table) -> str:
+    """Delta per-file statistics (numRecords, min/max/nullCount of the scalar columns)."""
+    mins, maxs, nulls = {}, {}, {}
+    for name in STATS_COLUMNS:
+        if name not in table.column_names:
+            continue
+        column = table.column(name)
+        nulls[name] = column.null_count
+        if table.num_rows > column.null_count:
+            low, high = pc.min_max(column).values()
+            low, high = low.as_py(), high.as_py()
+            if hasattr(low, "isoformat"):
+                low = low.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+                high = high.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            mins[name], maxs[name] = low, high
+    return json.dumps({"numRecords": table.num_rows, "minValues": mins, "maxValues": maxs,
+                       "nullCount": nulls})
+
+
+def write_data_file(table_uri: str, table: pa.Table, run_id: str) -> dict:
+    """Write `table` as one Parquet file under the table root; describe it for the commit."""
+    fs, root = _filesystem(table_uri)
+    name = f"part-{run_id}-{uuid.uuid4().hex}.snappy.parquet"
+    fs.create_dir(root, recursive=True)
+    path = f"{root.rstrip('/')}/{name}"
+    pq.write_table(table, path, filesystem=fs, compression="snappy", row_group_size=50_000)
+    info = fs.get_file_info(path)
+    return {"path": name, "size": info.size, "rows": table.num_rows,
+            "modification_time": int(time.time() * 1000), "stats": file_stats(table)}
+
+
+def app_id(run_id: str) -> str:
+    return f"itemsage/{run_id}"
+
+
+def committed_version(table_uri: str, run_id: str,
+                      storage_options: dict | None = None) -> int | None:
+    """The table version at which `run_id` committed, or None (no table, or not committed)."""
+    from deltalake import DeltaTable
+
+    if not DeltaTable.is_deltatable(table_uri, storage_options):
+        return None
+    table = DeltaTable(table_uri, storage_options=storage_options)
+    if table.transaction_version(app_id(run_id)) is None:
+        return None
+    for entry in table.history():
+        if entry.get("itemsage_run_id") == run_id:
+            return int(entry["version"])
+    return table.version()
+
+
+def commit_files(table_uri: str, files: list[dict], schema: pa.Schema, mode: str, run_id: str,
+                 metadata: dict, storage_options: dict | None = None,
+                 read_version: int | None = None) -> int | None:
+    """Commit `files` in one transaction (mode 'overwrite' or 'append'); returns the new version,
+    or None when this run had already committed (nothing is done then).
+
+    `read_version` is the version the run read (incremental mode): if another writer committed
+    since, the commit is refused rather than losing that writer's rows.
+    """
+    from deltalake import DeltaTable, Schema
+    from deltalake.transaction import (AddAction, CommitProperties, Transaction,
+                                       create_table_with_add_actions)
+
+    if committed_version(table_uri, run_id, storage_options) is not None:
+        return None
+    adds = [AddAction(f["path"], f["size"], {}, f["modification_time"], True, f["stats"])
+            for f in files]
+    props = CommitProperties(
+        custom_metadata={"itemsage_run_id": run_id, "itemsage": json.dumps(metadata)},
+        app_transactions=[Transaction(app_id(run_id), 0)])
+    if not DeltaTable.is_deltatable(table_uri, storage_options):
+        create_table_with_add_actions(table_uri, Schema.from_arrow(schema), adds, mode="error",
+                                      storage_options=storage_options, commit_properties=props)
+        return 0
+    table = DeltaTable(table_uri, storage_options=storage_options)
+    if read_version is not None and table.version() != read_version:
+        raise ItemSageError(
+            f"{table_uri} moved from version {read_version} to {table.version()} while this run "
+            "was working (another writer?); nothing was committed, rerun to start from the new "
+            "version")
+    current = pa.schema(table.schema().to_arrow())
+    if not current.equals(schema):
+        raise ItemSageError(f"{table_uri} has schema {current}, this run writes {schema}")
+    table.create_write_transaction(adds, mode=mode, schema=schema, commit_properties=props)
+    return DeltaTable(table_uri, storage_options=storage_options).version()

@@ -1,0 +1,98 @@
+"""The embedding job on real local Spark, writing real Delta tables."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+from deltalake import DeltaTable
+
+from itemsage_core.batch_embedder import BatchEmbedder
+from itemsage_core.catalog_contract import validate_catalog
+from itemsage_core.checkpoint import save_checkpoint
+from itemsage_core.embeddings_table import EMBEDDING_SCHEMA, quarantine_uri
+from itemsage_core.inference import device_for_task
+from itemsage_core.model import ModelConfig
+from itemsage_core.parquet_io import write_parquet_dataset
+from itemsage_core.trainer import TrainConfig, prepare_data, train
+from jobs.embed_catalog import embed_catalog
+
+pytestmark = pytest.mark.spark
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory, small_world):
+    data = prepare_data(small_world.catalog, small_world.engagements, 0.1)
+    config = ModelConfig.create(data.vocab.size, d_model=32, ffn_dim=64, mlp_hidden=32,
+                                hash_buckets=2000, hash_dim=32)
+    model, _ = train(data, config, TrainConfig(epochs=1, batch_size=64, random_negatives=16))
+    out = tmp_path_factory.mktemp("model") / "m"
+    save_checkpoint(out, model, data.vocab, {"image_dim": 256}, {})
+    return out
+
+
+def quiet(_):
+    pass
+
+
+def test_job_matches_the_in_process_encoder_and_reads_back(spark, tmp_path, small_world,
+                                                           small_world_dir, model_dir):
+    table_uri = str(tmp_path / "embeddings")
+    summary = embed_catalog(spark, str(small_world_dir / "catalog"), str(model_dir), table_uri,
+                            progress=quiet)
+    assert summary["status"] == "committed" and summary["table_version"] == 0
+    assert summary["rows_in"] == summary["embedded"] == 400 and summary["quarantined"] == 0
+    table = DeltaTable(table_uri)
+    assert table.version() == 0
+    rows = table.to_pyarrow_table().sort_by("product_id")
+    assert rows.num_rows == 400 and rows.schema.names == EMBEDDING_SCHEMA.names
+    embedder = BatchEmbedder.for_model(str(model_dir), summary["model_version"])
+    catalog = small_world.catalog.sort_by("product_id")
+    expected = embedder.vectors(catalog)
+    got = np.stack(rows.column("embedding").to_numpy(zero_copy_only=False))
+    assert rows.column("product_id").equals(catalog.column("product_id"))
+    assert np.abs(got - expected).max() <= 1e-5
+    assert set(rows.column("model_version").to_pylist()) == {summary["model_version"]}
+
+    again = embed_catalog(spark, str(small_world_dir / "catalog"), str(model_dir), table_uri,
+                          progress=quiet)
+    assert again["status"] == "already_committed" and again["table_version"] == 0
+    assert DeltaTable(table_uri).version() == 0
+    history = DeltaTable(table_uri).history()
+    assert history[0]["itemsage_run_id"] == summary["run_id"]
+
+
+def test_bad_rows_are_quarantined_and_counts_add_up(spark, tmp_path, small_world, model_dir):
+    catalog = small_world.catalog.slice(0, 50)
+    ids = catalog.column("product_id").to_pylist()
+    ids[1] = ids[0]                       # a duplicate id: both copies are rejected
+    titles = catalog.column("title").to_pylist()
+    titles[2] = "  "                      # a blank title
+    bad = catalog.set_column(0, "product_id", pa.array(ids)).set_column(
+        1, "title", pa.array(titles))
+    write_parquet_dataset(bad, tmp_path / "catalog")
+    table_uri = str(tmp_path / "embeddings")
+    summary = embed_catalog(spark, str(tmp_path / "catalog"), str(model_dir), table_uri,
+                            progress=quiet)
+    expected = validate_catalog(bad)
+    assert summary["embedded"] == expected.valid.num_rows == 47
+    assert summary["quarantined"] == 3 and summary["counts_add_up"]
+    quarantine = DeltaTable(quarantine_uri(table_uri)).to_pyarrow_table()
+    assert sorted(quarantine.column("product_id").to_pylist()) == sorted(
+        [ids[0], ids[0], ids[2]])
+    reasons = quarantine.column("reason").to_pylist()
+    assert sum("duplicate_product_id" in r for r in reasons) == 2
+    assert sum("missing_title" in r for r in reasons) == 1
+    assert all('"title"' in raw for raw in quarantine.column("raw_json").to_pylist())
+    assert set(quarantine.column("run_id").to_pylist()) == {summary["run_id"]}
+    embedded = DeltaTable(table_uri).to_pyarrow_table()
+    assert not set(embedded.column("product_id").to_pylist()) & {ids[0], ids[2]}
+    assert pc.all(pc.equal(pc.list_value_length(embedded.column("embedding")), 256)).as_py()
+
+
+def test_device_choice():
+    assert device_for_task([], cuda_available=False) == "cpu"
+    assert device_for_task(["1"], cuda_available=False) == "cpu"
+    assert device_for_task(["1"], cuda_available=True) == "cuda:1"
+    assert device_for_task([], cuda_available=True) == "cuda"
