@@ -11,6 +11,7 @@ from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
+from pyspark.sql.types import StringType, StructField, StructType
 
 from itemsage_core.catalog_contract import (DEFAULT_IMAGE_DIM, PRODUCT_ID, RULES,
                                             catalog_row_problems, check_catalog_schema,
@@ -58,7 +59,7 @@ def with_reasons(catalog: DataFrame, image_dim: int = DEFAULT_IMAGE_DIM) -> Data
                 .select(PRODUCT_ID, F.col("count").alias(_COPIES)))
     joined = catalog.join(F.broadcast(repeated), PRODUCT_ID, "left").select(
         *catalog.columns, _COPIES)
-    schema = catalog.schema.add(REASON, "string")
+    schema = StructType([*catalog.schema.fields, StructField(REASON, StringType())])
 
     def check(batches):
         for batch in batches:

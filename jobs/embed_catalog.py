@@ -15,29 +15,38 @@ import datetime as dt
 import hashlib
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark import SparkFiles, TaskContext
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import from_arrow_schema
+from pyspark.sql.types import StringType, StructField, StructType
 
 from itemsage_core.batch_embedder import BatchEmbedder, quarantine_rows
+from itemsage_core.catalog_contract import PRODUCT_ID
 from itemsage_core.checkpoint import read_manifest
 from itemsage_core.column_mapping import ColumnMapping
+from itemsage_core.content_hash import content_hashes
 from itemsage_core.embeddings_table import (EMBEDDING_SCHEMA, QUARANTINE_SCHEMA, commit_files,
                                             committed_version, quarantine_uri, write_data_file)
 from itemsage_core.parquet_io import parquet_files
 from jobs.catalog_frame import REASON, read_catalog, with_reasons
 
+CONTENT_HASH, STATUS = "content_hash", "_status"
 FILES_SCHEMA = ("kind string, path string, size long, rows long, modification_time long, "
                 "stats string")
 
 
-def default_run_id(catalog: str, model_version: str, mapping: ColumnMapping | None) -> str:
-    """Same catalog files (path, size, mtime), model and mapping: same run id."""
-    digest = hashlib.sha256(model_version.encode())
+def default_run_id(catalog: str, model_version: str, mapping: ColumnMapping | None,
+                   incremental: bool = False) -> str:
+    """Same catalog files (path, size, mtime), model, mapping and mode: same run id."""
+    digest = hashlib.sha256(f"{model_version}:{incremental}".encode())
     for path in parquet_files(catalog):
         stat = os.stat(path)
         digest.update(f"{os.path.abspath(path)}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
@@ -87,15 +96,73 @@ def _embed_partition(model_name: str, model_version: str, table_uri: str, run_id
     return run
 
 
+def _write_partition(table_uri: str, run_id: str):
+    """A task that writes its rows (already embeddings-table rows) as one data file."""
+    def run(batches):
+        tables = [pa.table(b) for b in batches]
+        if tables and sum(t.num_rows for t in tables):
+            rows = pa.concat_tables(tables).select(EMBEDDING_SCHEMA.names).cast(EMBEDDING_SCHEMA)
+            yield pa.RecordBatch.from_pylist(
+                [{"kind": "embeddings", **write_data_file(table_uri, rows, run_id)}])
+    return run
+
+
+def _with_hash(batches):
+    for batch in batches:
+        table = pa.table(batch)
+        yield from table.append_column(CONTENT_HASH, content_hashes(table)).to_batches()
+
+
+def _current_table(spark: SparkSession, table_uri: str) -> tuple[DataFrame | None, int | None]:
+    """The embeddings table's current rows and version (None, None when there is no table)."""
+    from deltalake import DeltaTable
+
+    if not DeltaTable.is_deltatable(table_uri):
+        return None, None
+    table = DeltaTable(table_uri)
+    files = table.file_uris()
+    if not files:
+        return spark.createDataFrame([], from_arrow_schema(EMBEDDING_SCHEMA)), table.version()
+    return spark.read.parquet(*files), table.version()
+
+
+def _classify(checked: DataFrame, current: DataFrame, model_version: str) -> DataFrame:
+    """Add `_status`: quarantine, new, changed (content or model differs) or unchanged."""
+    schema = StructType([*checked.schema.fields, StructField(CONTENT_HASH, StringType())])
+    hashed = checked.mapInArrow(_with_hash, schema)
+    known = current.select(PRODUCT_ID, F.col(CONTENT_HASH).alias("_current_hash"),
+                           F.col("model_version").alias("_current_model"))
+    joined = hashed.join(known, PRODUCT_ID, "left")
+    status = (F.when(F.col(REASON).isNotNull(), "quarantine")
+              .when(F.col("_current_hash").isNull(), "new")
+              .when((F.col("_current_hash") != F.col(CONTENT_HASH))
+                    | (F.col("_current_model") != F.lit(model_version)), "changed")
+              .otherwise("unchanged"))
+    return joined.withColumn(STATUS, status)
+
+
+def _ship_model(spark: SparkSession, model_dir: str, model_version: str) -> str:
+    """Send the checkpoint to every executor (SparkFiles) under a name unique to its version.
+
+    Executors fetch it lazily, so the driver-side copy (a few MB in the temp dir) must outlive
+    the session; the copy also protects the job from a model directory rewritten meanwhile.
+    """
+    staging = os.path.join(tempfile.mkdtemp(prefix="itemsage-model-"), model_version)
+    shutil.copytree(model_dir, staging)
+    spark.sparkContext.addFile(staging, recursive=True)
+    return model_version
+
+
 def embed_catalog(spark: SparkSession, catalog: str, model_dir: str, table_uri: str,
                   mapping: ColumnMapping | None = None, run_id: str | None = None,
-                  batch_size: int = 512, precision: str = "auto", progress=print) -> dict:
+                  batch_size: int = 512, precision: str = "auto", incremental: bool = False,
+                  progress=print) -> dict:
     """Run the job; returns the run summary (also recorded in the Delta commit's metadata)."""
     timings, started = {}, time.perf_counter()
     manifest = read_manifest(model_dir)
     model_version = manifest["model_version"]
     image_dim = json.loads(open(os.path.join(model_dir, "config.json")).read())["image_dim"]
-    run_id = run_id or default_run_id(catalog, model_version, mapping)
+    run_id = run_id or default_run_id(catalog, model_version, mapping, incremental)
     summary = {"run_id": run_id, "model_version": model_version, "catalog": catalog,
                "table": table_uri, "quarantine_table": quarantine_uri(table_uri)}
     done = committed_version(table_uri, run_id)
@@ -103,20 +170,42 @@ def embed_catalog(spark: SparkSession, catalog: str, model_dir: str, table_uri: 
         progress(f"run {run_id} already committed {table_uri} at version {done}: nothing to do")
         return {**summary, "status": "already_committed", "table_version": done}
 
-    spark.sparkContext.addFile(os.path.abspath(model_dir), recursive=True)
+    shipped = _ship_model(spark, model_dir, model_version)
     now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     checked = with_reasons(read_catalog(spark, catalog, mapping), image_dim)
+    to_encode, carried, read_version = checked, None, None
+    if incremental:
+        current, read_version = _current_table(spark, table_uri)
+        if current is not None:
+            classified = _classify(checked, current, model_version)
+            counts = {r[STATUS]: r["count"] for r in classified.groupBy(STATUS).count().collect()}
+            before = current.count()
+            summary["incremental"] = {
+                "read_version": read_version,
+                **{k: counts.get(k, 0) for k in ("new", "changed", "unchanged")},
+                "removed": before - counts.get("changed", 0) - counts.get("unchanged", 0)}
+            progress(f"incremental from version {read_version}: {summary['incremental']}")
+            to_encode = classified.where(F.col(STATUS) != "unchanged").select(*checked.columns)
+            carried = current.join(classified.where(F.col(STATUS) == "unchanged")
+                                   .select(PRODUCT_ID), PRODUCT_ID, "left_semi")
     progress(f"embedding {catalog} with {model_version} (run {run_id}) on "
              f"{spark.sparkContext.master}")
-    task = _embed_partition(os.path.basename(os.path.abspath(model_dir)), model_version,
+    task = _embed_partition(shipped, model_version,
                             table_uri, run_id, now, batch_size, precision)
-    files = [r.asDict() for r in checked.mapInArrow(task, FILES_SCHEMA).collect()]
-    timings["embed_and_write_s"] = time.perf_counter() - started
+    files = [r.asDict() for r in to_encode.mapInArrow(task, FILES_SCHEMA).collect()]
     embedded = sum(f["rows"] for f in files if f["kind"] == "embeddings")
     quarantined = sum(f["rows"] for f in files if f["kind"] == "quarantine")
+    kept = 0
+    if carried is not None:
+        carried_files = [r.asDict() for r in carried.mapInArrow(
+            _write_partition(table_uri, run_id), FILES_SCHEMA).collect()]
+        kept = sum(f["rows"] for f in carried_files)
+        files += carried_files
+    timings["embed_and_write_s"] = time.perf_counter() - started
     rows_in = spark.read.parquet(catalog).count()
-    summary.update({"rows_in": rows_in, "embedded": embedded, "quarantined": quarantined,
-                    "counts_add_up": rows_in == embedded + quarantined})
+    summary.update({"rows_in": rows_in, "embedded": embedded, "carried_over": kept,
+                    "quarantined": quarantined,
+                    "counts_add_up": rows_in == embedded + kept + quarantined})
     if not summary["counts_add_up"]:
         raise RuntimeError(f"row counts do not add up: {summary}")  # never commit a loss
 
@@ -130,7 +219,8 @@ def embed_catalog(spark: SparkSession, catalog: str, model_dir: str, table_uri: 
     summary.update({"seconds": timings,
                     "products_per_s": embedded / max(timings["embed_and_write_s"], 1e-9)})
     version = commit_files(table_uri, [f for f in files if f["kind"] == "embeddings"],
-                           EMBEDDING_SCHEMA, "overwrite", run_id, summary)
+                           EMBEDDING_SCHEMA, "overwrite", run_id, summary,
+                           read_version=read_version)
     summary.update({"status": "committed", "table_version": version})
     progress(f"committed {embedded} embeddings to {table_uri} (version {version}); "
              f"{quarantined} rows quarantined; {summary['products_per_s']:.0f} products/s")

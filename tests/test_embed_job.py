@@ -96,3 +96,42 @@ def test_device_choice():
     assert device_for_task(["1"], cuda_available=False) == "cpu"
     assert device_for_task(["1"], cuda_available=True) == "cuda:1"
     assert device_for_task([], cuda_available=True) == "cuda"
+
+
+def test_incremental_refresh_encodes_only_what_changed(spark, tmp_path, small_world, model_dir):
+    first = small_world.catalog.slice(0, 120)
+    write_parquet_dataset(first, tmp_path / "v1")
+    table_uri = str(tmp_path / "embeddings")
+    base = embed_catalog(spark, str(tmp_path / "v1"), str(model_dir), table_uri, progress=quiet)
+
+    titles = first.column("title").to_pylist()
+    for i in (0, 1, 2):
+        titles[i] += " (new edition)"
+    ids = first.column("product_id").to_pylist()
+    edited = first.set_column(1, "title", pa.array(titles))
+    kept = edited.slice(0, 115)                        # the last 5 products leave the catalog
+    added = small_world.catalog.slice(200, 4)          # 4 products join it
+    second = pa.concat_tables([kept, added])
+    write_parquet_dataset(second, tmp_path / "v2")
+    summary = embed_catalog(spark, str(tmp_path / "v2"), str(model_dir), table_uri,
+                            incremental=True, progress=quiet)
+    assert summary["incremental"] == {"read_version": 0, "new": 4, "changed": 3,
+                                      "unchanged": 112, "removed": 5}
+    assert summary["embedded"] == 7 and summary["carried_over"] == 112
+    assert summary["counts_add_up"] and summary["table_version"] == 1
+
+    rows = DeltaTable(table_uri).to_pyarrow_table().sort_by("product_id")
+    assert rows.num_rows == 119
+    assert set(rows.column("product_id").to_pylist()) == set(
+        second.column("product_id").to_pylist())
+    run_of = dict(zip(rows.column("product_id").to_pylist(), rows.column("run_id").to_pylist()))
+    assert {run_of[i] for i in ids[:3]} == {summary["run_id"]}
+    assert {run_of[i] for i in ids[3:115]} == {base["run_id"]}
+    embedder = BatchEmbedder.for_model(str(model_dir), summary["model_version"])
+    expected = embedder.vectors(second.sort_by("product_id"))
+    got = np.stack(rows.column("embedding").to_numpy(zero_copy_only=False))
+    assert np.abs(got - expected).max() <= 1e-5
+
+    again = embed_catalog(spark, str(tmp_path / "v2"), str(model_dir), table_uri,
+                          incremental=True, progress=quiet)
+    assert again["status"] == "already_committed" and DeltaTable(table_uri).version() == 1
