@@ -3,7 +3,7 @@
 #
 #   ./spark-submit.sh [--master URL] [--conf KEY=VALUE ...] [--dry-run] JOB [JOB ARGS...]
 #
-# JOB: validate (more jobs arrive with later issues). The master comes from --master, else
+# JOB: validate or embed (build-index arrives with issue 5). The master comes from --master, else
 # $SPARK_MASTER, else local[*]. The project is shipped to executors as a zip (--py-files); their
 # Python (with the dependencies installed) is $PYSPARK_PYTHON, else this project's .venv.
 # The exact spark-submit command is printed before it runs; arguments are passed as an array,
@@ -32,7 +32,8 @@ done
 job=$1; shift
 case "$job" in
   validate) entry="$HERE/jobs/validate_catalog.py" ;;
-  *) echo "spark-submit.sh: unknown job '$job' (jobs: validate)" >&2; exit 2 ;;
+  embed) entry="$HERE/jobs/embed_catalog.py" ;;
+  *) echo "spark-submit.sh: unknown job '$job' (jobs: validate, embed)" >&2; exit 2 ;;
 esac
 
 python=${PYSPARK_PYTHON:-}

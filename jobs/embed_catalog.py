@@ -39,6 +39,7 @@ from itemsage_core.parquet_io import parquet_files
 from jobs.catalog_frame import REASON, read_catalog, with_reasons
 
 CONTENT_HASH, STATUS = "content_hash", "_status"
+_SHIPPED: set[tuple[int, str]] = set()
 FILES_SCHEMA = ("kind string, path string, size long, rows long, modification_time long, "
                 "stats string")
 
@@ -142,15 +143,19 @@ def _classify(checked: DataFrame, current: DataFrame, model_version: str) -> Dat
 
 
 def _ship_model(spark: SparkSession, model_dir: str, model_version: str) -> str:
-    """Send the checkpoint to every executor (SparkFiles) under a name unique to its version.
+    """Send the checkpoint to every executor as an archive named after its version; returns the
+    name under which SparkFiles finds it unpacked.
 
-    Executors fetch it lazily, so the driver-side copy (a few MB in the temp dir) must outlive
+    Executors fetch it lazily, so the driver-side zip (a few MB in the temp dir) must outlive
     the session; the copy also protects the job from a model directory rewritten meanwhile.
     """
-    staging = os.path.join(tempfile.mkdtemp(prefix="itemsage-model-"), model_version)
-    shutil.copytree(model_dir, staging)
-    spark.sparkContext.addFile(staging, recursive=True)
-    return model_version
+    name = f"{model_version}.zip"
+    key = (id(spark.sparkContext), model_version)
+    if key not in _SHIPPED:  # Spark refuses a second path under the same name
+        staging = os.path.join(tempfile.mkdtemp(prefix="itemsage-model-"), model_version)
+        spark.sparkContext.addArchive(shutil.make_archive(staging, "zip", model_dir))
+        _SHIPPED.add(key)
+    return name
 
 
 def embed_catalog(spark: SparkSession, catalog: str, model_dir: str, table_uri: str,

@@ -45,3 +45,19 @@ def small_world_dir(tmp_path_factory, small_world) -> Path:
     write_parquet_dataset(small_world.catalog, out / "catalog", rows_per_file=150)
     write_parquet_dataset(small_world.engagements, out / "engagements")
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, small_world) -> Path:
+    """A small trained checkpoint of the small world (d_model 32), for the job tests."""
+    from itemsage_core.checkpoint import save_checkpoint
+    from itemsage_core.model import ModelConfig
+    from itemsage_core.trainer import TrainConfig, prepare_data, train
+
+    data = prepare_data(small_world.catalog, small_world.engagements, 0.1)
+    config = ModelConfig.create(data.vocab.size, d_model=32, ffn_dim=64, mlp_hidden=32,
+                                hash_buckets=2000, hash_dim=32)
+    model, _ = train(data, config, TrainConfig(epochs=1, batch_size=64, random_negatives=16))
+    out = tmp_path_factory.mktemp("model") / "m"
+    save_checkpoint(out, model, data.vocab, {"image_dim": 256}, {})
+    return out

@@ -10,26 +10,17 @@ from deltalake import DeltaTable
 
 from itemsage_core.batch_embedder import BatchEmbedder
 from itemsage_core.catalog_contract import validate_catalog
-from itemsage_core.checkpoint import save_checkpoint
 from itemsage_core.embeddings_table import EMBEDDING_SCHEMA, quarantine_uri
 from itemsage_core.inference import device_for_task
-from itemsage_core.model import ModelConfig
 from itemsage_core.parquet_io import write_parquet_dataset
-from itemsage_core.trainer import TrainConfig, prepare_data, train
 from jobs.embed_catalog import embed_catalog
 
 pytestmark = pytest.mark.spark
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory, small_world):
-    data = prepare_data(small_world.catalog, small_world.engagements, 0.1)
-    config = ModelConfig.create(data.vocab.size, d_model=32, ffn_dim=64, mlp_hidden=32,
-                                hash_buckets=2000, hash_dim=32)
-    model, _ = train(data, config, TrainConfig(epochs=1, batch_size=64, random_negatives=16))
-    out = tmp_path_factory.mktemp("model") / "m"
-    save_checkpoint(out, model, data.vocab, {"image_dim": 256}, {})
-    return out
+def model_dir(tiny_model_dir):
+    return tiny_model_dir
 
 
 def quiet(_):

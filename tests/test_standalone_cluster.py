@@ -1,0 +1,97 @@
+"""spark-submit.sh against a real standalone cluster on 127.0.0.1: a master and two workers,
+started from the pip-installed pyspark, so executors are separate processes that get the code
+and the model only through what the job ships."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pyspark
+import pytest
+from deltalake import DeltaTable
+
+from itemsage_core.batch_embedder import BatchEmbedder
+
+SCRIPT = Path(__file__).resolve().parents[1] / "spark-submit.sh"
+pytestmark = pytest.mark.spark
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    home = Path(pyspark.__file__).parent
+    logs = tmp_path_factory.mktemp("cluster")
+    env = {**os.environ, "SPARK_HOME": str(home), "SPARK_LOCAL_IP": "127.0.0.1",
+           "SPARK_WORKER_DIR": str(logs / "work")}
+    port, ui = free_port(), free_port()
+    url = f"spark://127.0.0.1:{port}"
+    spark_class = str(home / "bin" / "spark-class")
+    processes = [subprocess.Popen(
+        [spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
+         "--port", str(port), "--webui-port", str(ui)],
+        env=env, stdout=open(logs / "master.log", "w"), stderr=subprocess.STDOUT)]
+    try:
+        wait_for(lambda: "I have been elected leader" in (logs / "master.log").read_text(),
+                 90, "the master")
+        for i in range(2):
+            processes.append(subprocess.Popen(
+                [spark_class, "org.apache.spark.deploy.worker.Worker", url, "--host",
+                 "127.0.0.1", "--cores", "1", "--memory", "2g", "--webui-port",
+                 str(free_port())],
+                env=env, stdout=open(logs / f"worker{i}.log", "w"), stderr=subprocess.STDOUT))
+        wait_for(lambda: (logs / "master.log").read_text().count("Registering worker") >= 2,
+                 90, "two workers")
+        yield {"url": url, "logs": logs}
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def test_embed_job_on_a_standalone_cluster(cluster, tmp_path, small_world, small_world_dir,
+                                           tiny_model_dir):
+    table_uri = tmp_path / "embeddings"
+    summary_file = tmp_path / "summary.json"
+    result = subprocess.run(
+        [str(SCRIPT), "--master", cluster["url"], "--conf", "spark.executor.memory=1g",
+         "--conf", "spark.sql.shuffle.partitions=4", "embed",
+         "--catalog", str(small_world_dir / "catalog"), "--model", str(tiny_model_dir),
+         "--table", str(table_uri), "--summary-json", str(summary_file)],
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    summary = json.loads(summary_file.read_text())
+    assert summary["status"] == "committed" and summary["embedded"] == 400
+    assert summary["counts_add_up"]
+    rows = DeltaTable(str(table_uri)).to_pyarrow_table().sort_by("product_id")
+    assert rows.num_rows == 400
+    expected = BatchEmbedder.for_model(str(tiny_model_dir), summary["model_version"]).vectors(
+        small_world.catalog.sort_by("product_id"))
+    got = np.stack(rows.column("embedding").to_numpy(zero_copy_only=False))
+    assert np.abs(got - expected).max() <= 1e-5
+    # Executors of both workers ran (each worker logs its executors under its work dir).
+    executors = list((cluster["logs"] / "work").glob("app-*/*/stderr"))
+    assert len(executors) >= 2
