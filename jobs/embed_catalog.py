@@ -37,6 +37,7 @@ from itemsage_core.embeddings_table import (EMBEDDING_SCHEMA, QUARANTINE_SCHEMA,
                                             committed_version, quarantine_uri, write_data_file)
 from itemsage_core.parquet_io import parquet_files
 from jobs.catalog_frame import REASON, read_catalog, with_reasons
+from jobs.crash_points import crash_point
 
 CONTENT_HASH, STATUS = "content_hash", "_status"
 _SHIPPED: set[tuple[int, str]] = set()
@@ -197,6 +198,7 @@ def embed_catalog(spark: SparkSession, catalog: str, model_dir: str, table_uri: 
              f"{spark.sparkContext.master}")
     task = _embed_partition(shipped, model_version,
                             table_uri, run_id, now, batch_size, precision)
+    crash_point("before_write")
     files = [r.asDict() for r in to_encode.mapInArrow(task, FILES_SCHEMA).collect()]
     embedded = sum(f["rows"] for f in files if f["kind"] == "embeddings")
     quarantined = sum(f["rows"] for f in files if f["kind"] == "quarantine")
@@ -214,6 +216,7 @@ def embed_catalog(spark: SparkSession, catalog: str, model_dir: str, table_uri: 
     if not summary["counts_add_up"]:
         raise RuntimeError(f"row counts do not add up: {summary}")  # never commit a loss
 
+    crash_point("after_write")
     commit_started = time.perf_counter()
     bad_files = [f for f in files if f["kind"] == "quarantine"]
     if bad_files:
@@ -223,6 +226,7 @@ def embed_catalog(spark: SparkSession, catalog: str, model_dir: str, table_uri: 
     timings["total_s"] = time.perf_counter() - started
     summary.update({"seconds": timings,
                     "products_per_s": embedded / max(timings["embed_and_write_s"], 1e-9)})
+    crash_point("before_commit")
     version = commit_files(table_uri, [f for f in files if f["kind"] == "embeddings"],
                            EMBEDDING_SCHEMA, "overwrite", run_id, summary,
                            read_version=read_version)

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -13,6 +18,7 @@ from itemsage_core.catalog_contract import validate_catalog
 from itemsage_core.embeddings_table import EMBEDDING_SCHEMA, quarantine_uri
 from itemsage_core.inference import device_for_task
 from itemsage_core.parquet_io import write_parquet_dataset
+from jobs.crash_points import POINTS
 from jobs.embed_catalog import embed_catalog
 
 pytestmark = pytest.mark.spark
@@ -126,3 +132,37 @@ def test_incremental_refresh_encodes_only_what_changed(spark, tmp_path, small_wo
     again = embed_catalog(spark, str(tmp_path / "v2"), str(model_dir), table_uri,
                           incremental=True, progress=quiet)
     assert again["status"] == "already_committed" and DeltaTable(table_uri).version() == 1
+
+
+def test_a_killed_run_leaves_the_previous_version_and_a_rerun_completes(
+        tmp_path, small_world, tiny_model_dir):
+    first = small_world.catalog.slice(0, 60)
+    write_parquet_dataset(first, tmp_path / "v1")
+    bad = first.set_column(1, "title", pa.array([None] + first.column("title").to_pylist()[1:]))
+    write_parquet_dataset(bad, tmp_path / "v2")
+    table_uri = str(tmp_path / "embeddings")
+
+    def embed(catalog, crash=None):
+        env = {k: v for k, v in os.environ.items() if k != "ITEMSAGE_CRASH_AT"}
+        if crash:
+            env["ITEMSAGE_CRASH_AT"] = crash
+        return subprocess.run(
+            [sys.executable, "-m", "itemsage_cli.main", "embed", "--catalog", str(catalog),
+             "--model", str(tiny_model_dir), "--table", table_uri, "--master", "local[1]"],
+            env=env, capture_output=True, text=True, timeout=300)
+
+    assert embed(tmp_path / "v1").returncode == 0
+    before = DeltaTable(table_uri).to_pyarrow_table().sort_by("product_id")
+    for point in POINTS:  # in the order the job reaches them
+        killed = embed(tmp_path / "v2", crash=point)
+        assert killed.returncode == -signal.SIGKILL, (point, killed.stderr[-2000:])
+        table = DeltaTable(table_uri)
+        assert table.version() == 0, point
+        assert table.to_pyarrow_table().sort_by("product_id").equals(before), point
+    # The quarantine commit precedes the main one; a rerun does not repeat it.
+    assert DeltaTable(quarantine_uri(table_uri)).to_pyarrow_table().num_rows == 1
+    rerun = embed(tmp_path / "v2")
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert DeltaTable(table_uri).version() == 1
+    assert DeltaTable(table_uri).to_pyarrow_table().num_rows == 59
+    assert DeltaTable(quarantine_uri(table_uri)).to_pyarrow_table().num_rows == 1
