@@ -38,6 +38,7 @@ from itemsage_core.embeddings_table import (EMBEDDING_SCHEMA, QUARANTINE_SCHEMA,
 from itemsage_core.parquet_io import parquet_files
 from jobs.catalog_frame import REASON, read_catalog, with_reasons
 from jobs.crash_points import crash_point
+from jobs.progress import stage_progress
 
 CONTENT_HASH, STATUS = "content_hash", "_status"
 _SHIPPED: set[tuple[int, str]] = set()
@@ -125,6 +126,8 @@ def _current_table(spark: SparkSession, table_uri: str) -> tuple[DataFrame | Non
     files = table.file_uris()
     if not files:
         return spark.createDataFrame([], from_arrow_schema(EMBEDDING_SCHEMA)), table.version()
+    # Hadoop's S3 connector is s3a://; the other object stores keep their scheme.
+    files = ["s3a://" + f[len("s3://"):] if f.startswith("s3://") else f for f in files]
     return spark.read.parquet(*files), table.version()
 
 
@@ -199,7 +202,8 @@ def embed_catalog(spark: SparkSession, catalog: str, model_dir: str, table_uri: 
     task = _embed_partition(shipped, model_version,
                             table_uri, run_id, now, batch_size, precision)
     crash_point("before_write")
-    files = [r.asDict() for r in to_encode.mapInArrow(task, FILES_SCHEMA).collect()]
+    with stage_progress(spark, progress):
+        files = [r.asDict() for r in to_encode.mapInArrow(task, FILES_SCHEMA).collect()]
     embedded = sum(f["rows"] for f in files if f["kind"] == "embeddings")
     quarantined = sum(f["rows"] for f in files if f["kind"] == "quarantine")
     kept = 0

@@ -166,3 +166,19 @@ def test_a_killed_run_leaves_the_previous_version_and_a_rerun_completes(
     assert DeltaTable(table_uri).version() == 1
     assert DeltaTable(table_uri).to_pyarrow_table().num_rows == 59
     assert DeltaTable(quarantine_uri(table_uri)).to_pyarrow_table().num_rows == 1
+
+
+def test_flipkart_embeds_text_only_through_its_mapping(spark, tmp_path, flipkart_path,
+                                                       tiny_model_dir):
+    from itemsage_core.column_mapping import load_mapping
+
+    table_uri = str(tmp_path / "flipkart")
+    summary = embed_catalog(spark, str(flipkart_path), str(tiny_model_dir), table_uri,
+                            load_mapping("conf/mappings/flipkart.toml"), progress=quiet)
+    assert summary["rows_in"] == 20000
+    assert summary["embedded"] == 19996 and summary["quarantined"] == 4
+    rows = DeltaTable(table_uri).to_pyarrow_table()
+    assert rows.num_rows == 19996
+    vectors = np.stack(rows.column("embedding").to_numpy(zero_copy_only=False))
+    assert np.isfinite(vectors).all() and np.allclose(np.linalg.norm(vectors, axis=1), 1,
+                                                      atol=1e-5)
