@@ -52,14 +52,15 @@ def validate_stage(catalog: str, mapping: str | None, engagements: str | None,
     from itemsage_core.column_mapping import load_mapping
     from itemsage_core.engagement_contract import validate_engagements
     from itemsage_core.parquet_io import read_parquet
-    from jobs.catalog_frame import read_catalog, validation_report, with_reasons
+    from jobs.catalog_frame import catalog_ids, read_catalog, validation_report, with_reasons
     from jobs.spark_session import get_spark, parse_conf
 
     column_mapping = load_mapping(mapping) if mapping else None
     spark = get_spark("itemsage-validate", master, parse_conf(conf))
     progress(f"validating catalog {catalog} on {spark.sparkContext.master}")
-    reports = [validation_report(with_reasons(read_catalog(spark, catalog, column_mapping),
-                                              image_dim))]
+    reports = [validation_report(with_reasons(
+        read_catalog(spark, catalog, column_mapping), image_dim,
+        catalog_ids(spark, catalog, column_mapping)))]
     if engagements:
         progress(f"validating engagement log {engagements}")
         reports.append(validate_engagements(read_parquet(engagements), image_dim).report)

@@ -7,6 +7,7 @@ executors, so the catalog is never collected to the driver, whatever its size.
 from __future__ import annotations
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -24,12 +25,18 @@ REASON = "reason"
 _COPIES = "_copies"
 
 
-def read_catalog(spark: SparkSession, path: str,
-                 mapping: ColumnMapping | None = None) -> DataFrame:
-    """The catalog at `path` (file, directory or glob), mapped and conformed to the contract.
+def conform_batch(batch: pa.RecordBatch, mapping: ColumnMapping | None) -> pa.Table:
+    """One raw catalog batch, mapped and conformed (what read_catalog's rows are)."""
+    return conform_catalog(mapping.apply(batch) if mapping else pa.table(batch))
+
+
+def raw_catalog(spark: SparkSession, path: str,
+                mapping: ColumnMapping | None = None) -> tuple[DataFrame, pa.Schema]:
+    """The raw catalog DataFrame and its conformed schema, after the schema-level checks.
 
     Schema-level problems (a missing or mistyped column) raise ContractError on the driver,
-    before any data is read.
+    before any data is read. A job can then conform batches itself (conform_batch) in the same
+    Python pass as its own work.
     """
     try:
         raw = spark.read.parquet(path)
@@ -39,37 +46,83 @@ def read_catalog(spark: SparkSession, path: str,
     empty = raw.limit(0).toArrow()
     mapped = mapping.apply(empty) if mapping else empty
     check_catalog_schema(mapped.schema)
-    schema = conform_catalog(mapped).schema
+    return raw, conform_catalog(mapped).schema
+
+
+def read_catalog(spark: SparkSession, path: str,
+                 mapping: ColumnMapping | None = None) -> DataFrame:
+    """The catalog at `path` (file, directory or glob), mapped and conformed to the contract."""
+    raw, schema = raw_catalog(spark, path, mapping)
 
     def conform(batches):
         for batch in batches:
-            table = mapping.apply(batch) if mapping else pa.table(batch)
-            yield from conform_catalog(table).to_batches()
+            yield from conform_batch(batch, mapping).to_batches()
 
     return raw.mapInArrow(conform, from_arrow_schema(schema))
 
 
-def with_reasons(catalog: DataFrame, image_dim: int = DEFAULT_IMAGE_DIM) -> DataFrame:
-    """Add a `reason` column (null for a valid row), duplicate product ids included.
+def catalog_ids(spark: SparkSession, path: str,
+                mapping: ColumnMapping | None = None) -> DataFrame:
+    """The product_id of every catalog row, reading only the source columns it comes from."""
+    raw = spark.read.parquet(path)
+    rule = next((r for r in mapping.rules if r.target == PRODUCT_ID), None) if mapping else None
+    if rule is None:
+        return raw.select(F.col(PRODUCT_ID).cast("string"))
 
-    Ids are counted over the whole catalog; only the repeated ones (normally few) are joined
-    back, as a broadcast.
+    def ids(batches):
+        for batch in batches:
+            value = rule.apply(pa.table(batch)).cast(pa.string())
+            yield pa.RecordBatch.from_arrays([value], [PRODUCT_ID])
+
+    return raw.select(*rule.sources).mapInArrow(ids, f"{PRODUCT_ID} string")
+
+
+def with_copies(catalog: DataFrame, ids: DataFrame | None = None) -> DataFrame:
+    """Add `_copies`: how many rows share the row's product_id, null when it is unique.
+
+    Ids are counted over the whole catalog (`ids`, from catalog_ids, reads only the id column;
+    without it the catalog itself is scanned); only the repeated ones (normally few) are joined
+    back, as a broadcast. `row_reasons` turns a batch of the result into reasons.
     """
-    repeated = (catalog.groupBy(PRODUCT_ID).count().where(F.col("count") > 1)
+    counted = catalog.select(PRODUCT_ID) if ids is None else ids
+    repeated = (counted.groupBy(PRODUCT_ID).count().where(F.col("count") > 1)
                 .select(PRODUCT_ID, F.col("count").alias(_COPIES)))
-    joined = catalog.join(F.broadcast(repeated), PRODUCT_ID, "left").select(
+    return catalog.join(F.broadcast(repeated), PRODUCT_ID, "left").select(
         *catalog.columns, _COPIES)
+
+
+def repeated_ids(ids: DataFrame) -> pa.Table:
+    """`product_id` and `count` of the ids on more than one row (normally few: collected)."""
+    repeated = ids.groupBy(PRODUCT_ID).count().where(F.col("count") > 1)
+    return repeated.toArrow()
+
+
+def copies_in(table: pa.Table, repeated: pa.Table) -> pa.Array:
+    """Per row: how many rows share its product_id, null when it is unique."""
+    where = pc.index_in(table.column(PRODUCT_ID), value_set=repeated.column(PRODUCT_ID))
+    return pc.take(repeated.column("count"), where)
+
+
+def row_reasons(batch: pa.RecordBatch | pa.Table,
+                image_dim: int = DEFAULT_IMAGE_DIM) -> tuple[pa.Table, pa.Array]:
+    """A `with_copies` batch without `_copies`, and each row's reasons (null = valid)."""
+    table = pa.table(batch)
+    copies = table.column(_COPIES).combine_chunks()
+    table = table.drop_columns([_COPIES])
+    return table, catalog_row_problems(table, image_dim, copies)
+
+
+def with_reasons(catalog: DataFrame, image_dim: int = DEFAULT_IMAGE_DIM,
+                 ids: DataFrame | None = None) -> DataFrame:
+    """Add a `reason` column (null for a valid row), duplicate product ids included."""
     schema = StructType([*catalog.schema.fields, StructField(REASON, StringType())])
 
     def check(batches):
         for batch in batches:
-            table = pa.table(batch)
-            copies = table.column(_COPIES).combine_chunks()
-            table = table.drop_columns([_COPIES])
-            reasons = catalog_row_problems(table, image_dim, copies)
+            table, reasons = row_reasons(batch, image_dim)
             yield from table.append_column(REASON, reasons).to_batches()
 
-    return joined.mapInArrow(check, schema)
+    return with_copies(catalog, ids).mapInArrow(check, schema)
 
 
 def validation_report(checked: DataFrame) -> ValidationReport:

@@ -19,6 +19,7 @@ import shutil
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -29,14 +30,15 @@ from pyspark.sql.pandas.types import from_arrow_schema
 from pyspark.sql.types import StringType, StructField, StructType
 
 from itemsage_core.batch_embedder import BatchEmbedder, quarantine_rows
-from itemsage_core.catalog_contract import PRODUCT_ID
-from itemsage_core.checkpoint import read_manifest
+from itemsage_core.catalog_contract import PRODUCT_ID, catalog_row_problems
+from itemsage_core.checkpoint import CONFIG, read_manifest
 from itemsage_core.column_mapping import ColumnMapping
 from itemsage_core.content_hash import content_hashes
 from itemsage_core.embeddings_table import (EMBEDDING_SCHEMA, QUARANTINE_SCHEMA, commit_files,
                                             committed_version, quarantine_uri, write_data_file)
 from itemsage_core.parquet_io import parquet_files
-from jobs.catalog_frame import REASON, read_catalog, with_reasons
+from jobs.catalog_frame import (REASON, catalog_ids, conform_batch, copies_in, raw_catalog,
+                                read_catalog, repeated_ids, with_reasons)
 from jobs.crash_points import crash_point
 from jobs.progress import stage_progress
 
@@ -67,7 +69,12 @@ def _task_device() -> str:
 
 
 def _embed_partition(model_name: str, model_version: str, table_uri: str, run_id: str,
-                     started: dt.datetime, batch_size: int, precision: str):
+                     started: dt.datetime, batch_size: int, precision: str, image_dim: int,
+                     mapping: ColumnMapping | None, repeated: pa.Table):
+    """A task that embeds valid rows and quarantines the others. Its input is either checked
+    catalog rows with a `reason` column (incremental mode) or raw catalog rows: those are mapped,
+    conformed and checked here, in the same Python pass as the encoder, so the rows cross from
+    the JVM to Python once (`repeated` holds the ids on more than one row)."""
     def run(batches):
         import torch
 
@@ -78,9 +85,13 @@ def _embed_partition(model_name: str, model_version: str, table_uri: str, run_id
                                            precision=precision)
         good, bad = [], []
         for batch in batches:
-            table = pa.table(batch)
-            reasons = table.column(REASON)
-            table = table.drop_columns([REASON])
+            if REASON in batch.schema.names:
+                table = pa.table(batch)
+                reasons = table.column(REASON)
+                table = table.drop_columns([REASON])
+            else:
+                table = conform_batch(batch, mapping)
+                reasons = catalog_row_problems(table, image_dim, copies_in(table, repeated))
             ok = pc.is_null(reasons)
             if pc.any(ok).as_py():
                 good.append(embedder.embed(table.filter(ok), run_id, started))
@@ -170,7 +181,7 @@ def embed_catalog(spark: SparkSession, catalog: str, model_dir: str, table_uri: 
     timings, started = {}, time.perf_counter()
     manifest = read_manifest(model_dir)
     model_version = manifest["model_version"]
-    image_dim = json.loads(open(os.path.join(model_dir, "config.json")).read())["image_dim"]
+    image_dim = json.loads(Path(model_dir, CONFIG).read_text())["image_dim"]
     run_id = run_id or default_run_id(catalog, model_version, mapping, incremental)
     summary = {"run_id": run_id, "model_version": model_version, "catalog": catalog,
                "table": table_uri, "quarantine_table": quarantine_uri(table_uri)}
@@ -181,9 +192,12 @@ def embed_catalog(spark: SparkSession, catalog: str, model_dir: str, table_uri: 
 
     shipped = _ship_model(spark, model_dir, model_version)
     now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
-    checked = with_reasons(read_catalog(spark, catalog, mapping), image_dim)
-    to_encode, carried, read_version = checked, None, None
+    raw, _ = raw_catalog(spark, catalog, mapping)
+    ids = catalog_ids(spark, catalog, mapping)
+    repeated = repeated_ids(ids)
+    to_encode, carried, read_version = raw, None, None
     if incremental:
+        checked = with_reasons(read_catalog(spark, catalog, mapping), image_dim, ids)
         current, read_version = _current_table(spark, table_uri)
         if current is not None:
             classified = _classify(checked, current, model_version)
@@ -200,7 +214,8 @@ def embed_catalog(spark: SparkSession, catalog: str, model_dir: str, table_uri: 
     progress(f"embedding {catalog} with {model_version} (run {run_id}) on "
              f"{spark.sparkContext.master}")
     task = _embed_partition(shipped, model_version,
-                            table_uri, run_id, now, batch_size, precision)
+                            table_uri, run_id, now, batch_size, precision, image_dim, mapping,
+                            repeated)
     crash_point("before_write")
     with stage_progress(spark, progress):
         files = [r.asDict() for r in to_encode.mapInArrow(task, FILES_SCHEMA).collect()]
