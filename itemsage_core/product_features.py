@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
+from itemsage_core.arrow_checks import as_array
 from itemsage_core.catalog_contract import IMAGE_EMBEDDINGS, PRODUCT_ID
 from itemsage_core.vocabulary import FEATURES, TextBags, Vocabulary
 
@@ -81,16 +82,13 @@ class ProductFeatures:
 def encode_products(table: pa.Table | pa.RecordBatch, vocab: Vocabulary,
                     image_dim: int) -> ProductFeatures:
     """Encoder inputs of every row of a conformed, validated catalog batch."""
-    images = table.column(IMAGE_EMBEDDINGS)
-    if isinstance(images, pa.ChunkedArray):
-        images = images.combine_chunks()
+    images = as_array(table.column(IMAGE_EMBEDDINGS))
     counts = pc.fill_null(pc.list_value_length(images), 0).to_numpy(zero_copy_only=False)
     offsets = np.zeros(len(counts) + 1, np.int64)
     np.cumsum(counts, out=offsets[1:])
     vectors = pc.list_flatten(images)
     values = pc.list_flatten(vectors).to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-    ids = table.column(PRODUCT_ID)
     return ProductFeatures(
-        product_ids=ids.combine_chunks() if isinstance(ids, pa.ChunkedArray) else ids,
+        product_ids=as_array(table.column(PRODUCT_ID)),
         image_values=values.reshape(-1, image_dim), image_offsets=offsets,
         bags=vocab.encode(table))

@@ -18,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from itemsage_core.arrow_checks import as_array
 from itemsage_core.catalog_contract import TEXT_FEATURES
 from itemsage_core.errors import ContractError
 from itemsage_core.text_tokens import KINDS, tokenize, trigram_codes, trigram_text
@@ -91,7 +92,7 @@ class Vocabulary:
         n, F = table.num_rows, len(FEATURES)
         all_ids, all_bags = [], []
         for f_index, feature in enumerate(FEATURES):
-            toks = tokenize(_column(table, feature))
+            toks = tokenize(as_array(table.column(feature)))
             for kind, tokens, rows in (("unigram", toks.unigrams, toks.unigram_rows),
                                        ("bigram", toks.bigrams, toks.bigram_rows),
                                        ("trigram", toks.trigrams, toks.trigram_rows)):
@@ -122,11 +123,6 @@ class Vocabulary:
         return cls(data["tokens"])
 
 
-def _column(table, name: str) -> pa.Array:
-    column = table.column(name)
-    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-
-
 def _top(counts: pd.Series, limit: int, min_count: int) -> list:
     counts = counts[counts >= min_count]
     frame = pd.DataFrame({"token": counts.index, "count": counts.to_numpy()})
@@ -140,7 +136,7 @@ def build_vocabulary(table: pa.Table, config: VocabConfig = VocabConfig()) -> Vo
     for start in range(0, table.num_rows, CHUNK_ROWS):
         chunk = table.slice(start, CHUNK_ROWS)
         for feature in FEATURES:
-            toks = tokenize(_column(chunk, feature))
+            toks = tokenize(as_array(chunk.column(feature)))
             for kind, tokens in (("unigram", toks.unigrams), ("bigram", toks.bigrams)):
                 counted = pc.value_counts(tokens)
                 counts[feature, kind].append(pd.Series(
