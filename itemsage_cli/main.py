@@ -218,14 +218,18 @@ def evaluate(model_dir, catalog, engagements, mapping, index_size, k, as_json):
 @click.option("--precision", default="auto", show_default=True,
               type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
               help="auto: bf16 autocast on GPU executors, fp32 on CPU.")
+@click.option("--writer", default="deltalake", show_default=True,
+              type=click.Choice(["deltalake", "spark-delta"]),
+              help="Commit through the deltalake library, or through Delta's Spark connector "
+                   "where io.delta is on the classpath.")
 @click.option("--incremental", is_flag=True,
               help="Re-encode only new products and those whose inputs or model changed; carry "
                    "the rest over; drop products no longer in the catalog.")
 @click.option("--summary-json", type=click.Path(dir_okay=False), default=None,
               help="Also write the run summary to this file.")
 @spark_options
-def embed(catalog, model_dir, table_uri, mapping, run_id, batch_size, precision, incremental,
-          summary_json, master, conf):
+def embed(catalog, model_dir, table_uri, mapping, run_id, batch_size, precision, writer,
+          incremental, summary_json, master, conf):
     """Embed a catalog on Spark and commit the vectors to a Delta table in one transaction.
 
     Invalid rows go to the quarantine table with their reason; every input row is embedded or
@@ -239,7 +243,7 @@ def embed(catalog, model_dir, table_uri, mapping, run_id, batch_size, precision,
     spark = get_spark("itemsage-embed", master, parse_conf(conf))
     summary = embed_catalog(spark, catalog, model_dir, table_uri,
                             load_mapping(mapping) if mapping else None, run_id, batch_size,
-                            precision, incremental, progress=progress)
+                            precision, incremental, writer, progress=progress)
     text = json.dumps(summary, indent=2, sort_keys=True)
     if summary_json:
         Path(summary_json).write_text(text + "\n")

@@ -85,6 +85,13 @@ def write_data_file(table_uri: str, table: pa.Table, run_id: str) -> dict:
             "modification_time": int(time.time() * 1000), "stats": file_stats(table)}
 
 
+def remove_tree(uri: str) -> None:
+    """Delete a directory (local or object store) and everything under it, if it exists."""
+    fs, path = _filesystem(uri)
+    if fs.get_file_info(path).type != pafs.FileType.NotFound:
+        fs.delete_dir(path)
+
+
 def app_id(run_id: str) -> str:
     return f"itemsage/{run_id}"
 

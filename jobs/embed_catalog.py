@@ -35,12 +35,14 @@ from itemsage_core.checkpoint import CONFIG, read_manifest
 from itemsage_core.column_mapping import ColumnMapping
 from itemsage_core.content_hash import content_hashes
 from itemsage_core.embeddings_table import (EMBEDDING_SCHEMA, QUARANTINE_SCHEMA, commit_files,
-                                            committed_version, quarantine_uri, write_data_file)
+                                            committed_version, quarantine_uri, remove_tree,
+                                            write_data_file)
 from itemsage_core.parquet_io import parquet_files
 from jobs.catalog_frame import (REASON, catalog_ids, conform_batch, copies_in, raw_catalog,
                                 read_catalog, repeated_ids, with_reasons)
 from jobs.crash_points import crash_point
 from jobs.progress import stage_progress
+from jobs.spark_delta_writer import commit_with_spark, require_connector, staging_uri
 
 CONTENT_HASH, STATUS = "content_hash", "_status"
 _SHIPPED: set[tuple[int, str]] = set()
@@ -68,7 +70,7 @@ def _task_device() -> str:
     return device_for_task(list(gpus.addresses) if gpus else [])
 
 
-def _embed_partition(model_name: str, model_version: str, table_uri: str, run_id: str,
+def _embed_partition(model_name: str, model_version: str, targets: dict[str, str], run_id: str,
                      started: dt.datetime, batch_size: int, precision: str, image_dim: int,
                      mapping: ColumnMapping | None, repeated: pa.Table):
     """A task that embeds valid rows and quarantines the others. Its input is either checked
@@ -101,10 +103,10 @@ def _embed_partition(model_name: str, model_version: str, table_uri: str, run_id
         described = []
         if good:
             described.append({"kind": "embeddings", **write_data_file(
-                table_uri, pa.concat_tables(good), run_id)})
+                targets["embeddings"], pa.concat_tables(good), run_id)})
         if bad:
             described.append({"kind": "quarantine", **write_data_file(
-                quarantine_uri(table_uri), pa.concat_tables(bad), run_id)})
+                targets["quarantine"], pa.concat_tables(bad), run_id)})
         if described:
             yield pa.RecordBatch.from_pylist(described)
     return run
@@ -173,10 +175,36 @@ def _ship_model(spark: SparkSession, model_dir: str, model_version: str) -> str:
     return name
 
 
+def _commit(spark: SparkSession, writer: str, uris: dict[str, str], targets: dict[str, str],
+            files: list[dict], run_id: str, summary: dict, read_version: int | None) -> int:
+    """Commit the quarantine files (append), then the embeddings (overwrite, one transaction),
+    through the chosen writer; returns the embeddings table's new version."""
+    bad = [f for f in files if f["kind"] == "quarantine"]
+    good = [f for f in files if f["kind"] == "embeddings"]
+    if writer == "deltalake":
+        if bad:
+            commit_files(uris["quarantine"], bad, QUARANTINE_SCHEMA, "append", run_id,
+                         {"run_id": run_id, "rows": summary["quarantined"]})
+        crash_point("before_commit")
+        return commit_files(uris["embeddings"], good, EMBEDDING_SCHEMA, "overwrite", run_id,
+                            summary, read_version=read_version)
+    from deltalake import DeltaTable
+
+    if bad and committed_version(uris["quarantine"], run_id) is None:
+        commit_with_spark(spark, uris["quarantine"], targets["quarantine"], bad,
+                          QUARANTINE_SCHEMA, "append", run_id, {"run_id": run_id})
+    crash_point("before_commit")
+    commit_with_spark(spark, uris["embeddings"], targets["embeddings"], good, EMBEDDING_SCHEMA,
+                      "overwrite", run_id, summary)
+    for staged in targets.values():
+        remove_tree(staged)
+    return DeltaTable(uris["embeddings"]).version()
+
+
 def embed_catalog(spark: SparkSession, catalog: str, model_dir: str, table_uri: str,
                   mapping: ColumnMapping | None = None, run_id: str | None = None,
                   batch_size: int = 512, precision: str = "auto", incremental: bool = False,
-                  progress=print) -> dict:
+                  writer: str = "deltalake", progress=print) -> dict:
     """Run the job; returns the run summary (also recorded in the Delta commit's metadata)."""
     timings, started = {}, time.perf_counter()
     manifest = read_manifest(model_dir)
@@ -190,6 +218,11 @@ def embed_catalog(spark: SparkSession, catalog: str, model_dir: str, table_uri: 
         progress(f"run {run_id} already committed {table_uri} at version {done}: nothing to do")
         return {**summary, "status": "already_committed", "table_version": done}
 
+    if writer == "spark-delta":
+        require_connector(spark)
+    uris = {"embeddings": table_uri, "quarantine": quarantine_uri(table_uri)}
+    targets = (uris if writer == "deltalake"
+               else {k: staging_uri(u, run_id) for k, u in uris.items()})
     shipped = _ship_model(spark, model_dir, model_version)
     now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     raw, _ = raw_catalog(spark, catalog, mapping)
@@ -213,8 +246,7 @@ def embed_catalog(spark: SparkSession, catalog: str, model_dir: str, table_uri: 
                                    .select(PRODUCT_ID), PRODUCT_ID, "left_semi")
     progress(f"embedding {catalog} with {model_version} (run {run_id}) on "
              f"{spark.sparkContext.master}")
-    task = _embed_partition(shipped, model_version,
-                            table_uri, run_id, now, batch_size, precision, image_dim, mapping,
+    task = _embed_partition(shipped, model_version, targets, run_id, now, batch_size, precision, image_dim, mapping,
                             repeated)
     crash_point("before_write")
     with stage_progress(spark, progress):
@@ -224,7 +256,7 @@ def embed_catalog(spark: SparkSession, catalog: str, model_dir: str, table_uri: 
     kept = 0
     if carried is not None:
         carried_files = [r.asDict() for r in carried.mapInArrow(
-            _write_partition(table_uri, run_id), FILES_SCHEMA).collect()]
+            _write_partition(targets["embeddings"], run_id), FILES_SCHEMA).collect()]
         kept = sum(f["rows"] for f in carried_files)
         files += carried_files
     timings["embed_and_write_s"] = time.perf_counter() - started
@@ -236,19 +268,12 @@ def embed_catalog(spark: SparkSession, catalog: str, model_dir: str, table_uri: 
         raise RuntimeError(f"row counts do not add up: {summary}")  # never commit a loss
 
     crash_point("after_write")
+    summary.update({"writer": writer, "seconds": timings,
+                    "products_per_s": embedded / max(timings["embed_and_write_s"], 1e-9)})
     commit_started = time.perf_counter()
-    bad_files = [f for f in files if f["kind"] == "quarantine"]
-    if bad_files:
-        commit_files(quarantine_uri(table_uri), bad_files, QUARANTINE_SCHEMA, "append", run_id,
-                     {"run_id": run_id, "rows": quarantined})
+    version = _commit(spark, writer, uris, targets, files, run_id, summary, read_version)
     timings["commit_s"] = time.perf_counter() - commit_started
     timings["total_s"] = time.perf_counter() - started
-    summary.update({"seconds": timings,
-                    "products_per_s": embedded / max(timings["embed_and_write_s"], 1e-9)})
-    crash_point("before_commit")
-    version = commit_files(table_uri, [f for f in files if f["kind"] == "embeddings"],
-                           EMBEDDING_SCHEMA, "overwrite", run_id, summary,
-                           read_version=read_version)
     summary.update({"status": "committed", "table_version": version})
     progress(f"committed {embedded} embeddings to {table_uri} (version {version}); "
              f"{quarantined} rows quarantined; {summary['products_per_s']:.0f} products/s")

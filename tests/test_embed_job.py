@@ -182,3 +182,14 @@ def test_flipkart_embeds_text_only_through_its_mapping(spark, tmp_path, flipkart
     vectors = np.stack(rows.column("embedding").to_numpy(zero_copy_only=False))
     assert np.isfinite(vectors).all() and np.allclose(np.linalg.norm(vectors, axis=1), 1,
                                                       atol=1e-5)
+
+
+def test_spark_delta_writer_needs_the_connector(spark, tmp_path, small_world_dir,
+                                                tiny_model_dir):
+    from itemsage_core.errors import ItemSageError
+
+    table_uri = str(tmp_path / "embeddings")
+    with pytest.raises(ItemSageError, match="needs Delta's Spark connector"):
+        embed_catalog(spark, str(small_world_dir / "catalog"), str(tiny_model_dir), table_uri,
+                      writer="spark-delta", progress=quiet)
+    assert not os.path.exists(table_uri)
