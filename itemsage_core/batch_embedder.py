@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 
 import numpy as np
 import pyarrow as pa
@@ -70,10 +71,22 @@ class BatchEmbedder:
         }, schema=EMBEDDING_SCHEMA)
 
 
+def _json_safe(value):
+    """Non-finite floats as the strings NaN / Infinity / -Infinity (JSON has no such numbers)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value).replace("nan", "NaN").replace("inf", "Infinity")
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    return value
+
+
 def quarantine_rows(table: pa.Table, reasons: pa.Array, run_id: str,
                     at: dt.datetime) -> pa.Table:
     """Rows of the quarantine table: product_id, reason, the row as JSON, run_id, time."""
-    raw = [json.dumps(row, default=str, ensure_ascii=False) for row in table.to_pylist()]
+    raw = [json.dumps(_json_safe(row), default=str, ensure_ascii=False, allow_nan=False)
+           for row in table.to_pylist()]
     n = table.num_rows
     return pa.table({
         "product_id": table.column(PRODUCT_ID), "reason": reasons, "raw_json": raw,

@@ -193,3 +193,24 @@ def test_spark_delta_writer_needs_the_connector(spark, tmp_path, small_world_dir
         embed_catalog(spark, str(small_world_dir / "catalog"), str(tiny_model_dir), table_uri,
                       writer="spark-delta", progress=quiet)
     assert not os.path.exists(table_uri)
+
+
+def test_quarantined_rows_are_strict_json_even_with_nan():
+    import datetime as dt
+    import json
+
+    from itemsage_core.batch_embedder import quarantine_rows
+    from itemsage_core.catalog_contract import conform_catalog
+
+    table = conform_catalog(pa.table({
+        "product_id": ["a"], "title": ["t"],
+        "image_embeddings": pa.array([[[float("nan"), float("-inf"), 1.0]]],
+                                     pa.list_(pa.list_(pa.float32())))}))
+    rows = quarantine_rows(table, pa.array(["image_not_finite: x"]), "r1",
+                           dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc))
+
+    def refuse(constant):
+        raise ValueError(constant)
+
+    raw = json.loads(rows.column("raw_json")[0].as_py(), parse_constant=refuse)
+    assert raw["image_embeddings"] == [["NaN", "-Infinity", 1.0]]
