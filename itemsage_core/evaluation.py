@@ -67,9 +67,7 @@ def evaluate(model: ItemSageEncoder, features: ProductFeatures, examples: Exampl
         index_products = np.union1d(sample, examples.products)
     index = embed_features(model, features, index_products, device=device)
     positive_rows = np.searchsorted(index_products, examples.products)
-    norms = np.linalg.norm(examples.queries, axis=1, keepdims=True)
-    queries = examples.queries / np.maximum(norms, 1e-12)
-    hit = ranks(queries.astype(np.float32), index, positive_rows) <= k
+    hit = ranks(examples.queries, index, positive_rows) <= k
     per_task, counts = {}, {}
     for t, task in enumerate(TASKS):
         mask = examples.tasks == t

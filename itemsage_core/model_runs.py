@@ -22,7 +22,8 @@ from itemsage_core.trainer import Progress, TrainConfig, prepare_data, train
 from itemsage_core.vocabulary import VocabConfig
 
 
-def read_catalog(path: str, mapping: str | None = None) -> pa.Table:
+def read_mapped_catalog(path: str, mapping: str | None = None) -> pa.Table:
+    """A catalog in memory, through its column mapping when one is given."""
     table = read_parquet(path)
     return load_mapping(mapping).apply(table) if mapping else table
 
@@ -42,7 +43,7 @@ def train_model(catalog: str, engagements: str, out: Path, train_config: TrainCo
                 progress: Progress | None = None) -> TrainedModel:
     """Train on a catalog and engagement log, evaluate on the held-out slice, save a checkpoint."""
     started = time.perf_counter()
-    data = prepare_data(read_catalog(catalog, mapping), read_parquet(engagements),
+    data = prepare_data(read_mapped_catalog(catalog, mapping), read_parquet(engagements),
                         train_config.holdout_fraction, vocab_config=vocab_config,
                         image_dim=image_dim, progress=progress)
     model_config = ModelConfig.create(data.vocab.size, hash_seed=hash_seed, image_dim=image_dim,
@@ -66,7 +67,7 @@ def evaluate_model(model_dir: Path, catalog: str, engagements: str, mapping: str
     """Recall@k of a checkpoint on the held-out slice of an engagement log (same split rule)."""
     checkpoint = load_checkpoint(model_dir)
     settings = checkpoint.config
-    data = prepare_data(read_catalog(catalog, mapping), read_parquet(engagements),
+    data = prepare_data(read_mapped_catalog(catalog, mapping), read_parquet(engagements),
                         settings["train"]["holdout_fraction"], vocab=checkpoint.vocab,
                         image_dim=settings["image_dim"], progress=progress)
     if progress:

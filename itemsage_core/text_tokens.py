@@ -56,6 +56,11 @@ def _words(normal: pa.Array) -> tuple[pa.Array, np.ndarray]:
     return pc.filter(words, keep), segment[keep.to_numpy(zero_copy_only=False)]
 
 
+def _pack(first: np.ndarray, middle: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """One uint64 code per trigram of code points (the inverse is trigram_text)."""
+    return (first << np.uint64(2 * _CODE_BITS)) | (middle << np.uint64(_CODE_BITS)) | last
+
+
 def _trigram_codes(normal: pa.Array, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Trigram codes of every word of every segment, with the row of each."""
     if len(normal) == 0:
@@ -68,8 +73,7 @@ def _trigram_codes(normal: pa.Array, rows: np.ndarray) -> tuple[np.ndarray, np.n
     segment = np.cumsum(cp == 0) - 1
     boundary = np.where(cp == 0, _SPACE, cp)
     middle = np.flatnonzero((cp != 0) & (cp != _SPACE))
-    codes = ((boundary[middle - 1] << np.uint64(2 * _CODE_BITS))
-             | (cp[middle] << np.uint64(_CODE_BITS)) | boundary[middle + 1])
+    codes = _pack(boundary[middle - 1], cp[middle], boundary[middle + 1])
     return codes, rows[segment[middle]]
 
 
@@ -103,5 +107,4 @@ def trigram_codes(texts: list[str]) -> np.ndarray:
         return np.zeros(0, np.uint64)
     cp = np.frombuffer("".join(texts).encode("utf-32-le"), np.uint32).astype(np.uint64)
     cp = cp.reshape(-1, 3)
-    return ((cp[:, 0] << np.uint64(2 * _CODE_BITS)) | (cp[:, 1] << np.uint64(_CODE_BITS))
-            | cp[:, 2])
+    return _pack(cp[:, 0], cp[:, 1], cp[:, 2])

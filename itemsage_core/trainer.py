@@ -154,12 +154,12 @@ def _train(data: TrainingData, examples: Examples, model_config: ModelConfig,
         positives = examples.products[pick]
         negatives = rng.integers(len(data.features), size=config.random_negatives)
         inputs = data.features.batch(np.concatenate([positives, negatives])).to(dev)
-        queries = torch.nn.functional.normalize(torch.from_numpy(examples.queries[pick]), dim=-1)
+        queries = torch.from_numpy(examples.queries[pick]).to(dev)
+        positive_ids = torch.from_numpy(positives).to(dev)
         with autocast(dev, config.precision):
             vectors = model(inputs).float()
         parts = mixed_negative_loss(
-            queries.to(dev), vectors[:batch], torch.from_numpy(positives).to(dev),
-            log_q[torch.from_numpy(positives).to(dev)], vectors[batch:],
+            queries, vectors[:batch], positive_ids, log_q[positive_ids], vectors[batch:],
             torch.from_numpy(negatives).to(dev), model.temperature)
         optimizer.zero_grad(set_to_none=True)
         parts.total.backward()

@@ -47,7 +47,8 @@ def holdout_mask(engagements: pa.Table, fraction: float) -> np.ndarray:
 
 @dataclasses.dataclass
 class Examples:
-    """(query, engaged product) pairs: product = row in the ProductFeatures, task = TASKS index."""
+    """(query, engaged product) pairs: unit-length float32 queries, product = row in the
+    ProductFeatures, task = TASKS index."""
 
     queries: np.ndarray
     products: np.ndarray
@@ -77,6 +78,7 @@ def build_examples(engagements: pa.Table, catalog_ids: pa.Array) -> tuple[Exampl
     known = pc.is_valid(where).to_numpy(zero_copy_only=False)
     queries = pc.list_flatten(engagements.column("query_embedding")).to_numpy()
     queries = queries.astype(np.float32).reshape(engagements.num_rows, -1)
+    queries /= np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
     examples = Examples(queries=queries,
                         products=pc.fill_null(where, -1).to_numpy().astype(np.int64),
                         tasks=task_ids(engagements))
