@@ -244,10 +244,94 @@ def embed(catalog, model_dir, table_uri, mapping, run_id, batch_size, precision,
     summary = embed_catalog(spark, catalog, model_dir, table_uri,
                             load_mapping(mapping) if mapping else None, run_id, batch_size,
                             precision, incremental, writer, progress=progress)
+    write_summary(summary, summary_json)
+
+
+def write_summary(summary: dict, summary_json: str | None) -> None:
+    """Print the run summary as JSON, and write it to `summary_json` when given."""
     text = json.dumps(summary, indent=2, sort_keys=True)
     if summary_json:
         Path(summary_json).write_text(text + "\n")
     click.echo(text)
+
+
+@cli.command("build-index")
+@click.option("--table", "table_uri", required=True, metavar="TABLE_URI",
+              help="The embeddings Delta table written by `itemsage embed`.")
+@click.option("--surfaces", "surfaces_path", required=True, type=click.Path(dir_okay=False),
+              help="Surfaces config TOML (see conf/surfaces.toml and docs/indexes.md).")
+@click.option("--out", "index_root", required=True, type=click.Path(file_okay=False),
+              metavar="INDEX_ROOT", help="Index root: one directory per surface (a path every "
+                                         "executor can see).")
+@click.option("--catalog", default=None,
+              help="Catalog Parquet whose columns the surface filters use.")
+@click.option("--mapping", type=click.Path(dir_okay=False), default=None,
+              help="Column mapping TOML for the catalog.")
+@click.option("--table-version", type=click.IntRange(min=0), default=None,
+              help="Build from this Delta version (default: the latest; recorded in the "
+                   "manifest), e.g. to reproduce an earlier build.")
+@click.option("--surface", "only", multiple=True, metavar="NAME",
+              help="Build only this surface (repeatable; default: every surface in the config).")
+@click.option("--summary-json", type=click.Path(dir_okay=False), default=None,
+              help="Also write the run summary to this file.")
+@spark_options
+def build_index(table_uri, surfaces_path, index_root, catalog, mapping, table_version, only,
+                summary_json, master, conf):
+    """Build per-surface sharded HNSW indexes from the embeddings table and publish them.
+
+    Each surface's build is checked against exact search (recall@10 per shard) before its
+    CURRENT pointer moves to it; a build below `min_recall` is deleted and the previous build
+    stays current (exit status 1).
+    """
+    from index_builder.surfaces import load_surfaces
+    from itemsage_cli.stages import progress
+    from itemsage_core.column_mapping import load_mapping
+    from jobs.build_indexes import build_indexes
+    from jobs.spark_session import get_spark, parse_conf
+
+    surfaces = load_surfaces(surfaces_path, only)
+    spark = get_spark("itemsage-build-index", master, parse_conf(conf))
+    summary = build_indexes(spark, table_uri, surfaces, index_root, catalog,
+                            load_mapping(mapping) if mapping else None, table_version,
+                            progress=progress)
+    write_summary(summary, summary_json)
+    failed = [n for n, s in summary["surfaces"].items() if s["status"] != "published"]
+    if failed:
+        raise ItemSageError(f"recall gate failed for {', '.join(failed)}: not published")
+
+
+@cli.command()
+@click.option("--index", "index_root", required=True, type=click.Path(file_okay=False),
+              metavar="INDEX_ROOT", help="Index root written by `itemsage build-index`.")
+@click.option("--surface", required=True, help="Surface name, e.g. home.")
+@click.option("--product-id", default=None, help="Find the products nearest to this one.")
+@click.option("--vector-file", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="A query vector: .npy, or text/JSON numbers.")
+@click.option("-k", "k", default=10, show_default=True, type=click.IntRange(min=1),
+              help="Results to return.")
+@click.option("--json", "as_json", is_flag=True,
+              help='Print a JSON list of {"product_id", "score"}, best first.')
+def query(index_root, surface, product_id, vector_file, k, as_json):
+    """Query a surface's current index build (checksums verified on load).
+
+    Scores are cosine similarities. With --product-id the product itself is left out.
+    If the current build is damaged, the newest usable build answers, with a warning.
+    """
+    from index_builder.sharded_index import load_published, read_vector
+
+    if (product_id is None) == (vector_file is None):
+        raise click.UsageError("give exactly one of --product-id and --vector-file")
+    index = load_published(index_root, surface, warn=lambda m: click.echo(m, err=True))
+    vector = index.vector_of(product_id) if product_id else read_vector(vector_file)
+    results = index.search(vector, k, exclude=product_id)
+    if as_json:
+        click.echo(json.dumps([{"product_id": p, "score": s} for p, s in results]))
+        return
+    build = index.manifest
+    click.echo(f"surface {surface}, build {build['build_id']} (table version "
+               f"{build['table']['version']}, {build['products']} products)")
+    for rank, (pid, score) in enumerate(results, 1):
+        click.echo(f"{rank:>3}  {score:.4f}  {pid}")
 
 
 @cli.command()

@@ -24,6 +24,7 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 
 from itemsage_core.errors import ItemSageError
+from itemsage_core.local_files import sha256_file
 from itemsage_core.model import ItemSageEncoder, ModelConfig
 from itemsage_core.vocabulary import Vocabulary
 
@@ -40,14 +41,6 @@ class Checkpoint:
     config: dict
     model_version: str
     path: Path
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def model_version_of(checksums: dict[str, str]) -> str:
@@ -69,7 +62,7 @@ def save_checkpoint(out: Path, model: ItemSageEncoder, vocab: Vocabulary, settin
         vocab.save(staging / VOCABULARY)
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(staging / WEIGHTS))
-        checksums = {name: _sha256(staging / name) for name in FILES}
+        checksums = {name: sha256_file(staging / name) for name in FILES}
         version = model_version_of(checksums)
         (staging / MANIFEST).write_text(json.dumps(
             {"model_version": version, "sha256": checksums, "summary": summary},
@@ -102,7 +95,7 @@ def read_manifest(path: Path) -> dict:
     for name in FILES:
         if not (path / name).is_file():
             raise ItemSageError(f"checkpoint {path} is missing {name}")
-        if _sha256(path / name) != manifest["sha256"].get(name):
+        if sha256_file(path / name) != manifest["sha256"].get(name):
             raise ItemSageError(f"checkpoint {path}: {name} does not match its sha256 in "
                                 f"{MANIFEST} (corrupted or edited)")
     if model_version_of(manifest["sha256"]) != manifest["model_version"]:

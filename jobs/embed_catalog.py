@@ -26,7 +26,6 @@ import pyarrow.compute as pc
 from pyspark import SparkFiles, TaskContext
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.pandas.types import from_arrow_schema
 from pyspark.sql.types import StringType, StructField, StructType
 
 from itemsage_core.batch_embedder import BatchEmbedder, quarantine_rows
@@ -41,6 +40,7 @@ from itemsage_core.parquet_io import parquet_files
 from jobs.catalog_frame import (REASON, catalog_ids, conform_batch, copies_in, raw_catalog,
                                 read_catalog, repeated_ids, with_reasons)
 from jobs.crash_points import crash_point
+from jobs.delta_frame import read_delta
 from jobs.progress import stage_progress
 from jobs.spark_delta_writer import commit_with_spark, require_connector, staging_uri
 
@@ -127,21 +127,6 @@ def _with_hash(batches):
     for batch in batches:
         table = pa.table(batch)
         yield from table.append_column(CONTENT_HASH, content_hashes(table)).to_batches()
-
-
-def _current_table(spark: SparkSession, table_uri: str) -> tuple[DataFrame | None, int | None]:
-    """The embeddings table's current rows and version (None, None when there is no table)."""
-    from deltalake import DeltaTable
-
-    if not DeltaTable.is_deltatable(table_uri):
-        return None, None
-    table = DeltaTable(table_uri)
-    files = table.file_uris()
-    if not files:
-        return spark.createDataFrame([], from_arrow_schema(EMBEDDING_SCHEMA)), table.version()
-    # Hadoop's S3 connector is s3a://; the other object stores keep their scheme.
-    files = ["s3a://" + f[len("s3://"):] if f.startswith("s3://") else f for f in files]
-    return spark.read.parquet(*files), table.version()
 
 
 def _classify(checked: DataFrame, current: DataFrame, model_version: str) -> DataFrame:
@@ -231,7 +216,7 @@ def embed_catalog(spark: SparkSession, catalog: str, model_dir: str, table_uri: 
     to_encode, carried, read_version = raw, None, None
     if incremental:
         checked = with_reasons(read_catalog(spark, catalog, mapping), image_dim, ids)
-        current, read_version = _current_table(spark, table_uri)
+        current, read_version = read_delta(spark, table_uri)
         if current is not None:
             classified = _classify(checked, current, model_version)
             counts = {r[STATUS]: r["count"] for r in classified.groupBy(STATUS).count().collect()}

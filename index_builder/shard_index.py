@@ -1,0 +1,123 @@
+"""One shard: an hnswlib index (inner product on unit vectors) and its id map, built, measured
+against exact search, written and loaded back.
+
+Files of shard N in a build directory: `shard-0000N.hnsw` (hnswlib's own format; label i is row
+i of the id map) and `shard-0000N.ids.parquet` (one `product_id` column).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from itemsage_core.errors import ItemSageError
+from itemsage_core.local_files import sha256_file
+
+RECALL_K = 10
+
+
+def shard_files(shard: int) -> dict[str, str]:
+    return {"index": f"shard-{shard:05d}.hnsw", "ids": f"shard-{shard:05d}.ids.parquet"}
+
+
+def new_index(dim: int, capacity: int, M: int, ef_construction: int, seed: int):
+    import hnswlib
+
+    index = hnswlib.Index(space="ip", dim=dim)
+    index.init_index(max_elements=max(capacity, 1), M=M, ef_construction=ef_construction,
+                     random_seed=seed)
+    return index
+
+
+def gate_queries(vectors: np.ndarray, count: int, noise: float, seed: int) -> np.ndarray:
+    """Up to `count` of the shard's own vectors, each moved by noise of norm ~`noise`, unit."""
+    rng = np.random.default_rng(seed)
+    picked = vectors[rng.choice(len(vectors), size=min(count, len(vectors)), replace=False)]
+    moved = picked + noise * rng.standard_normal(picked.shape).astype(np.float32) / np.sqrt(
+        vectors.shape[1])
+    return (moved / np.linalg.norm(moved, axis=1, keepdims=True)).astype(np.float32)
+
+
+def exact_top_k(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+    """Exact inner-product top-k labels (faiss IndexFlatIP)."""
+    import faiss
+
+    flat = faiss.IndexFlatIP(vectors.shape[1])
+    flat.add(vectors)
+    return flat.search(queries, k)[1]
+
+
+def recall_at_k(found: np.ndarray, exact: np.ndarray) -> float:
+    """Mean share of each query's exact top-k that was found."""
+    hits = [len(set(f.tolist()) & set(e.tolist())) for f, e in zip(found, exact)]
+    return float(np.sum(hits) / exact.size) if exact.size else 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardParams:
+    M: int
+    ef_construction: int
+    ef_search: int
+    recall_queries: int
+    query_noise: float
+    seed: int
+
+
+def build_shard(product_ids: pa.Array, vectors: np.ndarray, shard: int, out_dir: str | Path,
+                params: ShardParams, threads: int = 1) -> dict:
+    """Build shard `shard` of `vectors` (unit rows, in `product_ids` order), measure its
+    recall@10 against exact search, write its two files into `out_dir`; returns its manifest
+    entry. Rows are sorted by product id first, so the result does not depend on input order
+    (and with one thread the index file is byte-identical between builds)."""
+    started = time.perf_counter()
+    order = np.argsort(np.asarray(product_ids.to_numpy(zero_copy_only=False), dtype=object),
+                       kind="stable")
+    ids = product_ids.take(pa.array(order))
+    vectors = np.ascontiguousarray(vectors[order], np.float32)
+    index = new_index(vectors.shape[1], len(vectors), params.M, params.ef_construction,
+                      params.seed)
+    added = time.perf_counter()
+    index.add_items(vectors, np.arange(len(vectors)), num_threads=threads)
+    add_items_s = time.perf_counter() - added
+    index.set_ef(params.ef_search)
+
+    k = min(RECALL_K, len(vectors))
+    queries = gate_queries(vectors, params.recall_queries, params.query_noise,
+                           params.seed + shard)
+    found = index.knn_query(queries, k=k, num_threads=threads)[0]
+    recall = recall_at_k(found, exact_top_k(vectors, queries, k))
+
+    names = shard_files(shard)
+    out = Path(out_dir)
+    index.save_index(str(out / names["index"]))
+    pq.write_table(pa.table({"product_id": ids}), out / names["ids"])
+    files = {role: {"path": name, "bytes": (out / name).stat().st_size,
+                    "sha256": sha256_file(out / name)} for role, name in names.items()}
+    return {"shard": shard, "count": len(vectors), "files": files, "recall_at_10": recall,
+            "add_items_s": add_items_s, "build_s": time.perf_counter() - started}
+
+
+def load_shard(build_dir: str | Path, entry: dict, dim: int):
+    """Verify a shard's files against its manifest entry, then load (index, product ids)."""
+    import hnswlib
+
+    for described in entry["files"].values():
+        path = Path(build_dir) / described["path"]
+        if not path.is_file():
+            raise ItemSageError(f"shard {entry['shard']}: {path} is missing")
+        if path.stat().st_size != described["bytes"] or sha256_file(path) != described["sha256"]:
+            raise ItemSageError(f"shard {entry['shard']}: {path} does not match its checksum in "
+                                "the manifest (truncated or corrupted)")
+    index = hnswlib.Index(space="ip", dim=dim)
+    index.load_index(str(Path(build_dir) / entry["files"]["index"]["path"]),
+                     max_elements=entry["count"])
+    ids = pq.read_table(Path(build_dir) / entry["files"]["ids"]["path"]).column("product_id")
+    if index.get_current_count() != entry["count"] or len(ids) != entry["count"]:
+        raise ItemSageError(f"shard {entry['shard']}: holds {index.get_current_count()} vectors "
+                            f"and {len(ids)} ids, the manifest says {entry['count']}")
+    return index, ids.combine_chunks()

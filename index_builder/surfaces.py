@@ -1,0 +1,117 @@
+"""The surfaces config (TOML): which products each shopping surface serves and how its index is
+built. docs/indexes.md documents every key; `conf/surfaces.toml` is the shipped example.
+
+    [defaults]              # optional; any per-surface key
+    M = 16
+    [surfaces.home]
+    filter = "in_stock AND country = 'US'"    # Spark SQL over the table and catalog columns
+    target_shard_size = 50000
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import sys
+from pathlib import Path
+
+from itemsage_core.errors import ItemSageError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+SURFACE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+SHARDING_MODES = ("hash", "kmeans")
+
+
+@dataclasses.dataclass(frozen=True)
+class Surface:
+    """One surface's eligibility filter, sharding and HNSW parameters."""
+
+    name: str
+    filter: str | None = None
+    shards: int | None = None               # a fixed shard (or k-means cluster) count ...
+    target_shard_size: int = 100_000         # ... or as many as this size needs; never exceeded
+    sharding: str = "hash"
+    M: int = 16
+    ef_construction: int = 200
+    ef_search: int = 64
+    min_recall: float = 0.95
+    recall_queries: int = 200                # per shard, for the recall gate
+    query_noise: float = 0.1                 # norm of the noise added to each gate query
+    kmeans_sample: int = 50_000              # vectors the k-means centroids are trained on
+    probe_clusters: int = 2                  # clusters a k-means query visits
+    keep_builds: int = 3
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not SURFACE_NAME.match(self.name):
+            problems.append("name must match [a-z][a-z0-9_-]* (at most 64 characters)")
+        if self.sharding not in SHARDING_MODES:
+            problems.append(f"sharding must be one of {', '.join(SHARDING_MODES)}")
+        for key in ("target_shard_size", "M", "ef_construction", "ef_search", "recall_queries",
+                    "kmeans_sample", "probe_clusters", "keep_builds"):
+            if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
+                problems.append(f"{key} must be a positive integer")
+        if self.shards is not None and (not isinstance(self.shards, int) or self.shards < 1):
+            problems.append("shards must be a positive integer")
+        if not 0.0 <= self.min_recall <= 1.0:
+            problems.append("min_recall must be within [0, 1]")
+        if not self.query_noise >= 0.0:
+            problems.append("query_noise must be >= 0")
+        if problems:
+            raise ItemSageError(f"surface {self.name!r}: " + "; ".join(problems))
+
+    def shard_count(self, products: int) -> int:
+        """Shards (hash) or clusters (kmeans) for `products` eligible products."""
+        needed = max(1, math.ceil(products / self.target_shard_size))
+        return max(self.shards or 1, needed) if self.sharding == "hash" else (
+            self.shards or needed)
+
+    def params(self) -> dict:
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "name"}
+
+
+FIELDS = {f.name for f in dataclasses.fields(Surface)} - {"name"}
+
+
+def parse_surfaces(config: dict, source: str = "surfaces config") -> dict[str, Surface]:
+    """Surfaces from a parsed TOML document; unknown keys and bad values are errors."""
+    unknown_top = set(config) - {"defaults", "surfaces"}
+    if unknown_top:
+        raise ItemSageError(f"{source}: unknown top-level keys {sorted(unknown_top)}; "
+                            "expected [defaults] and [surfaces.NAME] tables")
+    defaults = config.get("defaults", {})
+    surfaces = config.get("surfaces", {})
+    if not surfaces:
+        raise ItemSageError(f"{source}: no [surfaces.NAME] table")
+    out = {}
+    for name, values in surfaces.items():
+        merged = {**defaults, **values}
+        unknown = set(merged) - FIELDS
+        if unknown:
+            raise ItemSageError(f"{source}: surface {name!r} has unknown keys {sorted(unknown)}; "
+                                f"known: {', '.join(sorted(FIELDS))}")
+        try:
+            out[name] = Surface(name=name, **merged)
+        except TypeError as exc:
+            raise ItemSageError(f"{source}: surface {name!r}: {exc}") from None
+    return out
+
+
+def load_surfaces(path: str | Path, only: list[str] | tuple[str, ...] = ()) -> list[Surface]:
+    """The surfaces in a TOML file, or only those named in `only` (each must exist)."""
+    try:
+        config = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ItemSageError(f"cannot read surfaces config {path}: {exc}") from None
+    surfaces = parse_surfaces(config, str(path))
+    missing = [name for name in only if name not in surfaces]
+    if missing:
+        raise ItemSageError(f"{path} defines no surface {', '.join(missing)} "
+                            f"(it has {', '.join(surfaces)})")
+    return [surfaces[name] for name in (only or surfaces)]
