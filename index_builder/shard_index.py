@@ -1,8 +1,11 @@
-"""One shard: an hnswlib index (inner product on unit vectors) and its id map, built, measured
+"""Shards: hnswlib indexes (inner product on unit vectors) with their id maps, built, measured
 against exact search, written and loaded back.
 
-Files of shard N in a build directory: `shard-0000N.hnsw` (hnswlib's own format; label i is row
-i of the id map) and `shard-0000N.ids.parquet` (one `product_id` column).
+A build task gets one planned group of products (a hash bucket or a k-means part) and cuts it
+into shards of at most `max_size` products (contiguous runs of the id-sorted group), so no shard
+exceeds the target size whatever the hash or the clustering did. Files of part P of group G:
+`shard-GGGGG-PP.hnsw` (hnswlib's format; label i is row i of the id map) and
+`shard-GGGGG-PP.ids.parquet` (one `product_id` column).
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ from itemsage_core.local_files import sha256_file
 RECALL_K = 10
 
 
-def shard_files(shard: int) -> dict[str, str]:
-    return {"index": f"shard-{shard:05d}.hnsw", "ids": f"shard-{shard:05d}.ids.parquet"}
+def shard_files(group: int, part: int) -> dict[str, str]:
+    stem = f"shard-{group:05d}-{part:02d}"
+    return {"index": f"{stem}.hnsw", "ids": f"{stem}.ids.parquet"}
 
 
 def new_index(dim: int, capacity: int, M: int, ef_construction: int, seed: int):
@@ -68,17 +72,12 @@ class ShardParams:
     seed: int
 
 
-def build_shard(product_ids: pa.Array, vectors: np.ndarray, shard: int, out_dir: str | Path,
-                params: ShardParams, threads: int = 1) -> dict:
-    """Build shard `shard` of `vectors` (unit rows, in `product_ids` order), measure its
-    recall@10 against exact search, write its two files into `out_dir`; returns its manifest
-    entry. Rows are sorted by product id first, so the result does not depend on input order
-    (and with one thread the index file is byte-identical between builds)."""
+def build_shard(ids: pa.Array, vectors: np.ndarray, group: int, part: int,
+                out_dir: str | Path, params: ShardParams, threads: int = 1) -> dict:
+    """Build one shard of unit `vectors` (rows in `ids` order), measure its recall@10 against
+    exact search, write its two files into `out_dir`; returns its manifest entry."""
     started = time.perf_counter()
-    order = np.argsort(np.asarray(product_ids.to_numpy(zero_copy_only=False), dtype=object),
-                       kind="stable")
-    ids = product_ids.take(pa.array(order))
-    vectors = np.ascontiguousarray(vectors[order], np.float32)
+    vectors = np.ascontiguousarray(vectors, np.float32)
     index = new_index(vectors.shape[1], len(vectors), params.M, params.ef_construction,
                       params.seed)
     added = time.perf_counter()
@@ -88,18 +87,32 @@ def build_shard(product_ids: pa.Array, vectors: np.ndarray, shard: int, out_dir:
 
     k = min(RECALL_K, len(vectors))
     queries = gate_queries(vectors, params.recall_queries, params.query_noise,
-                           params.seed + shard)
+                           params.seed + 1000 * group + part)
     found = index.knn_query(queries, k=k, num_threads=threads)[0]
     recall = recall_at_k(found, exact_top_k(vectors, queries, k))
 
-    names = shard_files(shard)
+    names = shard_files(group, part)
     out = Path(out_dir)
     index.save_index(str(out / names["index"]))
     pq.write_table(pa.table({"product_id": ids}), out / names["ids"])
     files = {role: {"path": name, "bytes": (out / name).stat().st_size,
                     "sha256": sha256_file(out / name)} for role, name in names.items()}
-    return {"shard": shard, "count": len(vectors), "files": files, "recall_at_10": recall,
-            "add_items_s": add_items_s, "build_s": time.perf_counter() - started}
+    return {"group": group, "part": part, "count": len(vectors), "files": files,
+            "recall_at_10": recall, "add_items_s": add_items_s,
+            "build_s": time.perf_counter() - started}
+
+
+def build_group(product_ids: pa.Array, vectors: np.ndarray, group: int, max_size: int,
+                out_dir: str | Path, params: ShardParams, threads: int = 1) -> list[dict]:
+    """Build the shards of one group: rows sorted by product id (so the result does not depend
+    on input order, and with one thread the files are byte-identical between builds), then cut
+    into ceil(n / max_size) near-equal contiguous runs."""
+    order = np.argsort(np.asarray(product_ids.to_numpy(zero_copy_only=False), dtype=object),
+                       kind="stable")
+    parts = max(1, -(-len(order) // max_size))
+    return [build_shard(product_ids.take(pa.array(rows)), vectors[rows], group, part, out_dir,
+                        params, threads)
+            for part, rows in enumerate(np.array_split(order, parts))]
 
 
 def load_shard(build_dir: str | Path, entry: dict, dim: int):

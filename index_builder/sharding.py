@@ -1,9 +1,10 @@
-"""Which shard each product goes to: a stable hash of its id, or its nearest k-means centroid.
+"""Which group (build task) each product goes to: a stable hash of its id, or its nearest
+k-means centroid.
 
 Both are pure functions of the inputs, so a rebuild of the same table version puts every
-product in the same shard. In k-means mode a cluster larger than the target shard size is split
-(by id hash) into parts that share the cluster's centroid: a query routed to the cluster visits
-all of them.
+product in the same group. In k-means mode a cluster larger than the target shard size is spread
+(by id hash) over several groups that share the cluster's centroid: a query routed to the cluster
+visits all of their shards.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ def id_hashes(product_ids: pa.Array | list) -> np.ndarray:
     return pd.util.hash_array(values.astype(object), hash_key=_KEY).astype(np.uint64)
 
 
-def hash_shards(product_ids: pa.Array | list, shards: int) -> np.ndarray:
-    """Shard number (0..shards-1) of each product id."""
-    return (id_hashes(product_ids) % np.uint64(shards)).astype(np.int32)
+def hash_groups(product_ids: pa.Array | list, groups: int) -> np.ndarray:
+    """Group number (0..groups-1) of each product id."""
+    return (id_hashes(product_ids) % np.uint64(groups)).astype(np.int32)
 
 
 def train_centroids(sample: np.ndarray, clusters: int, seed: int) -> np.ndarray:
@@ -54,7 +55,7 @@ def nearest_centroids(vectors: np.ndarray, centroids: np.ndarray, probes: int = 
 
 @dataclasses.dataclass(frozen=True)
 class ClusterPlan:
-    """K-means shards: cluster c owns shards first[c] .. first[c] + parts[c] - 1 (none when the
+    """K-means groups: cluster c owns groups first[c] .. first[c] + parts[c] - 1 (none when the
     cluster is empty)."""
 
     parts: tuple[int, ...]
@@ -70,12 +71,12 @@ class ClusterPlan:
         return np.concatenate([[0], np.cumsum(self.parts)[:-1]]).astype(np.int32)
 
     @property
-    def shards(self) -> int:
+    def groups(self) -> int:
         return int(sum(self.parts))
 
-    def shard_of(self, clusters: np.ndarray, product_ids: pa.Array | list) -> np.ndarray:
+    def group_of(self, clusters: np.ndarray, product_ids: pa.Array | list) -> np.ndarray:
         parts = np.maximum(np.asarray(self.parts, np.uint64), 1)[clusters]
         return (self.first[clusters] + (id_hashes(product_ids) % parts).astype(np.int32))
 
-    def cluster_of_shard(self) -> list[int]:
+    def cluster_of_group(self) -> list[int]:
         return [c for c, n in enumerate(self.parts) for _ in range(n)]

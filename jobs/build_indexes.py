@@ -1,9 +1,10 @@
-"""The index-building job: a pinned version of the embeddings table -> per-surface eligible
-products -> shards -> one hnswlib index per shard, built by one Spark task each -> recall gate ->
-manifest -> atomic publish.
+"""The index-building job: a pinned version of the embeddings table -> each surface's eligible
+products -> groups (hash buckets or k-means clusters) -> one Spark task per group builds its
+hnswlib shards (a group over the target size is cut into several) -> recall gate -> manifest ->
+atomic publish.
 
-The driver plans (counts, k-means centroids from a bounded sample) and commits (manifest,
-CURRENT); vectors never come to the driver. Executors write shard files straight into the new
+The driver plans (counts; k-means centroids from a bounded sample, the only vectors it sees)
+and publishes (manifest, CURRENT). Executors write shard files straight into the new
 build directory, so INDEX_ROOT must be a path the driver and every executor see (local disk in
 local mode; a shared mount on a cluster). docs/indexes.md has the layout and the config.
 
@@ -13,9 +14,7 @@ spark-submit entry point (`spark-submit.sh build-index ...` runs `itemsage build
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import json
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -28,21 +27,20 @@ from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from index_builder.index_layout import (CENTROIDS, FORMAT, build_dir, new_build_id, publish,
-                                        write_manifest)
-from index_builder.shard_index import ShardParams, build_shard
-from index_builder.sharding import ClusterPlan, hash_shards, nearest_centroids, train_centroids
+from index_builder.index_layout import CENTROIDS, build_dir, new_build_id
+from index_builder.release import assemble_manifest, release
+from index_builder.shard_index import ShardParams, build_group
+from index_builder.sharding import ClusterPlan, hash_groups, nearest_centroids, train_centroids
 from index_builder.surfaces import Surface
 from itemsage_core.catalog_contract import IMAGE_EMBEDDINGS, PRODUCT_ID
 from itemsage_core.column_mapping import ColumnMapping
 from itemsage_core.errors import ItemSageError
-from itemsage_core.local_files import sha256_file
 from jobs.catalog_frame import read_catalog
 from jobs.delta_frame import read_delta
 from jobs.progress import stage_progress
 
-SHARDED = "surface string, shard int, product_id string, embedding array<float>"
-BUILT = "surface string, shard int, entry string"
+GROUPED = "surface string, group int, product_id string, embedding array<float>"
+BUILT = "surface string, entry string"
 
 
 def vectors_of(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -83,39 +81,28 @@ class SurfacePlan:
     products: int
     dim: int
     model_version: str
-    sharded: DataFrame
-    clusters: list[int] | None = None      # k-means: the cluster of each shard
+    grouped: DataFrame                      # surface, group, product_id, embedding
+    groups: int
+    group_clusters: list[int] | None = None  # k-means: the cluster of each group
     centroids: np.ndarray | None = None
 
 
-def _with_hash_shards(name: str, shards: int):
+def _grouped(name: str, groups):
+    """A mapInArrow function adding the surface name and each row's group (`groups(batch)`)."""
     def assign(batches):
         for batch in batches:
             ids = batch.column(PRODUCT_ID)
             yield pa.RecordBatch.from_arrays(
-                [pa.array([name] * len(ids), pa.string()),
-                 pa.array(hash_shards(ids, shards), pa.int32()), ids, batch.column("embedding")],
-                ["surface", "shard", PRODUCT_ID, "embedding"])
+                [pa.array([name] * len(ids), pa.string()), pa.array(groups(batch), pa.int32()),
+                 ids, batch.column("embedding")], ["surface", "group", PRODUCT_ID, "embedding"])
     return assign
 
 
-def _with_clusters(centroids: np.ndarray, plan: ClusterPlan | None, name: str):
-    """Add each row's nearest cluster (plan None) or its k-means shard (plan given)."""
-    def assign(batches):
-        for batch in batches:
-            ids = batch.column(PRODUCT_ID)
-            cluster = nearest_centroids(vectors_of(batch.column("embedding")), centroids)[:, 0]
-            shard = cluster if plan is None else plan.shard_of(cluster, ids)
-            yield pa.RecordBatch.from_arrays(
-                [pa.array([name] * len(ids), pa.string()), pa.array(shard, pa.int32()), ids,
-                 batch.column("embedding")], ["surface", "shard", PRODUCT_ID, "embedding"])
-    return assign
-
-
-def plan_surface(spark: SparkSession, rows: DataFrame, surface: Surface, table_version: int,
+def plan_surface(rows: DataFrame, surface: Surface, table_version: int,
                  progress: Callable[[str], None]) -> SurfacePlan:
-    """Count the surface's products, check they share one model and dimension, and assign
-    each to a shard (k-means: train centroids on a bounded sample first)."""
+    """Count the surface's products, check they share one model and dimension, and put each in
+    a group: a hash bucket, or a part of its nearest k-means cluster (centroids trained on a
+    bounded sample; an oversized cluster is split over several groups, i.e. several tasks)."""
     stats = rows.groupBy("model_version").agg(
         F.count(F.lit(1)).alias("n"), F.min(F.size("embedding")).alias("low"),
         F.max(F.size("embedding")).alias("high")).collect()
@@ -130,64 +117,50 @@ def plan_surface(spark: SparkSession, rows: DataFrame, surface: Surface, table_v
     if row["low"] != row["high"]:
         raise ItemSageError(f"surface {surface.name!r}: embeddings of {row['low']} to "
                             f"{row['high']} dimensions in one table")
-    products, dim = row["n"], row["high"]
-    plan = SurfacePlan(surface, new_build_id(table_version), products, dim,
-                       row["model_version"], rows)
-    count = surface.shard_count(products)
+    products = row["n"]
+    plan = SurfacePlan(surface, new_build_id(table_version), products, row["high"],
+                       row["model_version"], rows, surface.shard_count(products))
     if surface.sharding == "hash":
-        plan.sharded = rows.mapInArrow(_with_hash_shards(surface.name, count), SHARDED)
-        progress(f"{surface.name}: {products} products -> {count} hash shards")
+        buckets = plan.groups
+        plan.grouped = rows.mapInArrow(
+            _grouped(surface.name, lambda b: hash_groups(b.column(PRODUCT_ID), buckets)),
+            GROUPED)
+        progress(f"{surface.name}: {products} products in {buckets} hash groups")
         return plan
     fraction = min(1.0, surface.kmeans_sample / products)
     sample = rows.sample(fraction=fraction, seed=surface.seed).select("embedding").toArrow()
-    plan.centroids = train_centroids(vectors_of(sample.column("embedding")), count,
-                                     surface.seed)
-    clustered = rows.mapInArrow(_with_clusters(plan.centroids, None, surface.name), SHARDED)
-    counts = {r["shard"]: r["count"] for r in clustered.groupBy("shard").count().collect()}
-    clusters = ClusterPlan.from_counts(counts, len(plan.centroids), surface.target_shard_size)
-    plan.clusters = clusters.cluster_of_shard()
-    plan.sharded = rows.mapInArrow(_with_clusters(plan.centroids, clusters, surface.name),
-                                   SHARDED)
-    progress(f"{surface.name}: {products} products -> {len(plan.centroids)} k-means clusters "
-             f"(trained on {sample.num_rows}) -> {clusters.shards} shards")
+    centroids = train_centroids(vectors_of(sample.column("embedding")), plan.groups,
+                                surface.seed)
+
+    def nearest(batch):
+        return nearest_centroids(vectors_of(batch.column("embedding")), centroids)[:, 0]
+
+    clustered = rows.mapInArrow(_grouped(surface.name, nearest), GROUPED)
+    counts = {r["group"]: r["count"] for r in clustered.groupBy("group").count().collect()}
+    clusters = ClusterPlan.from_counts(counts, len(centroids), surface.target_shard_size)
+    plan.grouped = rows.mapInArrow(_grouped(
+        surface.name, lambda b: clusters.group_of(nearest(b), b.column(PRODUCT_ID))), GROUPED)
+    plan.centroids, plan.group_clusters = centroids, clusters.cluster_of_group()
+    plan.groups = clusters.groups
+    progress(f"{surface.name}: {products} products in {len(centroids)} k-means clusters "
+             f"(trained on {sample.num_rows} vectors), {plan.groups} groups")
     return plan
 
 
-def _build_task(params: dict[str, ShardParams], directories: dict[str, str]):
-    """One group = one shard: build it with the task's cores, write it, describe it."""
+def _build_task(params: dict[str, ShardParams], sizes: dict[str, int],
+                directories: dict[str, str]):
+    """One Spark group = one planned group of a surface: its shards, built with the task's
+    cores and written into the build directory; one row (JSON entry) per shard."""
     def build(key, table):  # no annotations: PySpark 4.3 would try to infer the UDF type
-        surface, shard = key[0].as_py(), key[1].as_py()
+        surface, group = key[0].as_py(), key[1].as_py()
         context = TaskContext.get()
         threads = max(1, context.cpus() if context else 1)
-        entry = build_shard(table.column(PRODUCT_ID).combine_chunks(),
-                            vectors_of(table.column("embedding")), shard,
-                            directories[surface], params[surface], threads)
-        return pa.table({"surface": pa.array([surface]), "shard": pa.array([shard], pa.int32()),
-                         "entry": pa.array([json.dumps(entry)])})
+        entries = build_group(table.column(PRODUCT_ID).combine_chunks(),
+                              vectors_of(table.column("embedding")), group, sizes[surface],
+                              directories[surface], params[surface], threads)
+        return pa.table({"surface": pa.array([surface] * len(entries)),
+                         "entry": pa.array([json.dumps(e) for e in entries])})
     return build
-
-
-def _manifest(plan: SurfacePlan, directory, entries: list[dict], table_uri: str,
-              table_version: int, catalog: str | None, seconds: dict) -> dict:
-    surface = plan.surface
-    if plan.clusters is not None:
-        for entry in entries:
-            entry["cluster"] = plan.clusters[entry["shard"]]
-    recalls = np.array([e["recall_at_10"] for e in entries])
-    counts = np.array([e["count"] for e in entries])
-    return {
-        "format": FORMAT, "surface": surface.name, "build_id": plan.build_id,
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "table": {"uri": table_uri, "version": table_version}, "catalog": catalog,
-        "model_version": plan.model_version, "filter": surface.filter,
-        "params": {**surface.params(), "space": "ip", "dim": plan.dim, "shards": len(entries)},
-        "products": int(counts.sum()), "shards": entries,
-        "centroids": None if plan.centroids is None else {
-            "path": CENTROIDS, "sha256": sha256_file(directory / CENTROIDS)},
-        "recall_at_10": {"min": float(recalls.min()),
-                         "mean": float((recalls * counts).sum() / counts.sum())},
-        "seconds": seconds,
-    }
 
 
 def build_indexes(spark: SparkSession, table_uri: str, surfaces: list[Surface], index_root: str,
@@ -202,7 +175,7 @@ def build_indexes(spark: SparkSession, table_uri: str, surfaces: list[Surface], 
     progress(f"building {', '.join(s.name for s in surfaces)} from {table_uri} "
              f"version {version}")
     attributes = catalog_attributes(spark, catalog, mapping) if catalog else None
-    plans = [plan_surface(spark, eligible_rows(table, s, attributes), s, version, progress)
+    plans = [plan_surface(eligible_rows(table, s, attributes), s, version, progress)
              for s in surfaces]
     planned = time.perf_counter()
     directories = {}
@@ -215,47 +188,41 @@ def build_indexes(spark: SparkSession, table_uri: str, surfaces: list[Surface], 
     params = {p.surface.name: ShardParams(p.surface.M, p.surface.ef_construction,
                                           p.surface.ef_search, p.surface.recall_queries,
                                           p.surface.query_noise, p.surface.seed) for p in plans}
-    sharded = plans[0].sharded
+    sizes = {p.surface.name: p.surface.target_shard_size for p in plans}
+    grouped = plans[0].grouped
     for plan in plans[1:]:
-        sharded = sharded.unionByName(plan.sharded)
-    tasks = sum(p.surface.shard_count(p.products) if p.clusters is None else len(p.clusters)
-                for p in plans)
+        grouped = grouped.unionByName(plan.grouped)
     with stage_progress(spark, progress):
-        built = (sharded.repartition(max(1, tasks), "surface", "shard")
-                 .groupBy("surface", "shard").applyInArrow(_build_task(params, directories),
-                                                           BUILT).collect())
+        built = (grouped.repartition(sum(p.groups for p in plans), "surface", "group")
+                 .groupBy("surface", "group")
+                 .applyInArrow(_build_task(params, sizes, directories), BUILT).collect())
     finished = time.perf_counter()
+
     summary = {"table": table_uri, "table_version": version, "index_root": index_root,
                "surfaces": {}}
     for plan in plans:
         name = plan.surface.name
-        entries = sorted((json.loads(r["entry"]) for r in built if r["surface"] == name),
-                         key=lambda e: e["shard"])
-        seconds = {"plan_s": planned - started, "build_s": finished - planned,
-                   "add_items_s": sum(e["add_items_s"] for e in entries),
-                   "max_shard_s": max(e["build_s"] for e in entries)}
         directory = build_dir(index_root, name, plan.build_id)
-        manifest = _manifest(plan, directory, entries, table_uri, version, catalog, seconds)
+        manifest = assemble_manifest(
+            plan.surface, plan.build_id, directory,
+            [json.loads(r["entry"]) for r in built if r["surface"] == name],
+            table_uri=table_uri, table_version=version, catalog=catalog,
+            model_version=plan.model_version, dim=plan.dim, group_clusters=plan.group_clusters,
+            seconds={"plan_s": planned - started, "build_s": finished - planned})
         if manifest["products"] != plan.products:
             raise ItemSageError(f"surface {name!r}: shards hold {manifest['products']} "
                                 f"products, {plan.products} were eligible")
-        low = [e for e in entries if e["recall_at_10"] < plan.surface.min_recall]
-        result = {"build_id": plan.build_id, "products": plan.products,
-                  "shards": len(entries), "recall_at_10": manifest["recall_at_10"],
-                  "min_recall": plan.surface.min_recall, "seconds": seconds}
-        if low:
-            shutil.rmtree(directory)
-            worst = ", ".join(f"shard {e['shard']}: {e['recall_at_10']:.3f}" for e in low[:5])
+        result = summary["surfaces"][name] = release(index_root, plan.surface, directory,
+                                                     manifest)
+        recall = manifest["recall_at_10"]
+        if result["status"] == "published":
+            progress(f"{name}: published build {plan.build_id}: {plan.products} products in "
+                     f"{result['shards']} shards, recall@10 min {recall['min']:.3f} "
+                     f"mean {recall['mean']:.3f}")
+        else:
             progress(f"{name}: recall gate FAILED (min_recall {plan.surface.min_recall}; "
-                     f"{worst}); nothing published, the current build stays")
-            summary["surfaces"][name] = {**result, "status": "failed_recall_gate"}
-            continue
-        write_manifest(directory, manifest)
-        deleted = publish(index_root, name, plan.build_id, plan.surface.keep_builds)
-        progress(f"{name}: published build {plan.build_id}: {plan.products} products in "
-                 f"{len(entries)} shards, recall@10 min {manifest['recall_at_10']['min']:.3f} "
-                 f"mean {manifest['recall_at_10']['mean']:.3f}")
-        summary["surfaces"][name] = {**result, "status": "published", "deleted_builds": deleted}
+                     f"shards below: {result['low_shards']}); nothing published, the current "
+                     "build stays")
     summary["seconds"] = time.perf_counter() - started
     return summary
 

@@ -23,7 +23,9 @@ DEFAULT_CONF = {
     "spark.sql.execution.arrow.pyspark.fallback.enabled": "false",
     "spark.sql.session.timeZone": "UTC",
     "spark.sql.adaptive.enabled": "true",
-    "spark.ui.showConsoleProgress": "true",
+    # Spark's bar redraws one line: useful in a terminal, noise in cron and Airflow logs (the
+    # jobs print their own progress lines there).
+    "spark.ui.showConsoleProgress": str(sys.stderr.isatty()).lower(),
 }
 # Extra defaults for the embedded (local) mode: a driver JVM sized for a laptop, loopback only.
 LOCAL_CONF = {

@@ -1,0 +1,251 @@
+"""Index building without Spark: surfaces config, grouping, shards, manifest, gate, publish, query."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from index_builder import index_layout
+from index_builder.index_layout import CURRENT, build_dir, current_build_id, surface_dir
+from index_builder.release import assemble_manifest, release
+from index_builder.shard_index import ShardParams, build_group, exact_top_k
+from index_builder.sharded_index import ShardedIndex, load_published, read_vector
+from index_builder.sharding import ClusterPlan, hash_groups, nearest_centroids, train_centroids
+from index_builder.surfaces import Surface, load_surfaces, parse_surfaces
+from itemsage_core.errors import ItemSageError
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def unit_vectors(n: int, dim: int = 32, seed: int = 0) -> np.ndarray:
+    vectors = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def ids(n: int, prefix: str = "P") -> pa.Array:
+    return pa.array([f"{prefix}{i:05d}" for i in range(n)])
+
+
+def test_shipped_surfaces_configs_parse():
+    surfaces = {s.name: s for s in load_surfaces(CONF / "surfaces.toml")}
+    assert set(surfaces) == {"home", "closeup", "search"}
+    assert surfaces["closeup"].sharding == "kmeans" and surfaces["home"].sharding == "hash"
+    assert surfaces["home"].filter and surfaces["home"].M == 16
+    assert [s.name for s in load_surfaces(CONF / "surfaces-flipkart.toml", ["search"])] == [
+        "search"]
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"surfaces": {"home": {"M0": 3}}}, "unknown keys ['M0']"),
+    ({"surfaces": {"../etc": {}}}, "name must match"),
+    ({"surfaces": {"home": {"sharding": "random"}}}, "sharding must be one of"),
+    ({"surfaces": {"home": {"min_recall": 2.0}}}, "min_recall"),
+    ({"surfaces": {"home": {"ef_search": 0}}}, "ef_search must be a positive integer"),
+    ({"surfaces": {}}, "no [surfaces.NAME] table"),
+    ({"surface": {"home": {}}}, "unknown top-level keys"),
+])
+def test_bad_surfaces_config_is_a_clear_error(config, message):
+    with pytest.raises(ItemSageError, match=message.replace("[", r"\[").replace("]", r"\]")
+                       .replace(".", r"\.")):
+        parse_surfaces(config)
+
+
+def test_unknown_surface_selected(tmp_path):
+    with pytest.raises(ItemSageError, match="defines no surface nope"):
+        load_surfaces(CONF / "surfaces.toml", ["nope"])
+
+
+def test_shard_counts_follow_the_target_size():
+    assert Surface("a", target_shard_size=100).shard_count(250) == 3
+    assert Surface("a", shards=4, target_shard_size=100).shard_count(250) == 4
+    assert Surface("a", shards=2, target_shard_size=100).shard_count(250) == 3  # never above
+    assert Surface("a", sharding="kmeans", shards=5).shard_count(250) == 5
+
+
+def test_hash_groups_are_stable_and_independent_of_batching():
+    all_ids = ids(1000)
+    whole = hash_groups(all_ids, 7)
+    parts = np.concatenate([hash_groups(all_ids.slice(0, 333), 7),
+                            hash_groups(all_ids.slice(333), 7)])
+    assert np.array_equal(whole, parts) and whole.min() >= 0 and whole.max() == 6
+    assert np.array_equal(whole, hash_groups(all_ids.to_pylist(), 7))
+    assert np.bincount(whole).min() > 100  # spread over all groups
+
+
+def test_cluster_plan_spreads_oversized_clusters_over_groups():
+    plan = ClusterPlan.from_counts({0: 250, 1: 40}, clusters=3, target_shard_size=100)
+    assert plan.parts == (3, 1, 0) and plan.groups == 4
+    assert plan.cluster_of_group() == [0, 0, 0, 1]
+    groups = plan.group_of(np.array([0] * 250 + [1] * 40), ids(290))
+    assert set(groups[:250]) == {0, 1, 2} and set(groups[250:]) == {3}
+
+
+def test_kmeans_assigns_each_vector_its_nearest_centroid():
+    vectors = unit_vectors(500)
+    centroids = train_centroids(vectors, 5, seed=0)
+    assert centroids.shape == (5, 32)
+    assert np.allclose(np.linalg.norm(centroids, axis=1), 1.0, atol=1e-5)
+    nearest = nearest_centroids(vectors, centroids)[:, 0]
+    assert np.array_equal(nearest, np.argmax(vectors @ centroids.T, axis=1))
+
+
+PARAMS = ShardParams(M=16, ef_construction=200, ef_search=200, recall_queries=50,
+                     query_noise=0.1, seed=0)
+
+
+def test_an_oversized_group_is_cut_into_shards_of_at_most_the_target(tmp_path):
+    entries = build_group(ids(250), unit_vectors(250), 3, 100, tmp_path, PARAMS)
+    assert [e["count"] for e in entries] == [84, 83, 83]
+    assert [e["part"] for e in entries] == [0, 1, 2] and {e["group"] for e in entries} == {3}
+    seen = []
+    for entry in entries:
+        seen += pq.read_table(tmp_path / entry["files"]["ids"]["path"]).column(
+            "product_id").to_pylist()
+        assert entry["recall_at_10"] == 1.0
+    assert sorted(seen) == ids(250).to_pylist()
+
+
+def build_and_release(root: Path, surface: Surface, vectors: np.ndarray, product_ids: pa.Array,
+                      version: int = 0, groups: int = 2) -> dict:
+    """What the Spark job does, in-process: group, build, manifest, gate, publish."""
+    build_id = index_layout.new_build_id(version)
+    directory = build_dir(root, surface.name, build_id)
+    directory.mkdir(parents=True)
+    params = ShardParams(surface.M, surface.ef_construction, surface.ef_search,
+                         surface.recall_queries, surface.query_noise, surface.seed)
+    grouping = hash_groups(product_ids, groups)
+    entries = []
+    for group in range(groups):
+        rows = np.flatnonzero(grouping == group)
+        entries += build_group(product_ids.take(pa.array(rows)), vectors[rows], group,
+                               surface.target_shard_size, directory, params)
+    manifest = assemble_manifest(surface, build_id, directory, entries, table_uri="t",
+                                 table_version=version, catalog=None, model_version="m",
+                                 dim=vectors.shape[1], group_clusters=None, seconds={})
+    return release(root, surface, directory, manifest)
+
+
+def test_query_results_equal_exact_search_on_a_small_index(tmp_path):
+    vectors, product_ids = unit_vectors(300), ids(300)
+    surface = Surface("home", ef_search=300, target_shard_size=80)
+    result = build_and_release(tmp_path, surface, vectors, product_ids)
+    assert result["status"] == "published" and result["shards"] >= 4
+    index = load_published(tmp_path, "home")
+    exact = exact_top_k(vectors, vectors[:20], 11)
+    for q in range(20):
+        found = index.search(vectors[q], k=10, exclude=product_ids[q].as_py())
+        expected = [product_ids[int(i)].as_py() for i in exact[q] if i != q][:10]
+        assert [pid for pid, _ in found] == expected
+        scores = [s for _, s in found]
+        assert scores == sorted(scores, reverse=True)
+        assert np.allclose(scores, vectors[[int(p[1:]) for p, _ in found]] @ vectors[q],
+                           atol=1e-5)
+    assert np.allclose(index.vector_of("P00007"), vectors[7], atol=1e-6)
+
+
+def test_the_recall_gate_blocks_a_bad_build_and_keeps_the_previous_one(tmp_path):
+    vectors, product_ids = unit_vectors(600), ids(600)
+    good = build_and_release(tmp_path, Surface("home"), vectors, product_ids)
+    assert good["status"] == "published"
+    bad_surface = Surface("home", M=2, ef_construction=10, ef_search=1, min_recall=0.95)
+    bad = build_and_release(tmp_path, bad_surface, vectors, product_ids, version=1)
+    assert bad["status"] == "failed_recall_gate" and bad["recall_at_10"]["min"] < 0.95
+    assert current_build_id(tmp_path, "home") == good["build_id"]
+    assert not build_dir(tmp_path, "home", bad["build_id"]).exists()
+    assert load_published(tmp_path, "home").manifest["build_id"] == good["build_id"]
+
+
+def test_retention_keeps_the_newest_builds(tmp_path):
+    vectors, product_ids = unit_vectors(50), ids(50)
+    results = [build_and_release(tmp_path, Surface("home", keep_builds=2), vectors, product_ids,
+                                 version=v) for v in range(4)]
+    assert index_layout.build_ids(tmp_path, "home") == [results[3]["build_id"],
+                                                        results[2]["build_id"]]
+    assert results[3]["deleted_builds"] == [results[1]["build_id"]]
+
+
+def test_damaged_builds_are_detected_and_the_newest_valid_one_answers(tmp_path):
+    vectors, product_ids = unit_vectors(200), ids(200)
+    older = build_and_release(tmp_path, Surface("home"), vectors, product_ids)
+    newer = build_and_release(tmp_path, Surface("home"), vectors, product_ids, version=1)
+    directory = build_dir(tmp_path, "home", newer["build_id"])
+    manifest = json.loads((directory / "manifest.json").read_text())
+    shard = directory / manifest["shards"][0]["files"]["index"]["path"]
+    original = shard.read_bytes()
+
+    shard.write_bytes(original[: len(original) // 2])  # truncated
+    with pytest.raises(ItemSageError, match="does not match its checksum"):
+        ShardedIndex.load(directory)
+    flipped = bytearray(original)
+    flipped[len(flipped) // 3] ^= 0xFF
+    shard.write_bytes(bytes(flipped))  # one flipped byte
+    with pytest.raises(ItemSageError, match="truncated or corrupted"):
+        ShardedIndex.load(directory)
+    warnings = []
+    assert load_published(tmp_path, "home", warnings.append).manifest["build_id"] == older[
+        "build_id"]
+    assert "instead of the current one" in warnings[0] and newer["build_id"] in warnings[0]
+
+    shard.write_bytes(original)
+    (directory / "manifest.json").write_text(
+        (directory / "manifest.json").read_text().replace('"home"', '"hom3"', 1))
+    with pytest.raises(ItemSageError, match="manifest.json does not match its checksum"):
+        ShardedIndex.load(directory)
+
+    (surface_dir(tmp_path, "home") / CURRENT).write_text("20991231T000000000000Z-v9\n")
+    warnings.clear()
+    assert load_published(tmp_path, "home", warnings.append).manifest["build_id"] == older[
+        "build_id"]
+    assert "20991231T000000000000Z-v9" in warnings[0]
+
+
+def test_no_usable_build_is_one_clear_error(tmp_path):
+    with pytest.raises(ItemSageError, match="no usable build of surface 'home'"):
+        load_published(tmp_path, "home")
+
+
+def test_an_unfinished_build_is_invisible_and_publish_switches_by_rename(tmp_path, monkeypatch):
+    vectors, product_ids = unit_vectors(100), ids(100)
+    first = build_and_release(tmp_path, Surface("home"), vectors, product_ids)
+    unfinished = build_dir(tmp_path, "home", index_layout.new_build_id(5))
+    unfinished.mkdir(parents=True)
+    (unfinished / "shard-00000-00.hnsw").write_bytes(b"partial")
+    assert load_published(tmp_path, "home").manifest["build_id"] == first["build_id"]
+
+    rename = os.replace
+
+    def crash_on_switch(src, dst):
+        if Path(dst).name == CURRENT:
+            raise OSError("killed during the switch")
+        rename(src, dst)
+
+    monkeypatch.setattr(os, "replace", crash_on_switch)  # the one step that moves CURRENT
+    with pytest.raises(OSError, match="killed during the switch"):
+        build_and_release(tmp_path, Surface("home"), vectors, product_ids, version=6)
+    assert current_build_id(tmp_path, "home") == first["build_id"]
+    assert load_published(tmp_path, "home").manifest["build_id"] == first["build_id"]
+
+
+def test_surface_names_cannot_leave_the_index_root(tmp_path):
+    for name in ("../outside", "/etc", "home/../../x", ""):
+        with pytest.raises(ItemSageError, match="invalid surface name"):
+            surface_dir(tmp_path, name)
+    with pytest.raises(ItemSageError, match="invalid build id"):
+        build_dir(tmp_path, "home", "../../etc")
+
+
+def test_query_vectors_read_from_npy_json_and_text(tmp_path):
+    np.save(tmp_path / "q.npy", np.arange(4, dtype=np.float32))
+    (tmp_path / "q.json").write_text("[0, 1, 2, 3]")
+    (tmp_path / "q.txt").write_text("0 1\n2 3\n")
+    for name in ("q.npy", "q.json", "q.txt"):
+        assert read_vector(tmp_path / name).tolist() == [0, 1, 2, 3]
+    (tmp_path / "bad.txt").write_text("zero one")
+    with pytest.raises(ItemSageError, match="cannot read a query vector"):
+        read_vector(tmp_path / "bad.txt")
