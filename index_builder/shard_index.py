@@ -56,10 +56,16 @@ def exact_top_k(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     return flat.search(queries, k)[1]
 
 
-def recall_at_k(found: np.ndarray, exact: np.ndarray) -> float:
-    """Mean share of each query's exact top-k that was found."""
-    hits = [len(set(f.tolist()) & set(e.tolist())) for f, e in zip(found, exact)]
-    return float(np.sum(hits) / exact.size) if exact.size else 1.0
+def recall_at_k(vectors: np.ndarray, queries: np.ndarray, found: np.ndarray,
+                exact: np.ndarray, tolerance: float = 1e-6) -> float:
+    """Mean share of each query's k results that score at least its exact k-th best (ties
+    count: catalogs hold duplicate products, and any of equally near ones is a right answer;
+    the usual ann-benchmarks definition)."""
+    if not exact.size:
+        return 1.0
+    kth = np.einsum("qd,qd->q", vectors[exact[:, -1]], queries)
+    scores = np.einsum("qkd,qd->qk", vectors[found], queries)
+    return float(np.mean(scores >= kth[:, None] - tolerance))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +95,7 @@ def build_shard(ids: pa.Array, vectors: np.ndarray, group: int, part: int,
     queries = gate_queries(vectors, params.recall_queries, params.query_noise,
                            params.seed + 1000 * group + part)
     found = index.knn_query(queries, k=k, num_threads=threads)[0]
-    recall = recall_at_k(found, exact_top_k(vectors, queries, k))
+    recall = recall_at_k(vectors, queries, found, exact_top_k(vectors, queries, k))
 
     names = shard_files(group, part)
     out = Path(out_dir)

@@ -1,0 +1,211 @@
+"""The index-building job on real local Spark and hnswlib, from a real embeddings Delta table."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from deltalake import DeltaTable
+
+from index_builder.index_layout import build_dir, current_build_id, read_manifest
+from index_builder.surfaces import load_surfaces
+from itemsage_core.parquet_io import write_parquet_dataset
+from jobs.build_indexes import build_indexes
+from jobs.embed_catalog import embed_catalog
+
+pytestmark = pytest.mark.spark
+
+SURFACES = """
+[defaults]
+target_shard_size = 60
+keep_builds = 2
+
+[surfaces.home]
+filter = "in_stock AND country IN ('US', 'GB')"
+
+[surfaces.closeup]
+sharding = "kmeans"
+shards = 3
+probe_clusters = 3
+
+[surfaces.search]
+filter = "in_stock AND price < 40"
+shards = 2
+"""
+
+
+def quiet(_):
+    pass
+
+
+@pytest.fixture(scope="module")
+def embedded(spark, tmp_path_factory, small_world_dir, tiny_model_dir):
+    """The small world embedded twice: version 0 (all 400), version 1 (the first 300)."""
+    out = tmp_path_factory.mktemp("indexes")
+    table_uri = str(out / "embeddings")
+    embed_catalog(spark, str(small_world_dir / "catalog"), str(tiny_model_dir), table_uri,
+                  progress=quiet)
+    (out / "surfaces.toml").write_text(SURFACES)
+    return out, table_uri
+
+
+def eligible(catalog, surface: str) -> set[str]:
+    frame = catalog.to_pandas()
+    if surface == "home":
+        frame = frame[frame.in_stock & frame.country.isin(["US", "GB"])]
+    elif surface == "search":
+        frame = frame[frame.in_stock & (frame.price < 40)]
+    return set(frame.product_id)
+
+
+def shard_ids(directory, manifest) -> list[list[str]]:
+    return [pq.read_table(directory / s["files"]["ids"]["path"]).column("product_id").to_pylist()
+            for s in manifest["shards"]]
+
+
+def test_every_eligible_product_in_exactly_one_shard_per_surface(spark, embedded, small_world,
+                                                                 small_world_dir):
+    out, table_uri = embedded
+    surfaces = load_surfaces(out / "surfaces.toml")
+    root = out / "index"
+    summary = build_indexes(spark, table_uri, surfaces, str(root),
+                            catalog=str(small_world_dir / "catalog"), progress=quiet)
+    vectors = DeltaTable(table_uri).to_pyarrow_table()
+    by_id = dict(zip(vectors.column("product_id").to_pylist(),
+                     vectors.column("embedding").to_pylist()))
+    for surface in ("home", "closeup", "search"):
+        result = summary["surfaces"][surface]
+        assert result["status"] == "published", result
+        directory = build_dir(root, surface, current_build_id(root, surface))
+        manifest = read_manifest(directory)
+        assert manifest["table"] == {"uri": table_uri, "version": 0}
+        assert manifest["params"]["ef_search"] == 64 and manifest["params"]["dim"] == 256
+        shards = shard_ids(directory, manifest)
+        flat = [pid for shard in shards for pid in shard]
+        assert len(flat) == len(set(flat))                      # no id in two shards
+        assert set(flat) == eligible(small_world.catalog, surface)  # none missing, none extra
+        assert max(len(s) for s in shards) <= 60                 # target size never exceeded
+        assert [s["count"] for s in manifest["shards"]] == [len(s) for s in shards]
+        assert manifest["recall_at_10"]["min"] >= 0.95
+        # The indexed vectors are the table's.
+        first = manifest["shards"][0]
+        import hnswlib
+
+        index = hnswlib.Index(space="ip", dim=256)
+        index.load_index(str(directory / first["files"]["index"]["path"]))
+        assert np.allclose(index.get_items([0])[0], by_id[shards[0][0]], atol=1e-6)
+    closeup = read_manifest(build_dir(root, "closeup", current_build_id(root, "closeup")))
+    assert closeup["centroids"] and {s["cluster"] for s in closeup["shards"]} <= {0, 1, 2}
+    assert len(closeup["shards"]) >= 7  # 400 products in shards of <= 60
+
+
+def test_query_cli_gives_cosine_scores_best_first(spark, embedded, small_world_dir, tmp_path):
+    out, table_uri = embedded
+    root = tmp_path / "index"
+    build_indexes(spark, table_uri, load_surfaces(out / "surfaces.toml", ["search"]), str(root),
+                  catalog=str(small_world_dir / "catalog"), progress=quiet)
+    manifest = read_manifest(build_dir(root, "search", current_build_id(root, "search")))
+    product = shard_ids(build_dir(root, "search", manifest["build_id"]), manifest)[0][0]
+    run = subprocess.run([sys.executable, "-m", "itemsage_cli.main", "query", "--index",
+                          str(root), "--surface", "search", "--product-id", product, "-k", "5",
+                          "--json"], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    results = json.loads(run.stdout)
+    table = DeltaTable(table_uri).to_pyarrow_table()
+    ids = table.column("product_id").to_pylist()
+    vectors = np.stack(table.column("embedding").to_numpy(zero_copy_only=False))
+    eligible_rows = [ids.index(pid) for pid in set(ids) & set(
+        pid for s in shard_ids(build_dir(root, "search", manifest["build_id"]), manifest)
+        for pid in s)]
+    query = vectors[ids.index(product)]
+    exact = sorted(((float(vectors[i] @ query), ids[i]) for i in eligible_rows
+                    if ids[i] != product), reverse=True)[:5]
+    assert [r["product_id"] for r in results] == [pid for _, pid in exact]
+    assert np.allclose([r["score"] for r in results], [s for s, _ in exact], atol=1e-5)
+
+
+def test_recall_gate_failure_leaves_the_previous_build_current(spark, embedded, small_world_dir,
+                                                               tmp_path):
+    out, table_uri = embedded
+    root = tmp_path / "index"
+    build = [sys.executable, "-m", "itemsage_cli.main", "build-index", "--table", table_uri,
+             "--out", str(root), "--surface", "home", "--master", "local[1]",
+             "--catalog", str(small_world_dir / "catalog")]
+    first = subprocess.run(build + ["--surfaces", str(out / "surfaces.toml")],
+                           capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-3000:]
+    before = current_build_id(root, "home")
+    (tmp_path / "bad.toml").write_text(
+        SURFACES.replace("[surfaces.home]", "[surfaces.home]\nM = 2\nef_construction = 10\n"
+                                            "ef_search = 1\nmin_recall = 0.95"))
+    bad = subprocess.run(build + ["--surfaces", str(tmp_path / "bad.toml")],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 1
+    assert "error: recall gate failed for home: not published" in bad.stderr
+    summary = json.loads(bad.stdout)["surfaces"]["home"]
+    assert summary["status"] == "failed_recall_gate" and summary["recall_at_10"]["min"] < 0.95
+    assert current_build_id(root, "home") == before
+    assert not build_dir(root, "home", summary["build_id"]).exists()
+
+
+def test_a_pinned_table_version_reproduces_an_earlier_build(spark, embedded, small_world,
+                                                            small_world_dir, tiny_model_dir,
+                                                            tmp_path):
+    out, table_uri = embedded
+    table_uri_2 = str(tmp_path / "embeddings")
+    embed_catalog(spark, str(small_world_dir / "catalog"), str(tiny_model_dir), table_uri_2,
+                  progress=quiet)
+    write_parquet_dataset(small_world.catalog.slice(0, 300), tmp_path / "smaller")
+    embed_catalog(spark, str(tmp_path / "smaller"), str(tiny_model_dir), table_uri_2,
+                  progress=quiet)
+    assert DeltaTable(table_uri_2).version() == 1
+    surfaces = load_surfaces(out / "surfaces.toml", ["closeup"])
+    root = tmp_path / "index"
+    builds = {}
+    for version in (0, 1, 0):
+        summary = build_indexes(spark, table_uri_2, surfaces, str(root), table_version=version,
+                                progress=quiet)
+        directory = build_dir(root, "closeup", summary["surfaces"]["closeup"]["build_id"])
+        manifest = read_manifest(directory)
+        assert manifest["table"]["version"] == version
+        content = (shard_ids(directory, manifest),
+                   [s["files"]["index"]["sha256"] for s in manifest["shards"]])
+        builds.setdefault(version, []).append(content)
+    assert sum(map(len, builds[1][0][0])) == 300
+    assert sum(map(len, builds[0][0][0])) == 400
+    assert builds[0][0] == builds[0][1]  # same shards, ids and index bytes
+
+
+def test_a_filter_on_missing_columns_is_one_clear_error(spark, embedded, tmp_path):
+    out, table_uri = embedded
+    from itemsage_core.errors import ItemSageError
+
+    with pytest.raises(ItemSageError, match="pass --catalog to filter on its columns"):
+        build_indexes(spark, table_uri, load_surfaces(out / "surfaces.toml", ["home"]),
+                      str(tmp_path / "index"), progress=quiet)
+    assert not (tmp_path / "index").exists()
+
+
+def test_flipkart_indexes_through_its_mapping(spark, tmp_path, flipkart_path, tiny_model_dir):
+    from itemsage_core.column_mapping import load_mapping
+    from itemsage_cli.stages import FLIPKART_MAPPING, PROJECT_CONF
+
+    mapping = load_mapping(FLIPKART_MAPPING)
+    table_uri = str(tmp_path / "flipkart")
+    embed_catalog(spark, str(flipkart_path), str(tiny_model_dir), table_uri, mapping,
+                  progress=quiet)
+    root = tmp_path / "index"
+    summary = build_indexes(spark, table_uri, load_surfaces(PROJECT_CONF / "surfaces-flipkart.toml"),
+                            str(root), catalog=str(flipkart_path), mapping=mapping,
+                            progress=quiet)
+    catalog = pq.read_table(flipkart_path).to_pandas()
+    priced = catalog.discounted_price.notna()
+    for surface, result in summary["surfaces"].items():
+        assert result["status"] == "published", (surface, result)
+    assert summary["surfaces"]["closeup"]["products"] == 19996
+    assert 0 < summary["surfaces"]["search"]["products"] <= priced.sum()
+    assert summary["surfaces"]["home"]["products"] < summary["surfaces"]["search"]["products"]
