@@ -3,9 +3,10 @@
 #
 #   ./spark-submit.sh [--master URL] [--conf KEY=VALUE ...] [--dry-run] JOB [JOB ARGS...]
 #
-# JOB: validate or embed (build-index arrives with issue 5). The master comes from --master, else
-# $SPARK_MASTER, else local[*]. The project is shipped to executors as a zip (--py-files); their
-# Python (with the dependencies installed) is $PYSPARK_PYTHON, else this project's .venv.
+# JOB: validate, embed or build-index (each takes the `itemsage JOB` options). The master comes
+# from --master, else $SPARK_MASTER, else local[*]. The project is shipped to executors as a zip
+# (--py-files); their Python (with the dependencies installed) is $PYSPARK_PYTHON, else this
+# project's .venv.
 # The exact spark-submit command is printed before it runs; arguments are passed as an array,
 # never through a shell string, so job arguments cannot inject commands. (spark-submit merges the
 # Python driver's stderr into stdout: progress and error lines arrive on stdout.)
@@ -13,7 +14,7 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
-usage() { sed -n '2,11p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 master=${SPARK_MASTER:-local[*]}
 confs=()
@@ -33,7 +34,8 @@ job=$1; shift
 case "$job" in
   validate) entry="$HERE/jobs/validate_catalog.py" ;;
   embed) entry="$HERE/jobs/embed_catalog.py" ;;
-  *) echo "spark-submit.sh: unknown job '$job' (jobs: validate, embed)" >&2; exit 2 ;;
+  build-index) entry="$HERE/jobs/build_indexes.py" ;;
+  *) echo "spark-submit.sh: unknown job '$job' (jobs: validate, embed, build-index)" >&2; exit 2 ;;
 esac
 
 python=${PYSPARK_PYTHON:-}

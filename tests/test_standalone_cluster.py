@@ -16,6 +16,7 @@ import pyspark
 import pytest
 from deltalake import DeltaTable
 
+from index_builder.sharded_index import load_published
 from itemsage_core.batch_embedder import BatchEmbedder
 
 SCRIPT = Path(__file__).resolve().parents[1] / "spark-submit.sh"
@@ -95,3 +96,18 @@ def test_embed_job_on_a_standalone_cluster(cluster, tmp_path, small_world, small
     # Executors of both workers ran (each worker logs its executors under its work dir).
     executors = list((cluster["logs"] / "work").glob("app-*/*/stderr"))
     assert len(executors) >= 2
+
+    # The index job on the same cluster: shards built by executors, published by the driver.
+    surfaces = tmp_path / "surfaces.toml"
+    surfaces.write_text('[surfaces.closeup]\nsharding = "kmeans"\nshards = 2\n'
+                        '[surfaces.search]\nshards = 2\n')
+    built = subprocess.run(
+        [str(SCRIPT), "--master", cluster["url"], "--conf", "spark.executor.memory=1g",
+         "build-index", "--table", str(table_uri), "--surfaces", str(surfaces),
+         "--out", str(tmp_path / "index")],
+        capture_output=True, text=True, timeout=600)
+    assert built.returncode == 0, built.stdout[-4000:] + built.stderr[-4000:]
+    for surface in ("closeup", "search"):
+        loaded = load_published(tmp_path / "index", surface)
+        assert loaded.manifest["products"] == 400 and len(loaded.manifest["shards"]) >= 2
+        assert loaded.search(got[0], k=1)[0][0] == rows.column("product_id")[0].as_py()
