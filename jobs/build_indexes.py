@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from collections.abc import Callable
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyspark import TaskContext
+from pyspark import StorageLevel, TaskContext
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -50,19 +51,35 @@ def vectors_of(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return flat.reshape(len(column), -1) if len(column) else flat.reshape(0, 0)
 
 
-def catalog_attributes(spark: SparkSession, catalog: str,
-                       mapping: ColumnMapping | None) -> DataFrame:
-    """The catalog's columns for surface filters (no image vectors); ids on more than one row
-    are left out (the embedding job never embeds them either)."""
+def referenced(columns: list[str], filters: list[str | None]) -> list[str]:
+    """The columns named (as whole words) in any of the filters."""
+    text = " ".join(f for f in filters if f)
+    return [c for c in columns if re.search(rf"(?<![\w.`]){re.escape(c)}(?![\w`])", text)
+            or f"`{c}`" in text]
+
+
+def catalog_attributes(spark: SparkSession, catalog: str, mapping: ColumnMapping | None,
+                       surfaces: list[Surface]) -> DataFrame | None:
+    """product_id and the catalog columns the surface filters use (None when they use none),
+    cached for the several passes the planning makes. Ids on more than one row are left out
+    (the embedding job never embeds them either)."""
     attributes = read_catalog(spark, catalog, mapping).drop(IMAGE_EMBEDDINGS)
+    needed = [c for c in referenced(attributes.columns, [s.filter for s in surfaces])
+              if c != PRODUCT_ID]
+    if not needed:
+        return None
+    attributes = attributes.select(PRODUCT_ID, *needed)
     repeated = attributes.groupBy(PRODUCT_ID).count().where(F.col("count") > 1)
-    return attributes.join(repeated.select(PRODUCT_ID), PRODUCT_ID, "left_anti")
+    return attributes.join(repeated.select(PRODUCT_ID), PRODUCT_ID, "left_anti").persist(
+        StorageLevel.MEMORY_AND_DISK)
 
 
 def eligible_rows(table: DataFrame, surface: Surface,
                   attributes: DataFrame | None) -> DataFrame:
     """product_id, embedding, model_version of the products the surface serves."""
-    rows = table if attributes is None else table.join(attributes, PRODUCT_ID, "left")
+    rows = table
+    if attributes is not None and referenced(attributes.columns[1:], [surface.filter]):
+        rows = table.join(attributes, PRODUCT_ID, "left")
     if surface.filter:
         try:
             rows = rows.where(surface.filter)
@@ -174,7 +191,7 @@ def build_indexes(spark: SparkSession, table_uri: str, surfaces: list[Surface], 
         raise ItemSageError(f"{table_uri} is not a Delta table (run `itemsage embed` first)")
     progress(f"building {', '.join(s.name for s in surfaces)} from {table_uri} "
              f"version {version}")
-    attributes = catalog_attributes(spark, catalog, mapping) if catalog else None
+    attributes = catalog_attributes(spark, catalog, mapping, surfaces) if catalog else None
     plans = [plan_surface(eligible_rows(table, s, attributes), s, version, progress)
              for s in surfaces]
     planned = time.perf_counter()
@@ -197,6 +214,8 @@ def build_indexes(spark: SparkSession, table_uri: str, surfaces: list[Surface], 
                  .groupBy("surface", "group")
                  .applyInArrow(_build_task(params, sizes, directories), BUILT).collect())
     finished = time.perf_counter()
+    if attributes is not None:
+        attributes.unpersist()
 
     summary = {"table": table_uri, "table_version": version, "index_root": index_root,
                "surfaces": {}}
