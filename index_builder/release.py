@@ -18,7 +18,7 @@ from itemsage_core.local_files import sha256_file
 def assemble_manifest(surface: Surface, build_id: str, directory: Path, entries: list[dict], *,
                       table_uri: str, table_version: int, catalog: str | None,
                       model_version: str, dim: int, group_clusters: list[int] | None,
-                      seconds: dict) -> dict:
+                      seconds: dict, routing_recall: float | None = None) -> dict:
     """The manifest of a build (docs/indexes.md): shards numbered in (group, part) order, each
     with its k-means cluster when the surface is k-means sharded."""
     shards = []
@@ -40,21 +40,27 @@ def assemble_manifest(surface: Surface, build_id: str, directory: Path, entries:
                       if group_clusters is not None else None),
         "recall_at_10": {"min": float(recalls.min()),
                          "mean": float((recalls * counts).sum() / counts.sum())},
+        "routing_recall": routing_recall,
         "seconds": {**seconds, "add_items_s": float(sum(e["add_items_s"] for e in shards)),
                     "max_shard_s": float(max(e["build_s"] for e in shards))},
     }
 
 
 def release(index_root: str | Path, surface: Surface, directory: Path, manifest: dict) -> dict:
-    """Publish the build if every shard reached `min_recall`, else delete it; the result."""
+    """Publish the build if every shard (and k-means routing) reached `min_recall`, else delete
+    it; the result."""
     result = {"build_id": manifest["build_id"], "products": manifest["products"],
               "shards": len(manifest["shards"]), "recall_at_10": manifest["recall_at_10"],
+              "routing_recall": manifest["routing_recall"],
               "min_recall": surface.min_recall, "seconds": manifest["seconds"]}
-    low = [s for s in manifest["shards"] if s["recall_at_10"] < surface.min_recall]
+    low = {f"shard {s['shard']}": s["recall_at_10"] for s in manifest["shards"]
+           if s["recall_at_10"] < surface.min_recall}
+    routing = manifest["routing_recall"]
+    if routing is not None and routing < surface.min_recall:
+        low["k-means routing"] = routing
     if low:
         shutil.rmtree(directory)
-        return {**result, "status": "failed_recall_gate",
-                "low_shards": {s["shard"]: s["recall_at_10"] for s in low}}
+        return {**result, "status": "failed_recall_gate", "below_min_recall": low}
     write_manifest(directory, manifest)
     deleted = publish(index_root, surface.name, manifest["build_id"], surface.keep_builds)
     return {**result, "status": "published", "deleted_builds": deleted}

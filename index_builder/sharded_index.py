@@ -10,7 +10,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 
 from index_builder.index_layout import (CENTROIDS, build_dir, build_ids, current_build_id,
                                         read_manifest)
@@ -24,7 +23,7 @@ class ShardedIndex:
     manifest: dict
     directory: Path
     indexes: list               # hnswlib indexes, in manifest order
-    ids: list[pa.Array]         # each shard's id map
+    ids: list[np.ndarray]       # each shard's id map (label -> product_id)
     centroids: np.ndarray | None
 
     @classmethod
@@ -41,8 +40,8 @@ class ShardedIndex:
             centroids = np.load(path, allow_pickle=False)
         for index, _ in loaded:
             index.set_ef(manifest["params"]["ef_search"])
-        return cls(manifest, directory, [i for i, _ in loaded], [ids for _, ids in loaded],
-                   centroids)
+        return cls(manifest, directory, [i for i, _ in loaded],
+                   [ids.to_numpy(zero_copy_only=False) for _, ids in loaded], centroids)
 
     def _shards_for(self, vector: np.ndarray) -> list[int]:
         if self.centroids is None:
@@ -74,15 +73,14 @@ class ShardedIndex:
                 continue
             index.set_ef(max(self.manifest["params"]["ef_search"], wanted))
             labels, distances = index.knn_query(vector, k=wanted)
-            found += [(ids[int(label)].as_py(), float(1.0 - d))
-                      for label, d in zip(labels[0], distances[0])]
+            found += zip(ids[labels[0]].tolist(), (1.0 - distances[0]).tolist())
         found = [f for f in found if f[0] != exclude]
         return sorted(found, key=lambda f: (-f[1], f[0]))[:k]
 
     def vector_of(self, product_id: str) -> np.ndarray:
         """The indexed vector of a product (an error if this surface does not serve it)."""
         for index, ids in zip(self.indexes, self.ids):
-            where = np.flatnonzero(ids.to_numpy(zero_copy_only=False) == product_id)
+            where = np.flatnonzero(ids == product_id)
             if len(where):
                 return np.asarray(index.get_items([int(where[0])])[0], np.float32)
         raise ItemSageError(f"product {product_id!r} is not in this surface's index "

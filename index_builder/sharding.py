@@ -80,3 +80,17 @@ class ClusterPlan:
 
     def cluster_of_group(self) -> list[int]:
         return [c for c, n in enumerate(self.parts) for _ in range(n)]
+
+
+def routing_recall(sample: np.ndarray, centroids: np.ndarray, probes: int, queries: int,
+                   noise: float, seed: int) -> float:
+    """Share of exact top-10 neighbours (within `sample`) that lie in the `probes` clusters a
+    query is routed to: what k-means routing alone loses, whatever the shards' own recall."""
+    from index_builder.shard_index import RECALL_K, exact_top_k, gate_queries
+
+    sample = np.ascontiguousarray(sample, np.float32)
+    picked = gate_queries(sample, queries, noise, seed)
+    exact = exact_top_k(sample, picked, min(RECALL_K, len(sample)))
+    home = nearest_centroids(sample, centroids)[:, 0][exact]           # (q, k) clusters
+    routed = nearest_centroids(picked, centroids, probes)              # (q, probes)
+    return float((home[:, :, None] == routed[:, None, :]).any(axis=2).mean())

@@ -30,3 +30,9 @@ def write_atomic(path: str | Path, text: str) -> None:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+def absolute_uri(uri: str) -> str:
+    """A local path made absolute (so that records of it stay valid from any directory); a URI
+    with a scheme (s3://, gs://, file://, ...) unchanged."""
+    return uri if "://" in uri else os.path.abspath(uri)

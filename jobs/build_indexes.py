@@ -31,11 +31,13 @@ from pyspark.sql import functions as F
 from index_builder.index_layout import CENTROIDS, build_dir, new_build_id
 from index_builder.release import assemble_manifest, release
 from index_builder.shard_index import ShardParams, build_group
-from index_builder.sharding import ClusterPlan, hash_groups, nearest_centroids, train_centroids
+from index_builder.sharding import (ClusterPlan, hash_groups, nearest_centroids, routing_recall,
+                                   train_centroids)
 from index_builder.surfaces import Surface
 from itemsage_core.catalog_contract import IMAGE_EMBEDDINGS, PRODUCT_ID
 from itemsage_core.column_mapping import ColumnMapping
 from itemsage_core.errors import ItemSageError
+from itemsage_core.local_files import absolute_uri
 from jobs.catalog_frame import read_catalog
 from jobs.delta_frame import read_delta
 from jobs.progress import stage_progress
@@ -102,6 +104,7 @@ class SurfacePlan:
     groups: int
     group_clusters: list[int] | None = None  # k-means: the cluster of each group
     centroids: np.ndarray | None = None
+    routing_recall: float | None = None     # k-means: share of top-10 in the routed clusters
 
 
 def _grouped(name: str, groups):
@@ -159,8 +162,12 @@ def plan_surface(rows: DataFrame, surface: Surface, table_version: int,
         surface.name, lambda b: clusters.group_of(nearest(b), b.column(PRODUCT_ID))), GROUPED)
     plan.centroids, plan.group_clusters = centroids, clusters.cluster_of_group()
     plan.groups = clusters.groups
+    plan.routing_recall = routing_recall(vectors_of(sample.column("embedding")), centroids,
+                                         surface.probe_clusters, 1000, surface.query_noise,
+                                         surface.seed)
     progress(f"{surface.name}: {products} products in {len(centroids)} k-means clusters "
-             f"(trained on {sample.num_rows} vectors), {plan.groups} groups")
+             f"(trained on {sample.num_rows} vectors), {plan.groups} groups; routing to "
+             f"{surface.probe_clusters} clusters keeps {plan.routing_recall:.3f} of the top 10")
     return plan
 
 
@@ -186,6 +193,7 @@ def build_indexes(spark: SparkSession, table_uri: str, surfaces: list[Surface], 
     """Build, gate and publish every surface; returns the run summary. A surface that fails its
     recall gate publishes nothing (its new build is deleted); the others still publish."""
     started = time.perf_counter()
+    table_uri, catalog = absolute_uri(table_uri), catalog and absolute_uri(catalog)
     table, version = read_delta(spark, table_uri, table_version)
     if table is None:
         raise ItemSageError(f"{table_uri} is not a Delta table (run `itemsage embed` first)")
@@ -227,6 +235,7 @@ def build_indexes(spark: SparkSession, table_uri: str, surfaces: list[Surface], 
             [json.loads(r["entry"]) for r in built if r["surface"] == name],
             table_uri=table_uri, table_version=version, catalog=catalog,
             model_version=plan.model_version, dim=plan.dim, group_clusters=plan.group_clusters,
+            routing_recall=plan.routing_recall,
             seconds={"plan_s": planned - started, "build_s": finished - planned})
         if manifest["products"] != plan.products:
             raise ItemSageError(f"surface {name!r}: shards hold {manifest['products']} "
@@ -240,7 +249,7 @@ def build_indexes(spark: SparkSession, table_uri: str, surfaces: list[Surface], 
                      f"mean {recall['mean']:.3f}")
         else:
             progress(f"{name}: recall gate FAILED (min_recall {plan.surface.min_recall}; "
-                     f"shards below: {result['low_shards']}); nothing published, the current "
+                     f"below it: {result['below_min_recall']}); nothing published, the current "
                      "build stays")
     summary["seconds"] = time.perf_counter() - started
     return summary

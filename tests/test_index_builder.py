@@ -16,7 +16,8 @@ from index_builder.index_layout import CURRENT, build_dir, current_build_id, sur
 from index_builder.release import assemble_manifest, release
 from index_builder.shard_index import ShardParams, build_group, exact_top_k
 from index_builder.sharded_index import ShardedIndex, load_published, read_vector
-from index_builder.sharding import ClusterPlan, hash_groups, nearest_centroids, train_centroids
+from index_builder.sharding import (ClusterPlan, hash_groups, nearest_centroids, routing_recall,
+                                   train_centroids)
 from index_builder.surfaces import Surface, load_surfaces, parse_surfaces
 from itemsage_core.errors import ItemSageError
 
@@ -93,6 +94,14 @@ def test_kmeans_assigns_each_vector_its_nearest_centroid():
     assert np.allclose(np.linalg.norm(centroids, axis=1), 1.0, atol=1e-5)
     nearest = nearest_centroids(vectors, centroids)[:, 0]
     assert np.array_equal(nearest, np.argmax(vectors @ centroids.T, axis=1))
+
+
+def test_routing_recall_measures_what_probing_fewer_clusters_loses():
+    vectors = unit_vectors(2000, dim=16)
+    centroids = train_centroids(vectors, 8, seed=0)
+    every = routing_recall(vectors, centroids, probes=8, queries=200, noise=0.1, seed=0)
+    some = [routing_recall(vectors, centroids, p, 200, 0.1, 0) for p in (1, 2, 4)]
+    assert every == 1.0 and some == sorted(some) and some[0] < 0.9
 
 
 PARAMS = ShardParams(M=16, ef_construction=200, ef_search=200, recall_queries=50,
