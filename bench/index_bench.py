@@ -31,7 +31,7 @@ from jobs.build_indexes import vectors_of
 def surface_vectors(index) -> tuple[pa.Array, np.ndarray]:
     """The surface's ids and vectors, read from the table version the build pinned."""
     table = index.manifest["table"]
-    ids = pa.array(np.concatenate(index.ids))
+    ids = pa.array(np.concatenate([shard.ids for shard in index.ids]))
     rows = DeltaTable(table["uri"], version=table["version"]).to_pyarrow_table(
         columns=["product_id", "embedding"])
     rows = rows.filter(pc.is_in(rows.column("product_id"), value_set=ids))

@@ -4,8 +4,8 @@ against exact search, written and loaded back.
 A build task gets one planned group of products (a hash bucket or a k-means part) and cuts it
 into shards of at most `max_size` products (contiguous runs of the id-sorted group), so no shard
 exceeds the target size whatever the hash or the clustering did. Files of part P of group G:
-`shard-GGGGG-PP.hnsw` (hnswlib's format; label i is row i of the id map) and
-`shard-GGGGG-PP.ids.parquet` (one `product_id` column).
+`shard-GGGGG-PP.hnsw` (hnswlib's format; one point per distinct vector) and
+`shard-GGGGG-PP.ids.parquet` (`product_id`, and the hnswlib `label` of its vector).
 """
 
 from __future__ import annotations
@@ -78,12 +78,29 @@ class ShardParams:
     seed: int
 
 
+def distinct_rows(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(label of each row, row index of each label): rows with identical vectors share a label,
+    labels numbered in order of first appearance."""
+    keys = np.ascontiguousarray(vectors).view(np.dtype((np.void, vectors.dtype.itemsize
+                                                        * vectors.shape[1]))).ravel()
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return rank[inverse.ravel()], first[order]
+
+
 def build_shard(ids: pa.Array, vectors: np.ndarray, group: int, part: int,
                 out_dir: str | Path, params: ShardParams, threads: int = 1) -> dict:
     """Build one shard of unit `vectors` (rows in `ids` order), measure its recall@10 against
-    exact search, write its two files into `out_dir`; returns its manifest entry."""
+    exact search, write its two files into `out_dir`; returns its manifest entry.
+
+    Identical vectors (duplicate products are common in catalogs) are indexed once, under one
+    label that the id map gives to each of their products: a clump of identical points would
+    otherwise fill each other's neighbour lists and cut itself off from the HNSW graph."""
     started = time.perf_counter()
-    vectors = np.ascontiguousarray(vectors, np.float32)
+    labels, rows = distinct_rows(np.ascontiguousarray(vectors, np.float32))
+    vectors = np.ascontiguousarray(vectors[rows], np.float32)
     index = new_index(vectors.shape[1], len(vectors), params.M, params.ef_construction,
                       params.seed)
     added = time.perf_counter()
@@ -100,11 +117,12 @@ def build_shard(ids: pa.Array, vectors: np.ndarray, group: int, part: int,
     names = shard_files(group, part)
     out = Path(out_dir)
     index.save_index(str(out / names["index"]))
-    pq.write_table(pa.table({"product_id": ids}), out / names["ids"])
+    pq.write_table(pa.table({"product_id": ids, "label": pa.array(labels, pa.int64())}),
+                   out / names["ids"])
     files = {role: {"path": name, "bytes": (out / name).stat().st_size,
                     "sha256": sha256_file(out / name)} for role, name in names.items()}
-    return {"group": group, "part": part, "count": len(vectors), "files": files,
-            "recall_at_10": recall, "add_items_s": add_items_s,
+    return {"group": group, "part": part, "count": len(ids), "vectors": len(vectors),
+            "files": files, "recall_at_10": recall, "add_items_s": add_items_s,
             "build_s": time.perf_counter() - started}
 
 
@@ -122,7 +140,8 @@ def build_group(product_ids: pa.Array, vectors: np.ndarray, group: int, max_size
 
 
 def load_shard(build_dir: str | Path, entry: dict, dim: int):
-    """Verify a shard's files against its manifest entry, then load (index, product ids)."""
+    """Verify a shard's files against its manifest entry, then load (index, id map table with
+    `product_id` and `label`)."""
     import hnswlib
 
     for described in entry["files"].values():
@@ -134,9 +153,10 @@ def load_shard(build_dir: str | Path, entry: dict, dim: int):
                                 "the manifest (truncated or corrupted)")
     index = hnswlib.Index(space="ip", dim=dim)
     index.load_index(str(Path(build_dir) / entry["files"]["index"]["path"]),
-                     max_elements=entry["count"])
-    ids = pq.read_table(Path(build_dir) / entry["files"]["ids"]["path"]).column("product_id")
-    if index.get_current_count() != entry["count"] or len(ids) != entry["count"]:
+                     max_elements=entry["vectors"])
+    ids = pq.read_table(Path(build_dir) / entry["files"]["ids"]["path"])
+    if index.get_current_count() != entry["vectors"] or ids.num_rows != entry["count"]:
         raise ItemSageError(f"shard {entry['shard']}: holds {index.get_current_count()} vectors "
-                            f"and {len(ids)} ids, the manifest says {entry['count']}")
-    return index, ids.combine_chunks()
+                            f"and {ids.num_rows} ids, the manifest says {entry['vectors']} and "
+                            f"{entry['count']}")
+    return index, ids

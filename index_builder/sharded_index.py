@@ -18,12 +18,33 @@ from itemsage_core.errors import ItemSageError
 from itemsage_core.local_files import sha256_file
 
 
+@dataclasses.dataclass(frozen=True)
+class IdMap:
+    """A shard's products grouped by hnswlib label (several when their vectors are identical)."""
+
+    ids: np.ndarray             # product ids, sorted by label
+    labels: np.ndarray          # the label of each, ascending
+    starts: np.ndarray          # label l's products are ids[starts[l]:starts[l + 1]]
+
+    @classmethod
+    def from_table(cls, table) -> IdMap:
+        labels = table.column("label").to_numpy()
+        order = np.argsort(labels, kind="stable")
+        labels = labels[order]
+        starts = np.searchsorted(labels, np.arange(labels[-1] + 2 if len(labels) else 1))
+        return cls(table.column("product_id").to_numpy(zero_copy_only=False)[order], labels,
+                   starts)
+
+    def products(self, label: int) -> list[str]:
+        return self.ids[self.starts[label]:self.starts[label + 1]].tolist()
+
+
 @dataclasses.dataclass
 class ShardedIndex:
     manifest: dict
     directory: Path
     indexes: list               # hnswlib indexes, in manifest order
-    ids: list[np.ndarray]       # each shard's id map (label -> product_id)
+    ids: list[IdMap]            # each shard's id map
     centroids: np.ndarray | None
 
     @classmethod
@@ -41,7 +62,7 @@ class ShardedIndex:
         for index, _ in loaded:
             index.set_ef(manifest["params"]["ef_search"])
         return cls(manifest, directory, [i for i, _ in loaded],
-                   [ids.to_numpy(zero_copy_only=False) for _, ids in loaded], centroids)
+                   [IdMap.from_table(ids) for _, ids in loaded], centroids)
 
     def _shards_for(self, vector: np.ndarray) -> list[int]:
         if self.centroids is None:
@@ -73,16 +94,17 @@ class ShardedIndex:
                 continue
             index.set_ef(max(self.manifest["params"]["ef_search"], wanted))
             labels, distances = index.knn_query(vector, k=wanted)
-            found += zip(ids[labels[0]].tolist(), (1.0 - distances[0]).tolist())
+            found += [(pid, 1.0 - float(d)) for label, d in zip(labels[0], distances[0])
+                      for pid in ids.products(int(label))]
         found = [f for f in found if f[0] != exclude]
         return sorted(found, key=lambda f: (-f[1], f[0]))[:k]
 
     def vector_of(self, product_id: str) -> np.ndarray:
         """The indexed vector of a product (an error if this surface does not serve it)."""
         for index, ids in zip(self.indexes, self.ids):
-            where = np.flatnonzero(ids == product_id)
+            where = np.flatnonzero(ids.ids == product_id)
             if len(where):
-                return np.asarray(index.get_items([int(where[0])])[0], np.float32)
+                return np.asarray(index.get_items([int(ids.labels[where[0]])])[0], np.float32)
         raise ItemSageError(f"product {product_id!r} is not in this surface's index "
                             f"(build {self.manifest['build_id']})")
 

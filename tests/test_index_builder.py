@@ -158,6 +158,26 @@ def test_query_results_equal_exact_search_on_a_small_index(tmp_path):
     assert np.allclose(index.vector_of("P00007"), vectors[7], atol=1e-6)
 
 
+def test_identical_vectors_are_indexed_once_and_every_product_is_found(tmp_path):
+    # 300 copies of one vector: as separate HNSW points they would cut themselves off the graph.
+    base = unit_vectors(700, dim=16)
+    vectors = np.concatenate([base, np.repeat(base[:1], 300, axis=0)])
+    product_ids = ids(1000)
+    surface = Surface("home", ef_search=32, target_shard_size=1000)
+    result = build_and_release(tmp_path, surface, vectors, product_ids, groups=1)
+    assert result["status"] == "published" and result["recall_at_10"]["min"] >= 0.95
+    index = load_published(tmp_path, "home")
+    (shard,) = index.manifest["shards"]
+    assert shard["count"] == 1000 and shard["vectors"] == 700
+    copies = {product_ids[0].as_py()} | set(product_ids.slice(700).to_pylist())
+    found = index.search(base[0], k=400)
+    assert {pid for pid, _ in found[:301]} == copies
+    assert np.allclose([s for _, s in found[:301]], 1.0, atol=1e-5)
+    assert np.allclose(index.vector_of("P00950"), base[0])
+    excluded = index.search(base[0], k=5, exclude="P00950")
+    assert "P00950" not in [pid for pid, _ in excluded] and len(excluded) == 5
+
+
 def test_the_recall_gate_blocks_a_bad_build_and_keeps_the_previous_one(tmp_path):
     vectors, product_ids = unit_vectors(600), ids(600)
     good = build_and_release(tmp_path, Surface("home"), vectors, product_ids)
