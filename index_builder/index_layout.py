@@ -28,6 +28,7 @@ MANIFEST_SUM = "manifest.json.sha256"
 CURRENT = "CURRENT"
 CENTROIDS = "centroids.npy"
 FORMAT = "itemsage-index/1"
+SHARD_FIELDS = {"shard", "count", "vectors", "files", "recall_at_10"}
 BUILD_ID = re.compile(r"^\d{8}T\d{12}Z-v\d+$")
 
 
@@ -68,6 +69,13 @@ def read_manifest(directory: Path) -> dict:
     parsed = json.loads(manifest.read_text())
     if parsed.get("format") != FORMAT:
         raise ItemSageError(f"{manifest}: format {parsed.get('format')!r}, expected {FORMAT}")
+    missing = sorted({"surface", "build_id", "table", "params", "products", "shards"}
+                     - set(parsed))
+    missing += sorted({f"shards[].{key}" for shard in parsed.get("shards", [])
+                       for key in SHARD_FIELDS - set(shard)})
+    if missing:
+        raise ItemSageError(f"{manifest} lacks {', '.join(missing)} (written by another "
+                            "version?)")
     return parsed
 
 

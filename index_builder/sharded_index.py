@@ -148,3 +148,24 @@ def read_vector(path: str | Path) -> np.ndarray:
     if vector.ndim != 1 and not (vector.ndim == 2 and len(vector) == 1):
         raise ItemSageError(f"{path}: expected one vector, got shape {vector.shape}")
     return vector.reshape(-1).astype(np.float32)
+
+
+def verify_current(root: str | Path, surface: str, samples: int = 20) -> dict:
+    """Check the surface's CURRENT build as serving will load it (no fallback): every checksum,
+    then `samples` products (spread over the shards) must each find their own vector first."""
+    current = current_build_id(root, surface)
+    if current is None:
+        raise ItemSageError(f"{Path(root) / surface} has no CURRENT build")
+    index = ShardedIndex.load(build_dir(root, surface, current))
+    picked = [ids.ids[i] for ids in index.ids
+              for i in np.linspace(0, len(ids.ids) - 1, max(1, samples // len(index.ids)),
+                                   dtype=int)]
+    misses = [pid for pid in picked
+              if index.search(index.vector_of(pid), k=1)[0][1] < 1.0 - 1e-4]
+    result = {"surface": surface, "build_id": current, "products": index.manifest["products"],
+              "shards": len(index.indexes), "table": index.manifest["table"],
+              "checked": len(picked), "found_themselves": len(picked) - len(misses)}
+    if len(misses) > 0.05 * len(picked):
+        raise ItemSageError(f"build {current} of {surface!r}: {len(misses)} of {len(picked)} "
+                            f"products do not find themselves (e.g. {misses[:3]})")
+    return result

@@ -334,17 +334,43 @@ def query(index_root, surface, product_id, vector_file, k, as_json):
         click.echo(f"{rank:>3}  {score:.4f}  {pid}")
 
 
+@cli.command("verify-index")
+@click.option("--index", "index_root", required=True, type=click.Path(file_okay=False),
+              metavar="INDEX_ROOT", help="Index root written by `itemsage build-index`.")
+@click.option("--surface", "surfaces", required=True, multiple=True,
+              help="Surface to check (repeatable).")
+@click.option("--samples", default=20, show_default=True, type=click.IntRange(min=1),
+              help="Products per surface that must find themselves.")
+def verify_index(index_root, surfaces, samples):
+    """Check the CURRENT build of surfaces exactly as serving loads it (exit 1 if unusable).
+
+    Verifies every file's checksum (no fallback to older builds) and that sample products find
+    their own vectors first; prints one JSON line per surface.
+    """
+    from index_builder.sharded_index import verify_current
+
+    for surface in surfaces:
+        click.echo(json.dumps(verify_current(index_root, surface, samples)))
+
+
 @cli.command()
 @click.option("--workdir", default="itemsage-demo", show_default=True,
               type=click.Path(file_okay=False), help="Where the demo writes everything.")
-@click.option("--products", default=20_000, show_default=True, type=click.IntRange(min=100),
+@click.option("--products", default=10_000, show_default=True, type=click.IntRange(min=500),
               help="Products in the synthetic world.")
+@click.option("--epochs", default=2, show_default=True, type=click.IntRange(min=1),
+              help="Training epochs of the demo's small encoder.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
 @spark_options
-def demo(workdir, products, seed, master, conf):
-    """Run the whole flow on the embedded local Spark and print where everything went."""
-    from itemsage_cli.stages import demo_flow
-    demo_flow(Path(workdir), products, seed, master, conf)
+def demo(workdir, products, seed, epochs, master, conf):
+    """Run the whole flow on the embedded local Spark and print where everything went.
+
+    Generate a world, train a small encoder, embed the catalog into Delta, build the
+    conf/surfaces.toml indexes, and show nearest neighbours of sample products with their titles
+    and categories, then the command for each stage.
+    """
+    from itemsage_cli.demo import demo_flow
+    demo_flow(Path(workdir), products, seed, epochs, master, conf)
 
 
 def main() -> None:

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-import shlex
 import time
 from pathlib import Path
 
 import click
 
-from itemsage_core.catalog_contract import DEFAULT_IMAGE_DIM
 from itemsage_core.validation_report import ValidationReport
 
 PROJECT_CONF = Path(__file__).resolve().parents[1] / "conf"
-FLIPKART = Path(__file__).resolve().parents[2] / "shared" / "data" / "flipkart_products.parquet"
 FLIPKART_MAPPING = PROJECT_CONF / "mappings" / "flipkart.toml"
 
 
@@ -65,40 +62,3 @@ def validate_stage(catalog: str, mapping: str | None, engagements: str | None,
         progress(f"validating engagement log {engagements}")
         reports.append(validate_engagements(read_parquet(engagements), image_dim).report)
     return reports
-
-
-def demo_flow(workdir: Path, products: int, seed: int, master: str | None,
-              conf: tuple[str, ...] = ()) -> None:
-    """Every stage that exists so far, end to end, with the command that runs each one."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    world_dir = workdir / "world"
-    commands = []
-
-    progress("stage 1/2: generate a synthetic shopping world")
-    paths = generate_stage(world_dir, products, seed)
-    commands.append(f"itemsage generate --out {shlex.quote(str(world_dir))} "
-                    f"--products {products} --seed {seed}")
-
-    progress("stage 2/2: validate the catalog (on Spark) and the engagement log")
-    reports = {"synthetic world": validate_stage(paths["catalog"], None, paths["engagements"],
-                                                 DEFAULT_IMAGE_DIM, master, conf)}
-    commands.append(f"itemsage validate --catalog {shlex.quote(paths['catalog'])} "
-                    f"--engagements {shlex.quote(paths['engagements'])}")
-    if FLIPKART.exists():
-        progress("and the real Flipkart catalog through its column mapping")
-        reports["Flipkart catalog (shared data)"] = validate_stage(
-            str(FLIPKART), str(FLIPKART_MAPPING), None, DEFAULT_IMAGE_DIM, master, conf)
-        commands.append(f"itemsage validate --catalog {shlex.quote(str(FLIPKART))} "
-                        f"--mapping {shlex.quote(str(FLIPKART_MAPPING))}")
-
-    for label, dataset_reports in reports.items():
-        click.echo(f"\n== validation: {label}")
-        for report in dataset_reports:
-            click.echo("\n".join(report.lines()))
-    click.echo("\n== written")
-    for name, path in paths.items():
-        click.echo(f"  {name:12s} {path}")
-    click.echo(f"  {'world':12s} {world_dir / 'world.json'}")
-    click.echo("\n== each stage on its own")
-    for command in commands:
-        click.echo(f"  {command}")

@@ -1,0 +1,88 @@
+"""Airflow DAGs for ItemSage: the nightly refresh and an ad hoc rebuild of one surface.
+
+- `itemsage_nightly` (daily): incremental embed -> build-index for each surface (in parallel,
+  each publishes atomically after its recall gate) -> verify what serving will load.
+- `itemsage_rebuild` (manual trigger): build-index for one surface, optionally from a pinned
+  Delta version (`table_version`), -> verify.
+
+Every task runs `spark-submit.sh`. Values (paths, params) reach it through environment
+variables that the command quotes ("$VAR"), so no value is ever parsed by the shell: a catalog
+path or a surface name cannot inject commands. Configure with Airflow Variables (or the
+defaults below): itemsage_home (the project checkout), itemsage_catalog, itemsage_mapping,
+itemsage_model, itemsage_table, itemsage_surfaces, itemsage_index_root, itemsage_spark_master.
+docs/operations-airflow.md has the recipe.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+try:  # Airflow 3
+    from airflow.providers.standard.operators.bash import BashOperator
+    from airflow.sdk import DAG, Param
+except ImportError:  # Airflow 2.x
+    from airflow import DAG
+    from airflow.models.param import Param
+    from airflow.operators.bash import BashOperator
+
+SURFACES = ("home", "closeup", "search")  # one build task per surface in conf/surfaces.toml
+RETRIES = {"retries": 2, "retry_delay": dt.timedelta(minutes=10)}
+TIMEOUTS = {"embed": dt.timedelta(hours=4), "build": dt.timedelta(hours=2),
+            "verify": dt.timedelta(minutes=15)}
+
+
+def _var(name: str, default: str) -> str:
+    """A Jinja reference to an Airflow Variable, rendered when the task runs (not at parse)."""
+    return "{{ var.value.get('itemsage_%s', '%s') }}" % (name, default)
+
+
+ENV = {
+    "ITEMSAGE_HOME": _var("home", "/opt/itemsage"),
+    "SPARK_MASTER": _var("spark_master", "local[*]"),
+    "CATALOG": _var("catalog", "/data/catalog"),
+    "MAPPING": _var("mapping", ""),
+    "MODEL": _var("model", "/models/current"),
+    "TABLE": _var("table", "/data/tables/embeddings"),
+    "SURFACES_TOML": _var("surfaces", "/opt/itemsage/conf/surfaces.toml"),
+    "INDEX_ROOT": _var("index_root", "/data/indexes"),
+}
+SUBMIT = '"$ITEMSAGE_HOME/spark-submit.sh"'
+MAPPING_ARG = '${MAPPING:+--mapping "$MAPPING"}'
+EMBED = (f'{SUBMIT} embed --catalog "$CATALOG" {MAPPING_ARG} --model "$MODEL" --table "$TABLE" '
+         '--incremental --run-id "$RUN_ID"')
+BUILD = (f'{SUBMIT} build-index --table "$TABLE" --surfaces "$SURFACES_TOML" '
+         f'--out "$INDEX_ROOT" --catalog "$CATALOG" {MAPPING_ARG} --surface "$SURFACE" '
+         '${TABLE_VERSION:+--table-version "$TABLE_VERSION"}')
+VERIFY = '"$ITEMSAGE_HOME/.venv/bin/itemsage" verify-index --index "$INDEX_ROOT" --surface "$SURFACE"'
+
+
+
+def _task(task_id: str, command: str, timeout: str, **env: str) -> BashOperator:
+    return BashOperator(task_id=task_id, bash_command=command, env={**ENV, **env},
+                        append_env=True, execution_timeout=TIMEOUTS[timeout])
+
+
+with DAG(dag_id="itemsage_nightly", schedule="0 2 * * *",
+         start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc), catchup=False,
+         max_active_runs=1, default_args=RETRIES, tags=["itemsage"],
+         doc_md=__doc__) as nightly:
+    embed = _task("embed_incremental", EMBED, "embed",
+                  RUN_ID="nightly-{{ ds_nodash }}")  # the same run id on a retry: idempotent
+    for name in SURFACES:
+        build = _task(f"build_index_{name}", BUILD, "build", SURFACE=name)
+        verify = _task(f"verify_{name}", VERIFY, "verify", SURFACE=name)
+        embed >> build >> verify
+
+with DAG(dag_id="itemsage_rebuild", schedule=None,
+         start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc), catchup=False,
+         default_args=RETRIES, tags=["itemsage"], doc_md=__doc__,
+         params={"surface": Param("home", type="string", pattern="^[a-z][a-z0-9_-]{0,63}$",
+                                  description="the surface to rebuild"),
+                 "table_version": Param(None, type=["null", "integer"], minimum=0,
+                                        description="Delta version to build from (latest: "
+                                                    "empty)")}) as rebuild:
+    build = _task("build_index", BUILD, "build", SURFACE="{{ params.surface }}",
+                  TABLE_VERSION="{{ params.table_version if params.table_version is not none "
+                                "else '' }}")
+    verify = _task("verify", VERIFY, "verify", SURFACE="{{ params.surface }}")
+    build >> verify

@@ -1,0 +1,130 @@
+"""`itemsage demo`: the whole system on the embedded local Spark, in a few minutes on 2 cores.
+
+generate a world -> train a small encoder -> embed the catalog into Delta on Spark -> build the
+per-surface indexes on Spark -> sample queries shown with titles and categories, then where
+everything was written and the command that runs each stage on its own.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+import pyarrow.compute as pc
+
+from itemsage_cli.stages import PROJECT_CONF, generate_stage, progress
+
+# Small enough to train in about a minute on 2 cores; the paper's shape is `itemsage train`'s
+# default.
+DEMO_MODEL = {"d_model": 128, "ffn_dim": 512, "layers": 1, "mlp_hidden": 128,
+              "hash_buckets": 20_000}
+DEMO_VOCAB = (20_000, 40_000, 10_000)
+SURFACES = PROJECT_CONF / "surfaces.toml"
+
+
+def _q(path) -> str:
+    return shlex.quote(str(path))
+
+
+def show_neighbours(catalog, index, product_ids: list[str], k: int) -> None:
+    """Each query product's title and category, then its neighbours' (a person can judge)."""
+    ids = catalog.column("product_id")
+
+    def describe(pid: str) -> str:
+        row = pc.index(ids, pid).as_py()
+        return (f"{catalog.column('title')[row].as_py()}  "
+                f"[{catalog.column('product_type')[row].as_py()}]")
+
+    for pid in product_ids:
+        click.echo(f"\n  {pid}  {describe(pid)}")
+        for neighbour, score in index.search(index.vector_of(pid), k, exclude=pid):
+            click.echo(f"    {score:.3f}  {neighbour}  {describe(neighbour)}")
+
+
+def demo_flow(workdir: Path, products: int, seed: int, epochs: int, master: str | None,
+              conf: tuple[str, ...] = ()) -> None:
+    from index_builder.sharded_index import load_published
+    from index_builder.surfaces import load_surfaces
+    from itemsage_core.model_runs import train_model
+    from itemsage_core.parquet_io import read_parquet
+    from itemsage_core.trainer import TrainConfig
+    from itemsage_core.vocabulary import VocabConfig
+    from jobs.build_indexes import build_indexes
+    from jobs.embed_catalog import embed_catalog
+    from jobs.spark_session import get_spark, parse_conf
+
+    started = time.perf_counter()
+    workdir.mkdir(parents=True, exist_ok=True)
+    world, model = workdir / "world", workdir / "model"
+    table, indexes = workdir / "tables" / "embeddings", workdir / "indexes"
+    seconds = {}
+
+    progress("stage 1/5: generate a synthetic shopping world")
+    t = time.perf_counter()
+    paths = generate_stage(world, products, seed)
+    seconds["generate"] = time.perf_counter() - t
+
+    progress("stage 2/5: train a small encoder (multi-task, in-process)")
+    t = time.perf_counter()
+    trained = train_model(paths["catalog"], paths["engagements"], model,
+                          TrainConfig(epochs=epochs, seed=seed), model_options=DEMO_MODEL,
+                          vocab_config=VocabConfig(*DEMO_VOCAB), hash_seed=seed,
+                          progress=progress)
+    seconds["train"] = time.perf_counter() - t
+
+    progress("stage 3/5: embed the catalog on Spark into a Delta table")
+    t = time.perf_counter()
+    spark = get_spark("itemsage-demo", master, parse_conf(conf))
+    embedded = embed_catalog(spark, paths["catalog"], str(model), str(table), progress=progress)
+    seconds["embed"] = time.perf_counter() - t
+
+    progress("stage 4/5: build the per-surface HNSW indexes on Spark")
+    t = time.perf_counter()
+    built = build_indexes(spark, str(table), load_surfaces(SURFACES), str(indexes),
+                          catalog=paths["catalog"], progress=progress)
+    seconds["build-index"] = time.perf_counter() - t
+
+    progress("stage 5/5: sample queries")
+    catalog = read_parquet(paths["catalog"], columns=["product_id", "title", "product_type"])
+    closeup = load_published(indexes, "closeup")
+    picks = np.random.default_rng(seed).choice(catalog.num_rows, size=3, replace=False)
+    queries = [catalog.column("product_id")[int(i)].as_py() for i in picks]
+
+    click.echo(f"\n== encoder {trained.model_version}: held-out Recall@10 "
+               f"{trained.evaluation.overall:.3f} (every task: `itemsage evaluate`)")
+    click.echo(f"== embeddings: {embedded['embedded']} products, {embedded['quarantined']} "
+               f"quarantined, table version {embedded['table_version']}, "
+               f"{embedded.get('products_per_s', 0):.0f} products/s")
+    click.echo("== indexes")
+    for name, result in built["surfaces"].items():
+        click.echo(f"  {name:8s} {result['status']}: {result['products']} products in "
+                   f"{result['shards']} shards, recall@10 >= {result['recall_at_10']['min']:.3f}")
+    click.echo("\n== closeup: nearest neighbours of 3 products (cosine, title, category)")
+    show_neighbours(catalog, closeup, queries, k=5)
+
+    click.echo("\n== written")
+    for label, path in [("catalog", paths["catalog"]), ("engagements", paths["engagements"]),
+                        ("model", model), ("embeddings", table),
+                        ("quarantine", f"{table}_quarantine"), ("indexes", indexes)]:
+        click.echo(f"  {label:12s} {path}")
+    click.echo("\n== each stage on its own")
+    master_flag = f" --master {_q(master)}" if master else ""
+    for command in [
+        f"itemsage generate --out {_q(world)} --products {products} --seed {seed}",
+        (f"itemsage train --catalog {_q(paths['catalog'])} --engagements "
+         f"{_q(paths['engagements'])} --out {_q(model)} --epochs {epochs} --seed {seed} "
+         f"--d-model {DEMO_MODEL['d_model']} --ffn-dim {DEMO_MODEL['ffn_dim']} "
+         f"--hash-buckets {DEMO_MODEL['hash_buckets']} "
+         f"--vocab {','.join(map(str, DEMO_VOCAB))}"),
+        (f"itemsage embed --catalog {_q(paths['catalog'])} --model {_q(model)} "
+         f"--table {_q(table)}{master_flag}"),
+        (f"itemsage build-index --table {_q(table)} --surfaces {_q(SURFACES)} "
+         f"--out {_q(indexes)} --catalog {_q(paths['catalog'])}{master_flag}"),
+        f"itemsage query --index {_q(indexes)} --surface closeup --product-id {queries[0]}",
+    ]:
+        click.echo(f"  {command}")
+    click.echo("\n== seconds per stage: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items())
+               + f"; total {time.perf_counter() - started:.0f}")
