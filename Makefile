@@ -3,12 +3,19 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Airflow runs the DAG files in its own environment; the DAG test builds one like it.
+AIRFLOW_VENV ?= .venv-airflow
+AIRFLOW_SPEC ?= apache-airflow>=2.10,<4
+AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
 WORKDIR ?= itemsage-demo
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test clean
+.PHONY: venv java airflow-venv demo test clean
 
-venv: $(STAMP)
+venv: $(STAMP) java
+
+java:
+	@./scripts/ensure-java.sh
 
 # Re-created when the package metadata changes (a stale venv) or when it is missing.
 $(STAMP): setup.cfg pyproject.toml
@@ -18,11 +25,20 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $@
 
+$(AIRFLOW_STAMP): Makefile
+	@test -x $(AIRFLOW_VENV)/bin/python || $(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(AIRFLOW_VENV)/bin/python -m pip install --quiet '$(AIRFLOW_SPEC)' \
+	  || echo "warning: Airflow did not install; the DAG test falls back to a structural check"
+	@touch $@
+
+airflow-venv: $(AIRFLOW_STAMP)
+
 demo: venv
 	$(VENV)/bin/itemsage demo --workdir $(WORKDIR)
 
-test: venv
-	$(PY) -m pytest $(PYTEST_ARGS)
+test: venv airflow-venv
+	ITEMSAGE_AIRFLOW_PYTHON=$(CURDIR)/$(AIRFLOW_VENV)/bin/python $(PY) -m pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) $(WORKDIR) *.egg-info .pytest_cache
+	rm -rf $(VENV) $(AIRFLOW_VENV) $(WORKDIR) *.egg-info .pytest_cache

@@ -5,8 +5,8 @@
 #
 # JOB: validate, embed or build-index (each takes the `itemsage JOB` options). The master comes
 # from --master, else $SPARK_MASTER, else local[*]. The project is shipped to executors as a zip
-# (--py-files); their Python (with the dependencies installed) is $PYSPARK_PYTHON, else this
-# project's .venv.
+# (--py-files); their Python (with the dependencies installed) is $PYSPARK_PYTHON, else the
+# driver's: $PYSPARK_DRIVER_PYTHON, else this project's .venv. README: packed environments.
 # The exact spark-submit command is printed before it runs; arguments are passed as an array,
 # never through a shell string, so job arguments cannot inject commands. (spark-submit merges the
 # Python driver's stderr into stdout: progress and error lines arrive on stdout.)
@@ -38,10 +38,13 @@ case "$job" in
   *) echo "spark-submit.sh: unknown job '$job' (jobs: validate, embed, build-index)" >&2; exit 2 ;;
 esac
 
-python=${PYSPARK_PYTHON:-}
-if [ -z "$python" ]; then
-  if [ -x "$HERE/.venv/bin/python" ]; then python="$HERE/.venv/bin/python"; else python=$(command -v python3); fi
+# The driver's Python (this machine) and the executors' (the same unless PYSPARK_PYTHON names
+# another, e.g. ./environment/bin/python inside a packed environment shipped with --archives).
+driver_python=${PYSPARK_DRIVER_PYTHON:-}
+if [ -z "$driver_python" ]; then
+  if [ -x "$HERE/.venv/bin/python" ]; then driver_python="$HERE/.venv/bin/python"; else driver_python=$(command -v python3); fi
 fi
+python=${PYSPARK_PYTHON:-$driver_python}
 if [ -n "${SPARK_HOME:-}" ] && [ -x "$SPARK_HOME/bin/spark-submit" ]; then
   submit="$SPARK_HOME/bin/spark-submit"
 elif [ -x "$HERE/.venv/bin/spark-submit" ]; then
@@ -53,7 +56,7 @@ fi
 # The project's packages, zipped for the executors.
 pyfiles=$(mktemp -d)/itemsage.zip
 trap 'rm -rf "$(dirname "$pyfiles")"' EXIT
-(cd "$HERE" && "$python" - "$pyfiles" <<'PY'
+(cd "$HERE" && "$driver_python" - "$pyfiles" <<'PY'
 import pathlib, sys, zipfile
 with zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_DEFLATED) as z:
     for package in ("itemsage_core", "itemsage_cli", "jobs", "index_builder"):
@@ -63,10 +66,10 @@ PY
 )
 
 cmd=("$submit" --master "$master" --name "itemsage-$job"
-     --conf "spark.pyspark.python=$python" --conf "spark.pyspark.driver.python=$python"
+     --conf "spark.pyspark.python=$python" --conf "spark.pyspark.driver.python=$driver_python"
      --conf "spark.sql.execution.arrow.pyspark.enabled=true" --conf "spark.log.level=WARN"
      ${confs[@]+"${confs[@]}"}
      --py-files "$pyfiles" "$entry" "$@")
 printf 'spark-submit.sh: running:'; printf ' %q' "${cmd[@]}"; printf '\n'
 [ "$dry_run" -eq 1 ] && exit 0
-PYSPARK_PYTHON="$python" "${cmd[@]}"
+PYSPARK_PYTHON="$python" PYSPARK_DRIVER_PYTHON="$driver_python" "${cmd[@]}"

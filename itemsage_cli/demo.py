@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow.compute as pc
 
 from itemsage_cli.stages import PROJECT_CONF, generate_stage, progress
+from itemsage_core.errors import ItemSageError
 
 # Small enough to train in about a minute on 2 cores; the paper's shape is `itemsage train`'s
 # default.
@@ -89,7 +90,11 @@ def demo_flow(workdir: Path, products: int, seed: int, epochs: int, master: str 
 
     progress("stage 5/5: sample queries")
     catalog = read_parquet(paths["catalog"], columns=["product_id", "title", "product_type"])
-    closeup = load_published(indexes, "closeup")
+    published = [n for n, r in built["surfaces"].items() if r["status"] == "published"]
+    if not published:
+        raise ItemSageError(f"no surface passed its recall gate: {built['surfaces']}")
+    shown = "closeup" if "closeup" in published else published[0]
+    index = load_published(indexes, shown)
     picks = np.random.default_rng(seed).choice(catalog.num_rows, size=3, replace=False)
     queries = [catalog.column("product_id")[int(i)].as_py() for i in picks]
 
@@ -102,8 +107,8 @@ def demo_flow(workdir: Path, products: int, seed: int, epochs: int, master: str 
     for name, result in built["surfaces"].items():
         click.echo(f"  {name:8s} {result['status']}: {result['products']} products in "
                    f"{result['shards']} shards, recall@10 >= {result['recall_at_10']['min']:.3f}")
-    click.echo("\n== closeup: nearest neighbours of 3 products (cosine, title, category)")
-    show_neighbours(catalog, closeup, queries, k=5)
+    click.echo(f"\n== {shown}: nearest neighbours of 3 products (cosine, title, category)")
+    show_neighbours(catalog, index, queries, k=5)
 
     click.echo("\n== written")
     for label, path in [("catalog", paths["catalog"]), ("engagements", paths["engagements"]),
@@ -123,7 +128,7 @@ def demo_flow(workdir: Path, products: int, seed: int, epochs: int, master: str 
          f"--table {_q(table)}{master_flag}"),
         (f"itemsage build-index --table {_q(table)} --surfaces {_q(SURFACES)} "
          f"--out {_q(indexes)} --catalog {_q(paths['catalog'])}{master_flag}"),
-        f"itemsage query --index {_q(indexes)} --surface closeup --product-id {queries[0]}",
+        f"itemsage query --index {_q(indexes)} --surface {shown} --product-id {queries[0]}",
     ]:
         click.echo(f"  {command}")
     click.echo("\n== seconds per stage: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items())

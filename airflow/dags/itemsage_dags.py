@@ -10,7 +10,7 @@ variables that the command quotes ("$VAR"), so no value is ever parsed by the sh
 path or a surface name cannot inject commands. Configure with Airflow Variables (or the
 defaults below): itemsage_home (the project checkout), itemsage_catalog, itemsage_mapping,
 itemsage_model, itemsage_table, itemsage_surfaces, itemsage_index_root, itemsage_spark_master.
-docs/operations-airflow.md has the recipe.
+docs/airflow.md has the recipe.
 """
 
 from __future__ import annotations

@@ -1,0 +1,38 @@
+"""`itemsage demo` end to end on local Spark (a small world, so it runs in about half a minute)."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.spark
+
+
+def test_demo_runs_every_stage_and_its_commands_work(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "itemsage_cli.main", "demo", "--workdir",
+                          str(tmp_path / "demo"), "--products", "800", "--epochs", "1",
+                          "--master", "local[2]"],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-4000:]
+    out = run.stdout
+    for stage in range(1, 6):
+        assert f"stage {stage}/5" in run.stderr
+    assert "== embeddings: 800 products, 0 quarantined, table version 0" in out
+    for surface in ("home", "closeup", "search"):
+        assert re.search(rf"^  {surface} +published: \d+ products", out, re.M), out
+    # 3 query products, each followed by 5 neighbours with a cosine, an id, a title, a category.
+    assert len(re.findall(r"^  P\d{8}  .+  \[.+\]$", out, re.M)) == 3
+    assert len(re.findall(r"^    [01]\.\d{3}  P\d{8}  .+  \[.+\]$", out, re.M)) == 15
+    for name in ("catalog", "model", "embeddings", "quarantine", "indexes"):
+        assert re.search(rf"^  {name} +\S", out, re.M)
+    # The printed query command works as printed.
+    query = next(line.strip() for line in out.splitlines() if "itemsage query" in line)
+    args = shlex.split(query)[1:]
+    rerun = subprocess.run([sys.executable, "-m", "itemsage_cli.main", *args, "--json"],
+                           capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    assert rerun.stdout.startswith('[{"product_id": "P')
