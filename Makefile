@@ -10,7 +10,7 @@ AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
 WORKDIR ?= itemsage-demo
 PYTEST_ARGS ?=
 
-.PHONY: venv java airflow-venv demo test clean
+.PHONY: venv java airflow-venv demo demo-flipkart test clean
 
 venv: $(STAMP) java
 
@@ -37,8 +37,14 @@ airflow-venv: $(AIRFLOW_STAMP)
 demo: venv
 	$(VENV)/bin/itemsage demo --workdir $(WORKDIR)
 
+# The same flow on the shared Flipkart sample (../shared/data), embedded through its mapping.
+demo-flipkart: venv
+	$(VENV)/bin/itemsage demo --workdir $(WORKDIR)-flipkart \
+	  --catalog ../shared/data/flipkart_products.parquet --mapping conf/mappings/flipkart.toml \
+	  --surfaces conf/surfaces-flipkart.toml
+
 test: venv airflow-venv
 	ITEMSAGE_AIRFLOW_PYTHON=$(CURDIR)/$(AIRFLOW_VENV)/bin/python $(PY) -m pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) $(AIRFLOW_VENV) $(WORKDIR) *.egg-info .pytest_cache
+	rm -rf $(VENV) $(AIRFLOW_VENV) $(WORKDIR) $(WORKDIR)-flipkart *.egg-info .pytest_cache

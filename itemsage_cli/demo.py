@@ -2,7 +2,9 @@
 
 generate a world -> train a small encoder -> embed the catalog into Delta on Spark -> build the
 per-surface indexes on Spark -> sample queries shown with titles and categories, then where
-everything was written and the command that runs each stage on its own.
+everything was written and the command that runs each stage on its own. With a real catalog
+(`--catalog`, e.g. the shared Flipkart sample, which has no engagements) the encoder still trains
+on the world's engagements, with a vocabulary that also covers the real catalog's text.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import click
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from itemsage_cli.stages import PROJECT_CONF, generate_stage, progress
@@ -34,10 +37,14 @@ def show_neighbours(catalog, index, product_ids: list[str], k: int) -> None:
     """Each query product's title and category, then its neighbours' (a person can judge)."""
     ids = catalog.column("product_id")
 
+    def cut(text: str | None, width: int) -> str:
+        text = text or ""
+        return text if len(text) <= width else text[:width - 3] + "..."
+
     def describe(pid: str) -> str:
         row = pc.index(ids, pid).as_py()
-        return (f"{catalog.column('title')[row].as_py()}  "
-                f"[{catalog.column('product_type')[row].as_py()}]")
+        return (f"{cut(catalog.column('title')[row].as_py(), 70)}  "
+                f"[{cut(catalog.column('product_type')[row].as_py(), 60)}]")
 
     for pid in product_ids:
         click.echo(f"\n  {pid}  {describe(pid)}")
@@ -46,11 +53,12 @@ def show_neighbours(catalog, index, product_ids: list[str], k: int) -> None:
 
 
 def demo_flow(workdir: Path, products: int, seed: int, epochs: int, master: str | None,
-              conf: tuple[str, ...] = ()) -> None:
+              conf: tuple[str, ...] = (), catalog: str | None = None,
+              mapping: str | None = None, surfaces: str | None = None) -> None:
     from index_builder.sharded_index import load_published
     from index_builder.surfaces import load_surfaces
-    from itemsage_core.model_runs import train_model
-    from itemsage_core.parquet_io import read_parquet
+    from itemsage_core.column_mapping import load_mapping
+    from itemsage_core.model_runs import read_mapped_catalog, train_model
     from itemsage_core.trainer import TrainConfig
     from itemsage_core.vocabulary import VocabConfig
     from jobs.build_indexes import build_indexes
@@ -68,39 +76,46 @@ def demo_flow(workdir: Path, products: int, seed: int, epochs: int, master: str 
     paths = generate_stage(world, products, seed)
     seconds["generate"] = time.perf_counter() - t
 
-    progress("stage 2/5: train a small encoder (multi-task, in-process)")
+    progress("stage 2/5: train a small encoder (multi-task, in-process)"
+             + (f"; its vocabulary also covers {catalog}" if catalog else ""))
     t = time.perf_counter()
     trained = train_model(paths["catalog"], paths["engagements"], model,
                           TrainConfig(epochs=epochs, seed=seed), model_options=DEMO_MODEL,
                           vocab_config=VocabConfig(*DEMO_VOCAB), hash_seed=seed,
-                          progress=progress)
+                          vocab_catalog=catalog, vocab_mapping=mapping, progress=progress)
     seconds["train"] = time.perf_counter() - t
 
-    progress("stage 3/5: embed the catalog on Spark into a Delta table")
+    served = catalog or paths["catalog"]
+    surfaces = surfaces or str(SURFACES)
+    progress(f"stage 3/5: embed {served} on Spark into a Delta table")
     t = time.perf_counter()
     spark = get_spark("itemsage-demo", master, parse_conf(conf))
-    embedded = embed_catalog(spark, paths["catalog"], str(model), str(table), progress=progress)
+    embedded = embed_catalog(spark, served, str(model), str(table),
+                             load_mapping(mapping) if mapping else None, progress=progress)
     seconds["embed"] = time.perf_counter() - t
 
     progress("stage 4/5: build the per-surface HNSW indexes on Spark")
     t = time.perf_counter()
-    built = build_indexes(spark, str(table), load_surfaces(SURFACES), str(indexes),
-                          catalog=paths["catalog"], progress=progress)
+    built = build_indexes(spark, str(table), load_surfaces(surfaces), str(indexes),
+                          catalog=served, mapping=load_mapping(mapping) if mapping else None,
+                          progress=progress)
     seconds["build-index"] = time.perf_counter() - t
 
     progress("stage 5/5: sample queries")
-    catalog = read_parquet(paths["catalog"], columns=["product_id", "title", "product_type"])
+    described = read_mapped_catalog(served, mapping).select(
+        ["product_id", "title", "product_type"])
     published = [n for n, r in built["surfaces"].items() if r["status"] == "published"]
     if not published:
         raise ItemSageError(f"no surface passed its recall gate: {built['surfaces']}")
     shown = "closeup" if "closeup" in published else published[0]
     index = load_published(indexes, shown)
-    picks = np.random.default_rng(seed).choice(catalog.num_rows, size=3, replace=False)
-    queries = [catalog.column("product_id")[int(i)].as_py() for i in picks]
+    eligible = pa.concat_arrays([pa.array(ids.ids) for ids in index.ids])
+    picks = np.random.default_rng(seed).choice(len(eligible), size=3, replace=False)
+    queries = [eligible[int(i)].as_py() for i in picks]
 
     click.echo(f"\n== encoder {trained.model_version}: held-out Recall@10 "
                f"{trained.evaluation.overall:.3f} (every task: `itemsage evaluate`)")
-    click.echo(f"== embeddings: {embedded['embedded']} products, {embedded['quarantined']} "
+    click.echo(f"== embeddings of {served}: {embedded['embedded']} products, {embedded['quarantined']} "
                f"quarantined, table version {embedded['table_version']}, "
                f"{embedded.get('products_per_s', 0):.0f} products/s")
     click.echo("== indexes")
@@ -108,26 +123,29 @@ def demo_flow(workdir: Path, products: int, seed: int, epochs: int, master: str 
         click.echo(f"  {name:8s} {result['status']}: {result['products']} products in "
                    f"{result['shards']} shards, recall@10 >= {result['recall_at_10']['min']:.3f}")
     click.echo(f"\n== {shown}: nearest neighbours of 3 products (cosine, title, category)")
-    show_neighbours(catalog, index, queries, k=5)
+    show_neighbours(described, index, queries, k=5)
 
     click.echo("\n== written")
-    for label, path in [("catalog", paths["catalog"]), ("engagements", paths["engagements"]),
-                        ("model", model), ("embeddings", table),
+    for label, path in [("world", world), ("model", model),
+                        ("embeddings", table),
                         ("quarantine", f"{table}_quarantine"), ("indexes", indexes)]:
         click.echo(f"  {label:12s} {path}")
     click.echo("\n== each stage on its own")
     master_flag = f" --master {_q(master)}" if master else ""
+    vocab_flags = (f" --vocab-catalog {_q(catalog)}" if catalog else "") + (
+        f" --vocab-mapping {_q(mapping)}" if catalog and mapping else "")
+    mapping_flag = f" --mapping {_q(mapping)}" if mapping else ""
     for command in [
         f"itemsage generate --out {_q(world)} --products {products} --seed {seed}",
         (f"itemsage train --catalog {_q(paths['catalog'])} --engagements "
          f"{_q(paths['engagements'])} --out {_q(model)} --epochs {epochs} --seed {seed} "
          f"--d-model {DEMO_MODEL['d_model']} --ffn-dim {DEMO_MODEL['ffn_dim']} "
          f"--hash-buckets {DEMO_MODEL['hash_buckets']} "
-         f"--vocab {','.join(map(str, DEMO_VOCAB))}"),
-        (f"itemsage embed --catalog {_q(paths['catalog'])} --model {_q(model)} "
+         f"--vocab {','.join(map(str, DEMO_VOCAB))}{vocab_flags}"),
+        (f"itemsage embed --catalog {_q(served)}{mapping_flag} --model {_q(model)} "
          f"--table {_q(table)}{master_flag}"),
-        (f"itemsage build-index --table {_q(table)} --surfaces {_q(SURFACES)} "
-         f"--out {_q(indexes)} --catalog {_q(paths['catalog'])}{master_flag}"),
+        (f"itemsage build-index --table {_q(table)} --surfaces {_q(surfaces)} "
+         f"--out {_q(indexes)} --catalog {_q(served)}{mapping_flag}{master_flag}"),
         f"itemsage query --index {_q(indexes)} --surface {shown} --product-id {queries[0]}",
     ]:
         click.echo(f"  {command}")

@@ -129,6 +129,11 @@ def _parse_task_weights(values: tuple[str, ...]) -> tuple[tuple[str, float], ...
 @click.option("--hash-buckets", default=100_000, show_default=True, type=click.IntRange(min=1))
 @click.option("--vocab", "vocab_sizes", default="50000,100000,20000", show_default=True,
               metavar="UNI,BI,TRI", help="Top-K unigrams, bigrams, trigrams per text feature.")
+@click.option("--vocab-catalog", default=None,
+              help="Another catalog whose text joins the vocabulary (one to be embedded that "
+                   "has no engagements).")
+@click.option("--vocab-mapping", type=click.Path(dir_okay=False), default=None,
+              help="Column mapping TOML for --vocab-catalog.")
 @click.option("--image-dim", default=256, show_default=True, type=click.IntRange(min=1))
 @click.option("--device", default="auto", show_default=True,
               help="auto (CUDA if visible), cpu, cuda or cuda:N.")
@@ -137,7 +142,8 @@ def _parse_task_weights(values: tuple[str, ...]) -> tuple[tuple[str, float], ...
               help="auto: bf16 autocast on CUDA, fp32 on CPU.")
 def train(catalog, engagements, out_dir, mapping, modalities, tasks, task_weights, task_exponent,
           epochs, batch_size, random_negatives, learning_rate, holdout_fraction, seed, d_model,
-          ffn_dim, layers, hash_buckets, vocab_sizes, image_dim, device, precision):
+          ffn_dim, layers, hash_buckets, vocab_sizes, vocab_catalog, vocab_mapping, image_dim,
+          device, precision):
     """Train an encoder on a catalog and an engagement log; write a checkpoint directory.
 
     Holds out a deterministic slice of the log, prints loss and examples/s while training, then
@@ -167,7 +173,8 @@ def train(catalog, engagements, out_dir, mapping, modalities, tasks, task_weight
                        "mlp_hidden": d_model, "hash_buckets": hash_buckets,
                        "modalities": tuple(modalities.split(","))},
         vocab_config=VocabConfig(unigrams=uni, bigrams=bi, trigrams=tri), mapping=mapping,
-        image_dim=image_dim, hash_seed=seed, device=device, progress=progress)
+        image_dim=image_dim, hash_seed=seed, device=device, vocab_catalog=vocab_catalog,
+        vocab_mapping=vocab_mapping, progress=progress)
     click.echo("\n".join(result.evaluation.lines()))
     click.echo(f"model {result.model_version} written to {result.path}")
 
@@ -361,16 +368,28 @@ def verify_index(index_root, surfaces, samples):
 @click.option("--epochs", default=2, show_default=True, type=click.IntRange(min=1),
               help="Training epochs of the demo's small encoder.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
+@click.option("--catalog", default=None,
+              help="Embed and index this catalog instead of the synthetic world's (e.g. the "
+                   "shared Flipkart sample); needs --surfaces.")
+@click.option("--mapping", type=click.Path(dir_okay=False), default=None,
+              help="Column mapping TOML for --catalog.")
+@click.option("--surfaces", "surfaces_path", type=click.Path(dir_okay=False), default=None,
+              help="Surfaces config (default: conf/surfaces.toml, for the synthetic world).")
 @spark_options
-def demo(workdir, products, seed, epochs, master, conf):
+def demo(workdir, products, seed, epochs, catalog, mapping, surfaces_path, master, conf):
     """Run the whole flow on the embedded local Spark and print where everything went.
 
     Generate a world, train a small encoder, embed the catalog into Delta, build the
-    conf/surfaces.toml indexes, and show nearest neighbours of sample products with their titles
-    and categories, then the command for each stage.
+    per-surface indexes, and show nearest neighbours of sample products with their titles and
+    categories, then the command for each stage. With --catalog, the encoder still trains on
+    the world's engagements (the catalog has none) with a vocabulary that also covers the
+    catalog's text, and the catalog is embedded and indexed.
     """
     from itemsage_cli.demo import demo_flow
-    demo_flow(Path(workdir), products, seed, epochs, master, conf)
+    if catalog and not surfaces_path:
+        raise click.UsageError("--catalog needs --surfaces (e.g. conf/surfaces-flipkart.toml)")
+    demo_flow(Path(workdir), products, seed, epochs, master, conf, catalog, mapping,
+              surfaces_path)
 
 
 def main() -> None:

@@ -6,8 +6,11 @@ import re
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.spark
 
@@ -21,13 +24,14 @@ def test_demo_runs_every_stage_and_its_commands_work(tmp_path):
     out = run.stdout
     for stage in range(1, 6):
         assert f"stage {stage}/5" in run.stderr
-    assert "== embeddings: 800 products, 0 quarantined, table version 0" in out
+    assert re.search(r"^== embeddings of \S+: 800 products, 0 quarantined, table version 0", out,
+                     re.M)
     for surface in ("home", "closeup", "search"):
         assert re.search(rf"^  {surface} +published: \d+ products", out, re.M), out
     # 3 query products, each followed by 5 neighbours with a cosine, an id, a title, a category.
     assert len(re.findall(r"^  P\d{8}  .+  \[.+\]$", out, re.M)) == 3
     assert len(re.findall(r"^    [01]\.\d{3}  P\d{8}  .+  \[.+\]$", out, re.M)) == 15
-    for name in ("catalog", "model", "embeddings", "quarantine", "indexes"):
+    for name in ("world", "model", "embeddings", "quarantine", "indexes"):
         assert re.search(rf"^  {name} +\S", out, re.M)
     # The printed query command works as printed.
     query = next(line.strip() for line in out.splitlines() if "itemsage query" in line)
@@ -36,3 +40,17 @@ def test_demo_runs_every_stage_and_its_commands_work(tmp_path):
                            capture_output=True, text=True, timeout=120)
     assert rerun.returncode == 0, rerun.stderr
     assert rerun.stdout.startswith('[{"product_id": "P')
+
+
+def test_demo_on_the_flipkart_catalog(tmp_path, flipkart_path):
+    conf = ROOT / "conf"
+    run = subprocess.run([sys.executable, "-m", "itemsage_cli.main", "demo", "--workdir",
+                          str(tmp_path / "demo"), "--products", "800", "--epochs", "1",
+                          "--master", "local[2]", "--catalog", str(flipkart_path),
+                          "--mapping", str(conf / "mappings/flipkart.toml"),
+                          "--surfaces", str(conf / "surfaces-flipkart.toml")],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-4000:]
+    assert "19996 products, 4 quarantined" in run.stdout
+    assert len(re.findall(r"^    [01]\.\d{3}  [A-Z0-9]{16}  .+  \[.*\]$", run.stdout, re.M)) == 15
+    assert "--vocab-catalog" in run.stdout and "--mapping" in run.stdout
