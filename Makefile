@@ -10,7 +10,7 @@ AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
 WORKDIR ?= itemsage-demo
 PYTEST_ARGS ?=
 
-.PHONY: venv java airflow-venv demo demo-flipkart test clean
+.PHONY: venv java airflow-venv demo demo-flipkart test bench bench-full clean
 
 venv: $(STAMP) java
 
@@ -45,6 +45,13 @@ demo-flipkart: venv
 
 test: venv airflow-venv
 	ITEMSAGE_AIRFLOW_PYTHON=$(CURDIR)/$(AIRFLOW_VENV)/bin/python $(PY) -m pytest $(PYTEST_ARGS)
+
+# Benchmarks (bench/run.py): quick sizes here, 100k and 1M products in bench-full.
+bench: venv
+	$(PY) bench/run.py --products 20000
+
+bench-full: venv
+	$(PY) bench/run.py --products 100000 1000000
 
 clean:
 	rm -rf $(VENV) $(AIRFLOW_VENV) $(WORKDIR) $(WORKDIR)-flipkart *.egg-info .pytest_cache

@@ -52,8 +52,9 @@ def autocast(device: torch.device, precision: str = "auto"):
 def embed_features(model: ItemSageEncoder, features: ProductFeatures,
                    indices: np.ndarray | None = None, batch_size: int = 1024,
                    device: torch.device = torch.device("cpu"),
-                   precision: str = "auto") -> np.ndarray:
-    """(n, output_dim) float32 embeddings of the products at `indices` (all when None)."""
+                   precision: str = "auto", cls_only: bool = True) -> np.ndarray:
+    """(n, output_dim) float32 embeddings of the products at `indices` (all when None);
+    `cls_only=False` runs the full last layer (same outputs, for comparison)."""
     idx = np.arange(len(features)) if indices is None else np.asarray(indices)
     out = np.empty((len(idx), model.config.output_dim), np.float32)
     was_training = model.training
@@ -61,6 +62,6 @@ def embed_features(model: ItemSageEncoder, features: ProductFeatures,
     with torch.inference_mode(), autocast(device, precision):
         for start in range(0, len(idx), batch_size):
             batch = features.batch(idx[start:start + batch_size]).to(device)
-            out[start:start + batch_size] = model(batch).float().cpu().numpy()
+            out[start:start + batch_size] = model(batch, cls_only=cls_only).float().cpu().numpy()
     model.train(was_training)
     return out
