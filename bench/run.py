@@ -56,11 +56,13 @@ M = 16
 ef_construction = 200
 ef_search = 64
 """
-# The Python driver's own peak RSS, read from inside it when the job ends.
+# The Python driver's own peak RSS, read from inside it when the job ends (VmHWM: getrusage's
+# maxrss would include the forking parent's peak, which Linux carries across exec).
 DRIVER = """
-import atexit, resource, sys, runpy
-atexit.register(lambda: open(sys.argv.pop(1), "w").write(
-    str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)))
+import atexit, re, sys, runpy
+path = sys.argv[1]
+atexit.register(lambda: open(path, "w").write(str(int(re.search(
+    r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1)) // 1024)))
 sys.argv = ["itemsage", *sys.argv[2:]]
 runpy.run_module("itemsage_cli.main", run_name="__main__")
 """
