@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -30,6 +31,33 @@ def parquet_files(path: str | os.PathLike) -> list[str]:
     if not files:
         raise ItemSageError(f"no Parquet files found at {text}")
     return files
+
+
+def row_groups(path: str | os.PathLike) -> list[tuple[str, int, int]]:
+    """(file, row group, rows) of every row group of the dataset at `path`, from the footers."""
+    out = []
+    for file in parquet_files(path):
+        try:
+            meta = pq.ParquetFile(file).metadata
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise ItemSageError(f"cannot read Parquet at {file}: {exc}") from None
+        out += [(file, i, meta.row_group(i).num_rows) for i in range(meta.num_row_groups)]
+    return out
+
+
+def read_row_group(file: str, row_group: int, batch_rows: int, start: int = 0,
+                   stop: int | None = None) -> Iterator[pa.RecordBatch]:
+    """Rows [start, stop) of one row group of one file, in batches of at most `batch_rows`."""
+    offset = 0
+    for batch in pq.ParquetFile(file).iter_batches(batch_size=batch_rows,
+                                                   row_groups=[row_group]):
+        low, high = max(start - offset, 0), len(batch) if stop is None else min(
+            stop - offset, len(batch))
+        offset += len(batch)
+        if high > low:
+            yield batch.slice(low, high - low)
+        if stop is not None and offset >= stop:
+            return
 
 
 def parquet_schema(path: str | os.PathLike) -> pa.Schema:
