@@ -278,3 +278,14 @@ def test_query_vectors_read_from_npy_json_and_text(tmp_path):
     (tmp_path / "bad.txt").write_text("zero one")
     with pytest.raises(ItemSageError, match="cannot read a query vector"):
         read_vector(tmp_path / "bad.txt")
+
+
+def test_vectors_cross_the_shuffle_as_exact_bytes():
+    from jobs.build_indexes import binary_to_vectors, vectors_to_binary
+
+    vectors = unit_vectors(7, dim=5)
+    packed = vectors_to_binary(vectors)
+    assert np.array_equal(binary_to_vectors(packed, 5), vectors)
+    assert np.array_equal(binary_to_vectors(pa.chunked_array([packed.slice(3)]), 5), vectors[3:])
+    with pytest.raises(ValueError, match="not all 4 float32"):
+        binary_to_vectors(packed, 4)
