@@ -42,11 +42,9 @@ from jobs.catalog_frame import read_catalog
 from jobs.delta_frame import read_delta
 from jobs.progress import stage_progress
 
-# Vectors travel from the grouping step to the build tasks as raw float32 bytes: through the
-# shuffle and Arrow, Spark copies a binary value at once but an array<float> element by element
-# (this halved the index job's build stage).
+# Vectors travel from the grouping step to the build tasks as raw float32 bytes (one value for
+# Spark to copy, and the build task joins them into one matrix without a per-float step).
 GROUPED = "surface string, group int, product_id string, vector binary"
-BUILT = "surface string, entry string"
 
 
 def vectors_of(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -118,19 +116,6 @@ def vectors_to_binary(vectors: np.ndarray) -> pa.BinaryArray:
         None, pa.py_buffer(offsets), pa.py_buffer(vectors.tobytes())])
 
 
-def binary_to_vectors(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
-    """The inverse of vectors_to_binary, for a column of `dim`-float values."""
-    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    offset_type = np.int64 if pa.types.is_large_binary(column.type) else np.int32
-    offsets = np.frombuffer(column.buffers()[1], offset_type, count=len(column) + 1,
-                            offset=column.offset * np.dtype(offset_type).itemsize)
-    if len(column) and not np.all(np.diff(offsets) == dim * 4):
-        raise ValueError(f"vectors are not all {dim} float32 values")
-    data = np.frombuffer(column.buffers()[2], np.float32, count=len(column) * dim,
-                         offset=int(offsets[0]) if len(column) else 0)
-    return data.reshape(len(column), dim)
-
-
 def _grouped(name: str, groups):
     """A mapInArrow function adding the surface name and each row's group (`groups(batch)`)."""
     def assign(batches):
@@ -198,18 +183,21 @@ def plan_surface(rows: DataFrame, surface: Surface, table_version: int,
 
 def _build_task(params: dict[str, ShardParams], sizes: dict[str, int], dims: dict[str, int],
                 directories: dict[str, str]):
-    """One Spark group = one planned group of a surface: its shards, built with the task's
-    cores and written into the build directory; one row (JSON entry) per shard."""
-    def build(key, table):  # no annotations: PySpark 4.3 would try to infer the UDF type
-        surface, group = key[0].as_py(), key[1].as_py()
+    """One partition = one planned group of a surface: its shards, built with the task's cores
+    and written into the build directory; one (surface, JSON entry) per shard."""
+    def build(records):
+        records = list(records)
+        if not records:
+            return
+        (surface, group), _ = records[0]
         context = TaskContext.get()
         threads = max(1, context.cpus() if context else 1)
-        entries = build_group(table.column(PRODUCT_ID).combine_chunks(),
-                              binary_to_vectors(table.column("vector"), dims[surface]),
-                              group, sizes[surface],
-                              directories[surface], params[surface], threads)
-        return pa.table({"surface": pa.array([surface] * len(entries)),
-                         "entry": pa.array([json.dumps(e) for e in entries])})
+        ids = pa.array([pid for _, (pid, _) in records], pa.string())
+        vectors = np.frombuffer(b"".join(v for _, (_, v) in records), np.float32).reshape(
+            len(records), dims[surface])
+        for entry in build_group(ids, vectors, group, sizes[surface], directories[surface],
+                                 params[surface], threads):
+            yield surface, json.dumps(entry)
     return build
 
 
@@ -243,11 +231,15 @@ def build_indexes(spark: SparkSession, table_uri: str, surfaces: list[Surface], 
     grouped = plans[0].grouped
     for plan in plans[1:]:
         grouped = grouped.unionByName(plan.grouped)
+    # One partition per group, so that every group is built by its own task (hash partitioning
+    # of the DataFrame API can put two groups in one task, which then builds them in turn).
+    tasks = {(p.surface.name, g): i for i, (p, g) in enumerate(
+        (p, g) for p in plans for g in range(p.groups))}
+    task = _build_task(params, sizes, {p.surface.name: p.dim for p in plans}, directories)
     with stage_progress(spark, progress):
-        built = (grouped.repartition(sum(p.groups for p in plans), "surface", "group")
-                 .groupBy("surface", "group")
-                 .applyInArrow(_build_task(params, sizes, {p.surface.name: p.dim for p in plans},
-                                           directories), BUILT).collect())
+        built = (grouped.rdd.map(lambda r: ((r[0], r[1]), (r[2], bytes(r[3]))))
+                 .partitionBy(len(tasks), lambda key: tasks[key])
+                 .mapPartitions(task).collect())
     finished = time.perf_counter()
     if attributes is not None:
         attributes.unpersist()
@@ -259,7 +251,7 @@ def build_indexes(spark: SparkSession, table_uri: str, surfaces: list[Surface], 
         directory = build_dir(index_root, name, plan.build_id)
         manifest = assemble_manifest(
             plan.surface, plan.build_id, directory,
-            [json.loads(r["entry"]) for r in built if r["surface"] == name],
+            [json.loads(entry) for surface, entry in built if surface == name],
             table_uri=table_uri, table_version=version, catalog=catalog,
             model_version=plan.model_version, dim=plan.dim, group_clusters=plan.group_clusters,
             routing_recall=plan.routing_recall,
