@@ -287,3 +287,23 @@ def test_vectors_cross_the_shuffle_as_exact_bytes():
     packed = vectors_to_binary(vectors).to_pylist()
     assert [len(b) for b in packed] == [20] * 7
     assert np.array_equal(np.frombuffer(b"".join(packed), np.float32).reshape(7, 5), vectors)
+
+
+def test_verify_checks_the_current_build_without_falling_back(tmp_path):
+    from index_builder.sharded_index import verify_current
+
+    vectors, product_ids = unit_vectors(300), ids(300)
+    build_and_release(tmp_path, Surface("home", target_shard_size=100), vectors, product_ids)
+    newer = build_and_release(tmp_path, Surface("home", target_shard_size=100), vectors,
+                              product_ids, version=1)
+    result = verify_current(tmp_path, "home", samples=12)
+    assert result["build_id"] == newer["build_id"] and result["products"] == 300
+    assert result["checked"] == result["found_themselves"] == 12
+    directory = build_dir(tmp_path, "home", newer["build_id"])
+    shard = next(directory.glob("*.hnsw"))
+    shard.write_bytes(shard.read_bytes()[:-10])
+    with pytest.raises(ItemSageError, match="truncated or corrupted"):
+        verify_current(tmp_path, "home")
+    (surface_dir(tmp_path, "home") / CURRENT).unlink()
+    with pytest.raises(ItemSageError, match="has no CURRENT build"):
+        verify_current(tmp_path, "home")
