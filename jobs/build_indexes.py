@@ -101,7 +101,7 @@ class SurfacePlan:
     products: int
     dim: int
     model_version: str
-    grouped: DataFrame                      # surface, group, product_id, embedding
+    grouped: DataFrame                      # surface, group, product_id, vector (bytes)
     groups: int
     group_clusters: list[int] | None = None  # k-means: the cluster of each group
     centroids: np.ndarray | None = None

@@ -118,9 +118,9 @@ def test_query_cli_gives_cosine_scores_best_first(spark, embedded, small_world_d
     table = DeltaTable(table_uri).to_pyarrow_table()
     ids = table.column("product_id").to_pylist()
     vectors = np.stack(table.column("embedding").to_numpy(zero_copy_only=False))
-    eligible_rows = [ids.index(pid) for pid in set(ids) & set(
+    eligible_rows = [ids.index(pid) for pid in set(ids) & {
         pid for s in shard_ids(build_dir(root, "search", manifest["build_id"]), manifest)
-        for pid in s)]
+        for pid in s}]
     query = vectors[ids.index(product)]
     exact = sorted(((float(vectors[i] @ query), ids[i]) for i in eligible_rows
                     if ids[i] != product), reverse=True)[:5]
@@ -155,7 +155,7 @@ def test_recall_gate_failure_leaves_the_previous_build_current(spark, embedded, 
 def test_a_pinned_table_version_reproduces_an_earlier_build(spark, embedded, small_world,
                                                             small_world_dir, tiny_model_dir,
                                                             tmp_path):
-    out, table_uri = embedded
+    out, _ = embedded
     table_uri_2 = str(tmp_path / "embeddings")
     embed_catalog(spark, str(small_world_dir / "catalog"), str(tiny_model_dir), table_uri_2,
                   progress=quiet)
