@@ -37,6 +37,7 @@ from itemsage_core.content_hash import content_hashes
 from itemsage_core.embeddings_table import (EMBEDDING_SCHEMA, QUARANTINE_SCHEMA, commit_files,
                                             committed_version, quarantine_uri, remove_tree,
                                             write_data_file)
+from itemsage_core.local_files import is_local_path
 from itemsage_core.parquet_io import parquet_files, read_row_group, row_groups
 from jobs.catalog_frame import (REASON, catalog_ids, conform_batch, copies_in, raw_catalog,
                                 read_catalog, repeated_ids, with_reasons)
@@ -269,7 +270,7 @@ def embed_catalog(spark: SparkSession, catalog: str, model_dir: str, table_uri: 
     task = _embed_partition(shipped, model_version, targets, run_id, now, batch_size, precision,
                             image_dim, mapping, repeated)
     groups = None
-    if to_encode is raw and "://" not in catalog:  # a local (or mounted) catalog
+    if to_encode is raw and is_local_path(catalog):  # a local (or mounted) catalog
         groups = row_groups(catalog)
         items = row_group_slices(groups, spark.sparkContext.defaultParallelism)
         to_encode = spark.sparkContext.parallelize(items, max(1, len(items))).toDF(
