@@ -18,6 +18,36 @@ def as_array(column: pa.Array | pa.ChunkedArray) -> pa.Array:
     return column
 
 
+REPLACEMENT = "\ufffd"
+
+
+def valid_utf8(column: pa.Array) -> pa.Array:
+    """A string or list<string> array whose bytes that are not UTF-8 become U+FFFD (Python's
+    errors="replace"); the array itself when it is valid, which is the usual, fast case."""
+    if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
+        values = valid_utf8(column.values)
+        if values is column.values:
+            return column
+        return type(column).from_arrays(column.offsets, values, mask=column.is_null())
+    try:
+        column.validate(full=True)
+        return column
+    except pa.ArrowInvalid:
+        raw = column.cast(pa.large_binary() if pa.types.is_large_string(column.type)
+                          else pa.binary()).to_pylist()
+        return pa.array([None if v is None else v.decode("utf-8", "replace") for v in raw],
+                        column.type)
+
+
+def holds_replacement(column: pa.Array) -> np.ndarray:
+    """Rows of a string or list<string> array whose text holds U+FFFD (undecodable bytes)."""
+    if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
+        found = holds_replacement(pc.list_flatten(column))
+        return rows_with(pc.list_parent_indices(column).to_numpy(), found, len(column))
+    return pc.fill_null(pc.match_substring(column, REPLACEMENT), False).to_numpy(
+        zero_copy_only=False)
+
+
 def blank_strings(column: pa.Array) -> pa.Array:
     """Rows whose string is null, empty or only whitespace."""
     trimmed = pc.utf8_trim_whitespace(column)

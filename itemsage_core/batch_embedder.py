@@ -14,8 +14,10 @@ import math
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
+from itemsage_core.arrow_checks import valid_utf8
 from itemsage_core.catalog_contract import PRODUCT_ID
 from itemsage_core.checkpoint import Checkpoint, load_checkpoint
 from itemsage_core.content_hash import content_hashes
@@ -56,6 +58,17 @@ class BatchEmbedder:
         return embed_features(self.checkpoint.model, features, batch_size=self.batch_size,
                               device=self.device, precision=self.precision)
 
+    def embed_or_quarantine(self, table: pa.Table, reasons: pa.Array, run_id: str,
+                            at: dt.datetime) -> tuple[pa.Table | None, pa.Table | None]:
+        """Embeddings-table rows for the rows without reasons and quarantine rows for the
+        others (None where there are none): every input row comes out exactly once."""
+        ok = pc.is_null(reasons)
+        valid = pc.sum(ok).as_py() or 0
+        good = self.embed(table.filter(ok), run_id, at) if valid else None
+        bad = (quarantine_rows(table.filter(pc.invert(ok)), reasons.filter(pc.invert(ok)), run_id,
+                               at) if valid < table.num_rows else None)
+        return good, bad
+
     def embed(self, table: pa.Table, run_id: str, embedded_at: dt.datetime) -> pa.Table:
         """Rows of the embeddings table for a conformed, validated catalog batch."""
         vectors = self.vectors(table)
@@ -69,6 +82,12 @@ class BatchEmbedder:
             "run_id": pa.array([run_id] * n, pa.string()),
             "embedded_at": pa.array([embedded_at] * n, pa.timestamp("us", tz="UTC")),
         }, schema=EMBEDDING_SCHEMA)
+
+
+def _is_text(t: pa.DataType) -> bool:
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        t = t.value_type
+    return pa.types.is_string(t) or pa.types.is_large_string(t)
 
 
 def _json_safe(value):
@@ -85,8 +104,9 @@ def _json_safe(value):
 def quarantine_rows(table: pa.Table, reasons: pa.Array, run_id: str,
                     at: dt.datetime) -> pa.Table:
     """Rows of the quarantine table: product_id, reason, the row as JSON, run_id, time."""
+    text = [valid_utf8(c.combine_chunks()) if _is_text(c.type) else c for c in table.columns]
     raw = [json.dumps(_json_safe(row), default=str, ensure_ascii=False, allow_nan=False)
-           for row in table.to_pylist()]
+           for row in pa.table(text, names=table.column_names).to_pylist()]
     n = table.num_rows
     return pa.table({
         "product_id": table.column(PRODUCT_ID), "reason": reasons, "raw_json": raw,

@@ -11,8 +11,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from itemsage_core import column_types as ct
-from itemsage_core.arrow_checks import (as_array, blank_strings, nested_vector_problems,
-                                        reasons_column)
+from itemsage_core.arrow_checks import (as_array, blank_strings, holds_replacement,
+                                        nested_vector_problems, reasons_column)
 from itemsage_core.errors import ContractError
 from itemsage_core.validation_report import Rule, Validated, split_by_reasons
 
@@ -42,6 +42,8 @@ REQUIRED_COLUMNS = (PRODUCT_ID, "title")
 
 RULES: dict[str, Rule] = {r.name: r for r in [
     Rule("missing_product_id", PRODUCT_ID, "product_id is null or blank"),
+    Rule("undecodable_product_id", PRODUCT_ID,
+         "product_id holds bytes that are not UTF-8, or U+FFFD (the mark of lost bytes)"),
     Rule("duplicate_product_id", PRODUCT_ID,
          "product_id is on more than one row; every copy is rejected"),
     Rule("missing_title", "title", "title is null or blank"),
@@ -95,6 +97,8 @@ def catalog_row_problems(table: pa.Table, image_dim: int = DEFAULT_IMAGE_DIM,
     rules = [
         ("missing_product_id: product_id is null or blank",
          blank_strings(as_array(table.column(PRODUCT_ID)))),
+        ("undecodable_product_id: product_id holds bytes that are not UTF-8 (shown as U+FFFD)",
+         holds_replacement(as_array(table.column(PRODUCT_ID)))),
         ("missing_title: title is null or blank", blank_strings(as_array(table.column("title")))),
         (too_many, counts > MAX_IMAGES),
         (f"image_dim_mismatch: an image vector is null or not {image_dim}-d", wrong_dim),

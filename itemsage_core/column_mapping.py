@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from itemsage_core import column_types as ct
-from itemsage_core.arrow_checks import as_array
+from itemsage_core.arrow_checks import as_array, valid_utf8
 from itemsage_core.catalog_contract import CONTRACT_COLUMNS
 from itemsage_core.errors import ContractError
 
@@ -163,12 +163,13 @@ def _rule(where: str, target: str, spec, section: str) -> ColumnRule:
 
 def _as_text(column: pa.Array, name: str) -> pa.Array:
     """A source column as text: strings stay, numbers and booleans are formatted, lists of
-    strings kept; any other type is a schema-level error."""
+    strings kept, bytes decoded (U+FFFD for bytes that are not UTF-8); any other type is a
+    schema-level error."""
     t = column.type
     try:
         if pa.types.is_list(t) or pa.types.is_large_list(t):
-            return column.cast(pa.list_(pa.string()))
-        return column.cast(pa.string())
+            return valid_utf8(column.cast(pa.list_(pa.string()), safe=False))
+        return valid_utf8(column.cast(pa.string(), safe=False))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         raise ContractError(f"mapping source column '{name}' has type {t}, which cannot be read "
                             "as text") from None

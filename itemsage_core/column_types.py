@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.types as pat
 
-from itemsage_core.arrow_checks import as_array
+from itemsage_core.arrow_checks import as_array, valid_utf8
 from itemsage_core.errors import ContractError
 
 STRING = "string"
@@ -31,7 +31,8 @@ ARROW_TYPES: dict[str, pa.DataType] = {
 def _is_text(t: pa.DataType) -> bool:
     if pat.is_dictionary(t):
         return _is_text(t.value_type)
-    return pat.is_string(t) or pat.is_large_string(t) or pat.is_null(t)
+    return (pat.is_string(t) or pat.is_large_string(t) or pat.is_binary(t)
+            or pat.is_large_binary(t) or pat.is_null(t))
 
 
 def _is_list_of(t: pa.DataType, inner) -> bool:
@@ -61,14 +62,18 @@ def check_type(contract: str, name: str, arrow_type: pa.DataType, kind: str,
 
 
 def coerce(column: pa.Array, kind: str) -> pa.Array:
-    """Cast an accepted column to its contract Arrow type (a plain string -> a 1-item list)."""
+    """Cast an accepted column to its contract Arrow type (a plain string -> a 1-item list).
+    Text (strings or bytes) that is not valid UTF-8 gets U+FFFD for its bad bytes."""
     target = ARROW_TYPES[kind]
-    if kind == STRING_LIST and _is_text(column.type):
-        text = column.cast(pa.string())
-        offsets = pa.array(np.arange(len(text) + 1, dtype=np.int32))
-        return pa.ListArray.from_arrays(offsets, text, mask=text.is_null())
     if pat.is_dictionary(column.type):
         column = column.dictionary_decode()
+    if kind == STRING_LIST and _is_text(column.type):
+        text = valid_utf8(column.cast(pa.string(), safe=False))
+        present = text.is_valid().to_numpy(zero_copy_only=False)
+        offsets = np.concatenate([[0], np.cumsum(present)]).astype(np.int32)
+        return pa.ListArray.from_arrays(pa.array(offsets), text.drop_null(), mask=text.is_null())
+    if kind in (STRING, STRING_LIST):
+        return valid_utf8(column.cast(target, safe=False))  # unsafe: no UTF-8 check here
     return column.cast(target)
 
 

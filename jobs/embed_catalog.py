@@ -23,13 +23,12 @@ import zipfile
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
 from pyspark import SparkFiles, TaskContext
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
-from itemsage_core.batch_embedder import BatchEmbedder, quarantine_rows
+from itemsage_core.batch_embedder import BatchEmbedder
 from itemsage_core.catalog_contract import PRODUCT_ID, catalog_row_problems
 from itemsage_core.checkpoint import CONFIG, read_manifest
 from itemsage_core.column_mapping import ColumnMapping
@@ -97,12 +96,9 @@ def _embed_partition(model_name: str, model_version: str, targets: dict[str, str
             else:
                 table = conform_batch(batch, mapping)
                 reasons = catalog_row_problems(table, image_dim, copies_in(table, repeated))
-            ok = pc.is_null(reasons)
-            if pc.any(ok).as_py():
-                good.append(embedder.embed(table.filter(ok), run_id, started))
-            if not pc.all(ok).as_py():
-                bad.append(quarantine_rows(table.filter(pc.invert(ok)),
-                                           reasons.filter(pc.invert(ok)), run_id, started))
+            embedded, quarantined = embedder.embed_or_quarantine(table, reasons, run_id, started)
+            good += [embedded] if embedded is not None else []
+            bad += [quarantined] if quarantined is not None else []
         described = []
         if good:
             described.append({"kind": "embeddings", **write_data_file(
