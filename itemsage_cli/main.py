@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from itemsage_core.embeddings_table import DEFAULT_MAX_QUARANTINE_SHARE
 from itemsage_core.errors import ItemSageError
 
 class ItemSageGroup(click.Group):
@@ -232,11 +233,17 @@ def evaluate(model_dir, catalog, engagements, mapping, index_size, k, as_json):
 @click.option("--incremental", is_flag=True,
               help="Re-encode only new products and those whose inputs or model changed; carry "
                    "the rest over; drop products no longer in the catalog.")
+@click.option("--max-quarantine-share", type=click.FloatRange(0, 1),
+              default=DEFAULT_MAX_QUARANTINE_SHARE,
+              show_default=True,
+              help="Leave the table as it is (and exit 1) when the catalog is empty or more than "
+                   "this share of its rows is quarantined: the sign of a broken export. The "
+                   "quarantine is still committed. 1 turns the check off.")
 @click.option("--summary-json", type=click.Path(dir_okay=False), default=None,
               help="Also write the run summary to this file.")
 @spark_options
 def embed(catalog, model_dir, table_uri, mapping, run_id, batch_size, precision, writer,
-          incremental, summary_json, master, conf):
+          incremental, max_quarantine_share, summary_json, master, conf):
     """Embed a catalog on Spark and commit the vectors to a Delta table in one transaction.
 
     Invalid rows go to the quarantine table with their reason; every input row is embedded or
@@ -250,7 +257,8 @@ def embed(catalog, model_dir, table_uri, mapping, run_id, batch_size, precision,
     spark = get_spark("itemsage-embed", master, parse_conf(conf))
     summary = embed_catalog(spark, catalog, model_dir, table_uri,
                             load_mapping(mapping) if mapping else None, run_id, batch_size,
-                            precision, incremental, writer, progress=progress)
+                            precision, incremental, writer, progress=progress,
+                            max_quarantine_share=max_quarantine_share)
     write_summary(summary, summary_json)
 
 

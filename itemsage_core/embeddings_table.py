@@ -24,6 +24,9 @@ import pyarrow.parquet as pq
 from itemsage_core.errors import ItemSageError
 
 QUARANTINE_SUFFIX = "_quarantine"
+# A run whose catalog is empty or has more than this share of rows quarantined does not replace
+# the table (the sign of a broken export).
+DEFAULT_MAX_QUARANTINE_SHARE = 0.5
 EMBEDDING_SCHEMA = pa.schema([
     pa.field("product_id", pa.string(), nullable=False),
     pa.field("embedding", pa.list_(pa.float32()), nullable=False),
@@ -112,18 +115,50 @@ def committed_version(table_uri: str, run_id: str,
     return table.version()
 
 
+NO_TABLE = -1  # a read_version meaning "there was no table when the run started"
+
+
+def table_version(table_uri: str, storage_options: dict | None = None) -> int:
+    """The table's current version, or NO_TABLE."""
+    from deltalake import DeltaTable
+
+    if not DeltaTable.is_deltatable(table_uri, storage_options):
+        return NO_TABLE
+    return DeltaTable(table_uri, storage_options=storage_options).version()
+
+
+def require_version(table_uri: str, read_version: int, storage_options: dict | None = None
+                    ) -> int:
+    """The table's version, which must still be `read_version` (NO_TABLE: no table yet);
+    ItemSageError when another writer committed since."""
+    now = table_version(table_uri, storage_options)
+    if now != read_version:
+        raise _moved(table_uri, read_version, f"version {now}")
+    return now
+
+
+def _moved(table_uri: str, read_version: int, now: str) -> ItemSageError:
+    was = "no table" if read_version == NO_TABLE else f"version {read_version}"
+    return ItemSageError(
+        f"{table_uri} changed while this run was working ({was} when it started, now {now}): "
+        "another writer committed first. This run committed nothing there; rerun it to work "
+        "from the new version")
+
+
 def commit_files(table_uri: str, files: list[dict], schema: pa.Schema, mode: str, run_id: str,
                  metadata: dict, storage_options: dict | None = None,
                  read_version: int | None = None) -> int | None:
     """Commit `files` in one transaction (mode 'overwrite' or 'append'); returns the new version,
     or None when this run had already committed (nothing is done then).
 
-    `read_version` is the version the run read (incremental mode): if another writer committed
-    since, the commit is refused rather than losing that writer's rows.
+    `read_version` is the version the run started from (NO_TABLE: none): if another writer
+    committed since, the commit is refused rather than overwriting that writer's rows. Two
+    commits racing past this check are refused by Delta's own conflict detection.
     """
     from deltalake import DeltaTable, Schema
-    from deltalake.transaction import (AddAction, CommitProperties, Transaction,
-                                       create_table_with_add_actions)
+    from deltalake.exceptions import CommitFailedError, DeltaError
+    from deltalake.transaction import AddAction, CommitProperties, Transaction
+    from deltalake.transaction import create_table_with_add_actions
 
     if committed_version(table_uri, run_id, storage_options) is not None:
         return None
@@ -132,18 +167,24 @@ def commit_files(table_uri: str, files: list[dict], schema: pa.Schema, mode: str
     props = CommitProperties(
         custom_metadata={"itemsage_run_id": run_id, "itemsage": json.dumps(metadata)},
         app_transactions=[Transaction(app_id(run_id), 0)])
+    if read_version is not None:
+        require_version(table_uri, read_version, storage_options)
     if not DeltaTable.is_deltatable(table_uri, storage_options):
-        create_table_with_add_actions(table_uri, Schema.from_arrow(schema), adds, mode="error",
-                                      storage_options=storage_options, commit_properties=props)
+        try:
+            create_table_with_add_actions(table_uri, Schema.from_arrow(schema), adds,
+                                          mode="error", storage_options=storage_options,
+                                          commit_properties=props)
+        except DeltaError as exc:
+            if "already exists" not in str(exc):
+                raise
+            raise _moved(table_uri, NO_TABLE, "a table") from None
         return 0
     table = DeltaTable(table_uri, storage_options=storage_options)
-    if read_version is not None and table.version() != read_version:
-        raise ItemSageError(
-            f"{table_uri} moved from version {read_version} to {table.version()} while this run "
-            "was working (another writer?); nothing was committed, rerun to start from the new "
-            "version")
     current = pa.schema(table.schema().to_arrow())
     if not current.equals(schema):
         raise ItemSageError(f"{table_uri} has schema {current}, this run writes {schema}")
-    table.create_write_transaction(adds, mode=mode, schema=schema, commit_properties=props)
+    try:
+        table.create_write_transaction(adds, mode=mode, schema=schema, commit_properties=props)
+    except CommitFailedError as exc:
+        raise _moved(table_uri, table.version(), f"a conflicting commit: {exc}") from None
     return DeltaTable(table_uri, storage_options=storage_options).version()

@@ -33,16 +33,22 @@ def parquet_files(path: str | os.PathLike) -> list[str]:
     return files
 
 
-def row_groups(path: str | os.PathLike) -> list[tuple[str, int, int]]:
-    """(file, row group, rows) of every row group of the dataset at `path`, from the footers."""
+def footers(path: str | os.PathLike) -> list[tuple[str, pq.FileMetaData]]:
+    """(file, footer metadata) of every file of the dataset at `path`; a file that is not
+    Parquet (or cannot be opened) is one ItemSageError naming it."""
     out = []
     for file in parquet_files(path):
         try:
-            meta = pq.ParquetFile(file).metadata
+            out.append((file, pq.ParquetFile(file).metadata))
         except (pa.ArrowInvalid, OSError) as exc:
             raise ItemSageError(f"cannot read Parquet at {file}: {exc}") from None
-        out += [(file, i, meta.row_group(i).num_rows) for i in range(meta.num_row_groups)]
     return out
+
+
+def row_groups(path: str | os.PathLike) -> list[tuple[str, int, int]]:
+    """(file, row group, rows) of every row group of the dataset at `path`, from the footers."""
+    return [(file, i, meta.row_group(i).num_rows)
+            for file, meta in footers(path) for i in range(meta.num_row_groups)]
 
 
 def read_row_group(file: str, row_group: int, batch_rows: int, start: int = 0,

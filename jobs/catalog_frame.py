@@ -18,7 +18,8 @@ from itemsage_core.catalog_contract import (DEFAULT_IMAGE_DIM, PRODUCT_ID, RULES
                                             catalog_row_problems, check_catalog_schema,
                                             conform_catalog)
 from itemsage_core.column_mapping import ColumnMapping
-from itemsage_core.errors import ItemSageError
+from itemsage_core.errors import ContractError, ItemSageError
+from itemsage_core.parquet_io import footers
 from itemsage_core.validation_report import ValidationReport
 
 REASON = "reason"
@@ -47,6 +48,17 @@ def raw_catalog(spark: SparkSession, path: str,
     mapped = mapping.apply(empty) if mapping else empty
     check_catalog_schema(mapped.schema)
     return raw, conform_catalog(mapped).schema
+
+
+def check_catalog_files(path: str, mapping: ColumnMapping | None = None) -> None:
+    """Check the footer of every file of a local catalog: a file that is not Parquet, or whose
+    schema breaks the contract, stops the run with one error naming it, before Spark reads."""
+    for file, meta in footers(path):
+        empty = meta.schema.to_arrow_schema().empty_table()
+        try:
+            check_catalog_schema((mapping.apply(empty) if mapping else empty).schema)
+        except ContractError as exc:
+            raise ContractError(f"{file}: {exc}") from None
 
 
 def read_catalog(spark: SparkSession, path: str,

@@ -33,17 +33,20 @@ from itemsage_core.catalog_contract import PRODUCT_ID, catalog_row_problems
 from itemsage_core.checkpoint import CONFIG, read_manifest
 from itemsage_core.column_mapping import ColumnMapping
 from itemsage_core.content_hash import content_hashes
-from itemsage_core.embeddings_table import (EMBEDDING_SCHEMA, QUARANTINE_SCHEMA, commit_files,
+from itemsage_core.embeddings_table import (DEFAULT_MAX_QUARANTINE_SHARE, EMBEDDING_SCHEMA,
+                                            NO_TABLE, QUARANTINE_SCHEMA, commit_files,
                                             committed_version, quarantine_uri, remove_tree,
-                                            write_data_file)
+                                            require_version, table_version, write_data_file)
+from itemsage_core.errors import ItemSageError
 from itemsage_core.local_files import is_local_path
 from itemsage_core.parquet_io import parquet_files, read_row_group, row_groups
-from jobs.catalog_frame import (REASON, catalog_ids, conform_batch, copies_in, raw_catalog,
-                                read_catalog, repeated_ids, with_reasons)
+from jobs.catalog_frame import (REASON, catalog_ids, check_catalog_files, conform_batch,
+                                copies_in, raw_catalog, read_catalog, repeated_ids, with_reasons)
 from jobs.crash_points import crash_point
 from jobs.delta_frame import read_delta
 from jobs.progress import stage_progress
 from jobs.spark_delta_writer import commit_with_spark, require_connector, staging_uri
+from jobs.spark_failures import spark_failures
 
 CONTENT_HASH, STATUS = "content_hash", "_status"
 BATCH_ROWS = 10_000  # rows per record batch read from a row group
@@ -193,15 +196,20 @@ def _ship_model(spark: SparkSession, model_dir: str, model_version: str) -> str:
 
 
 def _commit(spark: SparkSession, writer: str, uris: dict[str, str], targets: dict[str, str],
-            files: list[dict], run_id: str, summary: dict, read_version: int | None) -> int:
+            files: list[dict], run_id: str, summary: dict, read_version: int,
+            max_quarantine_share: float) -> int:
     """Commit the quarantine files (append), then the embeddings (overwrite, one transaction),
-    through the chosen writer; returns the embeddings table's new version."""
+    through the chosen writer; returns the embeddings table's new version. The embeddings are
+    not committed when too much of the catalog was rejected (the quarantine still is, so the
+    reasons can be read)."""
     bad = [f for f in files if f["kind"] == "quarantine"]
     good = [f for f in files if f["kind"] == "embeddings"]
     if writer == "deltalake":
+        require_version(uris["embeddings"], read_version)  # before committing anything
         if bad:
             commit_files(uris["quarantine"], bad, QUARANTINE_SCHEMA, "append", run_id,
                          {"run_id": run_id, "rows": summary["quarantined"]})
+        _check_quarantine_share(summary, max_quarantine_share)
         crash_point("before_commit")
         return commit_files(uris["embeddings"], good, EMBEDDING_SCHEMA, "overwrite", run_id,
                             summary, read_version=read_version)
@@ -210,6 +218,7 @@ def _commit(spark: SparkSession, writer: str, uris: dict[str, str], targets: dic
     if bad and committed_version(uris["quarantine"], run_id) is None:
         commit_with_spark(spark, uris["quarantine"], targets["quarantine"], bad,
                           QUARANTINE_SCHEMA, "append", run_id, {"run_id": run_id})
+    _check_quarantine_share(summary, max_quarantine_share)
     crash_point("before_commit")
     commit_with_spark(spark, uris["embeddings"], targets["embeddings"], good, EMBEDDING_SCHEMA,
                       "overwrite", run_id, summary)
@@ -218,10 +227,27 @@ def _commit(spark: SparkSession, writer: str, uris: dict[str, str], targets: dic
     return DeltaTable(uris["embeddings"]).version()
 
 
+def _check_quarantine_share(summary: dict, max_share: float) -> None:
+    """Refuse to replace the table from a catalog that is empty or mostly rejected: the usual
+    sign of a broken export, which would otherwise empty every index built from the table."""
+    rows, rejected = summary["rows_in"], summary["quarantined"]
+    if max_share >= 1 or (rows and rejected <= max_share * rows):
+        return
+    where = (f"; the reasons are in {summary['quarantine_table']} (run_id {summary['run_id']})"
+             if rows else "")
+    what = ("the catalog has no rows" if not rows else
+            f"{rejected} of {rows} rows ({rejected / rows:.0%}) were quarantined, more than "
+            f"--max-quarantine-share {max_share:g}")
+    raise ItemSageError(
+        f"{what}: {summary['table']} was left as it was{where}. Fix the catalog, or rerun with "
+        "--max-quarantine-share 1 to commit anyway")
+
+
 def embed_catalog(spark: SparkSession, catalog: str, model_dir: str, table_uri: str,
                   mapping: ColumnMapping | None = None, run_id: str | None = None,
                   batch_size: int = 512, precision: str = "auto", incremental: bool = False,
-                  writer: str = "deltalake", progress=print) -> dict:
+                  writer: str = "deltalake", progress=print,
+                  max_quarantine_share: float = DEFAULT_MAX_QUARANTINE_SHARE) -> dict:
     """Run the job; returns the run summary (also recorded in the Delta commit's metadata)."""
     timings, started = {}, time.perf_counter()
     manifest = read_manifest(model_dir)
@@ -237,55 +263,64 @@ def embed_catalog(spark: SparkSession, catalog: str, model_dir: str, table_uri: 
 
     if writer == "spark-delta":
         require_connector(spark)
+    read_version = table_version(table_uri)
+    groups = None
+    if is_local_path(catalog):  # a local (or mounted) catalog
+        check_catalog_files(catalog, mapping)  # before Spark reads anything
+        groups = row_groups(catalog)
     uris = {"embeddings": table_uri, "quarantine": quarantine_uri(table_uri)}
     targets = (uris if writer == "deltalake"
                else {k: staging_uri(u, run_id) for k, u in uris.items()})
     shipped = _ship_model(spark, model_dir, model_version)
     now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
-    raw, _ = raw_catalog(spark, catalog, mapping)
-    ids = catalog_ids(spark, catalog, mapping)
-    repeated = repeated_ids(ids)
-    to_encode, carried, read_version = raw, None, None
-    if incremental:
-        checked = with_reasons(read_catalog(spark, catalog, mapping), image_dim, ids)
-        current, read_version = read_delta(spark, table_uri)
-        if current is not None:
-            classified = _classify(checked, current, model_version)
-            counts = {r[STATUS]: r["count"] for r in classified.groupBy(STATUS).count().collect()}
-            before = current.count()
-            summary["incremental"] = {
-                "read_version": read_version,
-                **{k: counts.get(k, 0) for k in ("new", "changed", "unchanged")},
-                "removed": before - counts.get("changed", 0) - counts.get("unchanged", 0)}
-            progress(f"incremental from version {read_version}: {summary['incremental']}")
-            to_encode = classified.where(F.col(STATUS) != "unchanged").select(*checked.columns)
-            carried = current.join(classified.where(F.col(STATUS) == "unchanged")
-                                   .select(PRODUCT_ID), PRODUCT_ID, "left_semi")
-    progress(f"embedding {catalog} with {model_version} (run {run_id}) on "
-             f"{spark.sparkContext.master}")
-    task = _embed_partition(shipped, model_version, targets, run_id, now, batch_size, precision,
-                            image_dim, mapping, repeated)
-    groups = None
-    if to_encode is raw and is_local_path(catalog):  # a local (or mounted) catalog
-        groups = row_groups(catalog)
-        items = row_group_slices(groups, spark.sparkContext.defaultParallelism)
-        to_encode = spark.sparkContext.parallelize(items, max(1, len(items))).toDF(
-            "file string, row_group int, start long, stop long")
-        task = _embed_row_groups(task)
-    crash_point("before_write")
-    with stage_progress(spark, progress):
-        files = [r.asDict() for r in to_encode.mapInArrow(task, FILES_SCHEMA).collect()]
-    embedded = sum(f["rows"] for f in files if f["kind"] == "embeddings")
+    left = ("nothing was committed" if read_version == NO_TABLE else
+            f"nothing was committed, {table_uri} is still at version {read_version}")
+    with spark_failures("embedding job", left):
+        raw, _ = raw_catalog(spark, catalog, mapping)
+        ids = catalog_ids(spark, catalog, mapping)
+        repeated = repeated_ids(ids)
+        to_encode, carried = raw, None
+        if incremental:
+            checked = with_reasons(read_catalog(spark, catalog, mapping), image_dim, ids)
+            current, version = read_delta(spark, table_uri)
+            if current is not None:
+                read_version = version
+                classified = _classify(checked, current, model_version)
+                counts = {r[STATUS]: r["count"]
+                          for r in classified.groupBy(STATUS).count().collect()}
+                before = current.count()
+                summary["incremental"] = {
+                    "read_version": read_version,
+                    **{k: counts.get(k, 0) for k in ("new", "changed", "unchanged")},
+                    "removed": before - counts.get("changed", 0) - counts.get("unchanged", 0)}
+                progress(f"incremental from version {read_version}: {summary['incremental']}")
+                to_encode = classified.where(F.col(STATUS) != "unchanged").select(
+                    *checked.columns)
+                carried = current.join(classified.where(F.col(STATUS) == "unchanged")
+                                       .select(PRODUCT_ID), PRODUCT_ID, "left_semi")
+        progress(f"embedding {catalog} with {model_version} (run {run_id}) on "
+                 f"{spark.sparkContext.master}")
+        task = _embed_partition(shipped, model_version, targets, run_id, now, batch_size,
+                                precision, image_dim, mapping, repeated)
+        if to_encode is raw and groups is not None:
+            items = row_group_slices(groups, spark.sparkContext.defaultParallelism)
+            to_encode = spark.sparkContext.parallelize(items, max(1, len(items))).toDF(
+                "file string, row_group int, start long, stop long")
+            task = _embed_row_groups(task)
+        crash_point("before_write")
+        with stage_progress(spark, progress):
+            files = [r.asDict() for r in to_encode.mapInArrow(task, FILES_SCHEMA).collect()]
+        kept = 0
+        if carried is not None:
+            carried_files = [r.asDict() for r in carried.mapInArrow(
+                _write_partition(targets["embeddings"], run_id), FILES_SCHEMA).collect()]
+            kept = sum(f["rows"] for f in carried_files)
+            files += carried_files
+        rows_in = (sum(n for *_, n in groups) if groups is not None
+                   else spark.read.parquet(catalog).count())
+    embedded = sum(f["rows"] for f in files if f["kind"] == "embeddings") - kept
     quarantined = sum(f["rows"] for f in files if f["kind"] == "quarantine")
-    kept = 0
-    if carried is not None:
-        carried_files = [r.asDict() for r in carried.mapInArrow(
-            _write_partition(targets["embeddings"], run_id), FILES_SCHEMA).collect()]
-        kept = sum(f["rows"] for f in carried_files)
-        files += carried_files
     timings["embed_and_write_s"] = time.perf_counter() - started
-    rows_in = (sum(n for *_, n in groups) if groups is not None
-               else spark.read.parquet(catalog).count())
     summary.update({"rows_in": rows_in, "embedded": embedded, "carried_over": kept,
                     "quarantined": quarantined,
                     "counts_add_up": rows_in == embedded + kept + quarantined})
@@ -296,7 +331,8 @@ def embed_catalog(spark: SparkSession, catalog: str, model_dir: str, table_uri: 
     summary.update({"writer": writer, "seconds": timings,
                     "products_per_s": embedded / max(timings["embed_and_write_s"], 1e-9)})
     commit_started = time.perf_counter()
-    version = _commit(spark, writer, uris, targets, files, run_id, summary, read_version)
+    version = _commit(spark, writer, uris, targets, files, run_id, summary, read_version,
+                      max_quarantine_share)
     timings["commit_s"] = time.perf_counter() - commit_started
     timings["total_s"] = time.perf_counter() - started
     summary.update({"status": "committed", "table_version": version})
