@@ -17,7 +17,9 @@ from pyspark.sql.types import StringType, StructField, StructType
 from itemsage_core.catalog_contract import (DEFAULT_IMAGE_DIM, PRODUCT_ID, RULES,
                                             catalog_row_problems, check_catalog_schema,
                                             conform_catalog)
+from itemsage_core.arrow_checks import as_array
 from itemsage_core.column_mapping import ColumnMapping
+from itemsage_core.column_types import STRING, coerce
 from itemsage_core.errors import ContractError, ItemSageError
 from itemsage_core.parquet_io import footers
 from itemsage_core.validation_report import ValidationReport
@@ -75,18 +77,19 @@ def read_catalog(spark: SparkSession, path: str,
 
 def catalog_ids(spark: SparkSession, path: str,
                 mapping: ColumnMapping | None = None) -> DataFrame:
-    """The product_id of every catalog row, reading only the source columns it comes from."""
+    """The product_id of every catalog row, exactly as conform_batch makes it (mapped, text
+    decoded), reading only the source columns it comes from."""
     raw = spark.read.parquet(path)
     rule = next((r for r in mapping.rules if r.target == PRODUCT_ID), None) if mapping else None
-    if rule is None:
-        return raw.select(F.col(PRODUCT_ID).cast("string"))
+    sources = rule.sources if rule else (PRODUCT_ID,)
 
     def ids(batches):
         for batch in batches:
-            value = rule.apply(pa.table(batch)).cast(pa.string())
-            yield pa.RecordBatch.from_arrays([value], [PRODUCT_ID])
+            table = pa.table(batch)
+            value = rule.apply(table) if rule else as_array(table.column(PRODUCT_ID))
+            yield pa.RecordBatch.from_arrays([coerce(value, STRING)], [PRODUCT_ID])
 
-    return raw.select(*rule.sources).mapInArrow(ids, f"{PRODUCT_ID} string")
+    return raw.select(*sources).mapInArrow(ids, f"{PRODUCT_ID} string")
 
 
 def with_copies(catalog: DataFrame, ids: DataFrame | None = None) -> DataFrame:
@@ -104,8 +107,10 @@ def with_copies(catalog: DataFrame, ids: DataFrame | None = None) -> DataFrame:
 
 
 def repeated_ids(ids: DataFrame) -> pa.Table:
-    """`product_id` and `count` of the ids on more than one row (normally few: collected)."""
-    repeated = ids.groupBy(PRODUCT_ID).count().where(F.col("count") > 1)
+    """`product_id` and `count` of the ids on more than one row (normally few: collected).
+    Null ids are not duplicates (they are missing ids)."""
+    repeated = ids.where(F.col(PRODUCT_ID).isNotNull()).groupBy(PRODUCT_ID).count().where(
+        F.col("count") > 1)
     return repeated.toArrow()
 
 
