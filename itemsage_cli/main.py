@@ -270,6 +270,33 @@ def write_summary(summary: dict, summary_json: str | None) -> None:
     click.echo(text)
 
 
+@cli.command()
+@click.option("--table", "table_uri", required=True, metavar="TABLE_URI",
+              help="The embeddings Delta table; its quarantine table is vacuumed too.")
+@click.option("--retention-hours", type=click.IntRange(min=0), default=168, show_default=True,
+              help="Keep files younger than this: time travel (`build-index --table-version`) "
+                   "works this far back, and a job still writing is never touched. Keep it "
+                   "above your longest embedding run.")
+@click.option("--dry-run", is_flag=True, help="List what would be deleted; delete nothing.")
+def vacuum(table_uri, retention_hours, dry_run):
+    """Delete files no longer in the tables' current versions: replaced versions' files and
+    the orphans of runs that failed or were killed before committing."""
+    from deltalake import DeltaTable
+
+    from itemsage_core.embeddings_table import quarantine_uri
+    from itemsage_core.embeddings_table import vacuum as vacuum_table
+
+    for uri in (table_uri, quarantine_uri(table_uri)):
+        if not DeltaTable.is_deltatable(uri):
+            click.echo(f"{uri}: no Delta table, skipped")
+            continue
+        files = vacuum_table(uri, retention_hours, dry_run)
+        verb = "would delete" if dry_run else "deleted"
+        click.echo(f"{uri}: {verb} {len(files)} file(s) older than {retention_hours} h")
+        for name in files:
+            click.echo(f"  {name}")
+
+
 @cli.command("build-index")
 @click.option("--table", "table_uri", required=True, metavar="TABLE_URI",
               help="The embeddings Delta table written by `itemsage embed`.")

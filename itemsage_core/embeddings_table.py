@@ -188,3 +188,15 @@ def commit_files(table_uri: str, files: list[dict], schema: pa.Schema, mode: str
     except CommitFailedError as exc:
         raise _moved(table_uri, table.version(), f"a conflicting commit: {exc}") from None
     return DeltaTable(table_uri, storage_options=storage_options).version()
+
+
+def vacuum(table_uri: str, retention_hours: int, dry_run: bool = False,
+           storage_options: dict | None = None) -> list[str]:
+    """Delete the table's files that are older than `retention_hours` and not in its current
+    version: files of versions replaced since (time travel to those versions stops working)
+    and orphans of runs that never committed. Returns the files (to be) deleted."""
+    from deltalake import DeltaTable
+
+    table = DeltaTable(table_uri, storage_options=storage_options)
+    return table.vacuum(retention_hours=retention_hours, dry_run=dry_run,
+                        enforce_retention_duration=False, full=True)
