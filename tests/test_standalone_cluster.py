@@ -6,18 +6,21 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyspark
 import pytest
 from deltalake import DeltaTable
 
 from index_builder.sharded_index import load_published
 from itemsage_core.batch_embedder import BatchEmbedder
+from itemsage_core.checkpoint import read_manifest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "spark-submit.sh"
 pytestmark = pytest.mark.spark
@@ -111,3 +114,56 @@ def test_embed_job_on_a_standalone_cluster(cluster, tmp_path, small_world, small
         loaded = load_published(tmp_path / "index", surface)
         assert loaded.manifest["products"] == 400 and len(loaded.manifest["shards"]) >= 2
         assert loaded.search(got[0], k=1)[0][0] == rows.column("product_id")[0].as_py()
+
+
+def executor_pids(work_dir: Path) -> list[int]:
+    """The executor JVMs of the newest application on the cluster."""
+    app = sorted(p.name for p in work_dir.glob("app-*"))[-1]
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if "CoarseGrainedExecutorBackend" in text and app in text:
+            found.append(int(cmdline.parent.name))
+    return found
+
+
+@pytest.mark.faults
+def test_an_executor_killed_mid_task_is_retried_without_duplicates(cluster, tmp_path,
+                                                                   small_world, tiny_model_dir):
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    copies = [small_world.catalog.set_column(0, "product_id", pc.binary_join_element_wise(
+        small_world.catalog.column("product_id"), f"-{i}", "")) for i in range(5)]
+    catalog = pa.concat_tables(copies)  # 2,000 products in 16 files: 16 tasks on 2 executors
+    (tmp_path / "catalog").mkdir()
+    for i in range(16):
+        pq.write_table(catalog.slice(i * 125, 125), tmp_path / "catalog" / f"part-{i:02d}.parquet")
+    table = tmp_path / "embeddings"
+    job = subprocess.Popen(
+        [str(SCRIPT), "--master", cluster["url"], "--conf", "spark.executor.memory=1g", "embed",
+         "--catalog", str(tmp_path / "catalog"), "--model", str(tiny_model_dir),
+         "--table", str(table)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: any(table.glob("part-*.parquet")) or job.poll() is not None, 300,
+                 "the first data file")
+        assert job.poll() is None, job.communicate()[0][-4000:]
+        victim = executor_pids(cluster["logs"] / "work")[0]
+        os.kill(victim, signal.SIGKILL)  # like the OOM killer: no shutdown hooks
+        output, _ = job.communicate(timeout=600)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    assert job.returncode == 0, output[-4000:]
+    assert "ExecutorLostFailure" in output or "Lost task" in output, output[-4000:]
+    rows = DeltaTable(str(table)).to_pyarrow_table()
+    ids = rows.column("product_id").to_pylist()
+    assert len(ids) == len(set(ids)) == 2000  # the retried task's rows are in once
+    by_id = dict(zip(ids, rows.column("embedding").to_pylist()))
+    version = read_manifest(str(tiny_model_dir))["model_version"]
+    expected = BatchEmbedder.for_model(str(tiny_model_dir), version).vectors(catalog)
+    got = np.array([by_id[i] for i in catalog.column("product_id").to_pylist()])
+    assert np.abs(got - expected).max() <= 1e-5
