@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from index_builder.index_layout import (CENTROIDS, build_dir, build_ids, current_build_id,
-                                        read_manifest)
+from index_builder.index_layout import (CENTROIDS, MANIFEST_SUM, build_dir, build_ids,
+                                        current_build_id, publish, read_manifest)
 from index_builder.shard_index import load_shard
 from itemsage_core.errors import ItemSageError
 from itemsage_core.local_files import sha256_file
@@ -131,6 +131,27 @@ def load_published(root: str | Path, surface: str,
         return loaded
     raise ItemSageError(f"no usable build of surface {surface!r} under {root}: "
                         + ("; ".join(problems) or "no builds"))
+
+
+def roll_back(root: str | Path, surface: str, build_id: str | None = None) -> dict:
+    """Point the surface's CURRENT at an earlier build (default: the newest complete build older
+    than the current one) after loading it with every checksum; deletes no build."""
+    current = current_build_id(root, surface)
+    if build_id is None:
+        older = [b for b in build_ids(root, surface)
+                 if (current is None or b < current) and (build_dir(root, surface, b)
+                                                          / MANIFEST_SUM).is_file()]
+        if not older:
+            raise ItemSageError(f"surface {surface!r} has no complete build older than "
+                                f"{current or 'CURRENT'} to roll back to")
+        build_id = older[0]
+    try:
+        ShardedIndex.load(build_dir(root, surface, build_id))
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise ItemSageError(f"build {build_id} of surface {surface!r} is not usable: {exc}"
+                            ) from None
+    publish(root, surface, build_id, keep=len(build_ids(root, surface)))
+    return {"surface": surface, "previous": current, "current": build_id}
 
 
 def read_vector(path: str | Path) -> np.ndarray:

@@ -395,6 +395,20 @@ def verify_index(index_root, surfaces, samples):
         click.echo(json.dumps(verify_current(index_root, surface, samples)))
 
 
+@cli.command("rollback-index")
+@click.option("--index", "index_root", required=True, type=click.Path(file_okay=False),
+              metavar="INDEX_ROOT", help="Index root written by `itemsage build-index`.")
+@click.option("--surface", required=True, help="Surface to roll back.")
+@click.option("--build", "build_id", default=None,
+              help="Build id to serve (default: the newest complete build older than CURRENT).")
+def rollback_index(index_root, surface, build_id):
+    """Serve an earlier build of a surface: checks every file of it, then moves CURRENT
+    atomically. Deletes nothing; the next build-index publishes a new build as usual."""
+    from index_builder.sharded_index import roll_back
+
+    click.echo(json.dumps(roll_back(index_root, surface, build_id)))
+
+
 @cli.command()
 @click.option("--workdir", default="itemsage-demo", show_default=True,
               type=click.Path(file_okay=False), help="Where the demo writes everything.")

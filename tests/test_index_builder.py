@@ -15,7 +15,7 @@ from index_builder import index_layout
 from index_builder.index_layout import CURRENT, build_dir, current_build_id, surface_dir
 from index_builder.release import assemble_manifest, release
 from index_builder.shard_index import ShardParams, build_group, exact_top_k
-from index_builder.sharded_index import ShardedIndex, load_published, read_vector
+from index_builder.sharded_index import ShardedIndex, load_published, read_vector, roll_back
 from index_builder.sharding import (ClusterPlan, hash_groups, nearest_centroids, routing_recall,
                                    train_centroids)
 from index_builder.surfaces import Surface, load_surfaces, parse_surfaces
@@ -232,6 +232,25 @@ def test_damaged_builds_are_detected_and_the_newest_valid_one_answers(tmp_path):
     assert load_published(tmp_path, "home", warnings.append).manifest["build_id"] == older[
         "build_id"]
     assert "20991231T000000000000Z-v9" in warnings[0]
+
+
+def test_roll_back_serves_an_earlier_checked_build_and_deletes_nothing(tmp_path):
+    vectors, product_ids = unit_vectors(200), ids(200)
+    builds = [build_and_release(tmp_path, Surface("home"), vectors, product_ids, version=v)
+              ["build_id"] for v in range(3)]
+    assert roll_back(tmp_path, "home") == {"surface": "home", "previous": builds[2],
+                                           "current": builds[1]}
+    assert load_published(tmp_path, "home").manifest["build_id"] == builds[1]
+    assert index_layout.build_ids(tmp_path, "home") == builds[::-1]  # nothing deleted
+    # A damaged target is refused and CURRENT stays where it was.
+    directory = build_dir(tmp_path, "home", builds[0])
+    shard = next(directory.glob("*.hnsw"))
+    shard.write_bytes(shard.read_bytes()[:100])
+    with pytest.raises(ItemSageError, match=f"build {builds[0]} .* is not usable|checksum"):
+        roll_back(tmp_path, "home")
+    assert current_build_id(tmp_path, "home") == builds[1]
+    roll_back(tmp_path, "home", builds[2])  # forward again, by id
+    assert current_build_id(tmp_path, "home") == builds[2]
 
 
 def test_no_usable_build_is_one_clear_error(tmp_path):
