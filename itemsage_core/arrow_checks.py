@@ -25,10 +25,12 @@ def valid_utf8(column: pa.Array) -> pa.Array:
     """A string or list<string> array whose bytes that are not UTF-8 become U+FFFD (Python's
     errors="replace"); the array itself when it is valid, which is the usual, fast case."""
     if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
-        values = valid_utf8(column.values)
-        if values is column.values:
+        child = column.values  # (each .values access makes a new wrapper)
+        if valid_utf8(child) is child:
             return column
-        return type(column).from_arrays(column.offsets, values, mask=column.is_null())
+        column = pa.concat_arrays([column])  # unsliced: from_arrays cannot mask a slice
+        return type(column).from_arrays(column.offsets, valid_utf8(column.values),
+                                        mask=column.is_null())
     try:
         column.validate(full=True)
         return column

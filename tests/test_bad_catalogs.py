@@ -154,8 +154,10 @@ def embedder(tiny_model_dir):
 
 
 def run_task(embedder, raw: pa.Table, mapping=None):
-    """What one Spark task does with a batch (the whole catalog here, so copies are complete)."""
-    table = conform_batch(raw.to_batches()[0] if raw.num_rows else raw, mapping)
+    """What one Spark task does with a batch (the whole catalog here, so copies are complete).
+    The batch is a slice of a longer one, as the job's row-group slices are."""
+    padded = pa.concat_tables([raw.slice(0, 1), raw]).combine_chunks() if raw.num_rows else raw
+    table = conform_batch(padded.slice(1) if raw.num_rows else raw, mapping)
     reasons = catalog_row_problems(table, DIM, id_copies(table.column(PRODUCT_ID)))
     at = dt.datetime(2026, 11, 25, tzinfo=dt.timezone.utc)
     good, bad = embedder.embed_or_quarantine(table, reasons, "run-test", at)
