@@ -276,10 +276,12 @@ def embed_catalog(spark: SparkSession, catalog: str, model_dir: str, table_uri: 
     left = ("nothing was committed" if read_version == NO_TABLE else
             f"nothing was committed, {table_uri} is still at version {read_version}")
     with spark_failures("embedding job", left):
-        raw, _ = raw_catalog(spark, catalog, mapping)
+        # A local catalog's schema was checked from its footers, and its tasks read row groups
+        # with pyarrow: it needs no Spark scan of its own.
+        raw = raw_catalog(spark, catalog, mapping)[0] if groups is None else None
         ids = catalog_ids(spark, catalog, mapping)
         repeated = repeated_ids(ids)
-        to_encode, carried = raw, None
+        to_encode, carried = None, None  # None: every catalog row
         if incremental:
             checked = with_reasons(read_catalog(spark, catalog, mapping), image_dim, ids)
             current, version = read_delta(spark, table_uri)
@@ -302,11 +304,13 @@ def embed_catalog(spark: SparkSession, catalog: str, model_dir: str, table_uri: 
                  f"{spark.sparkContext.master}")
         task = _embed_partition(shipped, model_version, targets, run_id, now, batch_size,
                                 precision, image_dim, mapping, repeated)
-        if to_encode is raw and groups is not None:
+        if to_encode is None and groups is not None:
             items = row_group_slices(groups, spark.sparkContext.defaultParallelism)
             to_encode = spark.sparkContext.parallelize(items, max(1, len(items))).toDF(
                 "file string, row_group int, start long, stop long")
             task = _embed_row_groups(task)
+        elif to_encode is None:
+            to_encode = raw
         crash_point("before_write")
         with stage_progress(spark, progress):
             files = [r.asDict() for r in to_encode.mapInArrow(task, FILES_SCHEMA).collect()]
