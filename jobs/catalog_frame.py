@@ -6,8 +6,11 @@ executors, so the catalog is never collected to the driver, whatever its size.
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -75,21 +78,73 @@ def read_catalog(spark: SparkSession, path: str,
     return raw.mapInArrow(conform, from_arrow_schema(schema))
 
 
+def _id_rule(mapping: ColumnMapping | None):
+    """The mapping rule that makes product_id (None: the column is read as it is)."""
+    return next((r for r in mapping.rules if r.target == PRODUCT_ID), None) if mapping else None
+
+
+def _conformed_ids(table: pa.Table, rule) -> pa.Array:
+    value = rule.apply(table) if rule else as_array(table.column(PRODUCT_ID))
+    return coerce(value, STRING)
+
+
 def catalog_ids(spark: SparkSession, path: str,
                 mapping: ColumnMapping | None = None) -> DataFrame:
     """The product_id of every catalog row, exactly as conform_batch makes it (mapped, text
     decoded), reading only the source columns it comes from."""
-    raw = spark.read.parquet(path)
-    rule = next((r for r in mapping.rules if r.target == PRODUCT_ID), None) if mapping else None
-    sources = rule.sources if rule else (PRODUCT_ID,)
+    rule = _id_rule(mapping)
 
     def ids(batches):
         for batch in batches:
-            table = pa.table(batch)
-            value = rule.apply(table) if rule else as_array(table.column(PRODUCT_ID))
-            yield pa.RecordBatch.from_arrays([coerce(value, STRING)], [PRODUCT_ID])
+            yield pa.RecordBatch.from_arrays([_conformed_ids(pa.table(batch), rule)],
+                                             [PRODUCT_ID])
 
-    return raw.select(*sources).mapInArrow(ids, f"{PRODUCT_ID} string")
+    raw = spark.read.parquet(path)
+    return raw.select(*(rule.sources if rule else (PRODUCT_ID,))).mapInArrow(
+        ids, f"{PRODUCT_ID} string")
+
+
+def _to_ipc(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def _from_ipc(data: bytes) -> pa.Table:
+    return pa.ipc.open_stream(data).read_all()
+
+
+def repeated_ids_in_files(spark: SparkSession, groups: list[tuple[str, int, int]],
+                          mapping: ColumnMapping | None = None) -> pa.Table:
+    """repeated_ids for a local catalog given as row groups, without Spark SQL: tasks read the
+    id source columns with pyarrow, send each id to a bucket by hash as Arrow IPC bytes, and
+    each bucket keeps the ids it saw more than once. (The SQL path's first query costs ~5 s of
+    JVM warm-up; this one starts the Python workers the embedding stage reuses.)"""
+    rule = _id_rule(mapping)
+    columns = list(rule.sources if rule else (PRODUCT_ID,))
+    buckets = max(1, spark.sparkContext.defaultParallelism)
+
+    def split(items):
+        for file, group, _ in items:
+            ids = _conformed_ids(pq.ParquetFile(file).read_row_group(group, columns=columns),
+                                 rule).drop_null()
+            bucket = pd.util.hash_array(ids.to_numpy(zero_copy_only=False)) % buckets
+            for b in np.unique(bucket):
+                yield int(b), _to_ipc(pa.table({PRODUCT_ID: ids.filter(bucket == b)}))
+
+    def count(pairs):
+        tables = [_from_ipc(data) for _, data in pairs]
+        if tables:
+            counted = pc.value_counts(pa.concat_tables(tables).column(PRODUCT_ID))
+            repeated = pa.table({PRODUCT_ID: counted.field("values"),
+                                 "count": counted.field("counts")})
+            yield _to_ipc(repeated.filter(pc.greater(repeated.column("count"), 1)))
+
+    found = (spark.sparkContext.parallelize(groups, max(1, len(groups))).mapPartitions(split)
+             .partitionBy(buckets, lambda b: b).mapPartitions(count).collect())
+    empty = pa.table({PRODUCT_ID: pa.array([], pa.string()), "count": pa.array([], pa.int64())})
+    return pa.concat_tables([empty, *(_from_ipc(d).cast(empty.schema) for d in found)])
 
 
 def with_copies(catalog: DataFrame, ids: DataFrame | None = None) -> DataFrame:

@@ -41,7 +41,8 @@ from itemsage_core.errors import ItemSageError
 from itemsage_core.local_files import is_local_path
 from itemsage_core.parquet_io import parquet_files, read_row_group, row_groups
 from jobs.catalog_frame import (REASON, catalog_ids, check_catalog_files, conform_batch,
-                                copies_in, raw_catalog, read_catalog, repeated_ids, with_reasons)
+                                copies_in, raw_catalog, read_catalog, repeated_ids,
+                                repeated_ids_in_files, with_reasons)
 from jobs.crash_points import crash_point
 from jobs.delta_frame import read_delta
 from jobs.progress import stage_progress
@@ -128,17 +129,17 @@ def row_group_slices(groups: list[tuple[str, int, int]], slots: int,
 
 
 def _embed_row_groups(embed_batches):
-    """A task over (file, row_group, start, stop) work items: it reads them with pyarrow and
-    feeds the batches to `embed_batches` (an _embed_partition task). The catalog rows never pass
-    through the JVM, whose Parquet-to-Arrow path for nested image vectors costs more than the
-    encoder's tokeniser (the clip-retrieval reader pattern)."""
+    """An RDD task over (file, row_group, start, stop) work items: it reads them with pyarrow,
+    feeds the batches to `embed_batches` (an _embed_partition task) and yields its file
+    descriptions. The catalog rows never pass through the JVM, whose Parquet-to-Arrow path for
+    nested image vectors costs more than the encoder's tokeniser, and no SQL query is planned
+    (the clip-retrieval reader pattern)."""
     def run(items):
         def batches():
-            for item in items:
-                for file, group, start, stop in zip(*(item.column(i).to_pylist()
-                                                      for i in range(4))):
-                    yield from read_row_group(file, group, BATCH_ROWS, start, stop)
-        yield from embed_batches(batches())
+            for file, group, start, stop in items:
+                yield from read_row_group(file, group, BATCH_ROWS, start, stop)
+        for described in embed_batches(batches()):
+            yield from described.to_pylist()
     return run
 
 
@@ -279,8 +280,11 @@ def embed_catalog(spark: SparkSession, catalog: str, model_dir: str, table_uri: 
         # A local catalog's schema was checked from its footers, and its tasks read row groups
         # with pyarrow: it needs no Spark scan of its own.
         raw = raw_catalog(spark, catalog, mapping)[0] if groups is None else None
-        ids = catalog_ids(spark, catalog, mapping)
-        repeated = repeated_ids(ids)
+        if groups is not None and not incremental:
+            ids, repeated = None, repeated_ids_in_files(spark, groups, mapping)
+        else:
+            ids = catalog_ids(spark, catalog, mapping)
+            repeated = repeated_ids(ids)
         to_encode, carried = None, None  # None: every catalog row
         if incremental:
             checked = with_reasons(read_catalog(spark, catalog, mapping), image_dim, ids)
@@ -304,16 +308,15 @@ def embed_catalog(spark: SparkSession, catalog: str, model_dir: str, table_uri: 
                  f"{spark.sparkContext.master}")
         task = _embed_partition(shipped, model_version, targets, run_id, now, batch_size,
                                 precision, image_dim, mapping, repeated)
-        if to_encode is None and groups is not None:
-            items = row_group_slices(groups, spark.sparkContext.defaultParallelism)
-            to_encode = spark.sparkContext.parallelize(items, max(1, len(items))).toDF(
-                "file string, row_group int, start long, stop long")
-            task = _embed_row_groups(task)
-        elif to_encode is None:
-            to_encode = raw
         crash_point("before_write")
         with stage_progress(spark, progress):
-            files = [r.asDict() for r in to_encode.mapInArrow(task, FILES_SCHEMA).collect()]
+            if to_encode is None and groups is not None:
+                items = row_group_slices(groups, spark.sparkContext.defaultParallelism)
+                files = spark.sparkContext.parallelize(items, max(1, len(items))).mapPartitions(
+                    _embed_row_groups(task)).collect()
+            else:
+                files = [r.asDict() for r in (raw if to_encode is None else to_encode)
+                         .mapInArrow(task, FILES_SCHEMA).collect()]
         kept = 0
         if carried is not None:
             carried_files = [r.asDict() for r in carried.mapInArrow(
