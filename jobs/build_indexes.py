@@ -34,6 +34,7 @@ from index_builder.shard_index import ShardParams, build_group
 from index_builder.sharding import (ClusterPlan, hash_groups, nearest_centroids, routing_recall,
                                    train_centroids)
 from index_builder.surfaces import Surface
+from itemsage_core.arrow_ipc import from_ipc, to_ipc
 from itemsage_core.catalog_contract import IMAGE_EMBEDDINGS, PRODUCT_ID
 from itemsage_core.column_mapping import ColumnMapping
 from itemsage_core.errors import ItemSageError
@@ -44,7 +45,7 @@ from jobs.progress import stage_progress
 
 # Vectors travel from the grouping step to the build tasks as raw float32 bytes (one value for
 # Spark to copy, and the build task joins them into one matrix without a per-float step).
-GROUPED = "surface string, group int, product_id string, vector binary"
+GROUPED = "surface string, group int, products binary, vectors binary"
 
 
 def vectors_of(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -108,23 +109,24 @@ class SurfacePlan:
     routing_recall: float | None = None     # k-means: share of top-10 in the routed clusters
 
 
-def vectors_to_binary(vectors: np.ndarray) -> pa.BinaryArray:
-    """Each row of a float32 matrix as one binary value (zero-copy)."""
-    vectors = np.ascontiguousarray(vectors, np.float32).reshape(len(vectors), -1)
-    offsets = np.arange(len(vectors) + 1, dtype=np.int32) * (vectors.shape[1] * 4)
-    return pa.BinaryArray.from_buffers(pa.binary(), len(vectors), [
-        None, pa.py_buffer(offsets), pa.py_buffer(vectors.tobytes())])
-
-
 def _grouped(name: str, groups):
-    """A mapInArrow function adding the surface name and each row's group (`groups(batch)`)."""
+    """A mapInArrow function putting each row in its group (`groups(batch)`): one output row
+    per group present in a batch, its product ids as Arrow IPC bytes and its vectors as one
+    float32 blob, so the shuffle moves a few large values instead of a Python row per product."""
     def assign(batches):
         for batch in batches:
-            ids = batch.column(PRODUCT_ID)
-            yield pa.RecordBatch.from_arrays(
-                [pa.array([name] * len(ids), pa.string()), pa.array(groups(batch), pa.int32()),
-                 ids, vectors_to_binary(vectors_of(batch.column("embedding")))],
-                ["surface", "group", PRODUCT_ID, "vector"])
+            assigned = np.asarray(groups(batch))
+            vectors = vectors_of(batch.column("embedding"))
+            present = np.unique(assigned)
+            chosen = [np.flatnonzero(assigned == g) for g in present]
+            yield pa.RecordBatch.from_pydict({
+                "surface": pa.array([name] * len(present), pa.string()),
+                "group": pa.array(present, pa.int32()),
+                "products": pa.array([to_ipc(pa.table({PRODUCT_ID: batch.column(PRODUCT_ID)
+                                                       .take(pa.array(rows))}))
+                                      for rows in chosen], pa.binary()),
+                "vectors": pa.array([np.ascontiguousarray(vectors[rows], np.float32).tobytes()
+                                     for rows in chosen], pa.binary())})
     return assign
 
 
@@ -192,9 +194,10 @@ def _build_task(params: dict[str, ShardParams], sizes: dict[str, int], dims: dic
         (surface, group), _ = records[0]
         context = TaskContext.get()
         threads = max(1, context.cpus() if context else 1)
-        ids = pa.array([pid for _, (pid, _) in records], pa.string())
+        ids = pa.concat_tables([from_ipc(p) for _, (p, _) in records]).column(
+            PRODUCT_ID).combine_chunks()
         vectors = np.frombuffer(b"".join(v for _, (_, v) in records), np.float32).reshape(
-            len(records), dims[surface])
+            len(ids), dims[surface])
         for entry in build_group(ids, vectors, group, sizes[surface], directories[surface],
                                  params[surface], threads):
             yield surface, json.dumps(entry)
@@ -237,7 +240,7 @@ def build_indexes(spark: SparkSession, table_uri: str, surfaces: list[Surface], 
         (p, g) for p in plans for g in range(p.groups))}
     task = _build_task(params, sizes, {p.surface.name: p.dim for p in plans}, directories)
     with stage_progress(spark, progress):
-        built = (grouped.rdd.map(lambda r: ((r[0], r[1]), (r[2], bytes(r[3]))))
+        built = (grouped.rdd.map(lambda r: ((r[0], r[1]), (bytes(r[2]), bytes(r[3]))))
                  .partitionBy(len(tasks), lambda key: tasks[key])
                  .mapPartitions(task).collect())
     finished = time.perf_counter()

@@ -21,6 +21,7 @@ from itemsage_core.catalog_contract import (DEFAULT_IMAGE_DIM, PRODUCT_ID, RULES
                                             catalog_row_problems, check_catalog_schema,
                                             conform_catalog)
 from itemsage_core.arrow_checks import as_array
+from itemsage_core.arrow_ipc import from_ipc, to_ipc
 from itemsage_core.column_mapping import ColumnMapping
 from itemsage_core.column_types import STRING, coerce
 from itemsage_core.errors import ContractError, ItemSageError
@@ -104,17 +105,6 @@ def catalog_ids(spark: SparkSession, path: str,
         ids, f"{PRODUCT_ID} string")
 
 
-def _to_ipc(table: pa.Table) -> bytes:
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue().to_pybytes()
-
-
-def _from_ipc(data: bytes) -> pa.Table:
-    return pa.ipc.open_stream(data).read_all()
-
-
 def repeated_ids_in_files(spark: SparkSession, groups: list[tuple[str, int, int]],
                           mapping: ColumnMapping | None = None) -> pa.Table:
     """repeated_ids for a local catalog given as row groups, without Spark SQL: tasks read the
@@ -131,20 +121,20 @@ def repeated_ids_in_files(spark: SparkSession, groups: list[tuple[str, int, int]
                                  rule).drop_null()
             bucket = pd.util.hash_array(ids.to_numpy(zero_copy_only=False)) % buckets
             for b in np.unique(bucket):
-                yield int(b), _to_ipc(pa.table({PRODUCT_ID: ids.filter(bucket == b)}))
+                yield int(b), to_ipc(pa.table({PRODUCT_ID: ids.filter(bucket == b)}))
 
     def count(pairs):
-        tables = [_from_ipc(data) for _, data in pairs]
+        tables = [from_ipc(data) for _, data in pairs]
         if tables:
             counted = pc.value_counts(pa.concat_tables(tables).column(PRODUCT_ID))
             repeated = pa.table({PRODUCT_ID: counted.field("values"),
                                  "count": counted.field("counts")})
-            yield _to_ipc(repeated.filter(pc.greater(repeated.column("count"), 1)))
+            yield to_ipc(repeated.filter(pc.greater(repeated.column("count"), 1)))
 
     found = (spark.sparkContext.parallelize(groups, max(1, len(groups))).mapPartitions(split)
              .partitionBy(buckets, lambda b: b).mapPartitions(count).collect())
     empty = pa.table({PRODUCT_ID: pa.array([], pa.string()), "count": pa.array([], pa.int64())})
-    return pa.concat_tables([empty, *(_from_ipc(d).cast(empty.schema) for d in found)])
+    return pa.concat_tables([empty, *(from_ipc(d).cast(empty.schema) for d in found)])
 
 
 def with_copies(catalog: DataFrame, ids: DataFrame | None = None) -> DataFrame:

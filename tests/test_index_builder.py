@@ -299,13 +299,21 @@ def test_query_vectors_read_from_npy_json_and_text(tmp_path):
         read_vector(tmp_path / "bad.txt")
 
 
-def test_vectors_cross_the_shuffle_as_exact_bytes():
-    from jobs.build_indexes import vectors_to_binary
+def test_groups_cross_the_shuffle_as_exact_bytes():
+    from itemsage_core.arrow_ipc import from_ipc
+    from jobs.build_indexes import _grouped
 
-    vectors = unit_vectors(7, dim=5)
-    packed = vectors_to_binary(vectors).to_pylist()
-    assert [len(b) for b in packed] == [20] * 7
-    assert np.array_equal(np.frombuffer(b"".join(packed), np.float32).reshape(7, 5), vectors)
+    vectors, product_ids = unit_vectors(7, dim=5), ids(7)
+    batch = pa.RecordBatch.from_pydict({"product_id": product_ids, "embedding": pa.array(
+        vectors.tolist(), pa.list_(pa.float32()))})
+    (out,) = _grouped("home", lambda b: [1, 0, 1, 1, 0, 2, 1])([batch])
+    assert out.column("surface").to_pylist() == ["home"] * 3
+    assert out.column("group").to_pylist() == [0, 1, 2]
+    for group, rows in ((0, [1, 4]), (1, [0, 2, 3, 6]), (2, [5])):
+        products = from_ipc(out.column("products")[group].as_py()).column("product_id")
+        assert products.to_pylist() == [f"P{r:05d}" for r in rows]
+        got = np.frombuffer(out.column("vectors")[group].as_py(), np.float32).reshape(-1, 5)
+        assert np.array_equal(got, vectors[rows])  # bit for bit
 
 
 def test_verify_checks_the_current_build_without_falling_back(tmp_path):
