@@ -53,10 +53,11 @@ def row_groups(path: str | os.PathLike) -> list[tuple[str, int, int]]:
 
 def read_row_group(file: str, row_group: int, batch_rows: int, start: int = 0,
                    stop: int | None = None) -> Iterator[pa.RecordBatch]:
-    """Rows [start, stop) of one row group of one file, in batches of at most `batch_rows`."""
+    """Rows [start, stop) of one row group of one file, in batches of at most `batch_rows`.
+    One thread: the caller (a Spark task) is the unit of parallelism."""
     offset = 0
-    for batch in pq.ParquetFile(file).iter_batches(batch_size=batch_rows,
-                                                   row_groups=[row_group]):
+    for batch in pq.ParquetFile(file, pre_buffer=True).iter_batches(
+            batch_size=batch_rows, row_groups=[row_group], use_threads=False):
         low, high = max(start - offset, 0), len(batch) if stop is None else min(
             stop - offset, len(batch))
         offset += len(batch)
