@@ -253,6 +253,25 @@ def test_roll_back_serves_an_earlier_checked_build_and_deletes_nothing(tmp_path)
     assert current_build_id(tmp_path, "home") == builds[2]
 
 
+def test_query_command_falls_back_and_says_so(tmp_path):
+    from click.testing import CliRunner
+
+    from itemsage_cli.main import cli
+
+    vectors, product_ids = unit_vectors(200), ids(200)
+    older = build_and_release(tmp_path, Surface("home"), vectors, product_ids)["build_id"]
+    newer = build_and_release(tmp_path, Surface("home"), vectors, product_ids, version=1)
+    shard = next(build_dir(tmp_path, "home", newer["build_id"]).glob("*.hnsw"))
+    shard.write_bytes(shard.read_bytes()[:-10])  # truncated
+    result = CliRunner().invoke(cli, ["query", "--index", str(tmp_path), "--surface", "home",
+                                      "--product-id", "P00007", "-k", "3"])
+    assert result.exit_code == 0, result.output
+    assert f"warning: using build {older}" in result.output
+    assert f"build {newer['build_id']}: " in result.output and "checksum" in result.output
+    assert f"surface home, build {older}" in result.output
+    assert len([line for line in result.output.splitlines() if "  P0" in line]) == 3
+
+
 def test_no_usable_build_is_one_clear_error(tmp_path):
     with pytest.raises(ItemSageError, match="no usable build of surface 'home'"):
         load_published(tmp_path, "home")
