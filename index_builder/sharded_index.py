@@ -135,23 +135,24 @@ def load_published(root: str | Path, surface: str,
 
 def roll_back(root: str | Path, surface: str, build_id: str | None = None) -> dict:
     """Point the surface's CURRENT at an earlier build (default: the newest complete build older
-    than the current one) after loading it with every checksum; deletes no build."""
+    than the current one that loads with every checksum); deletes no complete build."""
     current = current_build_id(root, surface)
-    if build_id is None:
-        older = [b for b in build_ids(root, surface)
-                 if (current is None or b < current) and (build_dir(root, surface, b)
-                                                          / MANIFEST_SUM).is_file()]
-        if not older:
-            raise ItemSageError(f"surface {surface!r} has no complete build older than "
-                                f"{current or 'CURRENT'} to roll back to")
-        build_id = older[0]
-    try:
-        ShardedIndex.load(build_dir(root, surface, build_id))
-    except (OSError, RuntimeError, ValueError) as exc:
-        raise ItemSageError(f"build {build_id} of surface {surface!r} is not usable: {exc}"
-                            ) from None
-    publish(root, surface, build_id, keep=len(build_ids(root, surface)))
-    return {"surface": surface, "previous": current, "current": build_id}
+    candidates = [build_id] if build_id else [
+        b for b in build_ids(root, surface) if (current is None or b < current)
+        and (build_dir(root, surface, b) / MANIFEST_SUM).is_file()]
+    problems = []
+    for candidate in candidates:
+        try:
+            ShardedIndex.load(build_dir(root, surface, candidate))
+        except (ItemSageError, OSError, RuntimeError, ValueError) as exc:
+            problems.append(f"build {candidate}: {exc}")
+            continue
+        publish(root, surface, candidate, keep=len(build_ids(root, surface)))
+        return {"surface": surface, "previous": current, "current": candidate,
+                "skipped": problems}
+    raise ItemSageError(f"surface {surface!r}: no usable build to roll back to from "
+                        f"{current or 'CURRENT'}" + (": " + "; ".join(problems) if problems
+                                                     else " (no complete older build)"))
 
 
 def read_vector(path: str | Path) -> np.ndarray:

@@ -42,10 +42,7 @@ def valid_utf8(column: pa.Array) -> pa.Array:
 
 
 def holds_replacement(column: pa.Array) -> np.ndarray:
-    """Rows of a string or list<string> array whose text holds U+FFFD (undecodable bytes)."""
-    if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
-        found = holds_replacement(pc.list_flatten(column))
-        return rows_with(pc.list_parent_indices(column).to_numpy(), found, len(column))
+    """Rows of a string array whose text holds U+FFFD (undecodable bytes)."""
     return pc.fill_null(pc.match_substring(column, REPLACEMENT), False).to_numpy(
         zero_copy_only=False)
 

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from itemsage_core.arrow_checks import as_array
-from itemsage_core.catalog_contract import IMAGE_EMBEDDINGS, TEXT_FEATURES
+from itemsage_core.catalog_contract import IMAGE_EMBEDDINGS, MAX_IMAGES, TEXT_FEATURES
 
 _KEY = "itemsage-content"  # 16 bytes, as pandas requires
 _ITEM_SEP = "\x1f"
@@ -38,7 +38,7 @@ def _image_hash(column: pa.Array) -> np.ndarray:
     values = pc.list_flatten(vectors).to_numpy(zero_copy_only=False)
     bits = values.astype(np.float32).view(np.uint32).astype(np.uint64)
     row_first = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
-    if len(dims) and dims[0] > 0 and (dims == dims[0]).all():
+    if len(dims) and dims[0] > 0 and (dims == dims[0]).all() and counts.max() <= 4 * MAX_IMAGES:
         hashed = _uniform_dim_hash(bits.reshape(len(dims), dims[0]), counts, row_first)
     else:
         hashed = _ragged_hash(bits, dims, counts)
@@ -48,7 +48,8 @@ def _image_hash(column: pa.Array) -> np.ndarray:
 def _uniform_dim_hash(bits: np.ndarray, counts: np.ndarray, row_first: np.ndarray
                       ) -> np.ndarray:
     """_ragged_hash when every vector has one dimension d (the usual case), 10x faster: the
-    j-th vector of a row takes weights [j*d, (j+1)*d), one integer matmul per j."""
+    j-th vector of a row takes weights [j*d, (j+1)*d), one integer matmul per j (so only for
+    rows of few vectors: a quarantined row may hold thousands)."""
     d = bits.shape[1]
     weights = _weights(int(counts.max(initial=0)) * d)
     nth = np.arange(len(bits)) - np.repeat(row_first, counts)

@@ -116,6 +116,7 @@ def committed_version(table_uri: str, run_id: str,
 
 
 NO_TABLE = -1  # a read_version meaning "there was no table when the run started"
+WRITER_APP = "itemsage/writer"  # the app transaction every version-checked commit updates
 
 
 def table_version(table_uri: str, storage_options: dict | None = None) -> int:
@@ -153,7 +154,9 @@ def commit_files(table_uri: str, files: list[dict], schema: pa.Schema, mode: str
 
     `read_version` is the version the run started from (NO_TABLE: none): if another writer
     committed since, the commit is refused rather than overwriting that writer's rows. Two
-    commits racing past this check are refused by Delta's own conflict detection.
+    commits racing past that check are refused by Delta's conflict detection: the transaction
+    is made on the `read_version` snapshot and carries the app transaction WRITER_APP, which
+    any two such commits both update (so they conflict even when neither removes a file).
     """
     from deltalake import DeltaTable, Schema
     from deltalake.exceptions import CommitFailedError, DeltaError
@@ -164,11 +167,13 @@ def commit_files(table_uri: str, files: list[dict], schema: pa.Schema, mode: str
         return None
     adds = [AddAction(f["path"], f["size"], {}, f["modification_time"], True, f["stats"])
             for f in files]
-    props = CommitProperties(
-        custom_metadata={"itemsage_run_id": run_id, "itemsage": json.dumps(metadata)},
-        app_transactions=[Transaction(app_id(run_id), 0)])
+    transactions = [Transaction(app_id(run_id), 0)]
     if read_version is not None:
         require_version(table_uri, read_version, storage_options)
+        transactions.append(Transaction(WRITER_APP, read_version + 1))
+    props = CommitProperties(
+        custom_metadata={"itemsage_run_id": run_id, "itemsage": json.dumps(metadata)},
+        app_transactions=transactions)
     if not DeltaTable.is_deltatable(table_uri, storage_options):
         try:
             create_table_with_add_actions(table_uri, Schema.from_arrow(schema), adds,
@@ -179,7 +184,8 @@ def commit_files(table_uri: str, files: list[dict], schema: pa.Schema, mode: str
                 raise
             raise _moved(table_uri, NO_TABLE, "a table") from None
         return 0
-    table = DeltaTable(table_uri, storage_options=storage_options)
+    table = DeltaTable(table_uri, storage_options=storage_options,
+                       version=read_version)
     current = pa.schema(table.schema().to_arrow())
     if not current.equals(schema):
         raise ItemSageError(f"{table_uri} has schema {current}, this run writes {schema}")

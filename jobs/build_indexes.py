@@ -167,8 +167,14 @@ def plan_surface(rows: DataFrame, surface: Surface, table_version: int,
     def nearest(batch):
         return nearest_centroids(vectors_of(batch.column("embedding")), centroids)[:, 0]
 
-    clustered = rows.mapInArrow(_grouped(surface.name, nearest), GROUPED)
-    counts = {r["group"]: r["count"] for r in clustered.groupBy("group").count().collect()}
+    def sizes(batches):
+        for batch in batches:
+            found, n = np.unique(nearest(batch), return_counts=True)
+            yield pa.RecordBatch.from_pydict({"group": pa.array(found, pa.int32()),
+                                              "rows": pa.array(n, pa.int64())})
+
+    counts = {r["group"]: r["rows"] for r in rows.mapInArrow(sizes, "group int, rows long")
+              .groupBy("group").agg(F.sum("rows").alias("rows")).collect()}
     clusters = ClusterPlan.from_counts(counts, len(centroids), surface.target_shard_size)
     plan.grouped = rows.mapInArrow(_grouped(
         surface.name, lambda b: clusters.group_of(nearest(b), b.column(PRODUCT_ID))), GROUPED)
@@ -240,7 +246,8 @@ def build_indexes(spark: SparkSession, table_uri: str, surfaces: list[Surface], 
         (p, g) for p in plans for g in range(p.groups))}
     task = _build_task(params, sizes, {p.surface.name: p.dim for p in plans}, directories)
     with stage_progress(spark, progress):
-        built = (grouped.rdd.map(lambda r: ((r[0], r[1]), (bytes(r[2]), bytes(r[3]))))
+        built = (grouped.rdd.map(lambda r: ((r["surface"], r["group"]),
+                                             (bytes(r["products"]), bytes(r["vectors"]))))
                  .partitionBy(len(tasks), lambda key: tasks[key])
                  .mapPartitions(task).collect())
     finished = time.perf_counter()

@@ -205,8 +205,8 @@ def _commit(spark: SparkSession, writer: str, uris: dict[str, str], targets: dic
     reasons can be read)."""
     bad = [f for f in files if f["kind"] == "quarantine"]
     good = [f for f in files if f["kind"] == "embeddings"]
+    require_version(uris["embeddings"], read_version)  # another writer? before committing
     if writer == "deltalake":
-        require_version(uris["embeddings"], read_version)  # before committing anything
         if bad:
             commit_files(uris["quarantine"], bad, QUARANTINE_SCHEMA, "append", run_id,
                          {"run_id": run_id, "rows": summary["quarantined"]})

@@ -12,8 +12,8 @@ import re
 
 from itemsage_core.errors import ItemSageError
 
-_PYTHON_ERROR = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt)): (.*)$", re.M)
-_CAUSED_BY = re.compile(r"^Caused by: [\w.$]+: (.+)$", re.M)
+_PYTHON_ERROR = re.compile(r"^([A-Za-z_][\w.]*): (.*)$", re.M)  # unindented, after the frames
+_CAUSED_BY = re.compile(r"^Caused by: [\w.$]+: (?!Traceback)(.+)$", re.M)
 _TRACEBACK = "Traceback (most recent call last)"
 
 
@@ -21,8 +21,8 @@ def root_cause(exc: BaseException) -> str:
     """The Python exception of the last task traceback in `exc`, else the deepest JVM cause,
     else the first line of the message."""
     text = str(exc)
-    if _TRACEBACK in text:
-        found = _PYTHON_ERROR.search(text.rsplit(_TRACEBACK, 1)[1])
+    for tail in reversed(text.split(_TRACEBACK)[1:]):  # the last traceback that has an error
+        found = _PYTHON_ERROR.search(tail)
         if found:
             return f"{found.group(1).rsplit('.', 1)[-1]}: {found.group(2).strip()}"
     causes = _CAUSED_BY.findall(text)

@@ -101,6 +101,14 @@ def test_every_eligible_product_in_exactly_one_shard_per_surface(spark, embedded
     closeup = read_manifest(build_dir(root, "closeup", current_build_id(root, "closeup")))
     assert closeup["centroids"] and {s["cluster"] for s in closeup["shards"]} <= {0, 1, 2}
     assert len(closeup["shards"]) >= 7  # 400 products in shards of <= 60
+    # An oversized cluster is planned as several groups (tasks), from its true size.
+    clusters: dict[int, list] = {}
+    for shard in closeup["shards"]:
+        groups, count = clusters.setdefault(shard["cluster"], [set(), 0])
+        groups.add(shard["group"])
+        clusters[shard["cluster"]][1] = count + shard["count"]
+    assert {c: len(g) for c, (g, _) in clusters.items()} == {
+        c: -(-n // 60) for c, (_, n) in clusters.items()}
 
 
 def test_query_cli_gives_cosine_scores_best_first(spark, embedded, small_world_dir, tmp_path):

@@ -6,6 +6,7 @@ test_standalone_cluster.py.)"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -76,7 +77,8 @@ def test_driver_killed_between_file_writes(spark, tmp_path, small_world, tiny_mo
         job.send_signal(signal.SIGKILL)
         assert job.wait(30) == -signal.SIGKILL
     finally:
-        os.killpg(job.pid, signal.SIGKILL)  # its JVM and Python workers too
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(job.pid, signal.SIGKILL)  # its JVM and Python workers too
     assert 1 <= len(written) < 16, written  # killed between the first and the last write
     time.sleep(1)
     orphans = data_files(table) - committed
@@ -106,10 +108,14 @@ def test_two_jobs_on_one_table_one_commits_the_other_fails_clearly(spark, tmp_pa
                table)
     catalogs = [write_catalog(catalog.slice(0, 200), tmp_path / "a", 2),
                 write_catalog(catalog.slice(200, 200), tmp_path / "b", 2)]
-    jobs = [subprocess.Popen(embed_command(c, tiny_model_dir, table, "--master", "local[1]"),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            for c in catalogs]
-    results = [(job.wait(300), *job.communicate()) for job in jobs]
+    logs = [tmp_path / f"job{i}.err" for i in range(2)]
+    with contextlib.ExitStack() as files:
+        jobs = [subprocess.Popen(embed_command(c, tiny_model_dir, table, "--master", "local[1]"),
+                                 stdout=subprocess.DEVNULL,
+                                 stderr=files.enter_context(log.open("w")))
+                for c, log in zip(catalogs, logs)]
+        codes = [job.wait(300) for job in jobs]
+    results = [(code, "", log.read_text()) for code, log in zip(codes, logs)]
     codes = sorted(code for code, _, _ in results)
     assert codes == [0, 1], [err[-2000:] for _, _, err in results]
     winner = next(i for i, (code, _, _) in enumerate(results) if code == 0)
@@ -124,37 +130,47 @@ def test_two_jobs_on_one_table_one_commits_the_other_fails_clearly(spark, tmp_pa
     assert embed_here(spark, catalogs[1 - winner], tiny_model_dir, table)["table_version"] == 2
 
 
-def test_racing_commits_from_the_same_version(tmp_path):
-    """Both writers pass the version check at once: Delta's conflict detection refuses one."""
+@pytest.mark.parametrize("base_rows", [1, 0])
+def test_racing_commits_from_the_same_version(tmp_path, monkeypatch, base_rows):
+    """Both writers get past the version check (here: it is switched off): Delta's conflict
+    detection refuses one, also when the version they start from holds no file to fight over."""
+    from itemsage_core import embeddings_table
+
+    monkeypatch.setattr(embeddings_table, "require_version", lambda *args, **kwargs: None)
     rows = pa.table({"product_id": ["a"], "embedding": [[1.0]], "model_version": ["m"],
                      "content_hash": ["h"], "run_id": ["r"],
                      "embedded_at": pa.array([0], pa.timestamp("us", tz="UTC"))},
                     schema=EMBEDDING_SCHEMA)
-    for attempt in range(5):
+    for attempt in range(3):
         uri = str(tmp_path / f"t{attempt}")
-        commit_files(uri, [write_data_file(uri, rows, "base")], EMBEDDING_SCHEMA, "overwrite",
-                     "base", {})
-        start = table_version(uri)
-        files = {run: [write_data_file(uri, rows, run)] for run in ("x", "y")}
-        barrier, outcome = threading.Barrier(2), {}
-
-        def commit(run_id):
-            barrier.wait()
-            try:
-                outcome[run_id] = commit_files(uri, files[run_id], EMBEDDING_SCHEMA, "overwrite",
-                                               run_id, {}, read_version=start)
-            except ItemSageError as exc:
-                outcome[run_id] = str(exc)
-
-        threads = [threading.Thread(target=commit, args=(r,)) for r in files]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        commit_files(uri, [write_data_file(uri, rows, "base")] * base_rows, EMBEDDING_SCHEMA,
+                     "overwrite", "base", {})
+        outcome = race(uri, {run: [write_data_file(uri, rows, run)] for run in ("x", "y")})
         assert sorted(type(v).__name__ for v in outcome.values()) == ["int", "str"], outcome
         message = next(v for v in outcome.values() if isinstance(v, str))
         assert "another writer committed first" in message
         assert table_version(uri) == 1 and DeltaTable(uri).to_pyarrow_table().num_rows == 1
+
+
+def race(uri: str, files: dict[str, list[dict]]) -> dict:
+    """Commit each run's files from version 0 in its own thread, released at the same moment;
+    per run, its new version or its error message."""
+    barrier, outcome = threading.Barrier(len(files)), {}
+
+    def commit(run_id):
+        barrier.wait()
+        try:
+            outcome[run_id] = commit_files(uri, files[run_id], EMBEDDING_SCHEMA, "overwrite",
+                                           run_id, {}, read_version=0)
+        except ItemSageError as exc:
+            outcome[run_id] = str(exc)
+
+    threads = [threading.Thread(target=commit, args=(r,)) for r in files]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return outcome
 
 
 def _can_mount_tmpfs() -> bool:

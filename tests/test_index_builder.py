@@ -239,18 +239,20 @@ def test_roll_back_serves_an_earlier_checked_build_and_deletes_nothing(tmp_path)
     builds = [build_and_release(tmp_path, Surface("home"), vectors, product_ids, version=v)
               ["build_id"] for v in range(3)]
     assert roll_back(tmp_path, "home") == {"surface": "home", "previous": builds[2],
-                                           "current": builds[1]}
+                                           "current": builds[1], "skipped": []}
     assert load_published(tmp_path, "home").manifest["build_id"] == builds[1]
     assert index_layout.build_ids(tmp_path, "home") == builds[::-1]  # nothing deleted
-    # A damaged target is refused and CURRENT stays where it was.
-    directory = build_dir(tmp_path, "home", builds[0])
-    shard = next(directory.glob("*.hnsw"))
-    shard.write_bytes(shard.read_bytes()[:100])
-    with pytest.raises(ItemSageError, match=f"build {builds[0]} .* is not usable|checksum"):
-        roll_back(tmp_path, "home")
-    assert current_build_id(tmp_path, "home") == builds[1]
+    # A damaged build is skipped; with none left, one clear error and CURRENT stays.
     roll_back(tmp_path, "home", builds[2])  # forward again, by id
-    assert current_build_id(tmp_path, "home") == builds[2]
+    shard = next(build_dir(tmp_path, "home", builds[1]).glob("*.hnsw"))
+    shard.write_bytes(shard.read_bytes()[:100])
+    rolled = roll_back(tmp_path, "home")
+    assert rolled["current"] == builds[0] and builds[1] in rolled["skipped"][0]
+    shard = next(build_dir(tmp_path, "home", builds[0]).glob("*.hnsw"))
+    shard.write_bytes(shard.read_bytes()[:100])
+    with pytest.raises(ItemSageError, match="no usable build to roll back to"):
+        roll_back(tmp_path, "home")
+    assert current_build_id(tmp_path, "home") == builds[0]
 
 
 def test_query_command_falls_back_and_says_so(tmp_path):

@@ -32,12 +32,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(predicate, timeout: float, what: str) -> None:
+def wait_for(predicate, timeout: float, what: str, every: float = 0.5) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
             return
-        time.sleep(0.5)
+        time.sleep(every)
     raise TimeoutError(f"timed out waiting for {what}")
 
 
@@ -142,21 +142,24 @@ def test_an_executor_killed_mid_task_is_retried_without_duplicates(cluster, tmp_
     (tmp_path / "catalog").mkdir()
     for i in range(16):
         pq.write_table(catalog.slice(i * 125, 125), tmp_path / "catalog" / f"part-{i:02d}.parquet")
-    table = tmp_path / "embeddings"
-    job = subprocess.Popen(
-        [str(SCRIPT), "--master", cluster["url"], "--conf", "spark.executor.memory=1g", "embed",
-         "--catalog", str(tmp_path / "catalog"), "--model", str(tiny_model_dir),
-         "--table", str(table)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    table, log = tmp_path / "embeddings", tmp_path / "job.log"
+    with log.open("w") as out:
+        job = subprocess.Popen(
+            [str(SCRIPT), "--master", cluster["url"], "--conf", "spark.executor.memory=1g",
+             "embed", "--catalog", str(tmp_path / "catalog"), "--model", str(tiny_model_dir),
+             "--table", str(table)], stdout=out, stderr=subprocess.STDOUT)
     try:
+        # Tasks are still running on both executors when the first one has written its file.
         wait_for(lambda: any(table.glob("part-*.parquet")) or job.poll() is not None, 300,
-                 "the first data file")
-        assert job.poll() is None, job.communicate()[0][-4000:]
+                 "the first data file", every=0.02)
+        assert job.poll() is None, log.read_text()[-4000:]
         victim = executor_pids(cluster["logs"] / "work")[0]
         os.kill(victim, signal.SIGKILL)  # like the OOM killer: no shutdown hooks
-        output, _ = job.communicate(timeout=600)
+        job.wait(timeout=600)
     finally:
         if job.poll() is None:
             job.kill()
+    output = log.read_text()
     assert job.returncode == 0, output[-4000:]
     assert "ExecutorLostFailure" in output or "Lost task" in output, output[-4000:]
     rows = DeltaTable(str(table)).to_pyarrow_table()
