@@ -45,10 +45,9 @@ def footers(path: str | os.PathLike) -> list[tuple[str, pq.FileMetaData]]:
     return out
 
 
-def row_groups(path: str | os.PathLike) -> list[tuple[str, int, int]]:
-    """(file, row group, rows) of every row group of the dataset at `path`, from the footers."""
-    return [(file, i, meta.row_group(i).num_rows)
-            for file, meta in footers(path) for i in range(meta.num_row_groups)]
+def row_groups_of(file: str, meta: pq.FileMetaData) -> list[tuple[str, int, int]]:
+    """(file, row group, rows) of every row group of one file, from its footer."""
+    return [(file, i, meta.row_group(i).num_rows) for i in range(meta.num_row_groups)]
 
 
 def read_row_group(file: str, row_group: int, batch_rows: int, start: int = 0,

@@ -25,7 +25,7 @@ from itemsage_core.arrow_ipc import from_ipc, to_ipc
 from itemsage_core.column_mapping import ColumnMapping
 from itemsage_core.column_types import STRING, coerce
 from itemsage_core.errors import ContractError, ItemSageError
-from itemsage_core.parquet_io import footers
+from itemsage_core.parquet_io import footers, row_groups_of
 from itemsage_core.validation_report import ValidationReport
 
 REASON = "reason"
@@ -56,15 +56,20 @@ def raw_catalog(spark: SparkSession, path: str,
     return raw, conform_catalog(mapped).schema
 
 
-def check_catalog_files(path: str, mapping: ColumnMapping | None = None) -> None:
-    """Check the footer of every file of a local catalog: a file that is not Parquet, or whose
-    schema breaks the contract, stops the run with one error naming it, before Spark reads."""
+def checked_row_groups(path: str, mapping: ColumnMapping | None = None
+                       ) -> list[tuple[str, int, int]]:
+    """(file, row group, rows) of every row group of a local catalog, from the footers, each
+    file's schema checked on the way: a file that is not Parquet, or whose schema breaks the
+    contract, stops the run with one error naming it, before Spark reads anything."""
+    groups = []
     for file, meta in footers(path):
         empty = meta.schema.to_arrow_schema().empty_table()
         try:
             check_catalog_schema((mapping.apply(empty) if mapping else empty).schema)
         except ContractError as exc:
             raise ContractError(f"{file}: {exc}") from None
+        groups += row_groups_of(file, meta)
+    return groups
 
 
 def read_catalog(spark: SparkSession, path: str,

@@ -39,8 +39,8 @@ from itemsage_core.embeddings_table import (DEFAULT_MAX_QUARANTINE_SHARE, EMBEDD
                                             require_version, table_version, write_data_file)
 from itemsage_core.errors import ItemSageError
 from itemsage_core.local_files import is_local_path
-from itemsage_core.parquet_io import parquet_files, read_row_group, row_groups
-from jobs.catalog_frame import (REASON, catalog_ids, check_catalog_files, conform_batch,
+from itemsage_core.parquet_io import parquet_files, read_row_group
+from jobs.catalog_frame import (REASON, catalog_ids, checked_row_groups, conform_batch,
                                 copies_in, raw_catalog, read_catalog, repeated_ids,
                                 repeated_ids_in_files, with_reasons)
 from jobs.crash_points import crash_point
@@ -267,8 +267,7 @@ def embed_catalog(spark: SparkSession, catalog: str, model_dir: str, table_uri: 
     read_version = table_version(table_uri)
     groups = None
     if is_local_path(catalog):  # a local (or mounted) catalog
-        check_catalog_files(catalog, mapping)  # before Spark reads anything
-        groups = row_groups(catalog)
+        groups = checked_row_groups(catalog, mapping)  # before Spark reads anything
     uris = {"embeddings": table_uri, "quarantine": quarantine_uri(table_uri)}
     targets = (uris if writer == "deltalake"
                else {k: staging_uri(u, run_id) for k, u in uris.items()})

@@ -17,13 +17,13 @@ import time
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
 from itemsage_core.embeddings_table import (EMBEDDING_SCHEMA, commit_files, table_version,
                                             write_data_file)
 from itemsage_core.errors import ItemSageError
+from itemsage_core.parquet_io import write_parquet_dataset
 from jobs.embed_catalog import embed_catalog
 
 pytestmark = [pytest.mark.spark, pytest.mark.faults]
@@ -39,10 +39,7 @@ def run(command: list[str], **kwargs) -> subprocess.CompletedProcess:
 
 
 def write_catalog(table: pa.Table, folder: Path, files: int) -> Path:
-    folder.mkdir(parents=True)
-    step = -(-table.num_rows // files)
-    for i in range(files):
-        pq.write_table(table.slice(i * step, step), folder / f"part-{i:02d}.parquet")
+    write_parquet_dataset(table, folder, rows_per_file=-(-table.num_rows // files))
     return folder
 
 

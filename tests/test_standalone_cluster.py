@@ -134,14 +134,13 @@ def executor_pids(work_dir: Path) -> list[int]:
 def test_an_executor_killed_mid_task_is_retried_without_duplicates(cluster, tmp_path,
                                                                    small_world, tiny_model_dir):
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
+
+    from itemsage_core.parquet_io import write_parquet_dataset
 
     copies = [small_world.catalog.set_column(0, "product_id", pc.binary_join_element_wise(
         small_world.catalog.column("product_id"), f"-{i}", "")) for i in range(5)]
     catalog = pa.concat_tables(copies)  # 2,000 products in 16 files: 16 tasks on 2 executors
-    (tmp_path / "catalog").mkdir()
-    for i in range(16):
-        pq.write_table(catalog.slice(i * 125, 125), tmp_path / "catalog" / f"part-{i:02d}.parquet")
+    write_parquet_dataset(catalog, tmp_path / "catalog", rows_per_file=125)
     table, log = tmp_path / "embeddings", tmp_path / "job.log"
     with log.open("w") as out:
         job = subprocess.Popen(
