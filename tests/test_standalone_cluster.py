@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -116,18 +117,32 @@ def test_embed_job_on_a_standalone_cluster(cluster, tmp_path, small_world, small
         assert loaded.search(got[0], k=1)[0][0] == rows.column("product_id")[0].as_py()
 
 
-def executor_pids(work_dir: Path) -> list[int]:
-    """The executor JVMs of the newest application on the cluster."""
+def executor_pid(work_dir: Path, executor_id: str) -> int | None:
+    """The JVM of executor `executor_id` of the newest application on the cluster."""
     app = sorted(p.name for p in work_dir.glob("app-*"))[-1]
-    found = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
-            text = cmdline.read_bytes().replace(b"\0", b" ").decode()
+            args = cmdline.read_bytes().split(b"\0")
         except OSError:
             continue
-        if "CoarseGrainedExecutorBackend" in text and app in text:
-            found.append(int(cmdline.parent.name))
-    return found
+        if (b"org.apache.spark.executor.CoarseGrainedExecutorBackend" in args
+                and app.encode() in args
+                and args[args.index(b"--executor-id") + 1] == executor_id.encode()):
+            return int(cmdline.parent.name)
+    return None
+
+
+def busy_executors(ui_port: int) -> list[str]:
+    """Ids of the executors running a task now, from the driver's monitoring REST API."""
+    base = f"http://127.0.0.1:{ui_port}/api/v1/applications"
+    try:
+        with urllib.request.urlopen(base, timeout=5) as response:
+            app = json.load(response)[0]["id"]
+        with urllib.request.urlopen(f"{base}/{app}/executors", timeout=5) as response:
+            executors = json.load(response)
+    except (OSError, ValueError, IndexError):
+        return []  # the driver's UI is not up yet
+    return [e["id"] for e in executors if e["id"] != "driver" and e["activeTasks"] > 0]
 
 
 @pytest.mark.faults
@@ -138,32 +153,48 @@ def test_an_executor_killed_mid_task_is_retried_without_duplicates(cluster, tmp_
     from itemsage_core.parquet_io import write_parquet_dataset
 
     copies = [small_world.catalog.set_column(0, "product_id", pc.binary_join_element_wise(
-        small_world.catalog.column("product_id"), f"-{i}", "")) for i in range(5)]
-    catalog = pa.concat_tables(copies)  # 2,000 products in 16 files: 16 tasks on 2 executors
-    write_parquet_dataset(catalog, tmp_path / "catalog", rows_per_file=125)
-    table, log = tmp_path / "embeddings", tmp_path / "job.log"
+        small_world.catalog.column("product_id"), f"-{i}", "")) for i in range(10)]
+    catalog = pa.concat_tables(copies)  # 4,000 products in 8 files: 8 tasks on 2 executors
+    write_parquet_dataset(catalog, tmp_path / "catalog", rows_per_file=500)
+    table, log, ui = tmp_path / "embeddings", tmp_path / "job.log", free_port()
     with log.open("w") as out:
         job = subprocess.Popen(
             [str(SCRIPT), "--master", cluster["url"], "--conf", "spark.executor.memory=1g",
-             "embed", "--catalog", str(tmp_path / "catalog"), "--model", str(tiny_model_dir),
-             "--table", str(table)], stdout=out, stderr=subprocess.STDOUT)
+             "--conf", f"spark.ui.port={ui}", "embed", "--catalog", str(tmp_path / "catalog"),
+             "--model", str(tiny_model_dir), "--table", str(table)],
+            env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"},  # the driver's UI on loopback
+            stdout=out, stderr=subprocess.STDOUT)
     try:
-        # Tasks are still running on both executors when the first one has written its file.
-        wait_for(lambda: any(table.glob("part-*.parquet")) or job.poll() is not None, 300,
-                 "the first data file", every=0.02)
-        assert job.poll() is None, log.read_text()[-4000:]
-        victim = executor_pids(cluster["logs"] / "work")[0]
-        os.kill(victim, signal.SIGKILL)  # like the OOM killer: no shutdown hooks
+        # Once the first data file is written, the embedding stage is under way. Kill an executor
+        # the driver says is running a task; should the task end just before the kill, no task
+        # is lost, so try again (at most three kills, each of a busy executor). The driver's REST
+        # API is polled from the start: its first answer takes seconds.
+        for _ in range(3):
+            victim = None
+            while victim is None and job.poll() is None:
+                busy = busy_executors(ui)
+                if busy and any(table.glob("part-*.parquet")):
+                    victim = executor_pid(cluster["logs"] / "work", busy[0])
+                time.sleep(0.01)
+            if victim is None:
+                break
+            os.kill(victim, signal.SIGKILL)  # like the OOM killer: no shutdown hooks
+            try:
+                wait_for(lambda: "Lost task" in log.read_text() or job.poll() is not None, 20,
+                         "the driver to lose the task", every=0.1)
+                break
+            except TimeoutError:
+                continue  # the task had just finished: kill the next busy executor
         job.wait(timeout=600)
     finally:
         if job.poll() is None:
             job.kill()
     output = log.read_text()
     assert job.returncode == 0, output[-4000:]
-    assert "ExecutorLostFailure" in output or "Lost task" in output, output[-4000:]
+    assert "Lost task" in output and "ExecutorLostFailure" in output, output[-4000:]
     rows = DeltaTable(str(table)).to_pyarrow_table()
     ids = rows.column("product_id").to_pylist()
-    assert len(ids) == len(set(ids)) == 2000  # the retried task's rows are in once
+    assert len(ids) == len(set(ids)) == 4000  # the retried task's rows are in once
     by_id = dict(zip(ids, rows.column("embedding").to_pylist()))
     version = read_manifest(str(tiny_model_dir))["model_version"]
     expected = BatchEmbedder.for_model(str(tiny_model_dir), version).vectors(catalog)
