@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -30,25 +29,20 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.index_bench import bench_surface
+from bench.workload import cpu_model, paper_model, timed, write_catalog
 from itemsage_core.catalog_contract import validate_catalog
-from itemsage_core.checkpoint import save_checkpoint
 from itemsage_core.inference import embed_features
-from itemsage_core.model import ItemSageEncoder, ModelConfig
+from itemsage_core.model import ItemSageEncoder
 from itemsage_core.product_features import encode_products
-from itemsage_core.synthetic_world import WorldConfig, generate_world
-from itemsage_core.vocabulary import build_vocabulary
 
 THREADS = 2
-BASE = 100_000  # the largest world generated in one piece
 SURFACES = """
 [surfaces.all]
 shards = 2
@@ -66,13 +60,6 @@ atexit.register(lambda: open(path, "w").write(str(int(re.search(
 sys.argv = ["itemsage", *sys.argv[2:]]
 runpy.run_module("itemsage_cli.main", run_name="__main__")
 """
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def matmul_peak(n: int = 2048, repeats: int = 10) -> float:
@@ -94,12 +81,6 @@ def forward_flops(model: ItemSageEncoder, features, cls_only: bool) -> float:
     return counter.get_total_flops() / n
 
 
-def timed(fn):
-    started = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - started
-
-
 def run_cli(args: list[str], rss_file: Path | None = None) -> float:
     command = ([sys.executable, "-c", DRIVER, str(rss_file)] if rss_file
                else [sys.executable, "-m", "itemsage_cli.main"]) + args
@@ -108,32 +89,6 @@ def run_cli(args: list[str], rss_file: Path | None = None) -> float:
     if done.returncode:
         raise SystemExit(f"{' '.join(args[:1])} failed:\n{done.stderr[-3000:]}")
     return time.perf_counter() - started
-
-
-def write_catalog(products: int, directory: Path) -> pa.Table:
-    """Write a catalog of `products`; returns the in-process sample (at most BASE products).
-
-    Up to BASE products it is one synthetic world. Beyond (the world generator holds a whole
-    world in memory), the BASE-product world is written again and again with new ids and its
-    image vectors moved by small noise, so every product still has its own vectors."""
-    world = generate_world(WorldConfig(products=min(products, BASE), seed=0,
-                                       engagements_per_product=0.1)).catalog
-    directory.mkdir(parents=True)
-    for copy in range(-(-products // BASE)):
-        part = world.slice(0, min(BASE, products - copy * BASE))
-        if copy:
-            rng = np.random.default_rng(copy)
-            images = part.column("image_embeddings").combine_chunks()
-            vectors = pc.list_flatten(images)
-            values = pc.list_flatten(vectors).to_numpy(zero_copy_only=False)
-            moved = values + rng.normal(0, 0.01 / 16, values.shape).astype(np.float32)
-            images = pa.ListArray.from_arrays(images.offsets, pa.ListArray.from_arrays(
-                vectors.offsets, pa.array(moved)))
-            ids = pc.binary_join_element_wise(part.column("product_id"), f"c{copy}", "-")
-            part = part.set_column(0, "product_id", ids).set_column(
-                part.schema.get_field_index("image_embeddings"), "image_embeddings", images)
-        pq.write_table(part, directory / f"part-{copy:05d}.parquet", row_group_size=50_000)
-    return world
 
 
 def bench_size(products: int, workdir: Path, progress) -> dict:
@@ -147,11 +102,8 @@ def bench_size(products: int, workdir: Path, progress) -> dict:
     out["in_process_sample"] = catalog.num_rows
     del sample
 
-    vocab = build_vocabulary(catalog)
-    torch.manual_seed(0)
-    model = ItemSageEncoder(ModelConfig.create(vocab.size)).eval()
     model_dir = workdir / "model"
-    save_checkpoint(model_dir, model, vocab, {"image_dim": 256}, {})
+    model, vocab = paper_model(catalog, model_dir)
 
     progress("tokenise and encode, then the encoder's two paths")
     features, seconds = timed(lambda: encode_products(catalog, vocab, 256))

@@ -223,9 +223,11 @@ def evaluate(model_dir, catalog, engagements, mapping, index_size, k, as_json):
                    "files, the model and the mapping).")
 @click.option("--batch-size", default=512, show_default=True, type=click.IntRange(min=1),
               help="Products per encoder forward pass (independent of Spark's Arrow batches).")
-@click.option("--precision", default="auto", show_default=True,
-              type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
-              help="auto: bf16 autocast on GPU executors, fp32 on CPU.")
+@click.option("--precision", default="fp32", show_default=True,
+              type=click.Choice(["fp32", "bf16", "fp16", "auto"]),
+              help="fp32: the same vectors on CPU and GPU executors. bf16/fp16: autocast "
+                   "(auto: bf16 on GPU only); on a GPU no faster, as the job is bound by "
+                   "per-row CPU work, and it moves vectors (BENCHMARKS.md).")
 @click.option("--writer", default="deltalake", show_default=True,
               type=click.Choice(["deltalake", "spark-delta"]),
               help="Commit through the deltalake library, or through Delta's Spark connector "

@@ -1,7 +1,7 @@
 """Embedding catalog batches with a checkpoint: the per-worker piece of the embedding job.
 
-`BatchEmbedder.for_model` loads a checkpoint once per process and model_version (Spark reuses
-its Python workers, so one load serves many tasks). `embed` takes a conformed, validated catalog
+`BatchEmbedder.for_model` loads a checkpoint once per process, model_version and device (Spark
+reuses its Python workers, so one load serves many tasks). `embed` takes a conformed, validated catalog
 batch and returns rows of the embeddings table, encoding in batches of `batch_size` products
 (independent of Spark's Arrow batch size) with the exact [CLS]-only path.
 """
@@ -36,16 +36,16 @@ class BatchEmbedder:
 
     @classmethod
     def for_model(cls, model_dir: str, model_version: str, batch_size: int = 512,
-                  device: str = "auto", precision: str = "auto") -> "BatchEmbedder":
-        key = (str(model_dir), model_version)
+                  device: str = "auto", precision: str = "fp32") -> "BatchEmbedder":
+        chosen = pick_device(device)
+        key = (str(model_dir), model_version, str(chosen))  # one copy per device
         if key not in _LOADED:
             checkpoint = load_checkpoint(model_dir)
             if checkpoint.model_version != model_version:
                 raise ValueError(f"{model_dir} holds {checkpoint.model_version}, "
                                  f"expected {model_version}")
+            checkpoint.model.to(chosen)
             _LOADED[key] = checkpoint
-        chosen = pick_device(device)
-        _LOADED[key].model.to(chosen)
         return cls(_LOADED[key], batch_size, chosen, precision)
 
     @property

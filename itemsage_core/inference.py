@@ -1,7 +1,9 @@
 """Running the encoder: device and precision choice, batched embedding of ProductFeatures.
 
-CUDA when available (bf16 autocast), CPU otherwise (fp32 unless bf16 is asked for). Always the
-exact [CLS]-only path of the last layer (itemsage_core/model.py).
+CUDA when available, CPU otherwise. Embedding is fp32 by default on every device: the same vectors
+whichever executor ran, and on a GPU the embedding job is bound by per-row CPU work, not by the
+forward pass (BENCHMARKS.md, H200). Training's 'auto' is bf16 autocast on CUDA. Always the exact
+[CLS]-only path of the last layer (itemsage_core/model.py).
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def autocast(device: torch.device, precision: str = "auto"):
 def embed_features(model: ItemSageEncoder, features: ProductFeatures,
                    indices: np.ndarray | None = None, batch_size: int = 1024,
                    device: torch.device = torch.device("cpu"),
-                   precision: str = "auto", cls_only: bool = True) -> np.ndarray:
+                   precision: str = "fp32", cls_only: bool = True) -> np.ndarray:
     """(n, output_dim) float32 embeddings of the products at `indices` (all when None);
     `cls_only=False` runs the full last layer (same outputs, for comparison)."""
     idx = np.arange(len(features)) if indices is None else np.asarray(indices)

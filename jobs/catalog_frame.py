@@ -24,17 +24,12 @@ from itemsage_core.arrow_checks import as_array
 from itemsage_core.arrow_ipc import from_ipc, to_ipc
 from itemsage_core.column_mapping import ColumnMapping
 from itemsage_core.column_types import STRING, coerce
+from itemsage_core.embed_task import REASON, conform_batch
 from itemsage_core.errors import ContractError, ItemSageError
 from itemsage_core.parquet_io import footers, row_groups_of
 from itemsage_core.validation_report import ValidationReport
 
-REASON = "reason"
 _COPIES = "_copies"
-
-
-def conform_batch(batch: pa.RecordBatch, mapping: ColumnMapping | None) -> pa.Table:
-    """One raw catalog batch, mapped and conformed (what read_catalog's rows are)."""
-    return conform_catalog(mapping.apply(batch) if mapping else pa.table(batch))
 
 
 def raw_catalog(spark: SparkSession, path: str,
@@ -162,12 +157,6 @@ def repeated_ids(ids: DataFrame) -> pa.Table:
     repeated = ids.where(F.col(PRODUCT_ID).isNotNull()).groupBy(PRODUCT_ID).count().where(
         F.col("count") > 1)
     return repeated.toArrow()
-
-
-def copies_in(table: pa.Table, repeated: pa.Table) -> pa.Array:
-    """Per row: how many rows share its product_id, null when it is unique."""
-    where = pc.index_in(table.column(PRODUCT_ID), value_set=repeated.column(PRODUCT_ID))
-    return pc.take(repeated.column("count"), where)
 
 
 def row_reasons(batch: pa.RecordBatch | pa.Table,

@@ -29,7 +29,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
 from itemsage_core.batch_embedder import BatchEmbedder
-from itemsage_core.catalog_contract import PRODUCT_ID, catalog_row_problems
+from itemsage_core.catalog_contract import PRODUCT_ID
 from itemsage_core.checkpoint import CONFIG, read_manifest
 from itemsage_core.column_mapping import ColumnMapping
 from itemsage_core.content_hash import content_hashes
@@ -37,12 +37,12 @@ from itemsage_core.embeddings_table import (DEFAULT_MAX_QUARANTINE_SHARE, EMBEDD
                                             NO_TABLE, QUARANTINE_SCHEMA, commit_files,
                                             committed_version, quarantine_uri, remove_tree,
                                             require_version, table_version, write_data_file)
+from itemsage_core.embed_task import REASON, embed_task, read_slices, row_group_slices
 from itemsage_core.errors import ItemSageError
 from itemsage_core.local_files import is_local_path
-from itemsage_core.parquet_io import parquet_files, read_row_group
-from jobs.catalog_frame import (REASON, catalog_ids, checked_row_groups, conform_batch,
-                                copies_in, raw_catalog, read_catalog, repeated_ids,
-                                repeated_ids_in_files, with_reasons)
+from itemsage_core.parquet_io import parquet_files
+from jobs.catalog_frame import (catalog_ids, checked_row_groups, raw_catalog, read_catalog,
+                                repeated_ids, repeated_ids_in_files, with_reasons)
 from jobs.crash_points import crash_point
 from jobs.delta_frame import read_delta
 from jobs.progress import stage_progress
@@ -50,7 +50,6 @@ from jobs.spark_delta_writer import commit_with_spark, require_connector, stagin
 from jobs.spark_failures import spark_failures
 
 CONTENT_HASH, STATUS = "content_hash", "_status"
-BATCH_ROWS = 10_000  # rows per record batch read from a row group
 _SHIPPED: set[tuple[int, str]] = set()
 FILES_SCHEMA = ("kind string, path string, size long, rows long, modification_time long, "
                 "stats string")
@@ -79,10 +78,10 @@ def _task_device() -> str:
 def _embed_partition(model_name: str, model_version: str, targets: dict[str, str], run_id: str,
                      started: dt.datetime, batch_size: int, precision: str, image_dim: int,
                      mapping: ColumnMapping | None, repeated: pa.Table):
-    """A task that embeds valid rows and quarantines the others. Its input is either checked
-    catalog rows with a `reason` column (incremental mode) or raw catalog rows: those are mapped,
-    conformed and checked here, in the same Python pass as the encoder, so the rows cross from
-    the JVM to Python once (`repeated` holds the ids on more than one row)."""
+    """A Spark task running `embed_task` with the shipped checkpoint (loaded once per Python
+    worker) on the task's device and CPUs. Its input is either checked catalog rows with a
+    `reason` column (incremental mode) or raw catalog rows, mapped, conformed and checked in the
+    same Python pass as the encoder, so the rows cross from the JVM to Python once."""
     def run(batches):
         import torch
 
@@ -91,41 +90,11 @@ def _embed_partition(model_name: str, model_version: str, targets: dict[str, str
         embedder = BatchEmbedder.for_model(SparkFiles.get(model_name), model_version,
                                            batch_size=batch_size, device=_task_device(),
                                            precision=precision)
-        good, bad = [], []
-        for batch in batches:
-            if REASON in batch.schema.names:
-                table = pa.table(batch)
-                reasons = table.column(REASON)
-                table = table.drop_columns([REASON])
-            else:
-                table = conform_batch(batch, mapping)
-                reasons = catalog_row_problems(table, image_dim, copies_in(table, repeated))
-            embedded, quarantined = embedder.embed_or_quarantine(table, reasons, run_id, started)
-            good += [embedded] if embedded is not None else []
-            bad += [quarantined] if quarantined is not None else []
-        described = []
-        if good:
-            described.append({"kind": "embeddings", **write_data_file(
-                targets["embeddings"], pa.concat_tables(good), run_id)})
-        if bad:
-            described.append({"kind": "quarantine", **write_data_file(
-                targets["quarantine"], pa.concat_tables(bad), run_id)})
+        described = embed_task(batches, embedder, targets, run_id, started, image_dim, mapping,
+                               repeated)
         if described:
             yield pa.RecordBatch.from_pylist(described)
     return run
-
-
-def row_group_slices(groups: list[tuple[str, int, int]], slots: int,
-                     min_rows: int = BATCH_ROWS) -> list[tuple[str, int, int, int]]:
-    """Work items (file, row_group, start, stop): every row group, cut into row ranges when
-    there are fewer groups than 2 x `slots` (task slots), none under `min_rows` rows."""
-    per_group = max(1, -(-2 * slots // max(1, len(groups))))
-    items = []
-    for file, group, rows in groups:
-        parts = max(1, min(per_group, rows // min_rows))
-        bounds = [rows * i // parts for i in range(parts + 1)]
-        items += [(file, group, bounds[i], bounds[i + 1]) for i in range(parts)]
-    return items
 
 
 def _embed_row_groups(embed_batches):
@@ -135,10 +104,7 @@ def _embed_row_groups(embed_batches):
     nested image vectors costs more than the encoder's tokeniser, and no SQL query is planned
     (the clip-retrieval reader pattern)."""
     def run(items):
-        def batches():
-            for file, group, start, stop in items:
-                yield from read_row_group(file, group, BATCH_ROWS, start, stop)
-        for described in embed_batches(batches()):
+        for described in embed_batches(read_slices(items)):
             yield from described.to_pylist()
     return run
 
@@ -246,7 +212,7 @@ def _check_quarantine_share(summary: dict, max_share: float) -> None:
 
 def embed_catalog(spark: SparkSession, catalog: str, model_dir: str, table_uri: str,
                   mapping: ColumnMapping | None = None, run_id: str | None = None,
-                  batch_size: int = 512, precision: str = "auto", incremental: bool = False,
+                  batch_size: int = 512, precision: str = "fp32", incremental: bool = False,
                   writer: str = "deltalake", progress=print,
                   max_quarantine_share: float = DEFAULT_MAX_QUARANTINE_SHARE) -> dict:
     """Run the job; returns the run summary (also recorded in the Delta commit's metadata)."""

@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from itemsage_core.batch_embedder import BatchEmbedder
 from itemsage_core.catalog_contract import MAX_IMAGES, PRODUCT_ID, catalog_row_problems, id_copies
 from itemsage_core.column_mapping import parse_mapping
+from itemsage_core.embed_task import conform_batch
 from itemsage_core.errors import ContractError
-from jobs.catalog_frame import conform_batch
 
 DIM = 256  # the tiny model's image dimension
 NOT_UTF8 = [b"\xff", b"caf\xe9", b"\xed\xa0\x80 lone surrogate", b"ok\xc3",

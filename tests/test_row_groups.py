@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from itemsage_core.parquet_io import footers, read_row_group, row_groups_of
-from jobs.embed_catalog import row_group_slices
+from itemsage_core.embed_task import row_group_slices
 
 
 def test_row_group_slices_cover_every_row_once(tmp_path):

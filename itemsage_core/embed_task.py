@@ -1,0 +1,82 @@
+"""One embedding task, without Spark: catalog batches in, table data files out.
+
+The embedding job (jobs/embed_catalog.py) runs `embed_task` inside each Spark task; a benchmark
+or a test can run the very same code in one process (bench/gpu_bench.py does, on a GPU). A task
+maps, conforms and checks raw catalog rows (or takes rows already checked, with a `reason`
+column), embeds the valid ones, quarantines the others, and writes one data file into each
+table's location: it returns their descriptions for the driver to commit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Iterator
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from itemsage_core.batch_embedder import BatchEmbedder
+from itemsage_core.catalog_contract import PRODUCT_ID, catalog_row_problems, conform_catalog
+from itemsage_core.column_mapping import ColumnMapping
+from itemsage_core.embeddings_table import write_data_file
+from itemsage_core.parquet_io import read_row_group
+
+REASON = "reason"
+BATCH_ROWS = 10_000  # rows per record batch read from a row group
+
+
+def conform_batch(batch: pa.RecordBatch | pa.Table, mapping: ColumnMapping | None) -> pa.Table:
+    """One raw catalog batch, mapped and conformed to the catalog contract."""
+    return conform_catalog(mapping.apply(batch) if mapping else pa.table(batch))
+
+
+def copies_in(table: pa.Table, repeated: pa.Table) -> pa.Array:
+    """Per row: how many rows share its product_id (`repeated`: product_id, count of the ids on
+    more than one row of the whole catalog), null when it is unique."""
+    where = pc.index_in(table.column(PRODUCT_ID), value_set=repeated.column(PRODUCT_ID))
+    return pc.take(repeated.column("count"), where)
+
+
+def row_group_slices(groups: list[tuple[str, int, int]], slots: int,
+                     min_rows: int = BATCH_ROWS) -> list[tuple[str, int, int, int]]:
+    """Work items (file, row_group, start, stop): every row group, cut into row ranges when
+    there are fewer groups than 2 x `slots` (task slots), none under `min_rows` rows."""
+    per_group = max(1, -(-2 * slots // max(1, len(groups))))
+    items = []
+    for file, group, rows in groups:
+        parts = max(1, min(per_group, rows // min_rows))
+        bounds = [rows * i // parts for i in range(parts + 1)]
+        items += [(file, group, bounds[i], bounds[i + 1]) for i in range(parts)]
+    return items
+
+
+def read_slices(items: Iterable[tuple[str, int, int, int]]) -> Iterator[pa.RecordBatch]:
+    """The raw catalog rows of row_group_slices work items, read with pyarrow."""
+    for file, group, start, stop in items:
+        yield from read_row_group(file, group, BATCH_ROWS, start, stop)
+
+
+def embed_task(batches: Iterable[pa.RecordBatch], embedder: BatchEmbedder,
+               targets: dict[str, str], run_id: str, started: dt.datetime, image_dim: int,
+               mapping: ColumnMapping | None, repeated: pa.Table) -> list[dict]:
+    """Embed or quarantine every row of `batches`; write one file per table that got rows into
+    `targets` ("embeddings", "quarantine": table locations); return the files' descriptions
+    (write_data_file's, plus `kind`). Every input row lands in exactly one file."""
+    good, bad = [], []
+    for batch in batches:
+        if REASON in batch.schema.names:
+            table = pa.table(batch)
+            reasons = table.column(REASON)
+            table = table.drop_columns([REASON])
+        else:
+            table = conform_batch(batch, mapping)
+            reasons = catalog_row_problems(table, image_dim, copies_in(table, repeated))
+        embedded, quarantined = embedder.embed_or_quarantine(table, reasons, run_id, started)
+        good += [embedded] if embedded is not None else []
+        bad += [quarantined] if quarantined is not None else []
+    described = []
+    for kind, tables in (("embeddings", good), ("quarantine", bad)):
+        if tables:
+            described.append({"kind": kind, **write_data_file(
+                targets[kind], pa.concat_tables(tables), run_id)})
+    return described

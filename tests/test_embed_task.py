@@ -1,0 +1,96 @@
+"""One embedding task without Spark (itemsage_core.embed_task), on the CPU and, where CUDA is
+visible, on the GPU: every row lands in exactly one file, the bad ones with their reasons, and
+the vectors are the in-process encoder's (on a GPU in bf16: the CPU's fp32 ones up to rounding).
+The CUDA cases are skipped on machines without a GPU (CI); bench/gpu_bench.py runs them on one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+import torch
+
+from itemsage_core.batch_embedder import BatchEmbedder
+from itemsage_core.catalog_contract import PRODUCT_ID, validate_catalog
+from itemsage_core.checkpoint import read_manifest
+from itemsage_core.embed_task import embed_task, read_slices, row_group_slices
+from itemsage_core.inference import device_for_task
+from itemsage_core.parquet_io import footers, read_parquet, row_groups_of, write_parquet_dataset
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+DEVICES = ["cpu", pytest.param("cuda", marks=CUDA)]
+
+
+def _catalog_with_bad_rows(small_world, directory):
+    catalog = small_world.catalog.slice(0, 120)
+    ids = catalog.column(PRODUCT_ID).to_pylist()
+    ids[1] = ids[0]                          # a duplicate id: both copies are rejected
+    titles = catalog.column("title").to_pylist()
+    titles[2] = ""                           # an empty title
+    bad = catalog.set_column(0, PRODUCT_ID, pa.array(ids)).set_column(
+        1, "title", pa.array(titles))
+    write_parquet_dataset(bad, directory, rows_per_file=50)
+    return bad
+
+
+def _repeated(table: pa.Table) -> pa.Table:
+    counted = pc.value_counts(table.column(PRODUCT_ID))
+    repeated = pa.table({PRODUCT_ID: counted.field("values"), "count": counted.field("counts")})
+    return repeated.filter(pc.greater(repeated.column("count"), 1))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_task_embeds_or_quarantines_every_row(device, tmp_path, small_world, tiny_model_dir):
+    catalog = _catalog_with_bad_rows(small_world, tmp_path / "catalog")
+    version = read_manifest(tiny_model_dir)["model_version"]
+    embedder = BatchEmbedder.for_model(str(tiny_model_dir), version, batch_size=32,
+                                       device=device)
+    groups = [g for file, meta in footers(tmp_path / "catalog") for g in row_groups_of(file, meta)]
+    targets = {kind: str(tmp_path / kind) for kind in ("embeddings", "quarantine")}
+    at = dt.datetime(2026, 11, 28, tzinfo=dt.timezone.utc)
+    files = []
+    for item in row_group_slices(groups, 2, min_rows=20):  # several tasks, as on executors
+        files += embed_task(read_slices([item]), embedder, targets, "run-1", at, 256, None,
+                            _repeated(catalog))
+    rows = {kind: sum(f["rows"] for f in files if f["kind"] == kind)
+            for kind in ("embeddings", "quarantine")}
+    assert rows == {"embeddings": 117, "quarantine": 3}
+    quarantine = read_parquet(tmp_path / "quarantine")
+    assert sorted(quarantine.column(PRODUCT_ID).to_pylist()) == sorted(
+        catalog.column(PRODUCT_ID).to_pylist()[:3])
+    assert all(quarantine.column("reason").to_pylist())
+
+    written = read_parquet(tmp_path / "embeddings").sort_by(PRODUCT_ID)
+    valid = validate_catalog(catalog).valid.sort_by(PRODUCT_ID)
+    assert written.column(PRODUCT_ID).equals(valid.column(PRODUCT_ID))
+    got = np.stack(written.column("embedding").to_numpy(zero_copy_only=False))
+    assert np.allclose(np.linalg.norm(got, axis=1), 1, atol=1e-5)
+    on_cpu = BatchEmbedder.for_model(str(tiny_model_dir), version, device="cpu",
+                                     precision="fp32").vectors(valid)
+    cosine = np.sum(got * on_cpu, axis=1)
+    if device == "cpu":
+        assert np.abs(got - on_cpu).max() <= 1e-5
+    else:  # bf16 autocast on CUDA ('auto'): the same directions up to bf16 rounding
+        assert cosine.min() >= 0.99
+
+
+@CUDA
+def test_cuda_fp32_matches_the_cpu(small_world, tiny_model_dir):
+    version = read_manifest(tiny_model_dir)["model_version"]
+    catalog = small_world.catalog.slice(0, 200)
+    on_gpu = BatchEmbedder.for_model(str(tiny_model_dir), version, device="cuda",
+                                     precision="fp32").vectors(catalog)
+    on_cpu = BatchEmbedder.for_model(str(tiny_model_dir), version, device="cpu",
+                                     precision="fp32").vectors(catalog)
+    assert np.abs(on_gpu - on_cpu).max() <= 1e-4
+
+
+@CUDA
+def test_a_task_uses_the_gpu_spark_assigned_it():
+    last = str(torch.cuda.device_count() - 1)
+    assert device_for_task([last]) == f"cuda:{last}"
+    assert device_for_task([]) == "cuda"
