@@ -15,7 +15,7 @@ Figures, written as they come to OUT/gpu_bench.json (and printed as a table at t
   several batch sizes, with the share of the bf16 matmul rate reached,
 - agreement with the CPU's fp32 outputs (max abs diff, cosine, top-10 neighbour overlap),
 - the in-process encoder end to end from catalog rows (tokenise + forward) on one CPU thread,
-- the job's tasks per worker count: products/s of a cold pass (workers starting, CUDA and
+- the job's tasks per worker count (and on the CPU alone, all cores): products/s of a cold pass (workers starting, CUDA and
   the model loading) and of a warm pass, mean and peak GPU utilisation, the GPU memory used,
   rows in = embedded + quarantined, and the job's vectors against the in-process ones.
 Also runs on a CPU (smaller sizes) so that it can be tried before a GPU is lent.
@@ -228,7 +228,10 @@ def main() -> None:
     parser.add_argument("--products", type=int, default=200_000)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 4, 8, 16])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[512, 2048, 8192])
-    parser.add_argument("--job-batch-size", type=int, default=2048)
+    parser.add_argument("--cpu-workers", type=int, default=os.cpu_count(),
+                        help="also run the tasks on the CPU alone with this many workers "
+                             "(0: not)")
+    parser.add_argument("--job-batch-size", type=int, default=512, help="the job's default")
     parser.add_argument("--precision", default="fp32", help="the job's (its default)")
     parser.add_argument("--forward-products", type=int, default=50_000)
     parser.add_argument("--out", default=str(ROOT / "bench/results"))
@@ -331,14 +334,18 @@ def main() -> None:
         ids = sample.column(PRODUCT_ID).slice(0, 1000).combine_chunks()
         expected = embedder.vectors(sample.slice(0, 1000))
         jobs = []
-        for workers in args.workers:
-            out_dir = work / f"tables-{workers}"
+        runs = [(workers, str(device)) for workers in args.workers]
+        if device.type == "cuda" and args.cpu_workers:  # the same machine without its GPU
+            runs.append((args.cpu_workers, "cpu"))
+        for workers, on in runs:
+            out_dir = work / f"tables-{workers}-{on}"
             try:
-                figures = job_tasks(catalog_dir, work / "model", out_dir, workers, str(device),
+                figures = job_tasks(catalog_dir, work / "model", out_dir, workers, on,
                                     args.precision, args.job_batch_size, cores)
-            except Exception as exc:  # keep the other worker counts' figures
-                record(**{f"job_tasks_{workers}_error": repr(exc)})
+            except Exception as exc:  # keep the other runs' figures
+                record(**{f"job_tasks_{workers}_{on}_error": repr(exc)})
                 continue
+            figures["device"] = on
             got = job_vectors(out_dir, ids)
             figures["vs_in_process_min_cosine"] = float(np.sum(got * expected, axis=1).min())
             figures["vs_in_process_max_abs_diff"] = float(np.abs(got - expected).max())
@@ -366,12 +373,12 @@ def print_table(report: dict) -> None:
     for precision, figures in report.get("vs_cpu_fp32", {}).items():
         print(f"vs CPU fp32, {precision}: " + ", ".join(f"{k} {v:.4g}"
                                                        for k, v in figures.items()))
-    print(f"{'workers':>8s}{'cold pps':>10s}{'warm pps':>10s}{'GPU util %':>11s}"
+    print(f"{'device':>8s}{'workers':>8s}{'cold pps':>10s}{'warm pps':>10s}{'GPU util %':>11s}"
           f"{'GPU MB':>9s}{'rows ok':>8s}{'min cos':>9s}")
     for job in report.get("job_tasks", []):
         util = job["warm_gpu_util_mean_pct"]
         mem = job["warm_gpu_mem_max_mb"]
-        print(f"{job['workers']:>8d}{job['cold_pps']:>10,.0f}{job['warm_pps']:>10,.0f}"
+        print(f"{job['device']:>8s}{job['workers']:>8d}{job['cold_pps']:>10,.0f}{job['warm_pps']:>10,.0f}"
               f"{'-' if util is None else f'{util:.0f}':>11s}"
               f"{'-' if mem is None else f'{mem:.0f}':>9s}{str(job['counts_add_up']):>8s}"
               f"{job['vs_in_process_min_cosine']:>9.5f}")

@@ -245,7 +245,7 @@ def build_indexes(spark: SparkSession, table_uri: str, surfaces: list[Surface], 
     tasks = {(p.surface.name, g): i for i, (p, g) in enumerate(
         (p, g) for p in plans for g in range(p.groups))}
     task = _build_task(params, sizes, {p.surface.name: p.dim for p in plans}, directories)
-    with stage_progress(spark, progress):
+    with stage_progress(spark, progress, "itemsage build-index: build shards"):
         built = (grouped.rdd.map(lambda r: ((r["surface"], r["group"]),
                                              (bytes(r["products"]), bytes(r["vectors"]))))
                  .partitionBy(len(tasks), lambda key: tasks[key])

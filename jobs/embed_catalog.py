@@ -50,6 +50,7 @@ from jobs.spark_delta_writer import commit_with_spark, require_connector, stagin
 from jobs.spark_failures import spark_failures
 
 CONTENT_HASH, STATUS = "content_hash", "_status"
+EMBED_STAGE = "itemsage embed: encode and write"  # the Spark UI's name of the main stage
 _SHIPPED: set[tuple[int, str]] = set()
 FILES_SCHEMA = ("kind string, path string, size long, rows long, modification_time long, "
                 "stats string")
@@ -274,7 +275,7 @@ def embed_catalog(spark: SparkSession, catalog: str, model_dir: str, table_uri: 
         task = _embed_partition(shipped, model_version, targets, run_id, now, batch_size,
                                 precision, image_dim, mapping, repeated)
         crash_point("before_write")
-        with stage_progress(spark, progress):
+        with stage_progress(spark, progress, EMBED_STAGE):
             if to_encode is None and groups is not None:
                 items = row_group_slices(groups, spark.sparkContext.defaultParallelism)
                 files = spark.sparkContext.parallelize(items, max(1, len(items))).mapPartitions(

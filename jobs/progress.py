@@ -10,10 +10,13 @@ from pyspark.sql import SparkSession
 
 
 @contextlib.contextmanager
-def stage_progress(spark: SparkSession, progress: Callable[[str], None],
+def stage_progress(spark: SparkSession, progress: Callable[[str], None], description: str,
                    every: float = 30.0) -> Iterator[None]:
-    """While the block runs, report each active stage's finished/total tasks every `every` s."""
-    tracker = spark.sparkContext.statusTracker()
+    """While the block runs, name its Spark jobs `description` (as the Spark UI and its REST API
+    show them) and report each active stage's finished/total tasks every `every` s."""
+    context = spark.sparkContext
+    context.setJobDescription(description)
+    tracker = context.statusTracker()
     stop = threading.Event()
 
     def report() -> None:
@@ -31,3 +34,4 @@ def stage_progress(spark: SparkSession, progress: Callable[[str], None],
     finally:
         stop.set()
         thread.join()
+        context.setJobDescription(None)

@@ -22,6 +22,7 @@ from deltalake import DeltaTable
 from index_builder.sharded_index import load_published
 from itemsage_core.batch_embedder import BatchEmbedder
 from itemsage_core.checkpoint import read_manifest
+from jobs.embed_catalog import EMBED_STAGE
 
 SCRIPT = Path(__file__).resolve().parents[1] / "spark-submit.sh"
 pytestmark = pytest.mark.spark
@@ -132,17 +133,26 @@ def executor_pid(work_dir: Path, executor_id: str) -> int | None:
     return None
 
 
-def busy_executors(ui_port: int) -> list[str]:
-    """Ids of the executors running a task now, from the driver's monitoring REST API."""
-    base = f"http://127.0.0.1:{ui_port}/api/v1/applications"
+def _rest(ui_port: int, path: str):
+    with urllib.request.urlopen(f"http://127.0.0.1:{ui_port}/api/v1/applications{path}",
+                                timeout=5) as response:
+        return json.load(response)
+
+
+def embedding_executors(ui_port: int) -> list[str]:
+    """Ids of the executors running a task of the job's embedding stage now (the stage the job
+    names EMBED_STAGE), from the driver's monitoring REST API."""
     try:
-        with urllib.request.urlopen(base, timeout=5) as response:
-            app = json.load(response)[0]["id"]
-        with urllib.request.urlopen(f"{base}/{app}/executors", timeout=5) as response:
-            executors = json.load(response)
-    except (OSError, ValueError, IndexError):
+        app = _rest(ui_port, "")[0]["id"]
+        running = []
+        for stage in _rest(ui_port, f"/{app}/stages?status=active"):
+            if stage.get("description") == EMBED_STAGE:
+                running += [t["executorId"] for t in _rest(
+                    ui_port, f"/{app}/stages/{stage['stageId']}/{stage['attemptId']}"
+                             "/taskList?status=running")]
+        return running
+    except (OSError, ValueError, IndexError, KeyError):
         return []  # the driver's UI is not up yet
-    return [e["id"] for e in executors if e["id"] != "driver" and e["activeTasks"] > 0]
 
 
 @pytest.mark.faults
@@ -165,15 +175,16 @@ def test_an_executor_killed_mid_task_is_retried_without_duplicates(cluster, tmp_
             env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"},  # the driver's UI on loopback
             stdout=out, stderr=subprocess.STDOUT)
     try:
-        # Once the first data file is written, the embedding stage is under way. Kill an executor
-        # the driver says is running a task; should the task end just before the kill, no task
-        # is lost, so try again (at most three kills, each of a busy executor). The driver's REST
-        # API is polled from the start: its first answer takes seconds.
+        # Kill an executor the driver says is running a task of the embedding stage. Its first
+        # task there takes seconds (torch import, model load); should the task end just before
+        # the kill, no task is lost, so try again (at most three kills, each of a busy
+        # executor). The driver's REST API is polled from the start: its first answer takes
+        # seconds.
         for _ in range(3):
             victim = None
             while victim is None and job.poll() is None:
-                busy = busy_executors(ui)
-                if busy and any(table.glob("part-*.parquet")):
+                busy = embedding_executors(ui)
+                if busy:
                     victim = executor_pid(cluster["logs"] / "work", busy[0])
                 time.sleep(0.01)
             if victim is None:
