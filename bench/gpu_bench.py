@@ -15,8 +15,9 @@ Figures, written as they come to OUT/gpu_bench.json (and printed as a table at t
   several batch sizes, with the share of the bf16 matmul rate reached,
 - agreement with the CPU's fp32 outputs (max abs diff, cosine, top-10 neighbour overlap),
 - the in-process encoder end to end from catalog rows (tokenise + forward) on one CPU thread,
-- the job's tasks per worker count (and on the CPU alone, all cores): products/s of a cold pass (workers starting, CUDA and
-  the model loading) and of a warm pass, mean and peak GPU utilisation, the GPU memory used,
+- the job's tasks per worker count (and on the CPU alone, all cores): products/s of a cold
+  pass (workers starting, CUDA and the model loading) and of a warm pass, mean and peak GPU
+  utilisation, the GPU memory used,
   rows in = embedded + quarantined, and the job's vectors against the in-process ones.
 Also runs on a CPU (smaller sizes) so that it can be tried before a GPU is lent.
 """
@@ -47,10 +48,11 @@ from bench.workload import IMAGE_DIM, cpu_model, paper_model, timed, write_catal
 from itemsage_core.batch_embedder import BatchEmbedder
 from itemsage_core.catalog_contract import PRODUCT_ID, validate_catalog
 from itemsage_core.checkpoint import read_manifest
-from itemsage_core.embed_task import embed_task, read_slices, row_group_slices
+from itemsage_core.embed_task import (embed_task, read_slices, repeated_ids_of,
+                                     row_group_slices)
 from itemsage_core.inference import embed_features
 from itemsage_core.model import ItemSageEncoder
-from itemsage_core.parquet_io import footers, read_parquet, row_groups_of
+from itemsage_core.parquet_io import read_parquet, row_groups
 from itemsage_core.product_features import encode_products
 
 _WORKER: dict = {}
@@ -169,22 +171,14 @@ def task_profile(embedder: BatchEmbedder, item, targets: dict, repeated: pa.Tabl
     return {"rows": item[3] - item[2], "total_s": total, **steps}
 
 
-def repeated_ids(catalog_dir: Path) -> pa.Table:
-    """product_id and count of the ids on several rows (the job's driver pass, in-process)."""
-    counted = pc.value_counts(read_parquet(catalog_dir, [PRODUCT_ID]).column(PRODUCT_ID))
-    table = pa.table({PRODUCT_ID: counted.field("values"), "count": counted.field("counts")})
-    return table.filter(pc.greater(table.column("count"), 1))
-
-
-def job_tasks(catalog_dir: Path, model_dir: Path, out_dir: Path, workers: int, device: str,
-              precision: str, batch_size: int, cores: int) -> dict:
-    """The job's tasks over the whole catalog with `workers` processes sharing the device:
-    a cold pass (workers start) and a warm pass (same workers)."""
+def job_tasks(groups: list, repeated: pa.Table, model_dir: Path, out_dir: Path, workers: int,
+              device: str, precision: str, batch_size: int, cores: int) -> dict:
+    """The job's tasks over the catalog's row groups with `workers` processes sharing the
+    device (`repeated`: the ids on several rows, from the job's driver pass): a cold pass
+    (workers start) and a warm pass (same workers)."""
     version = read_manifest(model_dir)["model_version"]
-    groups = [g for file, meta in footers(catalog_dir) for g in row_groups_of(file, meta)]
     items = row_group_slices(groups, workers)
     rows_in = sum(rows for *_, rows in groups)
-    repeated = repeated_ids(catalog_dir)
     result: dict = {"workers": workers, "tasks": len(items), "torch_threads_per_worker":
                     max(1, cores // workers)}
     passes = {}
@@ -323,12 +317,12 @@ def main() -> None:
         record(in_process_e2e_pps_one_thread=sample.num_rows / seconds)
 
         # Where one task's time goes (one thread, as one task of the job).
-        groups = [g for file, meta in footers(catalog_dir) for g in row_groups_of(file, meta)]
+        groups = row_groups(catalog_dir)
+        repeated = repeated_ids_of(read_parquet(catalog_dir, [PRODUCT_ID]).column(PRODUCT_ID))
         item = (groups[0][0], groups[0][1], 0, min(groups[0][2], 25_000))
         targets = {kind: str(work / "profile" / kind) for kind in ("embeddings", "quarantine")}
-        task_profile(embedder, (*item[:3], 2_000), targets, repeated_ids(catalog_dir))  # warm
-        record(task_profile_one_thread=task_profile(embedder, item, targets,
-                                                    repeated_ids(catalog_dir)))
+        task_profile(embedder, (*item[:3], 2_000), targets, repeated)  # warm-up
+        record(task_profile_one_thread=task_profile(embedder, item, targets, repeated))
 
         # The job's tasks, one to many workers sharing the device.
         ids = sample.column(PRODUCT_ID).slice(0, 1000).combine_chunks()
@@ -340,7 +334,7 @@ def main() -> None:
         for workers, on in runs:
             out_dir = work / f"tables-{workers}-{on}"
             try:
-                figures = job_tasks(catalog_dir, work / "model", out_dir, workers, on,
+                figures = job_tasks(groups, repeated, work / "model", out_dir, workers, on,
                                     args.precision, args.job_batch_size, cores)
             except Exception as exc:  # keep the other runs' figures
                 record(**{f"job_tasks_{workers}_{on}_error": repr(exc)})
@@ -378,7 +372,8 @@ def print_table(report: dict) -> None:
     for job in report.get("job_tasks", []):
         util = job["warm_gpu_util_mean_pct"]
         mem = job["warm_gpu_mem_max_mb"]
-        print(f"{job['device']:>8s}{job['workers']:>8d}{job['cold_pps']:>10,.0f}{job['warm_pps']:>10,.0f}"
+        print(f"{job['device']:>8s}{job['workers']:>8d}{job['cold_pps']:>10,.0f}"
+              f"{job['warm_pps']:>10,.0f}"
               f"{'-' if util is None else f'{util:.0f}':>11s}"
               f"{'-' if mem is None else f'{mem:.0f}':>9s}{str(job['counts_add_up']):>8s}"
               f"{job['vs_in_process_min_cosine']:>9.5f}")

@@ -64,8 +64,6 @@ def write_catalog(products: int, directory: Path) -> pa.Table:
     return world
 
 
-
-
 def paper_model(catalog: pa.Table, model_dir: Path) -> tuple[ItemSageEncoder, Vocabulary]:
     """A paper-shaped encoder (d_model 512, 8 heads, FFN 2048, 1 layer, 100k x 256 hash table),
     initialised, not trained (throughput does not depend on the weights), with a vocabulary

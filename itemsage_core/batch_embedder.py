@@ -1,9 +1,9 @@
 """Embedding catalog batches with a checkpoint: the per-worker piece of the embedding job.
 
 `BatchEmbedder.for_model` loads a checkpoint once per process, model_version and device (Spark
-reuses its Python workers, so one load serves many tasks). `embed` takes a conformed, validated catalog
-batch and returns rows of the embeddings table, encoding in batches of `batch_size` products
-(independent of Spark's Arrow batch size) with the exact [CLS]-only path.
+reuses its Python workers, so one load serves many tasks). `embed` takes a conformed, validated
+catalog batch and returns rows of the embeddings table, encoding in batches of `batch_size`
+products (independent of Spark's Arrow batch size) with the exact [CLS]-only path.
 """
 
 from __future__ import annotations

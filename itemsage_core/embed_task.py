@@ -30,9 +30,17 @@ def conform_batch(batch: pa.RecordBatch | pa.Table, mapping: ColumnMapping | Non
     return conform_catalog(mapping.apply(batch) if mapping else pa.table(batch))
 
 
+def repeated_ids_of(ids: pa.Array | pa.ChunkedArray) -> pa.Table:
+    """product_id and count of the ids on more than one row (null ids are missing ids, not
+    duplicates): what `copies_in` takes."""
+    counted = pc.value_counts(ids.drop_null())
+    repeated = pa.table({PRODUCT_ID: counted.field("values"), "count": counted.field("counts")})
+    return repeated.filter(pc.greater(repeated.column("count"), 1))
+
+
 def copies_in(table: pa.Table, repeated: pa.Table) -> pa.Array:
-    """Per row: how many rows share its product_id (`repeated`: product_id, count of the ids on
-    more than one row of the whole catalog), null when it is unique."""
+    """Per row: how many rows share its product_id (`repeated`: repeated_ids_of the whole
+    catalog's ids), null when it is unique."""
     where = pc.index_in(table.column(PRODUCT_ID), value_set=repeated.column(PRODUCT_ID))
     return pc.take(repeated.column("count"), where)
 

@@ -50,6 +50,11 @@ def row_groups_of(file: str, meta: pq.FileMetaData) -> list[tuple[str, int, int]
     return [(file, i, meta.row_group(i).num_rows) for i in range(meta.num_row_groups)]
 
 
+def row_groups(path: str | os.PathLike) -> list[tuple[str, int, int]]:
+    """(file, row group, rows) of every row group of the dataset at `path`, from the footers."""
+    return [group for file, meta in footers(path) for group in row_groups_of(file, meta)]
+
+
 def read_row_group(file: str, row_group: int, batch_rows: int, start: int = 0,
                    stop: int | None = None) -> Iterator[pa.RecordBatch]:
     """Rows [start, stop) of one row group of one file, in batches of at most `batch_rows`.

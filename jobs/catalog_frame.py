@@ -9,7 +9,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
@@ -24,7 +23,7 @@ from itemsage_core.arrow_checks import as_array
 from itemsage_core.arrow_ipc import from_ipc, to_ipc
 from itemsage_core.column_mapping import ColumnMapping
 from itemsage_core.column_types import STRING, coerce
-from itemsage_core.embed_task import REASON, conform_batch
+from itemsage_core.embed_task import REASON, conform_batch, repeated_ids_of
 from itemsage_core.errors import ContractError, ItemSageError
 from itemsage_core.parquet_io import footers, row_groups_of
 from itemsage_core.validation_report import ValidationReport
@@ -126,10 +125,7 @@ def repeated_ids_in_files(spark: SparkSession, groups: list[tuple[str, int, int]
     def count(pairs):
         tables = [from_ipc(data) for _, data in pairs]
         if tables:
-            counted = pc.value_counts(pa.concat_tables(tables).column(PRODUCT_ID))
-            repeated = pa.table({PRODUCT_ID: counted.field("values"),
-                                 "count": counted.field("counts")})
-            yield to_ipc(repeated.filter(pc.greater(repeated.column("count"), 1)))
+            yield to_ipc(repeated_ids_of(pa.concat_tables(tables).column(PRODUCT_ID)))
 
     found = (spark.sparkContext.parallelize(groups, max(1, len(groups))).mapPartitions(split)
              .partitionBy(buckets, lambda b: b).mapPartitions(count).collect())
