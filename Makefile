@@ -37,11 +37,12 @@ airflow-venv: $(AIRFLOW_STAMP)
 demo: venv
 	$(VENV)/bin/itemsage demo --workdir $(WORKDIR)
 
-# The same flow on the shared Flipkart sample (../shared/data), embedded through its mapping.
+# The real-catalog recipe on the shared Flipkart sample (../shared/data): train on the catalog
+# itself, check it against TF-IDF on its category tree, then embed and index it.
 demo-flipkart: venv
 	$(VENV)/bin/itemsage demo --workdir $(WORKDIR)-flipkart \
 	  --catalog ../shared/data/flipkart_products.parquet --mapping conf/mappings/flipkart.toml \
-	  --surfaces conf/surfaces-flipkart.toml
+	  --surfaces conf/surfaces-flipkart.toml --label-column product_type
 
 test: venv airflow-venv
 	ITEMSAGE_AIRFLOW_PYTHON=$(CURDIR)/$(AIRFLOW_VENV)/bin/python $(PY) -m pytest $(PYTEST_ARGS)

@@ -3,8 +3,9 @@
 generate a world -> train a small encoder -> embed the catalog into Delta on Spark -> build the
 per-surface indexes on Spark -> sample queries shown with titles and categories, then where
 everything was written and the command that runs each stage on its own. With a real catalog
-(`--catalog`, e.g. the shared Flipkart sample, which has no engagements) the encoder still trains
-on the world's engagements, with a vocabulary that also covers the real catalog's text.
+(`--catalog`, e.g. the shared Flipkart sample, which has no engagement log) the README's recipe
+for a real catalog: train on the catalog itself, check the model with `evaluate-catalog` against
+TF-IDF and random neighbours (`--label-column`), then embed and index it.
 """
 
 from __future__ import annotations
@@ -54,11 +55,13 @@ def show_neighbours(catalog, index, product_ids: list[str], k: int) -> None:
 
 def demo_flow(workdir: Path, products: int, seed: int, epochs: int, master: str | None,
               conf: tuple[str, ...] = (), catalog: str | None = None,
-              mapping: str | None = None, surfaces: str | None = None) -> None:
+              mapping: str | None = None, surfaces: str | None = None,
+              label_column: str | None = None) -> None:
     from index_builder.sharded_index import load_published
     from index_builder.surfaces import load_surfaces
     from itemsage_core.column_mapping import load_mapping
-    from itemsage_core.model_runs import read_mapped_catalog, train_model
+    from itemsage_core.model_runs import (evaluate_catalog_model, read_mapped_catalog,
+                                          train_model)
     from itemsage_core.trainer import TrainConfig
     from itemsage_core.vocabulary import VocabConfig
     from jobs.build_indexes import build_indexes
@@ -71,19 +74,28 @@ def demo_flow(workdir: Path, products: int, seed: int, epochs: int, master: str 
     table, indexes = workdir / "tables" / "embeddings", workdir / "indexes"
     seconds = {}
 
-    progress("stage 1/5: generate a synthetic shopping world")
-    t = time.perf_counter()
-    paths = generate_stage(world, products, seed)
-    seconds["generate"] = time.perf_counter() - t
-
-    progress("stage 2/5: train a small encoder (multi-task, in-process)"
-             + (f"; its vocabulary also covers {catalog}" if catalog else ""))
+    if catalog:
+        paths = {"catalog": catalog, "engagements": None}
+        progress(f"stage 1/5: train a small encoder on {catalog} itself (no engagement log)")
+    else:
+        progress("stage 1/5: generate a synthetic shopping world")
+        t = time.perf_counter()
+        paths = generate_stage(world, products, seed)
+        seconds["generate"] = time.perf_counter() - t
+        progress("stage 2/5: train a small encoder (multi-task, in-process)")
     t = time.perf_counter()
     trained = train_model(paths["catalog"], paths["engagements"], model,
                           TrainConfig(epochs=epochs, seed=seed), model_options=DEMO_MODEL,
-                          vocab_config=VocabConfig(*DEMO_VOCAB), hash_seed=seed,
-                          vocab_catalog=catalog, vocab_mapping=mapping, progress=progress)
+                          vocab_config=VocabConfig(*DEMO_VOCAB), mapping=mapping,
+                          hash_seed=seed, progress=progress)
     seconds["train"] = time.perf_counter() - t
+    quality = None
+    if catalog and label_column:
+        progress(f"stage 2/5: check the model on {catalog}: neighbours sharing the "
+                 f"'{label_column}', beside TF-IDF and random")
+        t = time.perf_counter()
+        quality = evaluate_catalog_model(model, catalog, label_column, mapping)[1]
+        seconds["evaluate-catalog"] = time.perf_counter() - t
 
     served = catalog or paths["catalog"]
     surfaces = surfaces or str(SURFACES)
@@ -113,9 +125,15 @@ def demo_flow(workdir: Path, products: int, seed: int, epochs: int, master: str 
     picks = np.random.default_rng(seed).choice(len(eligible), size=3, replace=False)
     queries = [eligible[int(i)].as_py() for i in picks]
 
-    click.echo(f"\n== encoder {trained.model_version}: held-out Recall@10 "
-               f"{trained.evaluation.overall:.3f} (every task: `itemsage evaluate`)")
-    click.echo(f"== embeddings of {served}: {embedded['embedded']} products, {embedded['quarantined']} "
+    if trained.evaluation:
+        click.echo(f"\n== encoder {trained.model_version}: held-out Recall@10 "
+                   f"{trained.evaluation.overall:.3f} (every task: `itemsage evaluate`)")
+    else:
+        click.echo(f"\n== encoder {trained.model_version}, trained on {catalog} alone")
+    if quality:
+        click.echo("\n".join(quality.lines()))
+    click.echo(f"== embeddings of {served}: {embedded['embedded']} products, "
+               f"{embedded['quarantined']} "
                f"quarantined, table version {embedded['table_version']}, "
                f"{embedded.get('products_per_s', 0):.0f} products/s")
     click.echo("== indexes")
@@ -126,22 +144,26 @@ def demo_flow(workdir: Path, products: int, seed: int, epochs: int, master: str 
     show_neighbours(described, index, queries, k=5)
 
     click.echo("\n== written")
-    for label, path in [("world", world), ("model", model),
+    for label, path in [*([] if catalog else [("world", world)]), ("model", model),
                         ("embeddings", table),
                         ("quarantine", f"{table}_quarantine"), ("indexes", indexes)]:
         click.echo(f"  {label:12s} {path}")
     click.echo("\n== each stage on its own")
     master_flag = f" --master {_q(master)}" if master else ""
-    vocab_flags = (f" --vocab-catalog {_q(catalog)}" if catalog else "") + (
-        f" --vocab-mapping {_q(mapping)}" if catalog and mapping else "")
     mapping_flag = f" --mapping {_q(mapping)}" if mapping else ""
-    for command in [
+    shape = (f"--epochs {epochs} --seed {seed} --d-model {DEMO_MODEL['d_model']} "
+             f"--ffn-dim {DEMO_MODEL['ffn_dim']} --hash-buckets {DEMO_MODEL['hash_buckets']} "
+             f"--vocab {','.join(map(str, DEMO_VOCAB))}")
+    first = [
+        (f"itemsage train --catalog {_q(catalog)}{mapping_flag} --out {_q(model)} {shape}"),
+        *([f"itemsage evaluate-catalog --model {_q(model)} --catalog {_q(catalog)}"
+           f"{mapping_flag} --label-column {_q(label_column)}"] if label_column else []),
+    ] if catalog else [
         f"itemsage generate --out {_q(world)} --products {products} --seed {seed}",
         (f"itemsage train --catalog {_q(paths['catalog'])} --engagements "
-         f"{_q(paths['engagements'])} --out {_q(model)} --epochs {epochs} --seed {seed} "
-         f"--d-model {DEMO_MODEL['d_model']} --ffn-dim {DEMO_MODEL['ffn_dim']} "
-         f"--hash-buckets {DEMO_MODEL['hash_buckets']} "
-         f"--vocab {','.join(map(str, DEMO_VOCAB))}{vocab_flags}"),
+         f"{_q(paths['engagements'])} --out {_q(model)} {shape}")]
+    for command in [
+        *first,
         (f"itemsage embed --catalog {_q(served)}{mapping_flag} --model {_q(model)} "
          f"--table {_q(table)}{master_flag}"),
         (f"itemsage build-index --table {_q(table)} --surfaces {_q(surfaces)} "

@@ -14,6 +14,11 @@ import click
 
 from itemsage_core.embeddings_table import DEFAULT_MAX_QUARANTINE_SHARE
 from itemsage_core.errors import ItemSageError
+from itemsage_core.lexical_neighbours import DEFAULT_NEIGHBOURS
+from itemsage_core.vocab_coverage import DEFAULT_MIN_COVERAGE
+
+CATALOG_EPOCHS = 10  # catalog-supervised training's default passes (docs/model.md)
+
 
 class ItemSageGroup(click.Group):
     """A click group that turns ItemSageError into one clear line and a non-zero exit."""
@@ -99,7 +104,9 @@ def _parse_task_weights(values: tuple[str, ...]) -> tuple[tuple[str, float], ...
 
 @cli.command()
 @click.option("--catalog", required=True, help="Catalog Parquet: a file, directory or glob.")
-@click.option("--engagements", required=True, help="Engagement log Parquet.")
+@click.option("--engagements", default=None,
+              help="Engagement log Parquet. Without it the encoder learns from the catalog "
+                   "itself (two random views of each product; docs/model.md).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Model directory to write (replaced if it holds an earlier checkpoint).")
 @click.option("--mapping", type=click.Path(dir_okay=False), default=None,
@@ -114,7 +121,22 @@ def _parse_task_weights(values: tuple[str, ...]) -> tuple[tuple[str, float], ...
               help="Multiply a task's sampling share (repeatable; TASK as in --tasks).")
 @click.option("--task-exponent", default=0.5, show_default=True, type=click.FloatRange(0, 1),
               help="Task share ~ weight x count**exponent (1: natural mix, 0: uniform).")
-@click.option("--epochs", default=2, show_default=True, type=click.IntRange(min=1))
+@click.option("--catalog-task-weight", default=0.0, show_default=True,
+              type=click.FloatRange(min=0),
+              help="With --engagements: weight of the catalog objective as an auxiliary task, "
+                   "so products with few or no engagements still land in sensible places.")
+@click.option("--neighbours", default=DEFAULT_NEIGHBOURS, show_default=True,
+              type=click.IntRange(min=0),
+              help="Catalog objective: pair each product with one of its K nearest lexical "
+                   "(TF-IDF) neighbours; 0 pairs it with itself only.")
+@click.option("--neighbour-share", default=1.0, show_default=True, type=click.FloatRange(0, 1),
+              help="Catalog objective: share of pairs made with a neighbour (the rest: two "
+                   "views of the product itself).")
+@click.option("--exclude-feature", "exclude_features", multiple=True, metavar="FEATURE",
+              help="Withhold a text feature (after the mapping) from training; repeatable.")
+@click.option("--epochs", default=None, type=click.IntRange(min=1),
+              help=f"Passes over the engagement examples (default 2) or, without "
+                   f"--engagements, over the catalog (default {CATALOG_EPOCHS}).")
 @click.option("--batch-size", default=256, show_default=True, type=click.IntRange(min=2))
 @click.option("--random-negatives", default=128, show_default=True, type=click.IntRange(min=1),
               help="Random catalog negatives per batch.")
@@ -142,13 +164,15 @@ def _parse_task_weights(values: tuple[str, ...]) -> tuple[tuple[str, float], ...
               type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
               help="auto: bf16 autocast on CUDA, fp32 on CPU.")
 def train(catalog, engagements, out_dir, mapping, modalities, tasks, task_weights, task_exponent,
-          epochs, batch_size, random_negatives, learning_rate, holdout_fraction, seed, d_model,
-          ffn_dim, layers, hash_buckets, vocab_sizes, vocab_catalog, vocab_mapping, image_dim,
-          device, precision):
-    """Train an encoder on a catalog and an engagement log; write a checkpoint directory.
+          catalog_task_weight, neighbours, neighbour_share, exclude_features, epochs, batch_size,
+          random_negatives, learning_rate, holdout_fraction, seed, d_model, ffn_dim, layers,
+          hash_buckets, vocab_sizes, vocab_catalog, vocab_mapping, image_dim, device, precision):
+    """Train an encoder on a catalog (and an engagement log); write a checkpoint directory.
 
-    Holds out a deterministic slice of the log, prints loss and examples/s while training, then
-    Recall@10 per task on the held-out slice, the checkpoint path and its model_version.
+    With --engagements: multi-task training on the log; holds out a deterministic slice of it
+    and prints Recall@10 per task on that slice. Without: learns from the catalog's own text and
+    images (check the result with `itemsage evaluate-catalog`). Prints loss and examples/s
+    while training, then the checkpoint path and its model_version.
     """
     from itemsage_cli.stages import progress
     from itemsage_core.model_runs import train_model
@@ -163,11 +187,17 @@ def train(catalog, engagements, out_dir, mapping, modalities, tasks, task_weight
                                  param_hint="--vocab") from None
     if d_model % 8:
         raise click.BadParameter(f"{d_model} is not divisible by 8 heads", param_hint="--d-model")
+    if catalog_task_weight and not engagements:
+        raise click.UsageError("--catalog-task-weight weighs the catalog objective beside "
+                               "--engagements; without a log the catalog objective is the "
+                               "only one")
+    epochs = epochs or (2 if engagements else CATALOG_EPOCHS)
     config = TrainConfig(epochs=epochs, batch_size=batch_size, random_negatives=random_negatives,
                          learning_rate=learning_rate, seed=seed, tasks=parse_tasks(tasks),
                          task_weights=_parse_task_weights(task_weights),
                          task_exponent=task_exponent, holdout_fraction=holdout_fraction,
-                         precision=precision)
+                         precision=precision, catalog_task_weight=catalog_task_weight,
+                         neighbours=neighbours, neighbour_share=neighbour_share)
     result = train_model(
         catalog, engagements, Path(out_dir), config,
         model_options={"d_model": d_model, "ffn_dim": ffn_dim, "layers": layers,
@@ -175,9 +205,14 @@ def train(catalog, engagements, out_dir, mapping, modalities, tasks, task_weight
                        "modalities": tuple(modalities.split(","))},
         vocab_config=VocabConfig(unigrams=uni, bigrams=bi, trigrams=tri), mapping=mapping,
         image_dim=image_dim, hash_seed=seed, device=device, vocab_catalog=vocab_catalog,
-        vocab_mapping=vocab_mapping, progress=progress)
-    click.echo("\n".join(result.evaluation.lines()))
+        vocab_mapping=vocab_mapping, exclude_features=exclude_features, progress=progress)
+    if result.evaluation:
+        click.echo("\n".join(result.evaluation.lines()))
     click.echo(f"model {result.model_version} written to {result.path}")
+    if not engagements:
+        mapping_flag = f" --mapping {mapping}" if mapping else ""
+        click.echo(f"check it: itemsage evaluate-catalog --model {result.path} --catalog "
+                   f"{catalog}{mapping_flag} --label-column COLUMN")
 
 
 @cli.command()
@@ -202,6 +237,42 @@ def evaluate(model_dir, catalog, engagements, mapping, index_size, k, as_json):
 
     version, result = evaluate_model(Path(model_dir), catalog, engagements, mapping,
                                      index_size=index_size, k=k, progress=progress)
+    if as_json:
+        click.echo(json.dumps({"model_version": version, **result.to_dict()}, sort_keys=True))
+    else:
+        click.echo(f"model {version}")
+        click.echo("\n".join(result.lines()))
+
+
+@cli.command("evaluate-catalog")
+@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False),
+              help="Model directory written by `itemsage train`.")
+@click.option("--catalog", required=True, help="Catalog Parquet: a file, directory or glob.")
+@click.option("--mapping", type=click.Path(dir_okay=False), default=None,
+              help="Column mapping TOML for the catalog.")
+@click.option("--label-column", required=True, metavar="COLUMN",
+              help="Column (after the mapping) whose values neighbours should share, e.g. a "
+                   "category; 'A > B > C' paths are also scored on their first level.")
+@click.option("--exclude-feature", "exclude_features", multiple=True, metavar="FEATURE",
+              help="Withhold a text feature from the model and TF-IDF alike (e.g. the label's "
+                   "own column); repeatable.")
+@click.option("--queries", default=2000, show_default=True, type=click.IntRange(min=1),
+              help="Query products, a fixed random sample (seed 0).")
+@click.option("-k", "k", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def evaluate_catalog(model_dir, catalog, mapping, label_column, exclude_features, queries, k,
+                     as_json):
+    """How often a product's nearest neighbours share its label, beside TF-IDF and random.
+
+    Exact cosine top-k over every valid product that has a label, for a sample of query
+    products; the TF-IDF baseline reads the same text features. Also the share of the
+    catalog's words the model's vocabulary knows, per feature. Needs no engagement log.
+    """
+    from itemsage_cli.stages import progress
+    from itemsage_core.model_runs import evaluate_catalog_model
+
+    version, result = evaluate_catalog_model(Path(model_dir), catalog, label_column, mapping,
+                                             exclude_features, queries, k, progress=progress)
     if as_json:
         click.echo(json.dumps({"model_version": version, **result.to_dict()}, sort_keys=True))
     else:
@@ -241,11 +312,16 @@ def evaluate(model_dir, catalog, engagements, mapping, index_size, k, as_json):
               help="Leave the table as it is (and exit 1) when the catalog is empty or more than "
                    "this share of its rows is quarantined: the sign of a broken export. The "
                    "quarantine is still committed. 1 turns the check off.")
+@click.option("--min-coverage", type=click.FloatRange(0, 1), default=DEFAULT_MIN_COVERAGE,
+              show_default=True,
+              help="Warn (and still commit) when the model's vocabulary knows less than this "
+                   "share of the catalog's words: a model built for other text embeds it "
+                   "poorly. 0 turns the warning off.")
 @click.option("--summary-json", type=click.Path(dir_okay=False), default=None,
               help="Also write the run summary to this file.")
 @spark_options
 def embed(catalog, model_dir, table_uri, mapping, run_id, batch_size, precision, writer,
-          incremental, max_quarantine_share, summary_json, master, conf):
+          incremental, max_quarantine_share, min_coverage, summary_json, master, conf):
     """Embed a catalog on Spark and commit the vectors to a Delta table in one transaction.
 
     Invalid rows go to the quarantine table with their reason; every input row is embedded or
@@ -260,7 +336,8 @@ def embed(catalog, model_dir, table_uri, mapping, run_id, batch_size, precision,
     summary = embed_catalog(spark, catalog, model_dir, table_uri,
                             load_mapping(mapping) if mapping else None, run_id, batch_size,
                             precision, incremental, writer, progress=progress,
-                            max_quarantine_share=max_quarantine_share)
+                            max_quarantine_share=max_quarantine_share,
+                            min_coverage=min_coverage)
     write_summary(summary, summary_json)
 
 
@@ -416,8 +493,9 @@ def rollback_index(index_root, surface, build_id):
               type=click.Path(file_okay=False), help="Where the demo writes everything.")
 @click.option("--products", default=10_000, show_default=True, type=click.IntRange(min=500),
               help="Products in the synthetic world.")
-@click.option("--epochs", default=2, show_default=True, type=click.IntRange(min=1),
-              help="Training epochs of the demo's small encoder.")
+@click.option("--epochs", default=None, type=click.IntRange(min=1),
+              help=f"Training epochs of the demo's small encoder (default 2 on the world's "
+                   f"engagements, {CATALOG_EPOCHS} on --catalog).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
 @click.option("--catalog", default=None,
               help="Embed and index this catalog instead of the synthetic world's (e.g. the "
@@ -426,21 +504,28 @@ def rollback_index(index_root, surface, build_id):
               help="Column mapping TOML for --catalog.")
 @click.option("--surfaces", "surfaces_path", type=click.Path(dir_okay=False), default=None,
               help="Surfaces config (default: conf/surfaces.toml, for the synthetic world).")
+@click.option("--label-column", default=None, metavar="COLUMN",
+              help="With --catalog: check the model with evaluate-catalog on this column "
+                   "(e.g. product_type) before embedding.")
 @spark_options
-def demo(workdir, products, seed, epochs, catalog, mapping, surfaces_path, master, conf):
+def demo(workdir, products, seed, epochs, catalog, mapping, surfaces_path, label_column, master,
+         conf):
     """Run the whole flow on the embedded local Spark and print where everything went.
 
     Generate a world, train a small encoder, embed the catalog into Delta, build the
     per-surface indexes, and show nearest neighbours of sample products with their titles and
-    categories, then the command for each stage. With --catalog, the encoder still trains on
-    the world's engagements (the catalog has none) with a vocabulary that also covers the
-    catalog's text, and the catalog is embedded and indexed.
+    categories, then the command for each stage. With --catalog (a real catalog without an
+    engagement log), the README's recipe: train on the catalog itself, check it with
+    evaluate-catalog (--label-column), then embed and index it.
     """
     from itemsage_cli.demo import demo_flow
     if catalog and not surfaces_path:
         raise click.UsageError("--catalog needs --surfaces (e.g. conf/surfaces-flipkart.toml)")
+    if label_column and not catalog:
+        raise click.UsageError("--label-column goes with --catalog")
+    epochs = epochs or (CATALOG_EPOCHS if catalog else 2)
     demo_flow(Path(workdir), products, seed, epochs, master, conf, catalog, mapping,
-              surfaces_path)
+              surfaces_path, label_column)
 
 
 def main() -> None:

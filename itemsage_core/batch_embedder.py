@@ -3,7 +3,9 @@
 `BatchEmbedder.for_model` loads a checkpoint once per process, model_version and device (Spark
 reuses its Python workers, so one load serves many tasks). `embed` takes a conformed, validated
 catalog batch and returns rows of the embeddings table, encoding in batches of `batch_size`
-products (independent of Spark's Arrow batch size) with the exact [CLS]-only path.
+products (independent of Spark's Arrow batch size) with the exact [CLS]-only path. The
+vocabulary coverage of the encoded text is added into a `coverage` dict the caller passes (one per
+task: the embedder itself is shared by the tasks of a worker and keeps no counts).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from itemsage_core.content_hash import content_hashes
 from itemsage_core.embeddings_table import EMBEDDING_SCHEMA, QUARANTINE_SCHEMA
 from itemsage_core.inference import embed_features, pick_device
 from itemsage_core.product_features import encode_products
+from itemsage_core.vocab_coverage import Counts, add_coverage
 
 _LOADED: dict[tuple[str, str], Checkpoint] = {}
 
@@ -52,26 +55,33 @@ class BatchEmbedder:
     def model_version(self) -> str:
         return self.checkpoint.model_version
 
-    def vectors(self, table: pa.Table) -> np.ndarray:
+    def vectors(self, table: pa.Table, coverage: Counts | None = None) -> np.ndarray:
+        """Embeddings of a conformed batch; its coverage counts are added into `coverage`."""
         features = encode_products(table, self.checkpoint.vocab,
                                    self.checkpoint.config["image_dim"])
+        if coverage is not None:
+            add_coverage(coverage, features.bags.coverage)
         return embed_features(self.checkpoint.model, features, batch_size=self.batch_size,
                               device=self.device, precision=self.precision)
 
     def embed_or_quarantine(self, table: pa.Table, reasons: pa.Array, run_id: str,
-                            at: dt.datetime) -> tuple[pa.Table | None, pa.Table | None]:
+                            at: dt.datetime, coverage: Counts | None = None
+                            ) -> tuple[pa.Table | None, pa.Table | None]:
         """Embeddings-table rows for the rows without reasons and quarantine rows for the
-        others (None where there are none): every input row comes out exactly once."""
+        others (None where there are none): every input row comes out exactly once. The
+        embedded rows' coverage counts are added into `coverage`."""
         ok = pc.is_null(reasons)
         valid = pc.sum(ok).as_py() or 0
-        good = self.embed(table.filter(ok), run_id, at) if valid else None
+        good = self.embed(table.filter(ok), run_id, at, coverage) if valid else None
         bad = (quarantine_rows(table.filter(pc.invert(ok)), reasons.filter(pc.invert(ok)), run_id,
                                at) if valid < table.num_rows else None)
         return good, bad
 
-    def embed(self, table: pa.Table, run_id: str, embedded_at: dt.datetime) -> pa.Table:
-        """Rows of the embeddings table for a conformed, validated catalog batch."""
-        vectors = self.vectors(table)
+    def embed(self, table: pa.Table, run_id: str, embedded_at: dt.datetime,
+              coverage: Counts | None = None) -> pa.Table:
+        """Rows of the embeddings table for a conformed, validated catalog batch (its coverage
+        counts added into `coverage`)."""
+        vectors = self.vectors(table, coverage)
         n, dim = vectors.shape
         offsets = np.arange(0, n * dim + 1, dim, dtype=np.int32)
         return pa.table({

@@ -4,12 +4,14 @@ The embedding job (jobs/embed_catalog.py) runs `embed_task` inside each Spark ta
 or a test can run the very same code in one process (bench/gpu_bench.py does, on a GPU). A task
 maps, conforms and checks raw catalog rows (or takes rows already checked, with a `reason`
 column), embeds the valid ones, quarantines the others, and writes one data file into each
-table's location: it returns their descriptions for the driver to commit.
+table's location: it returns their descriptions for the driver to commit, the embeddings file's
+with the vocabulary coverage counts of the rows it embedded (itemsage_core/vocab_coverage.py).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterable, Iterator
 
 import pyarrow as pa
@@ -69,8 +71,10 @@ def embed_task(batches: Iterable[pa.RecordBatch], embedder: BatchEmbedder,
                mapping: ColumnMapping | None, repeated: pa.Table) -> list[dict]:
     """Embed or quarantine every row of `batches`; write one file per table that got rows into
     `targets` ("embeddings", "quarantine": table locations); return the files' descriptions
-    (write_data_file's, plus `kind`). Every input row lands in exactly one file."""
-    good, bad = [], []
+    (write_data_file's, plus `kind` and `coverage`: the embedded rows' vocabulary coverage counts
+    as JSON on the embeddings file, None on the quarantine file). Every input row lands in
+    exactly one file."""
+    good, bad, coverage = [], [], {}
     for batch in batches:
         if REASON in batch.schema.names:
             table = pa.table(batch)
@@ -79,12 +83,14 @@ def embed_task(batches: Iterable[pa.RecordBatch], embedder: BatchEmbedder,
         else:
             table = conform_batch(batch, mapping)
             reasons = catalog_row_problems(table, image_dim, copies_in(table, repeated))
-        embedded, quarantined = embedder.embed_or_quarantine(table, reasons, run_id, started)
+        embedded, quarantined = embedder.embed_or_quarantine(table, reasons, run_id, started,
+                                                             coverage)
         good += [embedded] if embedded is not None else []
         bad += [quarantined] if quarantined is not None else []
     described = []
-    for kind, tables in (("embeddings", good), ("quarantine", bad)):
+    for kind, tables, counts in (("embeddings", good, json.dumps(coverage)),
+                                 ("quarantine", bad, None)):
         if tables:
             described.append({"kind": kind, **write_data_file(
-                targets[kind], pa.concat_tables(tables), run_id)})
+                targets[kind], pa.concat_tables(tables), run_id), "coverage": counts})
     return described

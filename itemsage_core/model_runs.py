@@ -1,7 +1,7 @@
 """Train-and-save and load-and-evaluate, from Parquet paths to a checkpoint and a report.
 
-These back `itemsage train` and `itemsage evaluate`; both read the catalog (optionally through a
-column mapping) and the engagement log in-process.
+These back `itemsage train`, `itemsage evaluate` and `itemsage evaluate-catalog`; they read the
+catalog (optionally through a column mapping) and the engagement log in-process.
 """
 
 from __future__ import annotations
@@ -13,12 +13,15 @@ from pathlib import Path
 import pyarrow as pa
 
 from itemsage_core.catalog_contract import DEFAULT_IMAGE_DIM, TEXT_FEATURES, conform_catalog
+from itemsage_core.catalog_quality import CatalogQuality, evaluate_catalog
 from itemsage_core.checkpoint import load_checkpoint, save_checkpoint
 from itemsage_core.column_mapping import load_mapping
+from itemsage_core.errors import ItemSageError
 from itemsage_core.evaluation import Evaluation, evaluate
 from itemsage_core.model import ModelConfig
 from itemsage_core.parquet_io import read_parquet
-from itemsage_core.trainer import Progress, TrainConfig, prepare_data, train
+from itemsage_core.trainer import (Progress, TrainConfig, prepare_catalog_data, prepare_data,
+                                   train)
 from itemsage_core.vocabulary import VocabConfig, Vocabulary, build_vocabulary
 
 
@@ -28,11 +31,20 @@ def read_mapped_catalog(path: str, mapping: str | None = None) -> pa.Table:
     return load_mapping(mapping).apply(table) if mapping else table
 
 
+def without_features(catalog: pa.Table, features: tuple[str, ...]) -> pa.Table:
+    """The catalog without the named text features (withheld from training and evaluation)."""
+    unknown = sorted(set(features) - set(TEXT_FEATURES))
+    if unknown:
+        raise ItemSageError(f"--exclude-feature {', '.join(unknown)}: not a text feature; one of "
+                            f"{', '.join(TEXT_FEATURES)}")
+    return catalog.drop_columns([f for f in features if f in catalog.column_names])
+
+
 @dataclasses.dataclass
 class TrainedModel:
     path: Path
     model_version: str
-    evaluation: Evaluation
+    evaluation: Evaluation | None  # None without an engagement log
     summary: dict
 
 
@@ -42,36 +54,55 @@ def text_vocabulary(catalogs: list[pa.Table], config: VocabConfig) -> Vocabulary
     return build_vocabulary(pa.concat_tables(texts), config)
 
 
-def train_model(catalog: str, engagements: str, out: Path, train_config: TrainConfig,
+def train_model(catalog: str, engagements: str | None, out: Path, train_config: TrainConfig,
                 model_options: dict | None = None, vocab_config: VocabConfig = VocabConfig(),
                 mapping: str | None = None, image_dim: int = DEFAULT_IMAGE_DIM,
                 hash_seed: int = 0, device: str = "auto",
                 vocab_catalog: str | None = None, vocab_mapping: str | None = None,
+                exclude_features: tuple[str, ...] = (),
                 progress: Progress | None = None) -> TrainedModel:
-    """Train on a catalog and engagement log, evaluate on the held-out slice, save a checkpoint.
+    """Train, evaluate on the held-out slice of the log (when there is one), save a checkpoint.
 
-    `vocab_catalog` (through `vocab_mapping`): another catalog whose text joins the vocabulary,
-    for a catalog that will be embedded but has no engagements of its own.
+    Without `engagements` the model learns from the catalog alone (trainer.CatalogObjective).
+    `vocab_catalog` (through `vocab_mapping`): another catalog whose text joins the vocabulary.
+    `exclude_features`: text features withheld from training (and so from the vocabulary).
     """
     started = time.perf_counter()
-    products = read_mapped_catalog(catalog, mapping)
+    products = without_features(read_mapped_catalog(catalog, mapping), exclude_features)
     vocab = None
     if vocab_catalog:
-        vocab = text_vocabulary([products, read_mapped_catalog(vocab_catalog, vocab_mapping)],
-                                vocab_config)
-    data = prepare_data(products, read_parquet(engagements), train_config.holdout_fraction,
-                        vocab=vocab, vocab_config=vocab_config, image_dim=image_dim,
-                        progress=progress)
+        other = without_features(read_mapped_catalog(vocab_catalog, vocab_mapping),
+                                 exclude_features)
+        vocab = text_vocabulary([products, other], vocab_config)
+        if progress:
+            progress(f"vocabulary of {vocab.size} tokens over {catalog} ({products.num_rows} "
+                     f"rows) and {vocab_catalog} ({other.num_rows} rows)")
+    catalog_task = not engagements or train_config.catalog_task_weight > 0
+    neighbours = train_config.neighbours if catalog_task else 0
+    if engagements:
+        data = prepare_data(products, read_parquet(engagements), train_config.holdout_fraction,
+                            vocab=vocab, vocab_config=vocab_config, image_dim=image_dim,
+                            neighbours=neighbours, progress=progress)
+    else:
+        data = prepare_catalog_data(products, vocab=vocab, vocab_config=vocab_config,
+                                    image_dim=image_dim, neighbours=neighbours,
+                                    progress=progress)
     model_config = ModelConfig.create(data.vocab.size, hash_seed=hash_seed, image_dim=image_dim,
                                       **(model_options or {}))
     model, history = train(data, model_config, train_config, progress=progress, device=device)
-    if progress:
-        progress(f"evaluating on {len(data.heldout)} held-out examples")
-    result = evaluate(model, data.features, data.heldout)
-    summary = {"data": data.summary, "training": history, "heldout": result.to_dict(),
+    result = None
+    if data.heldout is not None:
+        if progress:
+            progress(f"evaluating on {len(data.heldout)} held-out examples")
+        result = evaluate(model, data.features, data.heldout)
+    summary = {"data": data.summary, "training": history,
+               "heldout": result.to_dict() if result else None,
                "seconds": time.perf_counter() - started}
     settings = {"vocab": dataclasses.asdict(vocab_config), "train": train_config.to_dict(),
-                "image_dim": image_dim}
+                "image_dim": image_dim,
+                "objective": ("catalog" if not engagements else "engagements+catalog"
+                              if train_config.catalog_task_weight > 0 else "engagements"),
+                "excluded_features": list(exclude_features)}
     version = save_checkpoint(out, model.cpu(), data.vocab, settings, summary)
     return TrainedModel(path=Path(out), model_version=version, evaluation=result,
                         summary=summary)
@@ -90,3 +121,18 @@ def evaluate_model(model_dir: Path, catalog: str, engagements: str, mapping: str
         progress(f"evaluating {checkpoint.model_version} on {len(data.heldout)} held-out examples")
     return checkpoint.model_version, evaluate(checkpoint.model, data.features, data.heldout,
                                               k=k, index_size=index_size)
+
+
+def evaluate_catalog_model(model_dir: Path, catalog: str, label_column: str,
+                           mapping: str | None = None, exclude_features: tuple[str, ...] = (),
+                           queries: int = 2000, k: int = 10,
+                           progress: Progress | None = None) -> tuple[str, CatalogQuality]:
+    """Label agreement of a checkpoint's neighbours on a catalog, beside TF-IDF and random."""
+    checkpoint = load_checkpoint(model_dir)
+    table = read_mapped_catalog(catalog, mapping)
+    if progress:
+        progress(f"evaluating {checkpoint.model_version} on {catalog} ({table.num_rows} rows): "
+                 f"neighbours of {queries} products by the model and by TF-IDF")
+    return checkpoint.model_version, evaluate_catalog(
+        checkpoint.model, checkpoint.vocab, table, label_column, checkpoint.config["image_dim"],
+        exclude=tuple(exclude_features), queries=queries, k=k)

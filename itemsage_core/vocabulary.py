@@ -42,10 +42,14 @@ class VocabConfig:
 
 @dataclasses.dataclass
 class TextBags:
-    """Token ids of each (row, feature) bag: bag b holds ids[offsets[b]:offsets[b + 1]]."""
+    """Token ids of each (row, feature) bag: bag b holds ids[offsets[b]:offsets[b + 1]].
+
+    `coverage`: per feature and kind, [tokens in the vocabulary, all tokens] of the encoded text
+    (occurrences, not distinct tokens); counts of several batches add up (`add_coverage`)."""
 
     ids: np.ndarray
     offsets: np.ndarray
+    coverage: dict[str, dict[str, list[int]]] = dataclasses.field(default_factory=dict)
 
     @property
     def rows(self) -> int:
@@ -91,19 +95,22 @@ class Vocabulary:
         """The bags of every row and text feature of a conformed catalog batch."""
         n, F = table.num_rows, len(FEATURES)
         all_ids, all_bags = [], []
+        coverage: dict[str, dict[str, list[int]]] = {}
         for f_index, feature in enumerate(FEATURES):
             toks = tokenize(as_array(table.column(feature)))
+            coverage[feature] = {}
             for kind, tokens, rows in (("unigram", toks.unigrams, toks.unigram_rows),
                                        ("bigram", toks.bigrams, toks.bigram_rows),
                                        ("trigram", toks.trigrams, toks.trigram_rows)):
                 ids, id_rows = self._lookup(feature, kind, tokens, rows)
                 all_ids.append(ids)
                 all_bags.append(id_rows * F + f_index)
+                coverage[feature][kind] = [len(ids), len(rows)]
         ids, bags = np.concatenate(all_ids), np.concatenate(all_bags)
         order = np.argsort(bags, kind="stable")
         offsets = np.zeros(n * F + 1, np.int64)
         np.cumsum(np.bincount(bags, minlength=n * F), out=offsets[1:])
-        return TextBags(ids=ids[order], offsets=offsets)
+        return TextBags(ids=ids[order], offsets=offsets, coverage=coverage)
 
     def sizes(self) -> dict[str, dict[str, int]]:
         return {f: {k: len(self.tokens[f][k]) for k in KINDS} for f in FEATURES}

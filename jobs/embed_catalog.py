@@ -5,7 +5,9 @@ rows from Spark: an object-store catalog, an incremental run), checks them, embe
 with the checkpoint (loaded once per Python worker), writes one embeddings file and one
 quarantine file into the two tables' locations, and returns their descriptions. The driver then
 commits the quarantine table (append) and the embeddings table (overwrite) in one transaction
-each, tagged with the run id: a retried run commits nothing twice.
+each, tagged with the run id: a retried run commits nothing twice. Before committing, it sums
+the tasks' vocabulary coverage counts into the run summary (`vocab_coverage`) and warns when the
+model knows too little of the catalog's words (itemsage_core/vocab_coverage.py).
 
 spark-submit entry point (`spark-submit.sh embed ...` runs `itemsage embed ...`).
 """
@@ -41,6 +43,8 @@ from itemsage_core.embed_task import REASON, embed_task, read_slices, row_group_
 from itemsage_core.errors import ItemSageError
 from itemsage_core.local_files import is_local_path
 from itemsage_core.parquet_io import parquet_files
+from itemsage_core.vocab_coverage import (DEFAULT_MIN_COVERAGE, add_coverage, coverage_summary,
+                                          low_coverage_warning)
 from jobs.catalog_frame import (catalog_ids, checked_row_groups, raw_catalog, read_catalog,
                                 repeated_ids, repeated_ids_in_files, with_reasons)
 from jobs.crash_points import crash_point
@@ -53,7 +57,7 @@ CONTENT_HASH, STATUS = "content_hash", "_status"
 EMBED_STAGE = "itemsage embed: encode and write"  # the Spark UI's name of the main stage
 _SHIPPED: set[tuple[int, str]] = set()
 FILES_SCHEMA = ("kind string, path string, size long, rows long, modification_time long, "
-                "stats string")
+                "stats string, coverage string")
 
 
 def default_run_id(catalog: str, model_version: str, mapping: ColumnMapping | None,
@@ -111,13 +115,15 @@ def _embed_row_groups(embed_batches):
 
 
 def _write_partition(table_uri: str, run_id: str):
-    """A task that writes its rows (already embeddings-table rows) as one data file."""
+    """A task that writes its rows (already embeddings-table rows) as one data file (no
+    coverage: they are not encoded again)."""
     def run(batches):
         tables = [pa.table(b) for b in batches]
         if tables and sum(t.num_rows for t in tables):
             rows = pa.concat_tables(tables).select(EMBEDDING_SCHEMA.names).cast(EMBEDDING_SCHEMA)
             yield pa.RecordBatch.from_pylist(
-                [{"kind": "embeddings", **write_data_file(table_uri, rows, run_id)}])
+                [{"kind": "embeddings", **write_data_file(table_uri, rows, run_id),
+                  "coverage": None}])
     return run
 
 
@@ -215,8 +221,11 @@ def embed_catalog(spark: SparkSession, catalog: str, model_dir: str, table_uri: 
                   mapping: ColumnMapping | None = None, run_id: str | None = None,
                   batch_size: int = 512, precision: str = "fp32", incremental: bool = False,
                   writer: str = "deltalake", progress=print,
-                  max_quarantine_share: float = DEFAULT_MAX_QUARANTINE_SHARE) -> dict:
-    """Run the job; returns the run summary (also recorded in the Delta commit's metadata)."""
+                  max_quarantine_share: float = DEFAULT_MAX_QUARANTINE_SHARE,
+                  min_coverage: float = DEFAULT_MIN_COVERAGE) -> dict:
+    """Run the job; returns the run summary (also recorded in the Delta commit's metadata).
+    Warns through `progress` when the model's vocabulary knows less than `min_coverage` of the
+    encoded rows' words."""
     timings, started = {}, time.perf_counter()
     manifest = read_manifest(model_dir)
     model_version = manifest["model_version"]
@@ -299,6 +308,14 @@ def embed_catalog(spark: SparkSession, catalog: str, model_dir: str, table_uri: 
                     "counts_add_up": rows_in == embedded + kept + quarantined})
     if not summary["counts_add_up"]:
         raise RuntimeError(f"row counts do not add up: {summary}")  # never commit a loss
+    coverage = {}  # the encoded rows' counts (carried-over rows have none)
+    for f in files:
+        if f["coverage"]:
+            add_coverage(coverage, json.loads(f["coverage"]))
+    summary["vocab_coverage"] = coverage_summary(coverage, min_coverage)
+    warning = low_coverage_warning(summary["vocab_coverage"], model_version)
+    if warning:
+        progress(warning)
 
     crash_point("after_write")
     summary.update({"writer": writer, "seconds": timings,

@@ -48,9 +48,12 @@ def test_demo_on_the_flipkart_catalog(tmp_path, flipkart_path):
                           str(tmp_path / "demo"), "--products", "800", "--epochs", "1",
                           "--master", "local[2]", "--catalog", str(flipkart_path),
                           "--mapping", str(conf / "mappings/flipkart.toml"),
-                          "--surfaces", str(conf / "surfaces-flipkart.toml")],
+                          "--surfaces", str(conf / "surfaces-flipkart.toml"),
+                          "--label-column", "product_type"],
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-4000:]
     assert "19996 products, 4 quarantined" in run.stdout
     assert len(re.findall(r"^    [01]\.\d{3}  [A-Z0-9]{16}  .+  \[.*\]$", run.stdout, re.M)) == 15
-    assert "--vocab-catalog" in run.stdout and "--mapping" in run.stdout
+    assert "trained on" in run.stdout and "--engagements" not in run.stdout
+    assert re.search(r"^  top level +[01]\.\d{3} +[01]\.\d{3} +[01]\.\d{3}$", run.stdout, re.M)
+    assert "itemsage evaluate-catalog" in run.stdout and "--mapping" in run.stdout

@@ -116,6 +116,10 @@ def test_incremental_refresh_encodes_only_what_changed(spark, tmp_path, small_wo
                                       "unchanged": 112, "removed": 5}
     assert summary["embedded"] == 7 and summary["carried_over"] == 112
     assert summary["counts_add_up"] and summary["table_version"] == 1
+    vocab = BatchEmbedder.for_model(str(model_dir), summary["model_version"]).checkpoint.vocab
+    encoded = vocab.encode(pa.concat_tables([edited.slice(0, 3), added])).coverage
+    # Only the re-encoded rows count: the carried-over ones are not encoded again.
+    assert summary["vocab_coverage"]["words"] == sum(c["unigram"][1] for c in encoded.values())
 
     rows = DeltaTable(table_uri).to_pyarrow_table().sort_by("product_id")
     assert rows.num_rows == 119

@@ -7,6 +7,7 @@ The CUDA cases are skipped on machines without a GPU (CI); bench/gpu_bench.py ru
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import numpy as np
 import pyarrow as pa
@@ -19,6 +20,7 @@ from itemsage_core.checkpoint import read_manifest
 from itemsage_core.embed_task import embed_task, read_slices, repeated_ids_of, row_group_slices
 from itemsage_core.inference import device_for_task
 from itemsage_core.parquet_io import read_parquet, row_groups, write_parquet_dataset
+from itemsage_core.vocab_coverage import add_coverage
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
 DEVICES = ["cpu", pytest.param("cuda", marks=CUDA)]
@@ -58,8 +60,16 @@ def test_a_task_embeds_or_quarantines_every_row(device, tmp_path, small_world, t
         catalog.column(PRODUCT_ID).to_pylist()[:3])
     assert all(quarantine.column("reason").to_pylist())
 
-    written = read_parquet(tmp_path / "embeddings").sort_by(PRODUCT_ID)
     valid = validate_catalog(catalog).valid.sort_by(PRODUCT_ID)
+    # Each task's counts are its own embedded rows' (the embedder is shared by the tasks).
+    assert all(f["coverage"] is None for f in files if f["kind"] == "quarantine")
+    coverage = {}
+    for f in files:
+        if f["kind"] == "embeddings":
+            add_coverage(coverage, json.loads(f["coverage"]))
+    assert coverage == embedder.checkpoint.vocab.encode(valid).coverage
+
+    written = read_parquet(tmp_path / "embeddings").sort_by(PRODUCT_ID)
     assert written.column(PRODUCT_ID).equals(valid.column(PRODUCT_ID))
     got = np.stack(written.column("embedding").to_numpy(zero_copy_only=False))
     assert np.allclose(np.linalg.norm(got, axis=1), 1, atol=1e-5)
