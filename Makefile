@@ -10,7 +10,7 @@ AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
 WORKDIR ?= itemsage-demo
 PYTEST_ARGS ?=
 
-.PHONY: venv java airflow-venv demo demo-flipkart test bench bench-full clean
+.PHONY: venv java airflow-venv demo demo-flipkart test bench bench-full bench-catalog clean
 
 venv: $(STAMP) java
 
@@ -53,6 +53,10 @@ bench: venv
 
 bench-full: venv
 	$(PY) bench/run.py --products 100000 1000000
+
+# Real-catalog quality: trained on the Flipkart sample alone vs TF-IDF and random (docs/model.md).
+bench-catalog: venv
+	$(PY) bench/catalog_quality.py
 
 clean:
 	rm -rf $(VENV) $(AIRFLOW_VENV) $(WORKDIR) $(WORKDIR)-flipkart *.egg-info .pytest_cache

@@ -139,8 +139,8 @@ def evaluate_catalog(model: ItemSageEncoder, vocab: Vocabulary, catalog: pa.Tabl
     texts = feature_text(products, features)
     picked = np.sort(np.random.default_rng(seed).choice(n, size=min(queries, n), replace=False))
     levels = label_levels(labels)
-    model_nb = top_k(dense_scores(vectors), picked, k)
-    tfidf_nb = top_k(sparse_scores(tfidf_matrix(texts)), picked, k)
+    model_nb = top_k(dense_scores(vectors), picked, k, n)
+    tfidf_nb = top_k(sparse_scores(tfidf_matrix(texts)), picked, k, n)
     scores = {level: {"itemsage": agreement(model_nb, codes, picked),
                       "tfidf": agreement(tfidf_nb, codes, picked),
                       "random": random_agreement(codes, picked)}

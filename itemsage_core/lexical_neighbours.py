@@ -14,7 +14,8 @@ import pyarrow as pa
 from itemsage_core.text_tokens import segments
 
 CHUNK = 1024
-DEFAULT_NEIGHBOURS = 10  # the catalog objective's partners per product (docs/model.md)
+CHUNK_CELLS = 1 << 24  # scores held at once (64 MB of float32)
+DEFAULT_NEIGHBOURS = 20  # the catalog objective's partners per product (docs/model.md)
 
 
 def feature_text(table: pa.Table | pa.RecordBatch, features: list[str]) -> list[str]:
@@ -44,16 +45,30 @@ def tfidf_matrix(texts: list[str]):
         return csr_matrix((len(texts), 1))
 
 
-def top_k(scores_of, queries: np.ndarray, k: int) -> np.ndarray:
-    """(q, k) neighbour rows of each query row, best first, the query itself left out, ties
-    broken by row order; `scores_of(rows)` gives the (len(rows), n) scores of those rows."""
-    out = []
-    for start in range(0, len(queries), CHUNK):
-        rows = queries[start:start + CHUNK]
-        scores = np.asarray(scores_of(rows), np.float64)
+def _best(scores: np.ndarray, k: int) -> np.ndarray:
+    """Columns of the k best scores of each row, best first, ties broken by column order (as a
+    stable sort of the whole row would), in O(n) per row plus the tied candidates."""
+    if k >= scores.shape[1]:
+        return np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    kth = -np.partition(-scores, k - 1, axis=1)[:, k - 1:k]
+    out = np.empty((len(scores), k), np.int64)
+    for i, row in enumerate(scores):
+        candidates = np.flatnonzero(row >= kth[i])
+        out[i] = candidates[np.argsort(-row[candidates], kind="stable")[:k]]
+    return out
+
+
+def top_k(scores_of, queries: np.ndarray, k: int, n: int) -> np.ndarray:
+    """(q, k) neighbour rows of each query row among `n`, best first, the query itself left
+    out, ties broken by row order; `scores_of(rows)` gives the (len(rows), n) scores."""
+    chunk = max(1, min(CHUNK, CHUNK_CELLS // max(n, 1)))
+    out = [np.zeros((0, k), np.int64)]
+    for start in range(0, len(queries), chunk):
+        rows = queries[start:start + chunk]
+        scores = np.asarray(scores_of(rows), np.float32)
         scores[np.arange(len(rows)), rows] = -np.inf
-        out.append(np.argsort(-scores, axis=1, kind="stable")[:, :k])
-    return np.concatenate(out) if out else np.zeros((0, k), np.int64)
+        out.append(_best(scores, k))
+    return np.concatenate(out)
 
 
 def sparse_scores(matrix):
@@ -65,4 +80,4 @@ def sparse_scores(matrix):
 def lexical_neighbours(texts: list[str], k: int) -> np.ndarray:
     """(n, k) rows of each product's k nearest neighbours by TF-IDF cosine."""
     k = min(k, len(texts) - 1)
-    return top_k(sparse_scores(tfidf_matrix(texts)), np.arange(len(texts)), k)
+    return top_k(sparse_scores(tfidf_matrix(texts)), np.arange(len(texts)), k, len(texts))

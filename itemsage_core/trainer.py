@@ -231,12 +231,13 @@ class CatalogObjective:
         with autocast(dev, self.config.precision):
             vectors = model(inputs).float()
         first, second, others = vectors[:b], vectors[b:2 * b], vectors[2 * b:]
-        ids, other_ids = torch.from_numpy(picks).to(dev), torch.from_numpy(negatives).to(dev)
+        other_ids = torch.from_numpy(negatives).to(dev)
         uniform = torch.zeros(b, device=dev)  # uniform sampling: no logQ correction
-        one = mixed_negative_loss(first, second, ids, uniform, others, other_ids,
-                                  model.temperature)
-        two = mixed_negative_loss(second, first, ids, uniform, others, other_ids,
-                                  model.temperature)
+        # Each way round, negatives that are the positive's own product are masked.
+        one = mixed_negative_loss(first, second, torch.from_numpy(partners).to(dev), uniform,
+                                  others, other_ids, model.temperature)
+        two = mixed_negative_loss(second, first, torch.from_numpy(picks).to(dev), uniform,
+                                  others, other_ids, model.temperature)
         return LossParts(total=(one.total + two.total) / 2,
                          in_batch=(one.in_batch + two.in_batch) / 2,
                          random=(one.random + two.random) / 2)

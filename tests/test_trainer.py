@@ -91,3 +91,26 @@ def test_save_refuses_to_overwrite_a_directory_that_is_not_a_checkpoint(tmp_path
     with pytest.raises(ItemSageError, match="not a model checkpoint"):
         save_checkpoint(tmp_path / "notes", model, data.vocab, {}, {})
     assert (tmp_path / "notes" / "keep.txt").read_text() == "mine"
+
+
+def test_catalog_objective_as_an_auxiliary_task(small_world):
+    data = prepare_data(small_world.catalog, small_world.engagements, 0.1, neighbours=5)
+    assert data.neighbours.shape == (400, 5)
+    config = ModelConfig.create(data.vocab.size, **TINY)
+    lines = []
+    model, info = train(data, config, TrainConfig(epochs=1, batch_size=64, random_negatives=32,
+                                                  catalog_task_weight=0.5),
+                        progress=lines.append)
+    assert "+ 0.5 x 400 catalog products" in lines[0]
+    last = info["history"][-1]
+    assert last["loss"] == pytest.approx(last["engagements"] + 0.5 * last["catalog"], rel=1e-5)
+    assert evaluate(model, data.features, data.heldout).overall > 0
+
+
+def test_the_catalog_objective_needs_its_neighbours(small_world):
+    data = prepare_data(small_world.catalog, small_world.engagements, 0.1)
+    config = ModelConfig.create(data.vocab.size, **TINY)
+    with pytest.raises(ItemSageError, match="lexical neighbours"):
+        train(data, config, TrainConfig(epochs=1, catalog_task_weight=1.0))
+    train(data, config, TrainConfig(epochs=1, batch_size=64, catalog_task_weight=1.0,
+                                    neighbours=0))  # two views of each product instead
