@@ -17,7 +17,6 @@ from pathlib import Path
 import click
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from itemsage_cli.stages import PROJECT_CONF, generate_stage, progress
 from itemsage_core.errors import ItemSageError
@@ -34,22 +33,25 @@ def _q(path) -> str:
     return shlex.quote(str(path))
 
 
-def show_neighbours(catalog, index, product_ids: list[str], k: int) -> None:
+def show_neighbours(catalog: str, mapping, index, product_ids: list[str], k: int) -> None:
     """Each query product's title and category, then its neighbours' (a person can judge)."""
-    ids = catalog.column("product_id")
+    from itemsage_core.catalog_lookup import describe_products
+
+    results = {pid: index.search(index.vector_of(pid), k, exclude=pid) for pid in product_ids}
+    wanted = product_ids + [n for found in results.values() for n, _ in found]
+    described = describe_products(catalog, mapping, wanted, ["title", "product_type"])
 
     def cut(text: str | None, width: int) -> str:
         text = text or ""
         return text if len(text) <= width else text[:width - 3] + "..."
 
     def describe(pid: str) -> str:
-        row = pc.index(ids, pid).as_py()
-        return (f"{cut(catalog.column('title')[row].as_py(), 70)}  "
-                f"[{cut(catalog.column('product_type')[row].as_py(), 60)}]")
+        row = described[pid]
+        return f"{cut(row['title'], 70)}  [{cut(row['product_type'], 60)}]"
 
     for pid in product_ids:
         click.echo(f"\n  {pid}  {describe(pid)}")
-        for neighbour, score in index.search(index.vector_of(pid), k, exclude=pid):
+        for neighbour, score in results[pid]:
             click.echo(f"    {score:.3f}  {neighbour}  {describe(neighbour)}")
 
 
@@ -59,15 +61,19 @@ def demo_flow(workdir: Path, products: int, seed: int, epochs: int, master: str 
               label_column: str | None = None) -> None:
     from index_builder.sharded_index import load_published
     from index_builder.surfaces import load_surfaces
-    from itemsage_core.column_mapping import load_mapping
-    from itemsage_core.model_runs import (evaluate_catalog_model, read_mapped_catalog,
-                                          train_model)
+    from itemsage_cli import preflight
+    from itemsage_core.model_runs import evaluate_catalog_model, train_model
     from itemsage_core.trainer import TrainConfig
     from itemsage_core.vocabulary import VocabConfig
     from jobs.build_indexes import build_indexes
     from jobs.embed_catalog import embed_catalog
     from jobs.spark_session import get_spark, parse_conf
 
+    surfaces = surfaces or str(SURFACES)
+    surface_config = load_surfaces(surfaces)  # a broken config fails now, not after training
+    column_mapping = preflight.mapping(mapping)
+    if catalog:
+        preflight.catalog_path(catalog, column_mapping)
     started = time.perf_counter()
     workdir.mkdir(parents=True, exist_ok=True)
     world, model = workdir / "world", workdir / "model"
@@ -98,24 +104,20 @@ def demo_flow(workdir: Path, products: int, seed: int, epochs: int, master: str 
         seconds["evaluate-catalog"] = time.perf_counter() - t
 
     served = catalog or paths["catalog"]
-    surfaces = surfaces or str(SURFACES)
     progress(f"stage 3/5: embed {served} on Spark into a Delta table")
     t = time.perf_counter()
     spark = get_spark("itemsage-demo", master, parse_conf(conf))
-    embedded = embed_catalog(spark, served, str(model), str(table),
-                             load_mapping(mapping) if mapping else None, progress=progress)
+    embedded = embed_catalog(spark, served, str(model), str(table), column_mapping,
+                             progress=progress)
     seconds["embed"] = time.perf_counter() - t
 
     progress("stage 4/5: build the per-surface HNSW indexes on Spark")
     t = time.perf_counter()
-    built = build_indexes(spark, str(table), load_surfaces(surfaces), str(indexes),
-                          catalog=served, mapping=load_mapping(mapping) if mapping else None,
-                          progress=progress)
+    built = build_indexes(spark, str(table), surface_config, str(indexes), catalog=served,
+                          mapping=column_mapping, progress=progress)
     seconds["build-index"] = time.perf_counter() - t
 
     progress("stage 5/5: sample queries")
-    described = read_mapped_catalog(served, mapping).select(
-        ["product_id", "title", "product_type"])
     published = [n for n, r in built["surfaces"].items() if r["status"] == "published"]
     if not published:
         raise ItemSageError(f"no surface passed its recall gate: {built['surfaces']}")
@@ -141,7 +143,7 @@ def demo_flow(workdir: Path, products: int, seed: int, epochs: int, master: str 
         click.echo(f"  {name:8s} {result['status']}: {result['products']} products in "
                    f"{result['shards']} shards, recall@10 >= {result['recall_at_10']['min']:.3f}")
     click.echo(f"\n== {shown}: nearest neighbours of 3 products (cosine, title, category)")
-    show_neighbours(described, index, queries, k=5)
+    show_neighbours(served, column_mapping, index, queries, k=5)
 
     click.echo("\n== written")
     for label, path in [*([] if catalog else [("world", world)]), ("model", model),
@@ -168,7 +170,8 @@ def demo_flow(workdir: Path, products: int, seed: int, epochs: int, master: str 
          f"--table {_q(table)}{master_flag}"),
         (f"itemsage build-index --table {_q(table)} --surfaces {_q(surfaces)} "
          f"--out {_q(indexes)} --catalog {_q(served)}{mapping_flag}{master_flag}"),
-        f"itemsage query --index {_q(indexes)} --surface {shown} --product-id {queries[0]}",
+        (f"itemsage query --index {_q(indexes)} --surface {shown} --product-id {queries[0]} "
+         f"--catalog {_q(served)}{mapping_flag} --show title,product_type"),
     ]:
         click.echo(f"  {command}")
     click.echo("\n== seconds per stage: " + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items())

@@ -152,11 +152,13 @@ def _parse_task_weights(values: tuple[str, ...]) -> tuple[tuple[str, float], ...
 @click.option("--hash-buckets", default=100_000, show_default=True, type=click.IntRange(min=1))
 @click.option("--vocab", "vocab_sizes", default="50000,100000,20000", show_default=True,
               metavar="UNI,BI,TRI", help="Top-K unigrams, bigrams, trigrams per text feature.")
-@click.option("--vocab-catalog", default=None,
-              help="Another catalog whose text joins the vocabulary (one to be embedded that "
-                   "has no engagements).")
-@click.option("--vocab-mapping", type=click.Path(dir_okay=False), default=None,
-              help="Column mapping TOML for --vocab-catalog.")
+@click.option("--vocab-catalog", "vocab_catalogs", multiple=True, metavar="CATALOG",
+              help="Another catalog whose text joins the vocabulary (repeatable), e.g. one to "
+                   "be embedded that the model does not train on.")
+@click.option("--vocab-mapping", "vocab_mappings", multiple=True,
+              type=click.Path(dir_okay=False),
+              help="Column mapping TOML for --vocab-catalog: once for all of them, or once "
+                   "per --vocab-catalog in order.")
 @click.option("--image-dim", default=256, show_default=True, type=click.IntRange(min=1))
 @click.option("--device", default="auto", show_default=True,
               help="auto (CUDA if visible), cpu, cuda or cuda:N.")
@@ -166,7 +168,8 @@ def _parse_task_weights(values: tuple[str, ...]) -> tuple[tuple[str, float], ...
 def train(catalog, engagements, out_dir, mapping, modalities, tasks, task_weights, task_exponent,
           catalog_task_weight, neighbours, neighbour_share, exclude_features, epochs, batch_size,
           random_negatives, learning_rate, holdout_fraction, seed, d_model, ffn_dim, layers,
-          hash_buckets, vocab_sizes, vocab_catalog, vocab_mapping, image_dim, device, precision):
+          hash_buckets, vocab_sizes, vocab_catalogs, vocab_mappings, image_dim, device,
+          precision):
     """Train an encoder on a catalog (and an engagement log); write a checkpoint directory.
 
     With --engagements: multi-task training on the log; holds out a deterministic slice of it
@@ -204,8 +207,8 @@ def train(catalog, engagements, out_dir, mapping, modalities, tasks, task_weight
                        "mlp_hidden": d_model, "hash_buckets": hash_buckets,
                        "modalities": tuple(modalities.split(","))},
         vocab_config=VocabConfig(unigrams=uni, bigrams=bi, trigrams=tri), mapping=mapping,
-        image_dim=image_dim, hash_seed=seed, device=device, vocab_catalog=vocab_catalog,
-        vocab_mapping=vocab_mapping, exclude_features=exclude_features, progress=progress)
+        image_dim=image_dim, hash_seed=seed, device=device, vocab_catalogs=vocab_catalogs,
+        vocab_mappings=vocab_mappings, exclude_features=exclude_features, progress=progress)
     if result.evaluation:
         click.echo("\n".join(result.evaluation.lines()))
     click.echo(f"model {result.model_version} written to {result.path}")
@@ -327,15 +330,17 @@ def embed(catalog, model_dir, table_uri, mapping, run_id, batch_size, precision,
     Invalid rows go to the quarantine table with their reason; every input row is embedded or
     quarantined. Rerunning the same run commits nothing twice.
     """
+    from itemsage_cli import preflight
     from itemsage_cli.stages import progress
-    from itemsage_core.column_mapping import load_mapping
     from jobs.embed_catalog import embed_catalog
     from jobs.spark_session import get_spark, parse_conf
 
+    column_mapping = preflight.mapping(mapping)
+    preflight.catalog_path(catalog, column_mapping)
+    preflight.model_dir(model_dir)
     spark = get_spark("itemsage-embed", master, parse_conf(conf))
-    summary = embed_catalog(spark, catalog, model_dir, table_uri,
-                            load_mapping(mapping) if mapping else None, run_id, batch_size,
-                            precision, incremental, writer, progress=progress,
+    summary = embed_catalog(spark, catalog, model_dir, table_uri, column_mapping, run_id,
+                            batch_size, precision, incremental, writer, progress=progress,
                             max_quarantine_share=max_quarantine_share,
                             min_coverage=min_coverage)
     write_summary(summary, summary_json)
@@ -405,15 +410,19 @@ def build_index(table_uri, surfaces_path, index_root, catalog, mapping, table_ve
     stays current (exit status 1).
     """
     from index_builder.surfaces import load_surfaces
+    from itemsage_cli import preflight
     from itemsage_cli.stages import progress
-    from itemsage_core.column_mapping import load_mapping
     from jobs.build_indexes import build_indexes
     from jobs.spark_session import get_spark, parse_conf
 
     surfaces = load_surfaces(surfaces_path, only)
+    preflight.table(table_uri)
+    column_mapping = preflight.mapping(mapping)
+    if catalog:
+        preflight.catalog_path(catalog, column_mapping)
     spark = get_spark("itemsage-build-index", master, parse_conf(conf))
-    summary = build_indexes(spark, table_uri, surfaces, index_root, catalog,
-                            load_mapping(mapping) if mapping else None, table_version,
+    summary = build_indexes(spark, table_uri, surfaces, index_root, catalog, column_mapping,
+                            table_version,
                             progress=progress)
     write_summary(summary, summary_json)
     failed = [n for n, s in summary["surfaces"].items() if s["status"] != "published"]
@@ -430,29 +439,65 @@ def build_index(table_uri, surfaces_path, index_root, catalog, mapping, table_ve
               help="A query vector: .npy, or text/JSON numbers.")
 @click.option("-k", "k", default=10, show_default=True, type=click.IntRange(min=1),
               help="Results to return.")
+@click.option("--catalog", default=None,
+              help="Catalog Parquet to describe the products from (--show columns).")
+@click.option("--mapping", type=click.Path(dir_okay=False), default=None,
+              help="Column mapping TOML for --catalog.")
+@click.option("--show", default="title", show_default=True, metavar="COLUMNS",
+              help="With --catalog: comma-separated catalog columns (after the mapping) shown "
+                   "beside each product, e.g. title,brand,product_type.")
 @click.option("--json", "as_json", is_flag=True,
-              help='Print a JSON list of {"product_id", "score"}, best first.')
-def query(index_root, surface, product_id, vector_file, k, as_json):
+              help='Print a JSON list of {"product_id", "score"} (and the --show columns), '
+                   'best first.')
+def query(index_root, surface, product_id, vector_file, k, catalog, mapping, show, as_json):
     """Query a surface's current index build (checksums verified on load).
 
     Scores are cosine similarities. With --product-id the product itself is left out.
     If the current build is damaged, the newest usable build answers, with a warning.
+    With --catalog, each product is shown with its --show columns, so neighbours can be judged.
     """
     from index_builder.sharded_index import load_published, read_vector
 
     if (product_id is None) == (vector_file is None):
         raise click.UsageError("give exactly one of --product-id and --vector-file")
+    if mapping and not catalog:
+        raise click.UsageError("--mapping goes with --catalog")
+    column_mapping = None
+    if catalog:
+        from itemsage_core.column_mapping import load_mapping
+        from itemsage_core.parquet_io import parquet_files
+
+        parquet_files(catalog)  # a wrong path fails before the index loads
+        column_mapping = load_mapping(mapping) if mapping else None
     index = load_published(index_root, surface, warn=lambda m: click.echo(m, err=True))
     vector = index.vector_of(product_id) if product_id else read_vector(vector_file)
     results = index.search(vector, k, exclude=product_id)
+    columns = [c.strip() for c in show.split(",") if c.strip()] if catalog else []
+    described = {}
+    if catalog:
+        from itemsage_core.catalog_lookup import describe_products
+
+        wanted = [pid for pid, _ in results] + ([product_id] if product_id else [])
+        described = describe_products(catalog, column_mapping, wanted, columns)
     if as_json:
-        click.echo(json.dumps([{"product_id": p, "score": s} for p, s in results]))
+        click.echo(json.dumps([{"product_id": p, "score": s, **described.get(p, {})}
+                               for p, s in results]))
         return
+
+    def text(pid: str) -> str:
+        row = described.get(pid)
+        if row is None:
+            return "" if not catalog else "  (not in the catalog)"
+        shown = [", ".join(map(str, v)) if isinstance(v, list) else v for v in row.values()]
+        return "  " + " | ".join("" if v is None else str(v) for v in shown)
+
     build = index.manifest
     click.echo(f"surface {surface}, build {build['build_id']} (table version "
                f"{build['table']['version']}, {build['products']} products)")
+    if product_id and catalog:
+        click.echo(f"query  {product_id}{text(product_id)}")
     for rank, (pid, score) in enumerate(results, 1):
-        click.echo(f"{rank:>3}  {score:.4f}  {pid}")
+        click.echo(f"{rank:>3}  {score:.4f}  {pid}{text(pid)}")
 
 
 @cli.command("verify-index")

@@ -2,7 +2,10 @@
 
 See docs/data-contracts.md ("Column mapping"). A mapping is loaded and checked once on the driver
 (`load_mapping`), checked against the input schema (`ColumnMapping.check_source`), then applied
-per Arrow batch (`ColumnMapping.apply`), vectorised with Arrow compute.
+per Arrow batch (`ColumnMapping.map_batch`), vectorised with Arrow compute. Converting an extra
+column to a number or a boolean never loses a value silently: every present value that does not
+convert is counted per column (`MappedBatch.failures`, summed with `add_failures`) and, with
+`on_error = "reject"` (the default), rejects its row (`MappedBatch.rejects`).
 """
 
 from __future__ import annotations
@@ -25,12 +28,25 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-PARSERS = ("list",)
+# parse = "number" / "boolean" make these types (the first is the default type).
+CONVERTERS = {"number": ("double", "bigint"), "boolean": ("boolean",)}
+PARSERS = ("list", *CONVERTERS)
+RANGES = ("low", "high", "reject")
+ON_ERROR = ("reject", "null")
 EXTRA_TYPES = {"string": pa.string(), "double": pa.float64(), "bigint": pa.int64(),
                "boolean": pa.bool_()}
+RULE_KEYS = {"from", "sep", "parse", "split", "join", "type", "range", "on_error"}
+EXAMPLES = 3  # failed values kept per column
 _NUMBER = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
+# parse = "number": currency symbols and codes go, thousands separators (1,234,567 or the Indian
+# 1,23,456) are checked and dropped, and "A - B" (also en/em dash, "to") is a range.
+_CURRENCY = r"(?i)\b(?:rs\.?|inr|usd|us\$|eur|gbp)|\p{Sc}"
+_GROUPED = (r"[-+]?(?:(?:\d{1,3}(?:,\d{3})+|\d{1,2}(?:,\d{2})+,\d{3}|\d+)(?:\.\d*)?|\.\d+)"
+            r"(?:[eE][-+]?\d+)?")
+_SPACE = r"[\s\p{Zs}]*"
+_RANGE = (rf"^{_SPACE}(?P<low>{_GROUPED})(?:{_SPACE}(?:-|\x{{2013}}|\x{{2014}}|to){_SPACE}"
+          rf"(?P<high>{_GROUPED}))?{_SPACE}$")
 _TRUE, _FALSE = ["true", "t", "yes", "y", "1"], ["false", "f", "no", "n", "0"]
-RULE_KEYS = {"from", "sep", "parse", "split", "join", "type"}
 
 
 @dataclasses.dataclass(frozen=True)

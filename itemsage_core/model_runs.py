@@ -10,6 +10,7 @@ import dataclasses
 import time
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 
 from itemsage_core.catalog_contract import DEFAULT_IMAGE_DIM, TEXT_FEATURES, conform_catalog
@@ -54,29 +55,52 @@ def text_vocabulary(catalogs: list[pa.Table], config: VocabConfig) -> Vocabulary
     return build_vocabulary(pa.concat_tables(texts), config)
 
 
+def tokens_not_in(vocab: Vocabulary, catalog: pa.Table) -> int:
+    """How many of `vocab`'s tokens never occur in `catalog`'s text (what other catalogs added)."""
+    coverage = vocab.encode(conform_catalog(catalog))
+    seen = np.unique(coverage.ids)
+    return vocab.size - len(seen)
+
+
+def mappings_for(catalogs: tuple[str, ...], mappings: tuple[str, ...]) -> list[str | None]:
+    """The mapping of each vocabulary catalog: none, one for all, or one per catalog in order."""
+    if len(mappings) not in (0, 1, len(catalogs)):
+        raise ItemSageError(f"--vocab-mapping given {len(mappings)} times for {len(catalogs)} "
+                            "--vocab-catalog: give none, one for all, or one per catalog")
+    return list(mappings) * len(catalogs) if len(mappings) == 1 else (
+        list(mappings) or [None] * len(catalogs))
+
+
 def train_model(catalog: str, engagements: str | None, out: Path, train_config: TrainConfig,
                 model_options: dict | None = None, vocab_config: VocabConfig = VocabConfig(),
                 mapping: str | None = None, image_dim: int = DEFAULT_IMAGE_DIM,
                 hash_seed: int = 0, device: str = "auto",
-                vocab_catalog: str | None = None, vocab_mapping: str | None = None,
+                vocab_catalogs: tuple[str, ...] = (), vocab_mappings: tuple[str, ...] = (),
                 exclude_features: tuple[str, ...] = (),
                 progress: Progress | None = None) -> TrainedModel:
     """Train, evaluate on the held-out slice of the log (when there is one), save a checkpoint.
 
     Without `engagements` the model learns from the catalog alone (trainer.CatalogObjective).
-    `vocab_catalog` (through `vocab_mapping`): another catalog whose text joins the vocabulary.
+    `vocab_catalogs` (through `vocab_mappings`, see mappings_for): other catalogs whose text
+    joins the vocabulary; the summary says how many rows each gave and how many tokens they added.
     `exclude_features`: text features withheld from training (and so from the vocabulary).
     """
     started = time.perf_counter()
     products = without_features(read_mapped_catalog(catalog, mapping), exclude_features)
-    vocab = None
-    if vocab_catalog:
-        other = without_features(read_mapped_catalog(vocab_catalog, vocab_mapping),
-                                 exclude_features)
-        vocab = text_vocabulary([products, other], vocab_config)
+    vocab, extra = None, {}
+    if vocab_catalogs:
+        others = [without_features(read_mapped_catalog(path, path_mapping), exclude_features)
+                  for path, path_mapping in zip(vocab_catalogs,
+                                                mappings_for(vocab_catalogs, vocab_mappings))]
+        vocab = text_vocabulary([products, *others], vocab_config)
+        extra = {"vocab_catalogs": {p: o.num_rows for p, o in zip(vocab_catalogs, others)},
+                 "vocab_tokens": vocab.size,
+                 "vocab_tokens_from_vocab_catalogs": tokens_not_in(vocab, products)}
         if progress:
+            read = ", ".join(f"{p} ({o.num_rows} rows)" for p, o in zip(vocab_catalogs, others))
             progress(f"vocabulary of {vocab.size} tokens over {catalog} ({products.num_rows} "
-                     f"rows) and {vocab_catalog} ({other.num_rows} rows)")
+                     f"rows) and {read}: {extra['vocab_tokens_from_vocab_catalogs']} tokens "
+                     "occur only in the vocabulary catalogs")
     catalog_task = not engagements or train_config.catalog_task_weight > 0
     neighbours = train_config.neighbours if catalog_task else 0
     if engagements:
@@ -95,7 +119,7 @@ def train_model(catalog: str, engagements: str | None, out: Path, train_config: 
         if progress:
             progress(f"evaluating on {len(data.heldout)} held-out examples")
         result = evaluate(model, data.features, data.heldout)
-    summary = {"data": data.summary, "training": history,
+    summary = {"data": {**data.summary, **extra}, "training": history,
                "heldout": result.to_dict() if result else None,
                "seconds": time.perf_counter() - started}
     settings = {"vocab": dataclasses.asdict(vocab_config), "train": train_config.to_dict(),

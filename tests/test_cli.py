@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 
@@ -108,3 +110,71 @@ def test_evaluate_refuses_a_directory_that_is_not_a_model(tmp_path, small_world_
         "--engagements", str(small_world_dir / "engagements")])
     assert result.exit_code == 1
     assert "is not a model checkpoint" in result.output
+
+
+def test_train_reads_several_vocabulary_catalogs_and_says_so(tmp_path, small_world_dir,
+                                                              flipkart_path):
+    """Each --vocab-catalog is confirmed with its rows, and the tokens the extra catalogs added
+    are counted in the progress lines and the checkpoint's summary."""
+    world = ["--catalog", str(small_world_dir / "catalog"),
+             "--engagements", str(small_world_dir / "engagements")]
+    import pyarrow as pa
+    pq.write_table(pq.read_table(flipkart_path).slice(0, 300), tmp_path / "a.parquet")
+    pq.write_table(pa.table({"product_id": ["x1", "x2"], "title": ["zebra lamp", "zebra mug"]}),
+                   tmp_path / "b.parquet")
+    mapping = "conf/mappings/flipkart.toml"
+    trained = CliRunner().invoke(cli, [
+        "train", *world, "--out", str(tmp_path / "m"), *TINY_TRAIN, "--epochs", "1",
+        "--vocab-catalog", str(tmp_path / "a.parquet"), "--vocab-mapping", mapping,
+        "--vocab-catalog", str(tmp_path / "b.parquet"), "--vocab-mapping", mapping])
+    assert trained.exit_code == 1 and "source column(s)" in trained.output  # b has no 'pid'
+    trained = CliRunner().invoke(cli, [
+        "train", *world, "--out", str(tmp_path / "m"), *TINY_TRAIN, "--epochs", "1",
+        "--vocab-catalog", str(tmp_path / "a.parquet"), "--vocab-catalog",
+        str(tmp_path / "b.parquet"), "--vocab-mapping", mapping, "--vocab-mapping", mapping,
+        "--vocab-mapping", mapping])
+    assert trained.exit_code == 1 and "--vocab-mapping given 3 times" in trained.output
+    pq.write_table(pa.table({"pid": ["x1", "x2"], "product_name": ["zebra lamp", "zebra mug"],
+                             "product_category_tree": ["a", "b"], "brand": [None, None],
+                             "uniq_id": ["1", "2"], "retail_price": ["1", "2"],
+                             "discounted_price": ["1", "2"],
+                             "is_FK_Advantage_product": ["TRUE", "FALSE"],
+                             "product_rating": ["1", "2"]}), tmp_path / "b.parquet")
+    trained = CliRunner().invoke(cli, [
+        "train", *world, "--out", str(tmp_path / "m"), *TINY_TRAIN, "--epochs", "1",
+        "--vocab-catalog", str(tmp_path / "a.parquet"), "--vocab-catalog",
+        str(tmp_path / "b.parquet"), "--vocab-mapping", mapping])
+    assert trained.exit_code == 0, trained.output
+    assert f"{tmp_path / 'a.parquet'} (300 rows), {tmp_path / 'b.parquet'} (2 rows)" in (
+        trained.output)
+    summary = json.loads((tmp_path / "m" / "checkpoint.json").read_text())["summary"]["data"]
+    assert summary["vocab_catalogs"] == {str(tmp_path / "a.parquet"): 300,
+                                         str(tmp_path / "b.parquet"): 2}
+    assert 0 < summary["vocab_tokens_from_vocab_catalogs"] < summary["vocab_tokens"]
+    assert re.search(rf"{summary['vocab_tokens_from_vocab_catalogs']} tokens occur only in",
+                     trained.output)
+
+
+def test_cheap_mistakes_fail_before_spark_starts(tmp_path, small_world_dir):
+    """A wrong model path, mapping or table is one error line, and no JVM is started: with no
+    Java on the PATH, starting Spark would fail with another error."""
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable), "JAVA_HOME": "/nonexistent"}
+    catalog = str(small_world_dir / "catalog")
+
+    def run(*args):
+        done = subprocess.run([sys.executable, "-m", "itemsage_cli.main", *args],
+                              capture_output=True, text=True, env=env, timeout=60)
+        assert done.returncode == 1, done.stderr
+        return done.stderr.strip().splitlines()
+
+    assert run("embed", "--catalog", catalog, "--model", str(tmp_path / "nope"), "--table",
+               str(tmp_path / "t")) == [
+        f"error: {tmp_path / 'nope'} is not a model checkpoint (no checkpoint.json)"]
+    (tmp_path / "m.toml").write_text('[features.product_id]\nfrom = "sku"\n')
+    [line] = run("embed", "--catalog", catalog, "--model", str(tmp_path), "--table",
+                 str(tmp_path / "t"), "--mapping", str(tmp_path / "m.toml"))
+    assert "source column(s) ['sku'] not in the catalog" in line
+    assert run("build-index", "--table", str(tmp_path / "t"), "--surfaces",
+               "conf/surfaces.toml", "--out", str(tmp_path / "i")) == [
+        f"error: no Delta table at {tmp_path / 't'}: create it with `itemsage embed --table "
+        f"{tmp_path / 't'} ...` first, or check the path"]

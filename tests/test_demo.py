@@ -40,6 +40,7 @@ def test_demo_runs_every_stage_and_its_commands_work(tmp_path):
                            capture_output=True, text=True, timeout=120)
     assert rerun.returncode == 0, rerun.stderr
     assert rerun.stdout.startswith('[{"product_id": "P')
+    assert '"title": ' in rerun.stdout and '"product_type": ' in rerun.stdout
 
 
 def test_demo_on_the_flipkart_catalog(tmp_path, flipkart_path):

@@ -1,0 +1,45 @@
+"""Checks of a command's inputs before Spark starts: a cheap mistake must fail in a second.
+
+Each raises ItemSageError with one line naming the input and the fix: a catalog path that holds no
+Parquet, a model directory that is not a valid checkpoint, a mapping that does not parse, a
+surfaces config that does not parse, an embeddings table that does not exist. Object-store URIs
+are left to the job (checking them needs credentials and the network).
+"""
+
+from __future__ import annotations
+
+from itemsage_core.column_mapping import ColumnMapping, load_mapping
+from itemsage_core.errors import ItemSageError
+from itemsage_core.local_files import is_local_path
+
+
+def catalog_path(catalog: str, column_mapping: ColumnMapping | None = None) -> None:
+    """A local catalog must name Parquet files, whose first file has the mapping's sources."""
+    import pyarrow.parquet as pq
+
+    from itemsage_core.parquet_io import parquet_files
+
+    if is_local_path(catalog):
+        first = parquet_files(catalog)[0]
+        if column_mapping is not None:
+            column_mapping.check_source(pq.read_schema(first))
+
+
+def model_dir(path: str) -> dict:
+    """The checkpoint's manifest, after its safety and checksum checks."""
+    from itemsage_core.checkpoint import read_manifest
+
+    return read_manifest(path)
+
+
+def mapping(path: str | None) -> ColumnMapping | None:
+    return load_mapping(path) if path else None
+
+
+def table(table_uri: str) -> None:
+    """A local embeddings table must exist (`itemsage embed` creates it)."""
+    from deltalake import DeltaTable
+
+    if is_local_path(table_uri) and not DeltaTable.is_deltatable(table_uri):
+        raise ItemSageError(f"no Delta table at {table_uri}: create it with `itemsage embed "
+                            f"--table {table_uri} ...` first, or check the path")
