@@ -46,10 +46,10 @@ sys.path.insert(0, str(ROOT))
 
 from bench.workload import IMAGE_DIM, cpu_model, paper_model, timed, write_catalog
 from itemsage_core.batch_embedder import BatchEmbedder
+from itemsage_core.catalog_check import repeated_ids_of
 from itemsage_core.catalog_contract import PRODUCT_ID, validate_catalog
 from itemsage_core.checkpoint import read_manifest
-from itemsage_core.embed_task import (embed_task, read_slices, repeated_ids_of,
-                                     row_group_slices)
+from itemsage_core.embed_task import embed_task, read_slices, row_group_slices
 from itemsage_core.inference import embed_features
 from itemsage_core.model import ItemSageEncoder
 from itemsage_core.parquet_io import read_parquet, row_groups
@@ -151,7 +151,7 @@ def _task(item):
                       w["started"], IMAGE_DIM, None, w["repeated"])
 
 
-STEPS = ("read_row_group", "conform_batch", "catalog_row_problems", "encode_products",
+STEPS = ("read_row_group", "conform_catalog", "catalog_row_problems", "encode_products",
          "embed_features", "content_hashes", "write_data_file")
 
 

@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import DeltaTable
 
 from index_builder.index_layout import current_build_id
 from index_builder.shard_index import exact_top_k, gate_queries, new_index, recall_at_k
 from index_builder.sharded_index import load_published
+from itemsage_core.embeddings_table import read_table
 from jobs.build_indexes import vectors_of
 
 
@@ -32,8 +32,7 @@ def surface_vectors(index) -> tuple[pa.Array, np.ndarray]:
     """The surface's ids and vectors, read from the table version the build pinned."""
     table = index.manifest["table"]
     ids = pa.array(np.concatenate([shard.ids for shard in index.ids]))
-    rows = DeltaTable(table["uri"], version=table["version"]).to_pyarrow_table(
-        columns=["product_id", "embedding"])
+    rows = read_table(table["uri"], version=table["version"], columns=["product_id", "embedding"])
     rows = rows.filter(pc.is_in(rows.column("product_id"), value_set=ids))
     return rows.column("product_id").combine_chunks(), vectors_of(rows.column("embedding"))
 

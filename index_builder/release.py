@@ -48,7 +48,7 @@ def assemble_manifest(surface: Surface, build_id: str, directory: Path, entries:
 
 def release(index_root: str | Path, surface: Surface, directory: Path, manifest: dict) -> dict:
     """Publish the build if every shard (and k-means routing) reached `min_recall`, else delete
-    it; the result."""
+    it; the result (status `published`, or `failed` with a `reason`)."""
     result = {"build_id": manifest["build_id"], "products": manifest["products"],
               "shards": len(manifest["shards"]), "recall_at_10": manifest["recall_at_10"],
               "routing_recall": manifest["routing_recall"],
@@ -60,7 +60,10 @@ def release(index_root: str | Path, surface: Surface, directory: Path, manifest:
         low["k-means routing"] = routing
     if low:
         shutil.rmtree(directory)
-        return {**result, "status": "failed_recall_gate", "below_min_recall": low}
+        below = ", ".join(f"{what} {value:.3f}" for what, value in low.items())
+        return {**result, "status": "failed", "below_min_recall": low,
+                "reason": f"recall gate: recall@10 below min_recall {surface.min_recall} "
+                          f"({below})"}
     write_manifest(directory, manifest)
     deleted = publish(index_root, surface.name, manifest["build_id"], surface.keep_builds)
     return {**result, "status": "published", "deleted_builds": deleted}

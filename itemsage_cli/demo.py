@@ -120,7 +120,7 @@ def demo_flow(workdir: Path, products: int, seed: int, epochs: int, master: str 
     progress("stage 5/5: sample queries")
     published = [n for n, r in built["surfaces"].items() if r["status"] == "published"]
     if not published:
-        raise ItemSageError(f"no surface passed its recall gate: {built['surfaces']}")
+        raise ItemSageError(f"no surface was published: {built['surfaces']}")
     shown = "closeup" if "closeup" in published else published[0]
     index = load_published(indexes, shown)
     eligible = pa.concat_arrays([pa.array(ids.ids) for ids in index.ids])

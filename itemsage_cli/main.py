@@ -1,12 +1,13 @@
 """`itemsage`: the command-line interface (a click group; every command has --help).
 
-User mistakes (ItemSageError) print one `error: ...` line on stderr and exit with status 1;
-click's own usage errors exit with status 2.
+User mistakes (ItemSageError, and Spark's analysis errors unless --verbose) print one
+`error: ...` line on stderr and exit with status 1; click's own usage errors exit with status 2.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -20,8 +21,19 @@ from itemsage_core.vocab_coverage import DEFAULT_MIN_COVERAGE
 CATALOG_EPOCHS = 10  # catalog-supervised training's default passes (docs/model.md)
 
 
+def _quiet_analysis_error(exc: Exception) -> bool:
+    """Whether `exc` is Spark's AnalysisException while Spark's log is quiet (no --verbose, no
+    ITEMSAGE_SPARK_LOG_LEVEL above ERROR). pyspark is imported by Spark commands only."""
+    errors = sys.modules.get("pyspark.errors")
+    if errors is None or not isinstance(exc, errors.AnalysisException):
+        return False
+    from jobs.spark_session import QUIET_LEVELS, log_level
+    return log_level() in QUIET_LEVELS
+
+
 class ItemSageGroup(click.Group):
-    """A click group that turns ItemSageError into one clear line and a non-zero exit."""
+    """A click group that turns ItemSageError (and, without --verbose, Spark's analysis errors)
+    into one clear line and a non-zero exit."""
 
     def invoke(self, ctx):
         try:
@@ -29,15 +41,26 @@ class ItemSageGroup(click.Group):
         except ItemSageError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
+        except Exception as exc:
+            if not _quiet_analysis_error(exc):
+                raise
+            click.echo(f"error: {str(exc).splitlines()[0]}", err=True)
+            sys.exit(1)
 
 
 @click.group(cls=ItemSageGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="itemsage-spark")
-def cli():
+@click.option("--verbose", is_flag=True,
+              help="Spark's full console log (WARN; ITEMSAGE_SPARK_LOG_LEVEL wins) and the "
+                   "traceback of a Spark analysis error. Default: Spark logs errors only and "
+                   "an analysis error is one `error:` line.")
+def cli(verbose):
     """ItemSage on Spark: product embeddings and per-surface nearest-neighbour indexes.
 
     Run `itemsage COMMAND --help` for a command's options.
     """
+    if verbose:
+        os.environ.setdefault("ITEMSAGE_SPARK_LOG_LEVEL", "WARN")
 
 
 def spark_options(fn):
@@ -70,15 +93,20 @@ def generate(out_dir, products, seed, engagements_per_product):
 @click.option("--image-dim", default=256, show_default=True, type=click.IntRange(min=1),
               help="Dimension of image and query embeddings.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@click.option("--spark", "use_spark", is_flag=True,
+              help="Validate on Spark even a local catalog (implied by --master, --conf, "
+                   "spark-submit.sh and an object-store catalog).")
 @spark_options
-def validate(catalog, mapping, engagements, image_dim, as_json, master, conf):
+def validate(catalog, mapping, engagements, image_dim, as_json, use_spark, master, conf):
     """Check a catalog (and optionally an engagement log) against the data contracts.
 
-    Reports rows, valid and rejected counts and the offending rows per rule. Exits 0 when the
-    data is usable (row-level rejections are reported, not fatal) and 1 on a schema-level error.
+    Reports rows, valid and rejected counts, the offending rows per rule and the extra-column
+    values the mapping could not convert. A local catalog is read in-process, batch by batch.
+    Exits 0 when the data is usable (row-level rejections are reported, not fatal) and 1 on a
+    schema-level error.
     """
     from itemsage_cli.stages import validate_stage
-    reports = validate_stage(catalog, mapping, engagements, image_dim, master, conf)
+    reports = validate_stage(catalog, mapping, engagements, image_dim, master, conf, use_spark)
     if as_json:
         click.echo(json.dumps({r.contract: r.to_dict() for r in reports}, sort_keys=True))
     else:
@@ -406,8 +434,9 @@ def build_index(table_uri, surfaces_path, index_root, catalog, mapping, table_ve
     """Build per-surface sharded HNSW indexes from the embeddings table and publish them.
 
     Each surface's build is checked against exact search (recall@10 per shard) before its
-    CURRENT pointer moves to it; a build below `min_recall` is deleted and the previous build
-    stays current (exit status 1).
+    CURRENT pointer moves to it. A surface that cannot be built or published (its filter does
+    not apply or matches nothing, its recall gate fails, ...) keeps its current build and gets
+    one `error:` line; the others still publish; the exit status is then 1.
     """
     from index_builder.surfaces import load_surfaces
     from itemsage_cli import preflight
@@ -425,9 +454,11 @@ def build_index(table_uri, surfaces_path, index_root, catalog, mapping, table_ve
                             table_version,
                             progress=progress)
     write_summary(summary, summary_json)
-    failed = [n for n, s in summary["surfaces"].items() if s["status"] != "published"]
+    failed = {n: s["reason"] for n, s in summary["surfaces"].items() if s["status"] == "failed"}
+    for name, reason in failed.items():
+        click.echo(f"error: surface {name!r} not published: {reason}", err=True)
     if failed:
-        raise ItemSageError(f"recall gate failed for {', '.join(failed)}: not published")
+        sys.exit(1)
 
 
 @cli.command()

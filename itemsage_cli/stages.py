@@ -43,21 +43,28 @@ def generate_stage(out: Path, products: int, seed: int,
 
 
 def validate_stage(catalog: str, mapping: str | None, engagements: str | None,
-                   image_dim: int, master: str | None,
-                   conf: tuple[str, ...] = ()) -> list[ValidationReport]:
-    """Validate a catalog on Spark (any size) and an engagement log in-process."""
+                   image_dim: int, master: str | None, conf: tuple[str, ...] = (),
+                   spark: bool = False) -> list[ValidationReport]:
+    """Validate a catalog and (optionally) an engagement log. A local catalog is validated
+    in-process with pyarrow; an object-store one, or any with `spark`, a `master`, a `conf` or
+    under spark-submit, on Spark. The engagement log is validated in-process."""
+    from itemsage_core.catalog_check import validate_local_catalog
     from itemsage_core.column_mapping import load_mapping
     from itemsage_core.engagement_contract import validate_engagements
+    from itemsage_core.local_files import is_local_path
     from itemsage_core.parquet_io import read_parquet
-    from jobs.catalog_frame import catalog_ids, read_catalog, validation_report, with_reasons
-    from jobs.spark_session import get_spark, parse_conf
+    from jobs.spark_session import get_spark, parse_conf, under_spark_submit
 
     column_mapping = load_mapping(mapping) if mapping else None
-    spark = get_spark("itemsage-validate", master, parse_conf(conf))
-    progress(f"validating catalog {catalog} on {spark.sparkContext.master}")
-    reports = [validation_report(with_reasons(
-        read_catalog(spark, catalog, column_mapping), image_dim,
-        catalog_ids(spark, catalog, column_mapping)))]
+    if spark or master or conf or under_spark_submit() or not is_local_path(catalog):
+        from jobs.catalog_frame import validate_on_spark
+
+        session = get_spark("itemsage-validate", master, parse_conf(conf))
+        progress(f"validating catalog {catalog} on {session.sparkContext.master}")
+        reports = [validate_on_spark(session, catalog, column_mapping, image_dim)]
+    else:
+        progress(f"validating catalog {catalog} in-process")
+        reports = [validate_local_catalog(catalog, column_mapping, image_dim)]
     if engagements:
         progress(f"validating engagement log {engagements}")
         reports.append(validate_engagements(read_parquet(engagements), image_dim).report)

@@ -51,6 +51,9 @@ RULES: dict[str, Rule] = {r.name: r for r in [
     Rule("image_dim_mismatch", IMAGE_EMBEDDINGS,
          "an image vector is null or its length is not the image dimension"),
     Rule("image_not_finite", IMAGE_EMBEDDINGS, "an image vector holds NaN, +-inf or null"),
+    Rule("unparsable_extra", "extras",
+         "an extra column's value cannot be converted to its type, and its mapping rule says "
+         "on_error = reject (the default)"),
 ]}
 
 
@@ -83,11 +86,13 @@ def conform_catalog(data: pa.Table | pa.RecordBatch) -> pa.Table:
 
 
 def catalog_row_problems(table: pa.Table, image_dim: int = DEFAULT_IMAGE_DIM,
-                         copies: pa.Array | None = None) -> pa.Array:
+                         copies: pa.Array | None = None,
+                         rejects: pa.Array | None = None) -> pa.Array:
     """Per row of a conformed catalog: the reasons it is invalid, or null.
 
     Uniqueness is a dataset-level rule: `copies` gives, per row, how many rows of the whole
-    catalog share its product_id (computed by the caller over the whole dataset).
+    catalog share its product_id (computed by the caller over the whole dataset). `rejects`:
+    per row, the column mapping's failed conversions that reject it (MappedBatch.rejects).
     """
     counts, wrong_dim, not_finite = nested_vector_problems(
         as_array(table.column(IMAGE_EMBEDDINGS)), image_dim)
@@ -109,6 +114,9 @@ def catalog_row_problems(table: pa.Table, image_dim: int = DEFAULT_IMAGE_DIM,
         rules.append((pc.binary_join_element_wise(
             "duplicate_product_id: ", copies.cast(pa.string()), " rows share this product_id", ""),
             pc.greater(copies, 1)))
+    if rejects is not None:
+        rules.append((pc.binary_join_element_wise("unparsable_extra: ", rejects, ""),
+                      pc.is_valid(rejects)))
     return reasons_column(rules)
 
 

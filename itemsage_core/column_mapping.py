@@ -37,6 +37,7 @@ EXTRA_TYPES = {"string": pa.string(), "double": pa.float64(), "bigint": pa.int64
                "boolean": pa.bool_()}
 RULE_KEYS = {"from", "sep", "parse", "split", "join", "type", "range", "on_error"}
 EXAMPLES = 3  # failed values kept per column
+SHOWN_CHARS = 60  # of a failed value, in examples and reasons
 _NUMBER = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
 # parse = "number": currency symbols and codes go, thousands separators (1,234,567 or the Indian
 # 1,23,456) are checked and dropped, and "A - B" (also en/em dash, "to") is a range.
@@ -60,8 +61,17 @@ class ColumnRule:
     split: str | None = None
     join: str | None = None
     type: str | None = None
+    range: str = "low"
+    on_error: str = "reject"
 
-    def apply(self, table: pa.Table) -> pa.Array:
+    @property
+    def converts(self) -> bool:
+        """True for an extra whose text is converted (to a number or a boolean)."""
+        return self.type not in (None, "string")
+
+    def apply(self, table: pa.Table) -> tuple[pa.Array, pa.Array | None]:
+        """The output column and, for a converting rule, per row the text that failed to
+        convert (null where it converted or was blank); None for other rules."""
         parts = [_as_text(as_array(table.column(s)), s) for s in self.sources]
         value = parts[0] if len(parts) == 1 else _concat(parts, self.sep)
         if self.parse == "list":
@@ -70,9 +80,43 @@ class ColumnRule:
             value = _split(value, self.split)
         if self.join is not None:
             value = pc.binary_join(value, self.join)
-        if self.type is not None:
-            value = _cast_text(value, self.type)
-        return _blank_to_null(value)
+        if not self.converts:
+            return _blank_to_null(value), None
+        text = pc.utf8_trim_whitespace(value)
+        converted = self._convert(text)
+        failed = pc.and_(pc.fill_null(pc.greater(pc.utf8_length(text), 0), False),
+                         pc.is_null(converted))
+        return converted, pc.if_else(failed, value, pa.scalar(None, pa.string()))
+
+    def _convert(self, text: pa.Array) -> pa.Array:
+        """Trimmed text to the rule's type; null where it does not convert."""
+        if self.type == "boolean":
+            low = pc.utf8_lower(text)
+            return pc.if_else(pc.is_in(low, value_set=pa.array(_TRUE)), True,
+                              pc.if_else(pc.is_in(low, value_set=pa.array(_FALSE)), False,
+                                         pa.scalar(None, pa.bool_())))
+        if self.parse == "number":
+            number = _parse_number(text, self.range)
+        else:
+            number = pc.cast(pc.if_else(pc.match_substring_regex(text, _NUMBER), text,
+                                        pa.scalar(None, pa.string())), pa.float64())
+        number = pc.if_else(pc.is_finite(number), number, pa.scalar(None, pa.float64()))
+        if self.type == "double":
+            return number
+        whole = pc.and_(pc.equal(number, pc.floor(number)), pc.less(pc.abs(number), 2.0 ** 63))
+        return pc.cast(pc.if_else(whole, number, pa.scalar(None, pa.float64())), pa.int64(),
+                       safe=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class MappedBatch:
+    """A batch after the mapping: its columns; per row, the failed conversions that reject it
+    (null: none; None when no rule rejects); per converted extra column, its counts (values,
+    failed, examples, on_error: see add_failures)."""
+
+    table: pa.Table
+    rejects: pa.Array | None
+    failures: dict[str, dict]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,17 +138,73 @@ class ColumnMapping:
             raise ContractError(f"{self.origin}: source column(s) {missing} not in the catalog "
                                 f"(found: {', '.join(schema.names)})")
 
-    def apply(self, data: pa.Table | pa.RecordBatch) -> pa.Table:
-        """Mapped columns, then (with passthrough) every source column no rule reads."""
+    def converting(self) -> ColumnMapping:
+        """The rules that convert extras alone (to count their failures on their columns)."""
+        return dataclasses.replace(self, rules=tuple(r for r in self.rules if r.converts),
+                                   passthrough=False)
+
+    def map_batch(self, data: pa.Table | pa.RecordBatch) -> MappedBatch:
+        """Mapped columns, then (with passthrough) every source column no rule reads; with the
+        rows that failed conversions reject, and the failures counted per column."""
         table = pa.table(data)  # a Table, or a RecordBatch from mapInArrow
         self.check_source(table.schema)
-        names = [r.target for r in self.rules]
-        columns = [r.apply(table) for r in self.rules]
+        names, columns, failures, rejects = [], [], {}, []
+        for rule in self.rules:
+            value, failed = rule.apply(table)
+            names.append(rule.target)
+            columns.append(value)
+            if failed is not None:
+                failures[rule.target] = _failure_counts(value, failed, rule.on_error)
+                if rule.on_error == "reject":
+                    rejects.append(_reject_text(rule, failed))
         if self.passthrough:
             keep = [n for n in table.column_names if n not in self.sources and n not in names]
             names += keep
             columns += [table.column(n) for n in keep]
-        return pa.Table.from_arrays(columns, names=names)
+        return MappedBatch(table=pa.Table.from_arrays(columns, names=names),
+                           rejects=_join_rejects(rejects) if rejects else None,
+                           failures=failures)
+
+    def apply(self, data: pa.Table | pa.RecordBatch) -> pa.Table:
+        """map_batch's table alone (schema checks, training: no row is judged there)."""
+        return self.map_batch(data).table
+
+
+def add_failures(total: dict[str, dict], part: dict[str, dict]) -> dict[str, dict]:
+    """Add failed-conversion counts (MappedBatch.failures, or sums of them, e.g. from JSON) into
+    `total` and return it: per column the present (non-blank) values, the failed ones, the first
+    EXAMPLES failed texts in sorted order (so the sum does not depend on the order of the
+    parts), and on_error."""
+    for column, counts in part.items():
+        into = total.setdefault(column, {"values": 0, "failed": 0, "examples": [],
+                                         "on_error": counts["on_error"]})
+        into["values"] += counts["values"]
+        into["failed"] += counts["failed"]
+        into["examples"] = sorted({*into["examples"], *counts["examples"]})[:EXAMPLES]
+    return total
+
+
+def _failure_counts(value: pa.Array, failed: pa.Array, on_error: str) -> dict:
+    examples = pc.unique(pc.utf8_slice_codeunits(failed.drop_null(), 0, SHOWN_CHARS))
+    examples = examples.take(pc.sort_indices(examples)[:EXAMPLES]).to_pylist()
+    n_failed = len(failed) - failed.null_count
+    return {"values": len(value) - value.null_count + n_failed, "failed": n_failed,
+            "examples": examples, "on_error": on_error}
+
+
+def _reject_text(rule: ColumnRule, failed: pa.Array) -> pa.Array:
+    """Per row "column 'text' is not a TYPE" where the conversion failed, else null. The text is
+    cut to SHOWN_CHARS, its ';' (the reasons' separator) written ','."""
+    shown = pc.replace_substring(pc.utf8_slice_codeunits(failed, 0, SHOWN_CHARS), ";", ",")
+    return pc.binary_join_element_wise(f"{rule.target} '", shown, f"' is not a {rule.type}", "")
+
+
+def _join_rejects(texts: list[pa.Array]) -> pa.Array:
+    """Per row, the non-null texts joined with ', ', or null when all are null."""
+    parts = [pc.fill_null(pc.binary_join_element_wise(", ", t, ""), "") for t in texts]
+    joined = pc.binary_join_element_wise(*parts, "")
+    return pc.if_else(pc.equal(joined, ""), pa.scalar(None, pa.string()),
+                      pc.utf8_slice_codeunits(joined, 2))
 
 
 def load_mapping(path: str | Path) -> ColumnMapping:
@@ -156,25 +256,42 @@ def _rule(where: str, target: str, spec, section: str) -> ColumnRule:
         sources = [sources]
     if not sources or not all(isinstance(s, str) and s for s in sources):
         raise ContractError(f"{where}: 'from' must be a column name or a list of column names")
-    if spec.get("parse") not in (None, *PARSERS):
+    parse, type_ = spec.get("parse"), spec.get("type")
+    if parse not in (None, *PARSERS):
         raise ContractError(f"{where}: parse must be one of {PARSERS}")
-    if spec.get("type") not in (None, *EXTRA_TYPES):
+    if type_ not in (None, *EXTRA_TYPES):
         raise ContractError(f"{where}: type must be one of {sorted(EXTRA_TYPES)}")
     if section == "features" and "type" in spec:
         raise ContractError(f"{where}: a feature's type is fixed by the contract; drop 'type'")
+    if parse in CONVERTERS:
+        if section == "features":
+            raise ContractError(f"{where}: parse = \"{parse}\" is for extras; a feature is text")
+        type_ = type_ or CONVERTERS[parse][0]
+        if type_ not in CONVERTERS[parse]:
+            raise ContractError(f"{where}: parse = \"{parse}\" makes "
+                                f"{' or '.join(CONVERTERS[parse])}, not {type_}")
+    if "range" in spec and parse != "number":
+        raise ContractError(f"{where}: range needs parse = \"number\"")
+    if spec.get("range", "low") not in RANGES:
+        raise ContractError(f"{where}: range must be one of {RANGES}")
+    if "on_error" in spec and type_ in (None, "string"):
+        raise ContractError(f"{where}: on_error needs a conversion (type double, bigint or "
+                            "boolean)")
+    if spec.get("on_error", "reject") not in ON_ERROR:
+        raise ContractError(f"{where}: on_error must be one of {ON_ERROR}")
     for key in ("sep", "split", "join"):
         if key in spec and (not isinstance(spec[key], str) or spec[key] == ""):
             raise ContractError(f"{where}: '{key}' must be a non-empty string")
-    makes_list = "parse" in spec or "split" in spec
+    makes_list = parse == "list" or "split" in spec
     if makes_list and "join" not in spec and (
             section == "extras" or CONTRACT_COLUMNS[target] != ct.STRING_LIST):
-        raise ContractError(f"{where}: parse/split make a list; add join = \"...\" to make "
-                            f"'{target}' a string")
+        raise ContractError(f"{where}: parse = \"list\" and split make a list; add "
+                            f"join = \"...\" to make '{target}' a string")
     if "join" in spec and not makes_list:
         raise ContractError(f"{where}: join needs a list (from parse or split)")
     return ColumnRule(target=target, sources=tuple(sources), sep=spec.get("sep", " "),
-                      parse=spec.get("parse"), split=spec.get("split"), join=spec.get("join"),
-                      type=spec.get("type"))
+                      parse=parse, split=spec.get("split"), join=spec.get("join"), type=type_,
+                      range=spec.get("range", "low"), on_error=spec.get("on_error", "reject"))
 
 
 def _as_text(column: pa.Array, name: str) -> pa.Array:
@@ -239,22 +356,19 @@ def _regroup(values: pa.Array, rows: np.ndarray, n: int, nulls: pa.Array | None 
     return pa.ListArray.from_arrays(pa.array(offsets), values, mask=nulls)
 
 
-def _cast_text(value: pa.Array, type_name: str) -> pa.Array:
-    """Text to an extra column's type; a value that does not parse becomes null."""
-    target = EXTRA_TYPES[type_name]
-    if type_name == "string":
-        return value
-    text = pc.utf8_trim_whitespace(value)
-    if type_name == "boolean":
-        low = pc.utf8_lower(text)
-        return pc.if_else(pc.is_in(low, value_set=pa.array(_TRUE)), True,
-                          pc.if_else(pc.is_in(low, value_set=pa.array(_FALSE)), False,
-                                     pa.scalar(None, pa.bool_())))
-    numeric = pc.if_else(pc.match_substring_regex(text, _NUMBER), text,
-                         pa.scalar(None, pa.string()))
-    if type_name == "bigint":
-        return pc.cast(pc.cast(numeric, pa.float64()), target, safe=False)
-    return pc.cast(numeric, target)
+def _parse_number(text: pa.Array, range_: str) -> pa.Array:
+    """parse = "number": trimmed text such as '£3.42', '$1,234.50', 'Rs. 1,299' or a range
+    '£6.99 - £10.49' to float64 (a range's low or high end, or null with range = "reject");
+    null where it is no such number."""
+    parts = pc.extract_regex(pc.replace_substring_regex(text, _CURRENCY, ""), _RANGE)
+    low, high = (pc.cast(pc.if_else(pc.equal(part, ""), pa.scalar(None, pa.string()),
+                                    pc.replace_substring(part, ",", "")), pa.float64())
+                 for part in (pc.struct_field(parts, "low"), pc.struct_field(parts, "high")))
+    if range_ == "low":
+        return pc.min_element_wise(low, high)
+    if range_ == "high":
+        return pc.max_element_wise(low, high)
+    return pc.if_else(pc.is_null(high), low, pa.scalar(None, pa.float64()))
 
 
 def _blank_to_null(value: pa.Array) -> pa.Array:

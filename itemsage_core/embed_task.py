@@ -5,7 +5,8 @@ or a test can run the very same code in one process (bench/gpu_bench.py does, on
 maps, conforms and checks raw catalog rows (or takes rows already checked, with a `reason`
 column), embeds the valid ones, quarantines the others, and writes one data file into each
 table's location: it returns their descriptions for the driver to commit, the embeddings file's
-with the vocabulary coverage counts of the rows it embedded (itemsage_core/vocab_coverage.py).
+with the vocabulary coverage counts of the rows it embedded (itemsage_core/vocab_coverage.py),
+the first file's with the column mapping's failed conversions of all its rows.
 """
 
 from __future__ import annotations
@@ -15,36 +16,20 @@ import json
 from collections.abc import Iterable, Iterator
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from itemsage_core.batch_embedder import BatchEmbedder
-from itemsage_core.catalog_contract import PRODUCT_ID, catalog_row_problems, conform_catalog
+from itemsage_core.catalog_check import BATCH_ROWS, check_batch
+from itemsage_core.catalog_contract import conform_catalog
 from itemsage_core.column_mapping import ColumnMapping
 from itemsage_core.embeddings_table import write_data_file
 from itemsage_core.parquet_io import read_row_group
 
 REASON = "reason"
-BATCH_ROWS = 10_000  # rows per record batch read from a row group
 
 
 def conform_batch(batch: pa.RecordBatch | pa.Table, mapping: ColumnMapping | None) -> pa.Table:
     """One raw catalog batch, mapped and conformed to the catalog contract."""
     return conform_catalog(mapping.apply(batch) if mapping else pa.table(batch))
-
-
-def repeated_ids_of(ids: pa.Array | pa.ChunkedArray) -> pa.Table:
-    """product_id and count of the ids on more than one row (null ids are missing ids, not
-    duplicates): what `copies_in` takes."""
-    counted = pc.value_counts(ids.drop_null())
-    repeated = pa.table({PRODUCT_ID: counted.field("values"), "count": counted.field("counts")})
-    return repeated.filter(pc.greater(repeated.column("count"), 1))
-
-
-def copies_in(table: pa.Table, repeated: pa.Table) -> pa.Array:
-    """Per row: how many rows share its product_id (`repeated`: repeated_ids_of the whole
-    catalog's ids), null when it is unique."""
-    where = pc.index_in(table.column(PRODUCT_ID), value_set=repeated.column(PRODUCT_ID))
-    return pc.take(repeated.column("count"), where)
 
 
 def row_group_slices(groups: list[tuple[str, int, int]], slots: int,
@@ -71,18 +56,18 @@ def embed_task(batches: Iterable[pa.RecordBatch], embedder: BatchEmbedder,
                mapping: ColumnMapping | None, repeated: pa.Table) -> list[dict]:
     """Embed or quarantine every row of `batches`; write one file per table that got rows into
     `targets` ("embeddings", "quarantine": table locations); return the files' descriptions
-    (write_data_file's, plus `kind` and `coverage`: the embedded rows' vocabulary coverage counts
-    as JSON on the embeddings file, None on the quarantine file). Every input row lands in
-    exactly one file."""
-    good, bad, coverage = [], [], {}
+    (write_data_file's, plus `kind`, `coverage`: the embedded rows' vocabulary coverage counts
+    as JSON on the embeddings file, None on the quarantine file, and `conversions`: the
+    mapping's failed conversions of raw rows as JSON (column_mapping.add_failures) on the first
+    file, None on the other). Every input row lands in exactly one file."""
+    good, bad, coverage, conversions = [], [], {}, {}
     for batch in batches:
         if REASON in batch.schema.names:
             table = pa.table(batch)
             reasons = table.column(REASON)
             table = table.drop_columns([REASON])
         else:
-            table = conform_batch(batch, mapping)
-            reasons = catalog_row_problems(table, image_dim, copies_in(table, repeated))
+            table, reasons = check_batch(batch, mapping, image_dim, repeated, conversions)
         embedded, quarantined = embedder.embed_or_quarantine(table, reasons, run_id, started,
                                                              coverage)
         good += [embedded] if embedded is not None else []
@@ -92,5 +77,6 @@ def embed_task(batches: Iterable[pa.RecordBatch], embedder: BatchEmbedder,
                                  ("quarantine", bad, None)):
         if tables:
             described.append({"kind": kind, **write_data_file(
-                targets[kind], pa.concat_tables(tables), run_id), "coverage": counts})
+                targets[kind], pa.concat_tables(tables), run_id), "coverage": counts,
+                "conversions": None if described else json.dumps(conversions)})
     return described

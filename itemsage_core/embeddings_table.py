@@ -95,6 +95,58 @@ def remove_tree(uri: str) -> None:
         fs.delete_dir(path)
 
 
+def _s3_filesystem(options: dict[str, str]) -> pafs.FileSystem:
+    """pyarrow's S3 filesystem configured from deltalake (object_store) storage options
+    (`aws_access_key_id`, `AWS_ENDPOINT_URL`, `aws_allow_http`, ...; any case, `aws_` optional)."""
+    opts = {k.lower().removeprefix("aws_"): str(v) for k, v in options.items()}
+    endpoint = opts.get("endpoint_url") or opts.get("endpoint")
+    kwargs = {"access_key": opts.get("access_key_id"), "secret_key": opts.get("secret_access_key"),
+              "session_token": opts.get("session_token") or opts.get("token"),
+              "region": opts.get("region") or opts.get("default_region")}
+    if endpoint:
+        scheme, _, host = endpoint.partition("://")
+        if not host:  # a bare host:port
+            scheme, host = "https", endpoint
+        kwargs["endpoint_override"], kwargs["scheme"] = host, scheme
+    elif opts.get("allow_http", "").lower() == "true":
+        kwargs["scheme"] = "http"
+    return pafs.S3FileSystem(**{k: v for k, v in kwargs.items() if v is not None})
+
+
+def _read_filesystem(table_uri: str, storage_options: dict | None) -> pafs.FileSystem:
+    """A native pyarrow filesystem rooted at the table (local, or an object store configured from
+    `storage_options`, else from the environment as `write_data_file` is)."""
+    scheme = urlparse(table_uri).scheme
+    if storage_options and scheme in ("s3", "s3a"):
+        fs, root = _s3_filesystem(storage_options), table_uri.split("://", 1)[1]
+    else:
+        fs, root = _filesystem(table_uri)
+    return pafs.SubTreeFileSystem(root.rstrip("/"), fs)
+
+
+def read_table(table_uri: str, version: int | None = None, columns: list[str] | None = None,
+               filter: pc.Expression | None = None, storage_options: dict | None = None
+               ) -> pa.Table:
+    """The rows of a Delta table version (default: the latest); the one way this project reads a
+    table from Python, and the one the docs give.
+
+    deltalake's own readers (`DeltaTable.to_pyarrow_table`, `to_pyarrow_dataset().to_table()`,
+    `to_pandas`) scan through a Python filesystem (`PyFileSystem(DeltaStorageHandler)`): the
+    buffers it returns are Python objects, and Arrow's pool threads release the last of them
+    after the scan has returned. When that happens while the interpreter is exiting, the thread
+    cannot take the GIL, CPython ends it with pthread_exit inside a C++ destructor, and the
+    process aborts ("terminate called without an active exception", exit 134), a few percent of
+    runs. Here deltalake still lists the version's files (and refuses features pyarrow cannot
+    read), but the scan goes through a native pyarrow filesystem, which holds no Python object,
+    so the process exits cleanly. tests/test_delta_reads.py checks this in subprocesses.
+    """
+    from deltalake import DeltaTable
+
+    table = DeltaTable(table_uri, version=version, storage_options=storage_options)
+    dataset = table.to_pyarrow_dataset(filesystem=_read_filesystem(table_uri, storage_options))
+    return dataset.to_table(columns=columns, filter=filter)
+
+
 def app_id(run_id: str) -> str:
     return f"itemsage/{run_id}"
 

@@ -24,7 +24,8 @@ class Rule:
 
 @dataclasses.dataclass
 class ValidationReport:
-    """Counts of one validated dataset: rows in, valid, rejected, and offending rows per rule."""
+    """Counts of one validated dataset: rows in, valid, rejected, offending rows per rule, and
+    the column mapping's failed conversions per extra column (column_mapping.add_failures)."""
 
     contract: str
     rows: int
@@ -32,6 +33,7 @@ class ValidationReport:
     rejected: int
     rule_counts: dict[str, int]
     rules: dict[str, Rule]
+    conversions: dict[str, dict] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.valid + self.rejected != self.rows:
@@ -39,12 +41,13 @@ class ValidationReport:
                                  f"!= {self.rows} rows")
 
     def lines(self) -> list[str]:
-        """Human-readable summary: one line for the totals, one per violated rule."""
+        """Human-readable summary: one line for the totals, one per violated rule, one per extra
+        column with failed conversions."""
         out = [f"{self.contract}: {self.rows} rows, {self.valid} valid, {self.rejected} rejected"]
         for name, count in sorted(self.rule_counts.items()):
             rule = self.rules[name]
             out.append(f"  column '{rule.column}', rule {name} ({rule.description}): {count} rows")
-        return out
+        return out + [f"  {line}" for line in conversion_lines(self.conversions)]
 
     def to_dict(self) -> dict:
         return {
@@ -52,10 +55,21 @@ class ValidationReport:
             "rejected": self.rejected,
             "violations": [{"column": self.rules[n].column, "rule": n, "rows": c}
                            for n, c in sorted(self.rule_counts.items())],
+            "conversions": self.conversions,
         }
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
+
+
+def conversion_lines(conversions: dict[str, dict]) -> list[str]:
+    """One line per extra column with failed conversions: how many, what became of them, the
+    examples."""
+    outcome = {"reject": "rows rejected", "null": "kept as null"}
+    return [f"extra '{column}': {c['failed']} of {c['values']} values could not be converted, "
+            f"{outcome[c['on_error']]} (on_error = \"{c['on_error']}\"), e.g. "
+            + ", ".join(json.dumps(e, ensure_ascii=False) for e in c["examples"])
+            for column, c in sorted(conversions.items()) if c["failed"]]
 
 
 def rule_counts(reasons: pa.Array | pa.ChunkedArray) -> dict[str, int]:

@@ -6,7 +6,9 @@ atomic publish.
 The driver plans (counts; k-means centroids from a bounded sample, the only vectors it sees)
 and publishes (manifest, CURRENT). Executors write shard files straight into the new
 build directory, so INDEX_ROOT must be a path the driver and every executor see (local disk in
-local mode; a shared mount on a cluster). docs/indexes.md has the layout and the config.
+local mode; a shared mount on a cluster). A surface that cannot be built (SurfaceFailure: its
+filter does not apply or matches nothing, its recall gate fails, ...) publishes nothing and keeps
+its current build; the others still publish. docs/indexes.md has the layout and the config.
 
 spark-submit entry point (`spark-submit.sh build-index ...` runs `itemsage build-index ...`).
 """
@@ -14,8 +16,10 @@ spark-submit entry point (`spark-submit.sh build-index ...` runs `itemsage build
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import re
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -28,7 +32,7 @@ from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from index_builder.index_layout import CENTROIDS, build_dir, new_build_id
+from index_builder.index_layout import CENTROIDS, build_dir, current_build_id, new_build_id
 from index_builder.release import assemble_manifest, release
 from index_builder.shard_index import ShardParams, build_group
 from index_builder.sharding import (ClusterPlan, hash_groups, nearest_centroids, routing_recall,
@@ -42,10 +46,20 @@ from itemsage_core.local_files import absolute_uri
 from jobs.catalog_frame import read_catalog
 from jobs.delta_frame import read_delta
 from jobs.progress import stage_progress
+from jobs.spark_failures import spark_failures
 
 # Vectors travel from the grouping step to the build tasks as raw float32 bytes (one value for
 # Spark to copy, and the build task joins them into one matrix without a per-float step).
 GROUPED = "surface string, group int, products binary, vectors binary"
+
+
+class SurfaceFailure(ItemSageError):
+    """A surface that cannot be built or published (the others still are): the reason, and the
+    details its summary entry keeps beside it."""
+
+    def __init__(self, reason: str, details: dict | None = None):
+        super().__init__(reason)
+        self.details = details or {}
 
 
 def vectors_of(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -56,23 +70,46 @@ def vectors_of(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
 
 
 def referenced(columns: list[str], filters: list[str | None]) -> list[str]:
-    """The columns named (as whole words) in any of the filters."""
+    """The columns named (as whole words, in any case, as Spark resolves them) in any of the
+    filters."""
     text = " ".join(f for f in filters if f)
-    return [c for c in columns if re.search(rf"(?<![\w.`]){re.escape(c)}(?![\w`])", text)
-            or f"`{c}`" in text]
+    return [c for c in columns
+            if re.search(rf"(?<![\w.`]){re.escape(c)}(?![\w`])", text, re.IGNORECASE)
+            or f"`{c.lower()}`" in text.lower()]
 
 
-def catalog_attributes(spark: SparkSession, catalog: str, mapping: ColumnMapping | None,
-                       surfaces: list[Surface]) -> DataFrame | None:
+def filtered(rows: DataFrame, surface: Surface, catalog_given: bool = True) -> DataFrame:
+    """The rows that pass the surface's filter (lazily: Spark only analyses it here). A filter
+    Spark cannot apply raises SurfaceFailure naming the columns there are and, for an unknown
+    one, the nearest."""
+    if not surface.filter:
+        return rows
+    try:
+        return rows.where(surface.filter)
+    except AnalysisException as exc:
+        problem = str(exc).splitlines()[0]
+        unknown = (exc.getMessageParameters() or {}).get("objectName")
+        if (exc.getCondition() or "").startswith("UNRESOLVED_COLUMN") and unknown:
+            unknown = unknown.replace("`", "")
+            names = {c.lower(): c for c in rows.columns}
+            nearest = difflib.get_close_matches(unknown.lower(), names, n=1)
+            problem = f"no column {unknown}" + (f" (nearest: {names[nearest[0]]})"
+                                                if nearest else "")
+            if not catalog_given:
+                problem += " (pass --catalog to filter on its columns)"
+        raise SurfaceFailure(f"filter {surface.filter!r} does not apply: {problem}; columns: "
+                             f"{', '.join(rows.columns)}") from None
+
+
+def catalog_attributes(catalog: DataFrame, surfaces: list[Surface]) -> DataFrame | None:
     """product_id and the catalog columns the surface filters use (None when they use none),
     cached for the several passes the planning makes. Ids on more than one row are left out
     (the embedding job never embeds them either)."""
-    attributes = read_catalog(spark, catalog, mapping).drop(IMAGE_EMBEDDINGS)
-    needed = [c for c in referenced(attributes.columns, [s.filter for s in surfaces])
+    needed = [c for c in referenced(catalog.columns, [s.filter for s in surfaces])
               if c != PRODUCT_ID]
     if not needed:
         return None
-    attributes = attributes.select(PRODUCT_ID, *needed)
+    attributes = catalog.select(PRODUCT_ID, *needed)
     repeated = attributes.groupBy(PRODUCT_ID).count().where(F.col("count") > 1)
     return attributes.join(repeated.select(PRODUCT_ID), PRODUCT_ID, "left_anti").persist(
         StorageLevel.MEMORY_AND_DISK)
@@ -84,15 +121,7 @@ def eligible_rows(table: DataFrame, surface: Surface,
     rows = table
     if attributes is not None and referenced(attributes.columns[1:], [surface.filter]):
         rows = table.join(attributes, PRODUCT_ID, "left")
-    if surface.filter:
-        try:
-            rows = rows.where(surface.filter)
-        except AnalysisException as exc:
-            hint = "" if attributes is not None else " (pass --catalog to filter on its columns)"
-            raise ItemSageError(
-                f"surface {surface.name!r}: filter {surface.filter!r} does not apply: "
-                f"{str(exc).splitlines()[0]}; columns: {', '.join(rows.columns)}{hint}") from None
-    return rows.select(PRODUCT_ID, "embedding", "model_version")
+    return filtered(rows, surface).select(PRODUCT_ID, "embedding", "model_version")
 
 
 @dataclasses.dataclass
@@ -139,16 +168,16 @@ def plan_surface(rows: DataFrame, surface: Surface, table_version: int,
         F.count(F.lit(1)).alias("n"), F.min(F.size("embedding")).alias("low"),
         F.max(F.size("embedding")).alias("high")).collect()
     if not stats:
-        raise ItemSageError(f"surface {surface.name!r}: no eligible products "
-                            f"(filter {surface.filter!r})")
+        raise SurfaceFailure(f"no products after the filter {surface.filter!r}" if surface.filter
+                             else "no products in the table")
     if len(stats) > 1:
-        raise ItemSageError(f"surface {surface.name!r}: the table mixes model versions "
-                            f"{sorted(r['model_version'] for r in stats)}; their vectors are not "
-                            "comparable, re-embed the catalog with one model")
+        raise SurfaceFailure(f"the table mixes model versions "
+                             f"{sorted(r['model_version'] for r in stats)}; their vectors are not "
+                             "comparable, re-embed the catalog with one model")
     (row,) = stats
     if row["low"] != row["high"]:
-        raise ItemSageError(f"surface {surface.name!r}: embeddings of {row['low']} to "
-                            f"{row['high']} dimensions in one table")
+        raise SurfaceFailure(f"embeddings of {row['low']} to {row['high']} dimensions in one "
+                             "table")
     products = row["n"]
     plan = SurfacePlan(surface, new_build_id(table_version), products, row["high"],
                        row["model_version"], rows, surface.shard_count(products))
@@ -210,22 +239,10 @@ def _build_task(params: dict[str, ShardParams], sizes: dict[str, int], dims: dic
     return build
 
 
-def build_indexes(spark: SparkSession, table_uri: str, surfaces: list[Surface], index_root: str,
-                  catalog: str | None = None, mapping: ColumnMapping | None = None,
-                  table_version: int | None = None, progress=print) -> dict:
-    """Build, gate and publish every surface; returns the run summary. A surface that fails its
-    recall gate publishes nothing (its new build is deleted); the others still publish."""
-    started = time.perf_counter()
-    table_uri, catalog = absolute_uri(table_uri), catalog and absolute_uri(catalog)
-    table, version = read_delta(spark, table_uri, table_version)
-    if table is None:
-        raise ItemSageError(f"{table_uri} is not a Delta table (run `itemsage embed` first)")
-    progress(f"building {', '.join(s.name for s in surfaces)} from {table_uri} "
-             f"version {version}")
-    attributes = catalog_attributes(spark, catalog, mapping, surfaces) if catalog else None
-    plans = [plan_surface(eligible_rows(table, s, attributes), s, version, progress)
-             for s in surfaces]
-    planned = time.perf_counter()
+def build_shards(spark: SparkSession, plans: list[SurfacePlan], index_root: str,
+                 progress: Callable[[str], None]) -> list[tuple[str, dict]]:
+    """Every group of every plan built by its own task, all in one Spark stage, into the plan's
+    new build directory; (surface, shard entry) per shard."""
     directories = {}
     for plan in plans:
         directory = build_dir(index_root, plan.surface.name, plan.build_id)
@@ -245,41 +262,89 @@ def build_indexes(spark: SparkSession, table_uri: str, surfaces: list[Surface], 
     tasks = {(p.surface.name, g): i for i, (p, g) in enumerate(
         (p, g) for p in plans for g in range(p.groups))}
     task = _build_task(params, sizes, {p.surface.name: p.dim for p in plans}, directories)
-    with stage_progress(spark, progress, "itemsage build-index: build shards"):
+    with stage_progress(spark, progress, "itemsage build-index: build shards"), spark_failures(
+            "building the shards", "nothing published, every surface's current build stays"):
         built = (grouped.rdd.map(lambda r: ((r["surface"], r["group"]),
                                              (bytes(r["products"]), bytes(r["vectors"]))))
                  .partitionBy(len(tasks), lambda key: tasks[key])
                  .mapPartitions(task).collect())
+    return [(surface, json.loads(entry)) for surface, entry in built]
+
+
+def publish_plan(plan: SurfacePlan, entries: list[dict], index_root: str,
+                 progress: Callable[[str], None], **provenance) -> dict:
+    """The plan's manifest from its shards' entries, then publish past the recall gate; the
+    release result, or SurfaceFailure with the build deleted."""
+    name = plan.surface.name
+    directory = build_dir(index_root, name, plan.build_id)
+    manifest = assemble_manifest(plan.surface, plan.build_id, directory, entries,
+                                 model_version=plan.model_version, dim=plan.dim,
+                                 group_clusters=plan.group_clusters,
+                                 routing_recall=plan.routing_recall, **provenance)
+    if manifest["products"] != plan.products:
+        shutil.rmtree(directory)
+        raise SurfaceFailure(f"shards hold {manifest['products']} products, {plan.products} "
+                             "were eligible")
+    result = release(index_root, plan.surface, directory, manifest)
+    if result["status"] != "published":
+        raise SurfaceFailure(result["reason"], result)
+    recall = manifest["recall_at_10"]
+    progress(f"{name}: published build {plan.build_id}: {plan.products} products in "
+             f"{result['shards']} shards, recall@10 min {recall['min']:.3f} "
+             f"mean {recall['mean']:.3f}")
+    return result
+
+
+def build_indexes(spark: SparkSession, table_uri: str, surfaces: list[Surface], index_root: str,
+                  catalog: str | None = None, mapping: ColumnMapping | None = None,
+                  table_version: int | None = None, progress=print) -> dict:
+    """Build, gate and publish every surface that can be; returns the run summary. A surface
+    that cannot be (SurfaceFailure) is `failed` there with its `reason` and `current_build`: it
+    publishes nothing and its current build stays; the others still publish. Every filter is
+    checked before any surface is planned."""
+    started = time.perf_counter()
+    table_uri, catalog = absolute_uri(table_uri), catalog and absolute_uri(catalog)
+    table, version = read_delta(spark, table_uri, table_version)
+    if table is None:
+        raise ItemSageError(f"{table_uri} is not a Delta table (run `itemsage embed` first)")
+    progress(f"building {', '.join(s.name for s in surfaces)} from {table_uri} "
+             f"version {version}")
+    summary = {"table": table_uri, "table_version": version, "index_root": index_root,
+               "surfaces": {}}
+
+    def attempt(surface: Surface, step: Callable[[], object]):
+        """step()'s result, or None when the surface fails (recorded in the summary)."""
+        try:
+            return step()
+        except SurfaceFailure as exc:
+            current = current_build_id(index_root, surface.name)
+            progress(f"{surface.name}: FAILED: {exc}; nothing published, " + (
+                f"build {current} stays current" if current else "no build is current"))
+            summary["surfaces"][surface.name] = {**exc.details, "status": "failed",
+                                                 "reason": str(exc), "current_build": current}
+            return None
+
+    frame = read_catalog(spark, catalog, mapping).drop(IMAGE_EMBEDDINGS) if catalog else None
+    columns = table if frame is None else table.join(frame, PRODUCT_ID, "left")
+    checked = [s for s in surfaces
+               if attempt(s, lambda: filtered(columns, s, bool(catalog))) is not None]
+    attributes = catalog_attributes(frame, checked) if frame is not None else None
+    plans = [plan for plan in (
+        attempt(s, lambda: plan_surface(eligible_rows(table, s, attributes), s, version,
+                                        progress)) for s in checked) if plan is not None]
+    planned = time.perf_counter()
+    built = build_shards(spark, plans, index_root, progress) if plans else []
     finished = time.perf_counter()
     if attributes is not None:
         attributes.unpersist()
-
-    summary = {"table": table_uri, "table_version": version, "index_root": index_root,
-               "surfaces": {}}
+    provenance = {"table_uri": table_uri, "table_version": version, "catalog": catalog,
+                  "seconds": {"plan_s": planned - started, "build_s": finished - planned}}
     for plan in plans:
-        name = plan.surface.name
-        directory = build_dir(index_root, name, plan.build_id)
-        manifest = assemble_manifest(
-            plan.surface, plan.build_id, directory,
-            [json.loads(entry) for surface, entry in built if surface == name],
-            table_uri=table_uri, table_version=version, catalog=catalog,
-            model_version=plan.model_version, dim=plan.dim, group_clusters=plan.group_clusters,
-            routing_recall=plan.routing_recall,
-            seconds={"plan_s": planned - started, "build_s": finished - planned})
-        if manifest["products"] != plan.products:
-            raise ItemSageError(f"surface {name!r}: shards hold {manifest['products']} "
-                                f"products, {plan.products} were eligible")
-        result = summary["surfaces"][name] = release(index_root, plan.surface, directory,
-                                                     manifest)
-        recall = manifest["recall_at_10"]
-        if result["status"] == "published":
-            progress(f"{name}: published build {plan.build_id}: {plan.products} products in "
-                     f"{result['shards']} shards, recall@10 min {recall['min']:.3f} "
-                     f"mean {recall['mean']:.3f}")
-        else:
-            progress(f"{name}: recall gate FAILED (min_recall {plan.surface.min_recall}; "
-                     f"below it: {result['below_min_recall']}); nothing published, the current "
-                     "build stays")
+        entries = [entry for surface, entry in built if surface == plan.surface.name]
+        result = attempt(plan.surface, lambda: publish_plan(plan, entries, index_root, progress,
+                                                            **provenance))
+        if result is not None:
+            summary["surfaces"][plan.surface.name] = result
     summary["seconds"] = time.perf_counter() - started
     return summary
 

@@ -7,7 +7,9 @@ quarantine file into the two tables' locations, and returns their descriptions. 
 commits the quarantine table (append) and the embeddings table (overwrite) in one transaction
 each, tagged with the run id: a retried run commits nothing twice. Before committing, it sums
 the tasks' vocabulary coverage counts into the run summary (`vocab_coverage`) and warns when the
-model knows too little of the catalog's words (itemsage_core/vocab_coverage.py).
+model knows too little of the catalog's words (itemsage_core/vocab_coverage.py); it sums their
+counts of extra-column values the column mapping could not convert (`conversions`) and prints a
+line per column with failures.
 
 spark-submit entry point (`spark-submit.sh embed ...` runs `itemsage embed ...`).
 """
@@ -31,9 +33,10 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import StringType, StructField, StructType
 
 from itemsage_core.batch_embedder import BatchEmbedder
+from itemsage_core.catalog_check import checked_row_groups
 from itemsage_core.catalog_contract import PRODUCT_ID
 from itemsage_core.checkpoint import CONFIG, read_manifest
-from itemsage_core.column_mapping import ColumnMapping
+from itemsage_core.column_mapping import ColumnMapping, add_failures
 from itemsage_core.content_hash import content_hashes
 from itemsage_core.embeddings_table import (DEFAULT_MAX_QUARANTINE_SHARE, EMBEDDING_SCHEMA,
                                             NO_TABLE, QUARANTINE_SCHEMA, commit_files,
@@ -43,10 +46,11 @@ from itemsage_core.embed_task import REASON, embed_task, read_slices, row_group_
 from itemsage_core.errors import ItemSageError
 from itemsage_core.local_files import is_local_path
 from itemsage_core.parquet_io import parquet_files
+from itemsage_core.validation_report import conversion_lines
 from itemsage_core.vocab_coverage import (DEFAULT_MIN_COVERAGE, add_coverage, coverage_summary,
                                           low_coverage_warning)
-from jobs.catalog_frame import (catalog_ids, checked_row_groups, raw_catalog, read_catalog,
-                                repeated_ids, repeated_ids_in_files, with_reasons)
+from jobs.catalog_frame import (catalog_ids, conversion_failures, raw_catalog, repeated_ids,
+                                repeated_ids_in_files, with_reasons)
 from jobs.crash_points import crash_point
 from jobs.delta_frame import read_delta
 from jobs.progress import stage_progress
@@ -57,7 +61,7 @@ CONTENT_HASH, STATUS = "content_hash", "_status"
 EMBED_STAGE = "itemsage embed: encode and write"  # the Spark UI's name of the main stage
 _SHIPPED: set[tuple[int, str]] = set()
 FILES_SCHEMA = ("kind string, path string, size long, rows long, modification_time long, "
-                "stats string, coverage string")
+                "stats string, coverage string, conversions string")
 
 
 def default_run_id(catalog: str, model_version: str, mapping: ColumnMapping | None,
@@ -116,14 +120,14 @@ def _embed_row_groups(embed_batches):
 
 def _write_partition(table_uri: str, run_id: str):
     """A task that writes its rows (already embeddings-table rows) as one data file (no
-    coverage: they are not encoded again)."""
+    coverage or conversions: they are not encoded or mapped again)."""
     def run(batches):
         tables = [pa.table(b) for b in batches]
         if tables and sum(t.num_rows for t in tables):
             rows = pa.concat_tables(tables).select(EMBEDDING_SCHEMA.names).cast(EMBEDDING_SCHEMA)
             yield pa.RecordBatch.from_pylist(
                 [{"kind": "embeddings", **write_data_file(table_uri, rows, run_id),
-                  "coverage": None}])
+                  "coverage": None, "conversions": None}])
     return run
 
 
@@ -262,7 +266,7 @@ def embed_catalog(spark: SparkSession, catalog: str, model_dir: str, table_uri: 
             repeated = repeated_ids(ids)
         to_encode, carried = None, None  # None: every catalog row
         if incremental:
-            checked = with_reasons(read_catalog(spark, catalog, mapping), image_dim, ids)
+            checked = with_reasons(spark, catalog, mapping, repeated, image_dim)
             current, version = read_delta(spark, table_uri)
             if current is not None:
                 read_version = version
@@ -300,6 +304,13 @@ def embed_catalog(spark: SparkSession, catalog: str, model_dir: str, table_uri: 
             files += carried_files
         rows_in = (sum(n for *_, n in groups) if groups is not None
                    else spark.read.parquet(catalog).count())
+        if to_encode is not None and mapping is not None:  # the tasks got checked rows
+            conversions = conversion_failures(spark, catalog, mapping)
+        else:  # the tasks mapped the raw rows and counted
+            conversions = {}
+            for f in files:
+                if f["conversions"]:
+                    add_failures(conversions, json.loads(f["conversions"]))
     embedded = sum(f["rows"] for f in files if f["kind"] == "embeddings") - kept
     quarantined = sum(f["rows"] for f in files if f["kind"] == "quarantine")
     timings["embed_and_write_s"] = time.perf_counter() - started
@@ -313,6 +324,9 @@ def embed_catalog(spark: SparkSession, catalog: str, model_dir: str, table_uri: 
         if f["coverage"]:
             add_coverage(coverage, json.loads(f["coverage"]))
     summary["vocab_coverage"] = coverage_summary(coverage, min_coverage)
+    summary["conversions"] = conversions
+    for line in conversion_lines(conversions):
+        progress(line)
     warning = low_coverage_warning(summary["vocab_coverage"], model_version)
     if warning:
         progress(warning)

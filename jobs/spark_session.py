@@ -2,20 +2,32 @@
 
 Defaults give a working embedded Spark (`local[*]`) on a laptop; under spark-submit the master and
 conf given there win, and `--master` / `--conf k=v` from the CLI override both.
+
+Spark's console log level is $ITEMSAGE_SPARK_LOG_LEVEL, else ERROR (`itemsage --verbose`: WARN).
+At ERROR or quieter, a driver JVM started here logs errors only from its start on, and PySpark's
+JSON re-logging of every analysis error (with its JVM stack) is off.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 from pyspark import SparkConf
+from pyspark.logger import PySparkLogger
 from pyspark.sql import SparkSession
 
 from itemsage_core.errors import ItemSageError
 
 DEFAULT_MASTER = "local[*]"
+LOG_LEVEL = "ITEMSAGE_SPARK_LOG_LEVEL"
+QUIET_LEVELS = ("ERROR", "FATAL", "OFF")
+QUIET_LOG4J = Path(__file__).with_name("log4j2-quiet.properties")
+# PySpark loggers that log each analysis error again, as JSON with the JVM stack trace.
+QUERY_CONTEXT_LOGGERS = ("SQLQueryContextLogger", "DataFrameQueryContextLogger")
 
 # Defaults for every session; each can be overridden by spark-submit or --conf.
 DEFAULT_CONF = {
@@ -47,6 +59,11 @@ def parse_conf(pairs: Iterable[str]) -> dict[str, str]:
     return conf
 
 
+def log_level() -> str:
+    """Spark's console log level: $ITEMSAGE_SPARK_LOG_LEVEL, else ERROR."""
+    return os.environ.get(LOG_LEVEL, "ERROR").upper()
+
+
 def under_spark_submit() -> bool:
     """True when this driver was launched by spark-submit (the JVM is already configured)."""
     return "PYSPARK_GATEWAY_PORT" in os.environ
@@ -65,6 +82,9 @@ def session_conf(master: str | None = None, conf: Mapping[str, str] | None = Non
         out["spark.pyspark.driver.python"] = sys.executable
         if out["spark.master"].startswith("local"):
             out.update(LOCAL_CONF)
+        if log_level() in QUIET_LEVELS:
+            out["spark.driver.extraJavaOptions"] = (
+                f"-Dlog4j2.configurationFile={QUIET_LOG4J.as_uri()}")
     else:
         out.update({k: v for k, v in DEFAULT_CONF.items() if k not in submitted})
         if master:
@@ -91,5 +111,9 @@ def get_spark(app_name: str = "itemsage", master: str | None = None,
             raise ItemSageError("could not start Spark's JVM: install Java 17+ and make sure "
                                 "`java` is on PATH or JAVA_HOME is set") from None
         raise
-    spark.sparkContext.setLogLevel(os.environ.get("ITEMSAGE_SPARK_LOG_LEVEL", "WARN"))
+    level = log_level()
+    spark.sparkContext.setLogLevel(level)
+    for name in QUERY_CONTEXT_LOGGERS:
+        PySparkLogger.getLogger(name).setLevel(
+            logging.CRITICAL if level in QUIET_LEVELS else logging.WARNING)
     return spark

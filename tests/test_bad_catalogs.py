@@ -1,7 +1,7 @@
 """Property-based tests: whatever the catalog holds, each row is embedded or quarantined with the
 right reasons, nothing is lost, and a schema problem is one ContractError (issue 8).
 
-The rows go through the functions a Spark task runs (conform_batch, catalog_row_problems,
+The rows go through the functions a Spark task runs (check_batch,
 BatchEmbedder.embed_or_quarantine); an independent oracle in plain Python says which rules each
 generated row breaks. tests/test_bad_catalogs_job.py runs the same generator through the job.
 """
@@ -19,10 +19,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from itemsage_core.batch_embedder import BatchEmbedder
-from itemsage_core.catalog_contract import MAX_IMAGES, PRODUCT_ID, catalog_row_problems, id_copies
+from itemsage_core.catalog_check import check_batch, repeated_ids_of
+from itemsage_core.catalog_contract import MAX_IMAGES, PRODUCT_ID, RULES
 from itemsage_core.column_mapping import parse_mapping
 from itemsage_core.embed_task import conform_batch
 from itemsage_core.errors import ContractError
+from itemsage_core.validation_report import rule_counts
 
 DIM = 256  # the tiny model's image dimension
 NOT_UTF8 = [b"\xff", b"caf\xe9", b"\xed\xa0\x80 lone surrogate", b"ok\xc3",
@@ -157,8 +159,9 @@ def run_task(embedder, raw: pa.Table, mapping=None):
     """What one Spark task does with a batch (the whole catalog here, so copies are complete).
     The batch is a slice of a longer one, as the job's row-group slices are."""
     padded = pa.concat_tables([raw.slice(0, 1), raw]).combine_chunks() if raw.num_rows else raw
-    table = conform_batch(padded.slice(1) if raw.num_rows else raw, mapping)
-    reasons = catalog_row_problems(table, DIM, id_copies(table.column(PRODUCT_ID)))
+    batch = padded.slice(1) if raw.num_rows else raw
+    ids = conform_batch(batch, mapping).column(PRODUCT_ID)  # a schema problem raises here
+    table, reasons = check_batch(batch, mapping, DIM, repeated_ids_of(ids))
     at = dt.datetime(2026, 11, 25, tzinfo=dt.timezone.utc)
     good, bad = embedder.embed_or_quarantine(table, reasons, "run-test", at)
     return table, reasons, good, bad
@@ -248,5 +251,6 @@ def test_mapped_catalog_of_odd_text_never_crashes(embedder, sku, data):
         bad.num_rows if bad is not None else 0) == n
     # Integer skus are formatted as text; a null sku is a missing id; ids are never blank.
     assert table.column(PRODUCT_ID).to_pylist() == [None if s is None else str(s) for s in sku]
-    for name in ("price", "in_stock"):  # unparseable extras become null, never an error
+    for name in ("price", "in_stock"):  # unparseable extras reject their row, never crash
         assert table.column(name).type in (pa.float64(), pa.bool_())
+    assert set(rule_counts(reasons)) <= set(RULES)  # odd text cannot break a reason apart

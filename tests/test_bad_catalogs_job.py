@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from itemsage_cli.main import cli
-from itemsage_core.embeddings_table import quarantine_uri
+from itemsage_core.embeddings_table import quarantine_uri, read_table
 from itemsage_core.errors import ContractError, ItemSageError
 from jobs.embed_catalog import embed_catalog
 from test_bad_catalogs import catalog_table, expected_rules, rows, rule_names
@@ -51,9 +51,9 @@ def test_generated_catalogs_through_the_job(spark, tiny_model_dir, generated, cu
     valid = sum(1 for rules in expected if not rules)
     assert summary["counts_add_up"] and summary["rows_in"] == len(generated)
     assert (summary["embedded"], summary["quarantined"]) == (valid, len(generated) - valid)
-    assert DeltaTable(table_uri).to_pyarrow_table().num_rows == valid
+    assert read_table(table_uri).num_rows == valid
     if valid < len(generated):
-        quarantined = DeltaTable(quarantine_uri(table_uri)).to_pyarrow_table()
+        quarantined = read_table(quarantine_uri(table_uri))
         got = Counter(frozenset(rule_names(r)) for r in quarantined.column("reason").to_pylist())
         assert got == Counter(frozenset(rules) for rules in expected if rules)
 
@@ -73,7 +73,7 @@ def first_version(spark, tmp_path, catalog, model) -> str:
 def test_empty_and_all_bad_catalogs_leave_the_table_as_it_was(spark, tmp_path, world_catalog,
                                                               tiny_model_dir):
     table_uri = first_version(spark, tmp_path, world_catalog, tiny_model_dir)
-    before = DeltaTable(table_uri).to_pyarrow_table()
+    before = read_table(table_uri)
     pq.write_table(world_catalog.slice(0, 0), tmp_path / "empty.parquet")
     with pytest.raises(ItemSageError, match="the catalog has no rows: .* was left as it was"):
         embed_catalog(spark, str(tmp_path / "empty.parquet"), str(tiny_model_dir), table_uri,
@@ -85,17 +85,17 @@ def test_empty_and_all_bad_catalogs_leave_the_table_as_it_was(spark, tmp_path, w
         embed_catalog(spark, str(tmp_path / "bad.parquet"), str(tiny_model_dir), table_uri,
                       progress=quiet)
     assert DeltaTable(table_uri).version() == 0
-    assert DeltaTable(table_uri).to_pyarrow_table().equals(before)
+    assert read_table(table_uri).equals(before)
     # The reasons are committed for diagnosis, once, even when the run is repeated.
-    reasons = DeltaTable(quarantine_uri(table_uri)).to_pyarrow_table().column("reason")
+    reasons = read_table(quarantine_uri(table_uri)).column("reason")
     assert reasons.to_pylist() == ["missing_title: title is null or blank"] * 40
 
     # An operator who means it: the same run commits an empty table, the quarantine unchanged.
     summary = embed_catalog(spark, str(tmp_path / "bad.parquet"), str(tiny_model_dir), table_uri,
                             progress=quiet, max_quarantine_share=1)
     assert (summary["embedded"], summary["quarantined"], summary["table_version"]) == (0, 40, 1)
-    assert DeltaTable(table_uri).to_pyarrow_table().num_rows == 0
-    assert DeltaTable(quarantine_uri(table_uri)).to_pyarrow_table().num_rows == 40
+    assert read_table(table_uri).num_rows == 0
+    assert read_table(quarantine_uri(table_uri)).num_rows == 40
 
 
 def cli_error(args: list[str]) -> str:

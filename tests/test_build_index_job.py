@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -13,6 +14,7 @@ from deltalake import DeltaTable
 
 from index_builder.index_layout import build_dir, current_build_id, read_manifest
 from index_builder.surfaces import load_surfaces
+from itemsage_core.embeddings_table import read_table
 from itemsage_core.parquet_io import write_parquet_dataset
 from jobs.build_indexes import build_indexes
 from jobs.embed_catalog import embed_catalog
@@ -74,7 +76,7 @@ def test_every_eligible_product_in_exactly_one_shard_per_surface(spark, embedded
     root = out / "index"
     summary = build_indexes(spark, table_uri, surfaces, str(root),
                             catalog=str(small_world_dir / "catalog"), progress=quiet)
-    vectors = DeltaTable(table_uri).to_pyarrow_table()
+    vectors = read_table(table_uri)
     by_id = dict(zip(vectors.column("product_id").to_pylist(),
                      vectors.column("embedding").to_pylist()))
     for surface in ("home", "closeup", "search"):
@@ -123,7 +125,7 @@ def test_query_cli_gives_cosine_scores_best_first(spark, embedded, small_world_d
                           "--json"], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     results = json.loads(run.stdout)
-    table = DeltaTable(table_uri).to_pyarrow_table()
+    table = read_table(table_uri)
     ids = table.column("product_id").to_pylist()
     vectors = np.stack(table.column("embedding").to_numpy(zero_copy_only=False))
     eligible_rows = [ids.index(pid) for pid in set(ids) & {
@@ -153,10 +155,11 @@ def test_recall_gate_failure_leaves_the_previous_build_current(spark, embedded, 
     bad = subprocess.run(build + ["--surfaces", str(tmp_path / "bad.toml")],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 1
-    assert "error: recall gate failed for home: not published" in bad.stderr
+    assert ("error: surface 'home' not published: recall gate: recall@10 below min_recall 0.95 "
+            "(shard 0 ") in bad.stderr
     summary = json.loads(bad.stdout)["surfaces"]["home"]
-    assert summary["status"] == "failed_recall_gate" and summary["recall_at_10"]["min"] < 0.95
-    assert current_build_id(root, "home") == before
+    assert summary["status"] == "failed" and summary["recall_at_10"]["min"] < 0.95
+    assert summary["current_build"] == before == current_build_id(root, "home")
     assert not build_dir(root, "home", summary["build_id"]).exists()
 
 
@@ -188,13 +191,80 @@ def test_a_pinned_table_version_reproduces_an_earlier_build(spark, embedded, sma
     assert builds[0][0] == builds[0][1]  # same shards, ids and index bytes
 
 
-def test_a_filter_on_missing_columns_is_one_clear_error(spark, embedded, tmp_path):
+def test_a_filter_on_catalog_columns_without_catalog_fails_its_surface(spark, embedded,
+                                                                       tmp_path):
     out, table_uri = embedded
-    from itemsage_core.errors import ItemSageError
+    summary = build_indexes(spark, table_uri, load_surfaces(out / "surfaces.toml", ["home"]),
+                            str(tmp_path / "index"), progress=quiet)
+    home = summary["surfaces"]["home"]
+    assert home["status"] == "failed" and home["current_build"] is None
+    assert home["reason"].startswith(
+        "filter \"in_stock AND country IN ('US', 'GB')\" does not apply: no column in_stock "
+        "(pass --catalog to filter on its columns); columns: product_id, embedding, ")
+    assert not (tmp_path / "index").exists()
 
-    with pytest.raises(ItemSageError, match="pass --catalog to filter on its columns"):
-        build_indexes(spark, table_uri, load_surfaces(out / "surfaces.toml", ["home"]),
-                      str(tmp_path / "index"), progress=quiet)
+
+def build_index_cli(*args: str) -> subprocess.CompletedProcess:
+    """`itemsage build-index ARGS` as a user runs it: a subprocess, Spark's default console."""
+    return subprocess.run([sys.executable, "-m", "itemsage_cli.main", "build-index",
+                           "--master", "local[1]", *args], capture_output=True, text=True,
+                          timeout=300, env={k: v for k, v in os.environ.items()
+                                            if k != "ITEMSAGE_SPARK_LOG_LEVEL"})
+
+
+def errors_of(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+def test_a_surface_whose_filter_matches_nothing_fails_alone(spark, embedded, small_world_dir,
+                                                            tmp_path):
+    """Observed: one empty surface aborted build-index, and no surface was published."""
+    out, table_uri = embedded
+    catalog, root = str(small_world_dir / "catalog"), tmp_path / "index"
+    (tmp_path / "before.toml").write_text('[surfaces.deals]\nfilter = "price < 20"\n')
+    build_indexes(spark, table_uri, load_surfaces(tmp_path / "before.toml"), str(root),
+                  catalog=catalog, progress=quiet)
+    before = current_build_id(root, "deals")
+    (tmp_path / "surfaces.toml").write_text(
+        SURFACES + '\n[surfaces.deals]\nfilter = "price < 0"\n')
+    run = build_index_cli("--table", table_uri, "--surfaces", str(tmp_path / "surfaces.toml"),
+                          "--out", str(root), "--catalog", catalog, "--surface", "home",
+                          "--surface", "deals", "--surface", "search",
+                          "--summary-json", str(tmp_path / "summary.json"))
+    assert run.returncode == 1, run.stderr[-3000:]
+    assert errors_of(run.stderr) == [
+        "error: surface 'deals' not published: no products after the filter 'price < 0'"]
+    surfaces = json.loads((tmp_path / "summary.json").read_text())["surfaces"]
+    assert surfaces == json.loads(run.stdout)["surfaces"]
+    assert surfaces["deals"] == {"status": "failed", "current_build": before,
+                                 "reason": "no products after the filter 'price < 0'"}
+    assert current_build_id(root, "deals") == before
+    for name in ("home", "search"):
+        assert surfaces[name]["status"] == "published"
+        assert current_build_id(root, name) == surfaces[name]["build_id"]
+
+
+def test_an_unknown_filter_column_names_the_columns_and_the_nearest(embedded, small_world_dir,
+                                                                    tmp_path):
+    """Observed: with --catalog and --mapping, "(pass --catalog ...)", the table's columns only,
+    after Spark's JSON log of the error with its Java stack trace."""
+    _, table_uri = embedded
+    (tmp_path / "mapping.toml").write_text('[extras.cost]\nfrom = "price"\ntype = "double"\n')
+    (tmp_path / "surfaces.toml").write_text('[surfaces.search]\nfilter = "costt < 40"\n')
+    run = build_index_cli("--table", table_uri, "--surfaces", str(tmp_path / "surfaces.toml"),
+                          "--out", str(tmp_path / "index"), "--catalog",
+                          str(small_world_dir / "catalog"), "--mapping",
+                          str(tmp_path / "mapping.toml"))
+    assert run.returncode == 1, run.stderr[-3000:]
+    (error,) = errors_of(run.stderr)
+    assert error.startswith("error: surface 'search' not published: filter 'costt < 40' does "
+                            "not apply: no column costt (nearest: cost); columns: product_id, "
+                            "embedding, model_version, ")
+    assert {"title", "brand", "cost", "country", "in_stock"} <= set(
+        error.split("; columns: ")[1].split(", "))
+    assert "--catalog" not in error
+    for noise in ("Traceback", "\tat ", "org.apache", '"logger"', " WARN "):
+        assert noise not in run.stderr
     assert not (tmp_path / "index").exists()
 
 
@@ -207,7 +277,8 @@ def test_flipkart_indexes_through_its_mapping(spark, tmp_path, flipkart_path, ti
     embed_catalog(spark, str(flipkart_path), str(tiny_model_dir), table_uri, mapping,
                   progress=quiet)
     root = tmp_path / "index"
-    summary = build_indexes(spark, table_uri, load_surfaces(PROJECT_CONF / "surfaces-flipkart.toml"),
+    summary = build_indexes(spark, table_uri,
+                            load_surfaces(PROJECT_CONF / "surfaces-flipkart.toml"),
                             str(root), catalog=str(flipkart_path), mapping=mapping,
                             progress=quiet)
     catalog = pq.read_table(flipkart_path).to_pandas()

@@ -9,10 +9,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from itemsage_core.catalog_check import validate_local_catalog
 from itemsage_core.catalog_contract import validate_catalog
 from itemsage_core.column_mapping import load_mapping
 from itemsage_core.errors import ContractError, ItemSageError
-from jobs.catalog_frame import read_catalog, validation_report, with_reasons
+from jobs.catalog_frame import (catalog_ids, read_catalog, repeated_ids, validate_on_spark,
+                                with_reasons)
 
 pytestmark = pytest.mark.spark
 FLIPKART_MAPPING = Path(__file__).resolve().parents[1] / "conf" / "mappings" / "flipkart.toml"
@@ -32,14 +34,16 @@ def test_spark_and_in_process_validation_agree(spark, tmp_path):
     table = bad_catalog()
     pq.write_table(table.slice(0, 4), tmp_path / "part-0.parquet")
     pq.write_table(table.slice(4), tmp_path / "part-1.parquet")
-    checked = with_reasons(read_catalog(spark, str(tmp_path)), image_dim=4)
+    repeated = repeated_ids(catalog_ids(spark, str(tmp_path)))
+    checked = with_reasons(spark, str(tmp_path), None, repeated, image_dim=4)
     got = {(r["product_id"], r["reason"]) for r in checked.select("product_id", "reason").collect()}
     expected = validate_catalog(table, image_dim=4)
     want = {(r["product_id"], r["reason"]) for r in expected.rejected.to_pylist()}
     want |= {(p, None) for p in expected.valid.column("product_id").to_pylist()}
     assert got == want
-    report = validation_report(checked)
+    report = validate_on_spark(spark, str(tmp_path), image_dim=4)
     assert report.to_dict() == expected.report.to_dict()
+    assert report == validate_local_catalog(str(tmp_path), image_dim=4)
     assert checked.columns[-2:] == ["country", "reason"]
 
 
@@ -52,8 +56,10 @@ def test_schema_problems_stop_before_reading_data(spark, tmp_path):
 
 
 def test_flipkart_on_spark_through_its_mapping(spark, flipkart_path):
-    checked = with_reasons(read_catalog(spark, str(flipkart_path),
-                                        load_mapping(FLIPKART_MAPPING)))
-    report = validation_report(checked)
+    mapping = load_mapping(FLIPKART_MAPPING)
+    report = validate_on_spark(spark, str(flipkart_path), mapping)
     assert (report.rows, report.valid, report.rejected) == (20_000, 19_996, 4)
     assert report.rule_counts == {"duplicate_product_id": 4}
+    # "No rating available": counted, kept as null (on_error = "null"), no row rejected.
+    assert report.conversions["rating"]["failed"] == 18_151
+    assert report == validate_local_catalog(str(flipkart_path), mapping)

@@ -50,8 +50,31 @@ def test_user_errors_are_one_line_on_stderr_without_traceback(tmp_path):
     assert usage.returncode == 2 and "Missing option '--out'" in usage.stderr
 
 
-@pytest.mark.spark
-def test_validate_json(spark, small_world_dir):
+def test_a_spark_analysis_error_is_one_line_unless_verbose(monkeypatch):
+    import click
+    from pyspark.errors import AnalysisException
+
+    from itemsage_cli.main import ItemSageGroup
+
+    @click.group(cls=ItemSageGroup)
+    def group():
+        pass
+
+    @group.command()
+    def analyse():
+        raise AnalysisException("[UNRESOLVED_COLUMN] no column x.\nthe plan, line by line")
+
+    # setenv first, so that the variable --verbose sets below is removed after the test
+    monkeypatch.setenv("ITEMSAGE_SPARK_LOG_LEVEL", "ERROR")
+    monkeypatch.delenv("ITEMSAGE_SPARK_LOG_LEVEL")
+    quiet = CliRunner().invoke(group, ["analyse"])
+    assert quiet.exit_code == 1 and quiet.stderr == "error: [UNRESOLVED_COLUMN] no column x.\n"
+    assert CliRunner().invoke(cli, ["--verbose", "generate", "--help"]).exit_code == 0
+    assert os.environ["ITEMSAGE_SPARK_LOG_LEVEL"] == "WARN"
+    assert isinstance(CliRunner().invoke(group, ["analyse"]).exception, AnalysisException)
+
+
+def test_validate_json(small_world_dir):
     result = CliRunner().invoke(cli, [
         "validate", "--catalog", str(small_world_dir / "catalog"),
         "--engagements", str(small_world_dir / "engagements"), "--json"])
@@ -61,15 +84,43 @@ def test_validate_json(spark, small_world_dir):
     assert reports["engagements"]["rows"] == 2000 and reports["engagements"]["valid"] == 2000
 
 
-@pytest.mark.spark
-def test_validate_schema_error_exits_1(spark, tmp_path):
+def test_validate_schema_error_exits_1(tmp_path):
     import pyarrow as pa
     pq.write_table(pa.table({"product_id": [1], "title": ["t"]}), tmp_path / "c.parquet")
     result = CliRunner().invoke(cli, ["validate", "--catalog", str(tmp_path)])
     assert result.exit_code == 1
     assert result.stderr.strip().splitlines()[-1] == (
-        "error: catalog column 'product_id' must be string, found int64 "
-        "(schema-level: affects all rows)")
+        f"error: {tmp_path / 'c.parquet'}: catalog column 'product_id' must be string, found "
+        "int64 (schema-level: affects all rows)")
+
+
+@pytest.mark.parametrize("flags", [[], pytest.param(["--spark"], marks=pytest.mark.spark)])
+def test_validate_counts_extra_values_that_do_not_convert(request, tmp_path, flags):
+    """type = "double" on '£3.42' used to give nulls and "all valid"; parse = "number" reads it."""
+    import pyarrow as pa
+    if flags:
+        request.getfixturevalue("spark")
+    prices = ["£3.42", "£6.99 - £10.49", "1,040", "abc", "", None]
+    (tmp_path / "c").mkdir()
+    pq.write_table(pa.table({"product_id": list("abcdef"), "title": ["t"] * 6,
+                             "price_text": prices}), tmp_path / "c" / "part-0.parquet")
+    counts = {}
+    for parse in ("", 'parse = "number"'):
+        mapping = tmp_path / "m.toml"
+        mapping.write_text(f'[extras.price]\nfrom = "price_text"\ntype = "double"\n{parse}\n')
+        args = ["validate", "--catalog", str(tmp_path / "c"), "--mapping", str(mapping),
+                *flags]
+        result = CliRunner().invoke(cli, [*args, "--json"])
+        assert result.exit_code == 0, result.output
+        counts[parse] = json.loads(result.stdout)["catalog"]
+        text = CliRunner().invoke(cli, args).stdout
+    strict, parsed = counts[""], counts['parse = "number"']
+    assert strict["conversions"]["price"] == {"values": 4, "failed": 4, "on_error": "reject",
+                                              "examples": ["1,040", "abc", "£3.42"]}
+    assert strict["rejected"] == 4 and strict["violations"] == [
+        {"column": "extras", "rule": "unparsable_extra", "rows": 4}]
+    assert parsed["conversions"]["price"]["failed"] == 1 and parsed["rejected"] == 1
+    assert "  extra 'price': 1 of 4 values could not be converted, rows rejected " in text
 
 
 TINY_TRAIN = ["--d-model", "32", "--ffn-dim", "64", "--hash-buckets", "2000", "--epochs", "2",

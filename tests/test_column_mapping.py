@@ -8,9 +8,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from itemsage_core.catalog_check import check_batch, repeated_ids_of
 from itemsage_core.catalog_contract import validate_catalog
-from itemsage_core.column_mapping import load_mapping, parse_mapping
+from itemsage_core.column_mapping import add_failures, load_mapping, parse_mapping
 from itemsage_core.errors import ContractError
+from itemsage_core.validation_report import conversion_lines
 
 FLIPKART_MAPPING = Path(__file__).resolve().parents[1] / "conf" / "mappings" / "flipkart.toml"
 
@@ -65,6 +67,19 @@ def test_passthrough_false_drops_unmapped_columns():
     ({"features": {"title": {"from": "x", "type": "double"}}}, "fixed by the contract"),
     ({"columns": {}}, "unknown top-level key(s) ['columns']"),
     ({}, "maps no columns"),
+    ({"extras": {"p": {"from": "x", "parse": "digits"}}}, "parse must be one of"),
+    ({"extras": {"p": {"from": "x", "parse": "number", "type": "boolean"}}},
+     'parse = "number" makes double or bigint, not boolean'),
+    ({"extras": {"p": {"from": "x", "parse": "boolean", "type": "double"}}},
+     'parse = "boolean" makes boolean, not double'),
+    ({"features": {"title": {"from": "x", "parse": "number"}}}, "is for extras"),
+    ({"extras": {"p": {"from": "x", "type": "double", "range": "low"}}},
+     'range needs parse = "number"'),
+    ({"extras": {"p": {"from": "x", "parse": "number", "range": "mid"}}},
+     "range must be one of"),
+    ({"extras": {"p": {"from": "x", "on_error": "null"}}}, "on_error needs a conversion"),
+    ({"extras": {"p": {"from": "x", "type": "double", "on_error": "skip"}}},
+     "on_error must be one of"),
 ])
 def test_bad_mappings_are_refused_with_the_key_named(doc, message):
     with pytest.raises(ContractError) as err:
@@ -110,3 +125,92 @@ def test_flipkart_catalog_loads_through_its_mapping(flipkart_path):
     assert first["product_type"].startswith("Clothing > Women's Clothing > Lingerie, Sleep")
     assert first["image_embeddings"] is None
     assert first["price"] == 379.0 and first["rating"] is None
+
+
+MESSY = ["£3.42", "£6.99 - £10.49", "1,040", "$1,234.50", " 12 ", "abc", "", None,
+         "€5–€7", "5 to 9", "Rs. 1,299", "1,04", "1,234,567.5"]
+
+
+def prices(**rule) -> tuple[list, dict]:
+    mapping = parse_mapping({"extras": {"price": {"from": "p", **rule}}})
+    mapped = mapping.map_batch(pa.table({"p": pa.array(MESSY, pa.string())}))
+    return mapped.table.column("price").to_pylist(), mapped.failures["price"]
+
+
+def test_a_strict_double_counts_the_values_it_used_to_turn_into_silent_nulls():
+    """The observed failure: type = "double" on '£3.42' gave null and no trace."""
+    got, failures = prices(type="double", on_error="null")
+    assert got == [None, None, None, None, 12.0, None, None, None, None, None, None, None, None]
+    assert failures["values"] == 11 and failures["failed"] == 10  # blank and null are no value
+    assert failures["examples"] == ["$1,234.50", "1,04", "1,040"]  # the first 3, sorted
+
+
+@pytest.mark.parametrize("range_,two_ends", [
+    ("low", [6.99, 5.0, 5.0]), ("high", [10.49, 7.0, 9.0]), ("reject", [None, None, None])])
+def test_parse_number_reads_messy_prices(range_, two_ends):
+    got, failures = prices(parse="number", range=range_, on_error="null")
+    assert got == [3.42, two_ends[0], 1040.0, 1234.5, 12.0, None, None, None, *two_ends[1:],
+                   1299.0, None, 1234567.5]
+    assert failures["examples"] == (["1,04", "abc"] if range_ != "reject" else
+                                    ["1,04", "5 to 9", "abc"])  # and the two others
+    assert failures["failed"] == (2 if range_ != "reject" else 5)
+
+
+def test_parse_number_as_bigint_fails_fractions_instead_of_truncating_them():
+    got, failures = prices(parse="number", type="bigint", on_error="null")
+    assert got == [None, None, 1040, None, 12, None, None, None, 5, 5, 1299, None, None]
+    assert failures["failed"] == 6  # £3.42, £6.99, $1,234.50, abc, 1,04, 1,234,567.5
+    assert failures["examples"] == ["$1,234.50", "1,04", "1,234,567.5"]
+
+
+def test_booleans():
+    mapping = parse_mapping({"extras": {"a": {"from": "x", "parse": "boolean"},
+                                        "b": {"from": "x", "type": "boolean"}}})
+    mapped = mapping.map_batch(pa.table({"x": ["TRUE", "yes", "1", "n", " F ", "No", "maybe",
+                                               "", None]}))
+    expected = [True, True, True, False, False, False, None, None, None]
+    assert mapped.table.column("a").to_pylist() == expected == mapped.table.column(
+        "b").to_pylist()
+    assert mapped.failures["a"] == {"values": 7, "failed": 1, "examples": ["maybe"],
+                                    "on_error": "reject"}
+
+
+def test_on_error_reject_rejects_the_row_with_a_reason_naming_column_and_value():
+    mapping = parse_mapping({
+        "features": {"product_id": {"from": "id"}, "title": {"from": "name"}},
+        "extras": {"price": {"from": "p", "type": "double"},
+                   "stock": {"from": "s", "parse": "boolean"},
+                   "rating": {"from": "r", "type": "double", "on_error": "null"}}})
+    raw = pa.table({"id": ["a", "b", "c", "d"], "name": ["t"] * 4,
+                    "p": ["£3.42", "2.5", "x;y", None], "s": ["maybe", "yes", "no", ""],
+                    "r": ["n/a", "4", "5", "?"]})
+    failures: dict = {}
+    table, reasons = check_batch(raw, mapping, 256, repeated_ids_of(pa.array([], pa.string())),
+                                 failures)
+    assert reasons.to_pylist() == [
+        "unparsable_extra: price '£3.42' is not a double, stock 'maybe' is not a boolean",
+        None, "unparsable_extra: price 'x,y' is not a double", None]
+    assert table.column("price").to_pylist() == [None, 2.5, None, None]
+    assert table.column("rating").to_pylist() == [None, 4.0, 5.0, None]
+    assert {c: (f["failed"], f["on_error"]) for c, f in failures.items()} == {
+        "price": (2, "reject"), "stock": (1, "reject"), "rating": (2, "null")}
+    assert conversion_lines(failures) == [
+        "extra 'price': 2 of 3 values could not be converted, rows rejected "
+        '(on_error = "reject"), e.g. "x;y", "£3.42"',
+        "extra 'rating': 2 of 4 values could not be converted, kept as null "
+        '(on_error = "null"), e.g. "?", "n/a"',
+        "extra 'stock': 1 of 3 values could not be converted, rows rejected "
+        '(on_error = "reject"), e.g. "maybe"']
+
+
+def test_failure_counts_add_up_in_any_order():
+    mapping = parse_mapping({"extras": {"price": {"from": "p", "type": "double"}}})
+    parts = [mapping.map_batch(pa.table({"p": values})).failures
+             for values in (["a", "1", "d"], ["c", None, "b"], ["e"])]
+    forward, backward = {}, {}
+    for part in parts:
+        add_failures(forward, part)
+    for part in reversed(parts):
+        add_failures(backward, part)
+    assert forward == backward == {"price": {"values": 6, "failed": 5,
+                                             "examples": ["a", "b", "c"], "on_error": "reject"}}

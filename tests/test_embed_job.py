@@ -15,7 +15,7 @@ from deltalake import DeltaTable
 
 from itemsage_core.batch_embedder import BatchEmbedder
 from itemsage_core.catalog_contract import validate_catalog
-from itemsage_core.embeddings_table import EMBEDDING_SCHEMA, quarantine_uri
+from itemsage_core.embeddings_table import EMBEDDING_SCHEMA, quarantine_uri, read_table
 from itemsage_core.inference import device_for_task
 from itemsage_core.parquet_io import write_parquet_dataset
 from jobs.crash_points import POINTS
@@ -42,7 +42,7 @@ def test_job_matches_the_in_process_encoder_and_reads_back(spark, tmp_path, smal
     assert summary["rows_in"] == summary["embedded"] == 400 and summary["quarantined"] == 0
     table = DeltaTable(table_uri)
     assert table.version() == 0
-    rows = table.to_pyarrow_table().sort_by("product_id")
+    rows = read_table(table_uri).sort_by("product_id")
     assert rows.num_rows == 400 and rows.schema.names == EMBEDDING_SCHEMA.names
     embedder = BatchEmbedder.for_model(str(model_dir), summary["model_version"])
     catalog = small_world.catalog.sort_by("product_id")
@@ -75,7 +75,7 @@ def test_bad_rows_are_quarantined_and_counts_add_up(spark, tmp_path, small_world
     expected = validate_catalog(bad)
     assert summary["embedded"] == expected.valid.num_rows == 47
     assert summary["quarantined"] == 3 and summary["counts_add_up"]
-    quarantine = DeltaTable(quarantine_uri(table_uri)).to_pyarrow_table()
+    quarantine = read_table(quarantine_uri(table_uri))
     assert sorted(quarantine.column("product_id").to_pylist()) == sorted(
         [ids[0], ids[0], ids[2]])
     reasons = quarantine.column("reason").to_pylist()
@@ -83,7 +83,7 @@ def test_bad_rows_are_quarantined_and_counts_add_up(spark, tmp_path, small_world
     assert sum("missing_title" in r for r in reasons) == 1
     assert all('"title"' in raw for raw in quarantine.column("raw_json").to_pylist())
     assert set(quarantine.column("run_id").to_pylist()) == {summary["run_id"]}
-    embedded = DeltaTable(table_uri).to_pyarrow_table()
+    embedded = read_table(table_uri)
     assert not set(embedded.column("product_id").to_pylist()) & {ids[0], ids[2]}
     assert pc.all(pc.equal(pc.list_value_length(embedded.column("embedding")), 256)).as_py()
 
@@ -121,7 +121,7 @@ def test_incremental_refresh_encodes_only_what_changed(spark, tmp_path, small_wo
     # Only the re-encoded rows count: the carried-over ones are not encoded again.
     assert summary["vocab_coverage"]["words"] == sum(c["unigram"][1] for c in encoded.values())
 
-    rows = DeltaTable(table_uri).to_pyarrow_table().sort_by("product_id")
+    rows = read_table(table_uri).sort_by("product_id")
     assert rows.num_rows == 119
     assert set(rows.column("product_id").to_pylist()) == set(
         second.column("product_id").to_pylist())
@@ -156,20 +156,51 @@ def test_a_killed_run_leaves_the_previous_version_and_a_rerun_completes(
             env=env, capture_output=True, text=True, timeout=300)
 
     assert embed(tmp_path / "v1").returncode == 0
-    before = DeltaTable(table_uri).to_pyarrow_table().sort_by("product_id")
+    before = read_table(table_uri).sort_by("product_id")
     for point in POINTS:  # in the order the job reaches them
         killed = embed(tmp_path / "v2", crash=point)
         assert killed.returncode == -signal.SIGKILL, (point, killed.stderr[-2000:])
         table = DeltaTable(table_uri)
         assert table.version() == 0, point
-        assert table.to_pyarrow_table().sort_by("product_id").equals(before), point
+        assert read_table(table_uri).sort_by("product_id").equals(before), point
     # The quarantine commit precedes the main one; a rerun does not repeat it.
-    assert DeltaTable(quarantine_uri(table_uri)).to_pyarrow_table().num_rows == 1
+    assert read_table(quarantine_uri(table_uri)).num_rows == 1
     rerun = embed(tmp_path / "v2")
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert DeltaTable(table_uri).version() == 1
-    assert DeltaTable(table_uri).to_pyarrow_table().num_rows == 59
-    assert DeltaTable(quarantine_uri(table_uri)).to_pyarrow_table().num_rows == 1
+    assert read_table(table_uri).num_rows == 59
+    assert read_table(quarantine_uri(table_uri)).num_rows == 1
+
+
+def test_failed_conversions_are_counted_and_their_rows_quarantined(spark, tmp_path, small_world,
+                                                                 model_dir):
+    """type = "double" used to turn '£3.42' into null without a word; parse = "number" reads it,
+    and what still fails is counted (full and incremental runs) and quarantined or nulled."""
+    from itemsage_core.column_mapping import parse_mapping
+
+    catalog = small_world.catalog.slice(0, 40)
+    catalog = catalog.append_column("price_text", pa.array(
+        ["£3.42", "abc", "£6.99 - £10.49", "1,040"] * 10)).append_column(
+        "rating_text", pa.array(["4.5", "n/a"] * 20))
+    write_parquet_dataset(catalog, tmp_path / "catalog")
+    mapping = parse_mapping({"extras": {
+        "price": {"from": "price_text", "parse": "number"},
+        "rating": {"from": "rating_text", "type": "double", "on_error": "null"}}})
+    table_uri = str(tmp_path / "embeddings")
+    expected = {"price": {"values": 40, "failed": 10, "examples": ["abc"], "on_error": "reject"},
+                "rating": {"values": 40, "failed": 20, "examples": ["n/a"], "on_error": "null"}}
+    messages = []
+    summary = embed_catalog(spark, str(tmp_path / "catalog"), str(model_dir), table_uri,
+                            mapping, progress=messages.append)
+    assert summary["conversions"] == expected
+    assert (summary["embedded"], summary["quarantined"]) == (30, 10)
+    reasons = read_table(quarantine_uri(table_uri)).column("reason")
+    assert set(reasons.to_pylist()) == {"unparsable_extra: price 'abc' is not a double"}
+    assert ("extra 'price': 10 of 40 values could not be converted, rows rejected "
+            '(on_error = "reject"), e.g. "abc"') in messages
+    again = embed_catalog(spark, str(tmp_path / "catalog"), str(model_dir), table_uri,
+                          mapping, incremental=True, progress=quiet)
+    assert again["incremental"]["unchanged"] == 30 and again["conversions"] == expected
 
 
 def test_flipkart_embeds_text_only_through_its_mapping(spark, tmp_path, flipkart_path,
@@ -181,7 +212,7 @@ def test_flipkart_embeds_text_only_through_its_mapping(spark, tmp_path, flipkart
                             load_mapping("conf/mappings/flipkart.toml"), progress=quiet)
     assert summary["rows_in"] == 20000
     assert summary["embedded"] == 19996 and summary["quarantined"] == 4
-    rows = DeltaTable(table_uri).to_pyarrow_table()
+    rows = read_table(table_uri)
     assert rows.num_rows == 19996
     vectors = np.stack(rows.column("embedding").to_numpy(zero_copy_only=False))
     assert np.isfinite(vectors).all() and np.allclose(np.linalg.norm(vectors, axis=1), 1,

@@ -15,9 +15,10 @@ import pytest
 import torch
 
 from itemsage_core.batch_embedder import BatchEmbedder
+from itemsage_core.catalog_check import repeated_ids_of
 from itemsage_core.catalog_contract import PRODUCT_ID, validate_catalog
 from itemsage_core.checkpoint import read_manifest
-from itemsage_core.embed_task import embed_task, read_slices, repeated_ids_of, row_group_slices
+from itemsage_core.embed_task import embed_task, read_slices, row_group_slices
 from itemsage_core.inference import device_for_task
 from itemsage_core.parquet_io import read_parquet, row_groups, write_parquet_dataset
 from itemsage_core.vocab_coverage import add_coverage

@@ -20,8 +20,8 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
-from itemsage_core.embeddings_table import (EMBEDDING_SCHEMA, commit_files, table_version,
-                                            write_data_file)
+from itemsage_core.embeddings_table import (EMBEDDING_SCHEMA, commit_files, read_table,
+                                            table_version, write_data_file)
 from itemsage_core.errors import ItemSageError
 from itemsage_core.parquet_io import write_parquet_dataset
 from jobs.embed_catalog import embed_catalog
@@ -57,7 +57,7 @@ def test_driver_killed_between_file_writes(spark, tmp_path, small_world, tiny_mo
     table = tmp_path / "embeddings"
     embed_here(spark, write_catalog(catalog.slice(0, 50), tmp_path / "v1", 1), tiny_model_dir,
                table)
-    before = DeltaTable(str(table)).to_pyarrow_table()
+    before = read_table(str(table))
     committed = data_files(table)
 
     # 16 files -> 16 tasks, one at a time: kill the driver as soon as the first has written.
@@ -81,10 +81,10 @@ def test_driver_killed_between_file_writes(spark, tmp_path, small_world, tiny_mo
     orphans = data_files(table) - committed
     assert orphans  # files nobody committed: invisible to readers
     assert DeltaTable(str(table)).version() == 0
-    assert DeltaTable(str(table)).to_pyarrow_table().equals(before)
+    assert read_table(str(table)).equals(before)
 
     assert embed_here(spark, second, tiny_model_dir, table)["status"] == "committed"
-    after = DeltaTable(str(table)).to_pyarrow_table()
+    after = read_table(str(table))
     assert DeltaTable(str(table)).version() == 1 and after.num_rows == catalog.num_rows
     assert len(set(after.column("product_id").to_pylist())) == catalog.num_rows
 
@@ -93,7 +93,7 @@ def test_driver_killed_between_file_writes(spark, tmp_path, small_world, tiny_mo
                    "--retention-hours", "0"])
     assert cleaned.returncode == 0, cleaned.stderr
     assert not orphans & data_files(table)
-    assert DeltaTable(str(table)).to_pyarrow_table().sort_by("product_id").equals(
+    assert read_table(str(table)).sort_by("product_id").equals(
         after.sort_by("product_id"))
 
 
@@ -120,7 +120,7 @@ def test_two_jobs_on_one_table_one_commits_the_other_fails_clearly(spark, tmp_pa
                    if line.startswith("error: ")]
     assert len(loser_error) == 1 and "changed while this run was working" in loser_error[0]
     assert "another writer committed first" in loser_error[0]
-    rows = DeltaTable(str(table)).to_pyarrow_table()
+    rows = read_table(str(table))
     assert DeltaTable(str(table)).version() == 1
     assert sorted(rows.column("product_id").to_pylist()) == sorted(
         catalog.slice(200 * winner, 200).column("product_id").to_pylist())
@@ -146,7 +146,7 @@ def test_racing_commits_from_the_same_version(tmp_path, monkeypatch, base_rows):
         assert sorted(type(v).__name__ for v in outcome.values()) == ["int", "str"], outcome
         message = next(v for v in outcome.values() if isinstance(v, str))
         assert "another writer committed first" in message
-        assert table_version(uri) == 1 and DeltaTable(uri).to_pyarrow_table().num_rows == 1
+        assert table_version(uri) == 1 and read_table(uri).num_rows == 1
 
 
 def race(uri: str, files: dict[str, list[dict]]) -> dict:
@@ -203,4 +203,4 @@ def test_full_disk_fails_cleanly_and_leaves_the_table(tmp_path, small_world, tin
     assert "No space left on device" in errors[0]
     assert f"nothing was committed, {disk / 't'} is still at version 0" in errors[0]
     table = DeltaTable(str(kept))
-    assert table.version() == 0 and table.to_pyarrow_table().num_rows == 40
+    assert table.version() == 0 and read_table(str(kept)).num_rows == 40

@@ -184,7 +184,8 @@ def test_the_recall_gate_blocks_a_bad_build_and_keeps_the_previous_one(tmp_path)
     assert good["status"] == "published"
     bad_surface = Surface("home", M=2, ef_construction=10, ef_search=1, min_recall=0.95)
     bad = build_and_release(tmp_path, bad_surface, vectors, product_ids, version=1)
-    assert bad["status"] == "failed_recall_gate" and bad["recall_at_10"]["min"] < 0.95
+    assert bad["status"] == "failed" and bad["recall_at_10"]["min"] < 0.95
+    assert bad["reason"].startswith("recall gate: recall@10 below min_recall 0.95 (shard 0 ")
     assert current_build_id(tmp_path, "home") == good["build_id"]
     assert not build_dir(tmp_path, "home", bad["build_id"]).exists()
     assert load_published(tmp_path, "home").manifest["build_id"] == good["build_id"]

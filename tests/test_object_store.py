@@ -17,6 +17,7 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
+from itemsage_core.embeddings_table import read_table
 from itemsage_core.parquet_io import write_parquet_dataset
 
 pytestmark = pytest.mark.spark
@@ -75,9 +76,9 @@ def test_embed_job_commits_to_s3_and_a_rerun_is_idempotent(tmp_path, small_world
     options = {k.lower(): v for k, v in credentials.items()}
     table = DeltaTable(table_uri, storage_options=options)
     assert table.version() == 0
-    assert table.to_pyarrow_table().num_rows == 39
-    quarantine = DeltaTable(table_uri + "_quarantine", storage_options=options)
-    assert quarantine.to_pyarrow_table().column("product_id").to_pylist() == [
+    assert read_table(table_uri, storage_options=options).num_rows == 39
+    quarantine = read_table(table_uri + "_quarantine", storage_options=options)
+    assert quarantine.column("product_id").to_pylist() == [
         catalog.column("product_id")[3].as_py()]
 
     again = embed()

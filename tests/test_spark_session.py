@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from itemsage_core.errors import ItemSageError
-from jobs.spark_session import parse_conf, session_conf
+from jobs.spark_session import QUIET_LOG4J, log_level, parse_conf, session_conf
 
 
 def test_embedded_defaults():
@@ -34,6 +34,16 @@ def test_under_spark_submit_its_conf_wins_over_defaults():
     explicit = session_conf("local[2]", {"spark.sql.session.timeZone": "UTC"}, submitted)
     assert explicit["spark.master"] == "local[2]"
     assert explicit["spark.sql.session.timeZone"] == "UTC"
+
+
+def test_spark_logs_errors_only_unless_a_level_is_set(monkeypatch):
+    monkeypatch.delenv("ITEMSAGE_SPARK_LOG_LEVEL", raising=False)
+    assert log_level() == "ERROR" and QUIET_LOG4J.is_file()
+    assert session_conf()["spark.driver.extraJavaOptions"] == (
+        f"-Dlog4j2.configurationFile={QUIET_LOG4J.as_uri()}")
+    assert "spark.driver.extraJavaOptions" not in session_conf(submitted={})  # spark-submit's JVM
+    monkeypatch.setenv("ITEMSAGE_SPARK_LOG_LEVEL", "warn")
+    assert log_level() == "WARN" and "spark.driver.extraJavaOptions" not in session_conf()
 
 
 def test_parse_conf():

@@ -17,11 +17,11 @@ import numpy as np
 import pyarrow as pa
 import pyspark
 import pytest
-from deltalake import DeltaTable
 
 from index_builder.sharded_index import load_published
 from itemsage_core.batch_embedder import BatchEmbedder
 from itemsage_core.checkpoint import read_manifest
+from itemsage_core.embeddings_table import read_table
 from jobs.embed_catalog import EMBED_STAGE
 
 SCRIPT = Path(__file__).resolve().parents[1] / "spark-submit.sh"
@@ -92,7 +92,7 @@ def test_embed_job_on_a_standalone_cluster(cluster, tmp_path, small_world, small
     summary = json.loads(summary_file.read_text())
     assert summary["status"] == "committed" and summary["embedded"] == 400
     assert summary["counts_add_up"]
-    rows = DeltaTable(str(table_uri)).to_pyarrow_table().sort_by("product_id")
+    rows = read_table(str(table_uri)).sort_by("product_id")
     assert rows.num_rows == 400
     expected = BatchEmbedder.for_model(str(tiny_model_dir), summary["model_version"]).vectors(
         small_world.catalog.sort_by("product_id"))
@@ -172,7 +172,9 @@ def test_an_executor_killed_mid_task_is_retried_without_duplicates(cluster, tmp_
             [str(SCRIPT), "--master", cluster["url"], "--conf", "spark.executor.memory=1g",
              "--conf", f"spark.ui.port={ui}", "embed", "--catalog", str(tmp_path / "catalog"),
              "--model", str(tiny_model_dir), "--table", str(table)],
-            env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1"},  # the driver's UI on loopback
+            # The driver's UI on loopback; Spark's WARN lines ("Lost task") in the log, as
+            # with `itemsage --verbose` (the default console level is ERROR).
+            env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "ITEMSAGE_SPARK_LOG_LEVEL": "WARN"},
             stdout=out, stderr=subprocess.STDOUT)
     try:
         # Kill an executor the driver says is running a task of the embedding stage. Its first
@@ -203,7 +205,7 @@ def test_an_executor_killed_mid_task_is_retried_without_duplicates(cluster, tmp_
     output = log.read_text()
     assert job.returncode == 0, output[-4000:]
     assert "Lost task" in output and "ExecutorLostFailure" in output, output[-4000:]
-    rows = DeltaTable(str(table)).to_pyarrow_table()
+    rows = read_table(str(table))
     ids = rows.column("product_id").to_pylist()
     assert len(ids) == len(set(ids)) == 4000  # the retried task's rows are in once
     by_id = dict(zip(ids, rows.column("embedding").to_pylist()))
