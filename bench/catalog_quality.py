@@ -51,7 +51,7 @@ def run(catalog: str, mapping: str, label: str, size: str, withheld: bool, workd
 
 
 def table(rows: list[dict]) -> str:
-    levels = list(rows[0]["agreement"])
+    levels = sorted(rows[0]["agreement"], key=lambda level: level != "top level")
     head = ["model", "inputs", *[f"{lv}: {r}" for lv in levels
                                  for r in ("itemsage", "TF-IDF", "random")],
             "train s", "word coverage"]

@@ -244,7 +244,8 @@ def commit_files(table_uri: str, files: list[dict], schema: pa.Schema, mode: str
     try:
         table.create_write_transaction(adds, mode=mode, schema=schema, commit_properties=props)
     except CommitFailedError as exc:
-        raise _moved(table_uri, table.version(), f"a conflicting commit: {exc}") from None
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise _moved(table_uri, table.version(), f"a conflicting commit: {reason}") from None
     return DeltaTable(table_uri, storage_options=storage_options).version()
 
 
