@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -69,3 +73,31 @@ def tiny_model_dir(tmp_path_factory, small_world) -> Path:
     out = tmp_path_factory.mktemp("model") / "m"
     save_checkpoint(out, model, data.vocab, {"image_dim": 256}, {})
     return out
+
+
+@pytest.fixture()
+def s3_endpoint():
+    """A real S3 API: moto's server on a free loopback port, with an empty bucket 'lake'."""
+    pytest.importorskip("moto.server", reason="moto[server] is in the dev extra")
+    boto3 = pytest.importorskip("boto3")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
+                               "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        endpoint = f"http://127.0.0.1:{port}"
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                     aws_access_key_id="test", aws_secret_access_key="test"
+                     ).create_bucket(Bucket="lake")
+        yield endpoint
+    finally:
+        server.terminate()
+        server.wait()

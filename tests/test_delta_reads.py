@@ -12,10 +12,8 @@ from __future__ import annotations
 import datetime as dt
 import re
 import shlex
-import socket
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -132,33 +130,6 @@ def test_read_table_reads_the_versions_files(tables):
     picked = read_table(quarantine_uri(tables), columns=["product_id", "reason"],
                         filter=pc.field("run_id") == "run-a")
     assert picked.column_names == ["product_id", "reason"] and picked.num_rows == 200
-
-
-@pytest.fixture()
-def s3_endpoint():
-    pytest.importorskip("moto.server", reason="moto[server] is in the dev extra")
-    boto3 = pytest.importorskip("boto3")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
-                               "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        endpoint = f"http://127.0.0.1:{port}"
-        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                     aws_access_key_id="test", aws_secret_access_key="test"
-                     ).create_bucket(Bucket="lake")
-        yield endpoint
-    finally:
-        server.terminate()
-        server.wait()
 
 
 def test_read_table_on_s3_with_storage_options(s3_endpoint):

@@ -8,10 +8,8 @@ credentials and the endpoint from the environment, as they would on a cluster.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 
 import pyarrow as pa
 import pytest
@@ -22,33 +20,6 @@ from itemsage_core.parquet_io import write_parquet_dataset
 
 pytestmark = pytest.mark.spark
 moto_server = pytest.importorskip("moto.server", reason="moto[server] is in the dev extra")
-
-
-@pytest.fixture()
-def s3_endpoint():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
-                               "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        endpoint = f"http://127.0.0.1:{port}"
-        import boto3
-
-        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                     aws_access_key_id="test", aws_secret_access_key="test"
-                     ).create_bucket(Bucket="lake")
-        yield endpoint
-    finally:
-        server.terminate()
-        server.wait()
 
 
 def test_embed_job_commits_to_s3_and_a_rerun_is_idempotent(tmp_path, small_world,
