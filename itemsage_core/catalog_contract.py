@@ -57,6 +57,14 @@ RULES: dict[str, Rule] = {r.name: r for r in [
 ]}
 
 
+def require_text_features(features) -> None:
+    """ContractError unless every name is one of the contract's text features."""
+    unknown = sorted(set(features) - set(TEXT_FEATURES))
+    if unknown:
+        raise ContractError(f"--exclude-feature {', '.join(unknown)}: not a text feature; one of "
+                            f"{', '.join(TEXT_FEATURES)}")
+
+
 def catalog_schema(extras: pa.Schema | None = None) -> pa.Schema:
     """Arrow schema of a conformed catalog: the contract columns, then any extra columns."""
     return ct.contract_schema(CONTRACT_COLUMNS, extras)

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from itemsage_core.catalog_contract import TEXT_FEATURES, validate_catalog
+from itemsage_core.catalog_contract import TEXT_FEATURES, require_text_features, validate_catalog
 from itemsage_core.errors import ItemSageError
 from itemsage_core.inference import embed_features
 from itemsage_core.model import ItemSageEncoder
@@ -107,10 +107,7 @@ def labelled_products(catalog: pa.Table, label_column: str, image_dim: int,
     if label_column not in catalog.column_names:
         raise ItemSageError(f"label column '{label_column}' is not in the catalog (after the "
                             f"mapping); columns: {', '.join(catalog.column_names)}")
-    unknown = sorted(set(exclude) - set(TEXT_FEATURES))
-    if unknown:
-        raise ItemSageError(f"--exclude-feature {', '.join(unknown)}: not a text feature; "
-                            f"one of {', '.join(TEXT_FEATURES)}")
+    require_text_features(exclude)
     valid = validate_catalog(catalog, image_dim).valid
     label = valid.column(label_column).cast(pa.string())
     labelled = pc.invert(pc.or_kleene(pc.is_null(label),

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from itemsage_core.catalog_contract import DEFAULT_IMAGE_DIM, TEXT_FEATURES, conform_catalog
+from itemsage_core.catalog_contract import (DEFAULT_IMAGE_DIM, TEXT_FEATURES, conform_catalog,
+                                            require_text_features)
 from itemsage_core.catalog_quality import CatalogQuality, evaluate_catalog
 from itemsage_core.checkpoint import load_checkpoint, save_checkpoint
 from itemsage_core.column_mapping import load_mapping
@@ -34,10 +35,7 @@ def read_mapped_catalog(path: str, mapping: str | None = None) -> pa.Table:
 
 def without_features(catalog: pa.Table, features: tuple[str, ...]) -> pa.Table:
     """The catalog without the named text features (withheld from training and evaluation)."""
-    unknown = sorted(set(features) - set(TEXT_FEATURES))
-    if unknown:
-        raise ItemSageError(f"--exclude-feature {', '.join(unknown)}: not a text feature; one of "
-                            f"{', '.join(TEXT_FEATURES)}")
+    require_text_features(features)
     return catalog.drop_columns([f for f in features if f in catalog.column_names])
 
 
@@ -53,13 +51,6 @@ def text_vocabulary(catalogs: list[pa.Table], config: VocabConfig) -> Vocabulary
     """One vocabulary over the text features of several (mapped) catalogs."""
     texts = [conform_catalog(c).select(list(TEXT_FEATURES)) for c in catalogs]
     return build_vocabulary(pa.concat_tables(texts), config)
-
-
-def tokens_not_in(vocab: Vocabulary, catalog: pa.Table) -> int:
-    """How many of `vocab`'s tokens never occur in `catalog`'s text (what other catalogs added)."""
-    coverage = vocab.encode(conform_catalog(catalog))
-    seen = np.unique(coverage.ids)
-    return vocab.size - len(seen)
 
 
 def mappings_for(catalogs: tuple[str, ...], mappings: tuple[str, ...]) -> list[str | None]:
@@ -94,13 +85,7 @@ def train_model(catalog: str, engagements: str | None, out: Path, train_config: 
                                                 mappings_for(vocab_catalogs, vocab_mappings))]
         vocab = text_vocabulary([products, *others], vocab_config)
         extra = {"vocab_catalogs": {p: o.num_rows for p, o in zip(vocab_catalogs, others)},
-                 "vocab_tokens": vocab.size,
-                 "vocab_tokens_from_vocab_catalogs": tokens_not_in(vocab, products)}
-        if progress:
-            read = ", ".join(f"{p} ({o.num_rows} rows)" for p, o in zip(vocab_catalogs, others))
-            progress(f"vocabulary of {vocab.size} tokens over {catalog} ({products.num_rows} "
-                     f"rows) and {read}: {extra['vocab_tokens_from_vocab_catalogs']} tokens "
-                     "occur only in the vocabulary catalogs")
+                 "vocab_tokens": vocab.size}
     catalog_task = not engagements or train_config.catalog_task_weight > 0
     neighbours = train_config.neighbours if catalog_task else 0
     if engagements:
@@ -111,6 +96,14 @@ def train_model(catalog: str, engagements: str | None, out: Path, train_config: 
         data = prepare_catalog_data(products, vocab=vocab, vocab_config=vocab_config,
                                     image_dim=image_dim, neighbours=neighbours,
                                     progress=progress)
+    if vocab_catalogs:  # the tokens no valid training product holds came from them
+        extra["vocab_tokens_from_vocab_catalogs"] = vocab.size - len(
+            np.unique(data.features.bags.ids))
+        if progress:
+            read = ", ".join(f"{p} ({n} rows)" for p, n in extra["vocab_catalogs"].items())
+            progress(f"vocabulary of {vocab.size} tokens over {catalog} ({products.num_rows} "
+                     f"rows) and {read}: {extra['vocab_tokens_from_vocab_catalogs']} tokens "
+                     "occur only in the vocabulary catalogs")
     model_config = ModelConfig.create(data.vocab.size, hash_seed=hash_seed, image_dim=image_dim,
                                       **(model_options or {}))
     model, history = train(data, model_config, train_config, progress=progress, device=device)
