@@ -10,9 +10,12 @@ AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
 WORKDIR ?= itemsage-demo
 PYTEST_ARGS ?=
 
-.PHONY: venv java airflow-venv demo demo-flipkart test bench bench-full bench-catalog clean
+.PHONY: help venv java airflow-venv demo demo-flipkart lint test test-fast bench bench-full bench-catalog clean
 
-venv: $(STAMP) java
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+venv: $(STAMP) java ## the project's virtualenv (.venv) and Java 17
 
 java:
 	@./scripts/ensure-java.sh
@@ -32,31 +35,39 @@ $(AIRFLOW_STAMP): Makefile
 	  || echo "warning: Airflow did not install; the DAG test falls back to a structural check"
 	@touch $@
 
-airflow-venv: $(AIRFLOW_STAMP)
+airflow-venv: $(AIRFLOW_STAMP) ## Airflow's own virtualenv, for the DAG test
 
-demo: venv
+demo: venv ## set up and run the whole pipeline on a synthetic world
 	$(VENV)/bin/itemsage demo --workdir $(WORKDIR)
 
 # The real-catalog recipe on the shared Flipkart sample (../shared/data): train on the catalog
 # itself, check it against TF-IDF on its category tree, then embed and index it.
-demo-flipkart: venv
+demo-flipkart: venv ## the real-catalog recipe on ../shared/data (Flipkart sample)
 	$(VENV)/bin/itemsage demo --workdir $(WORKDIR)-flipkart \
 	  --catalog ../shared/data/flipkart_products.parquet --mapping conf/mappings/flipkart.toml \
 	  --surfaces conf/surfaces-flipkart.toml --label-column product_type
 
-test: venv airflow-venv
+lint: venv ## ruff: lint rules, import order, format check (pyproject.toml)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: venv airflow-venv ## every test (CI runs `make lint test`)
 	ITEMSAGE_AIRFLOW_PYTHON=$(CURDIR)/$(AIRFLOW_VENV)/bin/python $(PY) -m pytest $(PYTEST_ARGS)
 
+# The inner loop: everything but kills and races, the ablations and the standalone cluster.
+test-fast: venv ## the tests without faults, ablations and the standalone cluster
+	$(PY) -m pytest -m "not faults and not ablation and not cluster" $(PYTEST_ARGS)
+
 # Benchmarks (bench/run.py): quick sizes here, 100k and 1M products in bench-full.
-bench: venv
+bench: venv ## benchmarks at 20k products (bench/run.py)
 	$(PY) bench/run.py --products 20000
 
-bench-full: venv
+bench-full: venv ## benchmarks at 100k and 1M products
 	$(PY) bench/run.py --products 100000 1000000
 
 # Real-catalog quality: trained on the Flipkart sample alone vs TF-IDF and random (docs/model.md).
-bench-catalog: venv
+bench-catalog: venv ## real-catalog quality vs TF-IDF and random
 	$(PY) bench/catalog_quality.py
 
-clean:
+clean: ## remove the virtualenvs and demo output
 	rm -rf $(VENV) $(AIRFLOW_VENV) $(WORKDIR) $(WORKDIR)-flipkart *.egg-info .pytest_cache

@@ -32,9 +32,7 @@ done
 [ $# -gt 0 ] || { usage >&2; exit 2; }
 job=$1; shift
 case "$job" in
-  validate) entry="$HERE/jobs/validate_catalog.py" ;;
-  embed) entry="$HERE/jobs/embed_catalog.py" ;;
-  build-index) entry="$HERE/jobs/build_indexes.py" ;;
+  validate|embed|build-index) entry="$HERE/itemsage_cli/spark_entry.py" ;;
   *) echo "spark-submit.sh: unknown job '$job' (jobs: validate, embed, build-index)" >&2; exit 2 ;;
 esac
 
@@ -69,7 +67,7 @@ cmd=("$submit" --master "$master" --name "itemsage-$job"
      --conf "spark.pyspark.python=$python" --conf "spark.pyspark.driver.python=$driver_python"
      --conf "spark.sql.execution.arrow.pyspark.enabled=true" --conf "spark.log.level=WARN"
      ${confs[@]+"${confs[@]}"}
-     --py-files "$pyfiles" "$entry" "$@")
+     --py-files "$pyfiles" "$entry" "$job" "$@")
 printf 'spark-submit.sh: running:'; printf ' %q' "${cmd[@]}"; printf '\n'
 [ "$dry_run" -eq 1 ] && exit 0
 PYSPARK_PYTHON="$python" PYSPARK_DRIVER_PYTHON="$driver_python" "${cmd[@]}"

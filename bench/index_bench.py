@@ -21,10 +21,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from index_builder.index_layout import current_build_id
-from index_builder.shard_index import exact_top_k, gate_queries, new_index, recall_at_k
-from index_builder.sharded_index import load_published
-from itemsage_core.embeddings_table import read_table
+from index_builder.index_reader import load_published
+from index_builder.layout import current_build_id
+from index_builder.shard_build import exact_top_k, gate_queries, new_index, recall_at_k
+from itemsage_core.embedding.embeddings_table import read_table
 from jobs.build_indexes import vectors_of
 
 
@@ -53,11 +53,11 @@ def bench_surface(root: str, surface: str, queries: int, seed: int = 0) -> dict:
     q = gate_queries(vectors, queries, params["query_noise"], seed)
     exact = exact_top_k(vectors, q, 10)
 
-    ours, ours_qps = timed_queries(
-        lambda v: [position[pid] for pid, _ in index.search(v, 10)], q)
+    ours, ours_qps = timed_queries(lambda v: [position[pid] for pid, _ in index.search(v, 10)], q)
     cores = os.cpu_count() or 1
-    raw = new_index(vectors.shape[1], len(vectors), params["M"], params["ef_construction"],
-                    params["seed"])
+    raw = new_index(
+        vectors.shape[1], len(vectors), params["M"], params["ef_construction"], params["seed"]
+    )
     started = time.perf_counter()
     raw.add_items(vectors, np.arange(len(vectors)), num_threads=cores)
     raw_s = time.perf_counter() - started
@@ -77,12 +77,18 @@ def bench_surface(root: str, surface: str, queries: int, seed: int = 0) -> dict:
 
     seconds = index.manifest["seconds"]
     return {
-        "surface": surface, "build_id": current_build_id(root, surface),
-        "products": len(vectors), "shards": params["shards"], "sharding": params["sharding"],
-        "M": params["M"], "ef_construction": params["ef_construction"],
+        "surface": surface,
+        "build_id": current_build_id(root, surface),
+        "products": len(vectors),
+        "shards": params["shards"],
+        "sharding": params["sharding"],
+        "M": params["M"],
+        "ef_construction": params["ef_construction"],
         "ef_search": params["ef_search"],
-        "job_build_stage_s": seconds["build_s"], "job_shard_add_items_s": seconds["add_items_s"],
-        "recall_at_10": recall_at_k(vectors, q, ours, exact), "qps": ours_qps,
+        "job_build_stage_s": seconds["build_s"],
+        "job_shard_add_items_s": seconds["add_items_s"],
+        "recall_at_10": recall_at_k(vectors, q, ours, exact),
+        "qps": ours_qps,
         "raw_hnswlib_add_items_s": raw_s,
         "raw_hnswlib_recall_at_10": recall_at_k(vectors, q, raw_found, exact),
         "raw_hnswlib_qps": raw_qps,
@@ -100,11 +106,20 @@ def main() -> None:
     args = parser.parse_args()
     surfaces = sorted(p.name for p in Path(args.index).iterdir() if (p / "CURRENT").exists())
     results = [bench_surface(args.index, s, args.queries) for s in surfaces]
-    columns = [("surface", "{}"), ("products", "{}"), ("shards", "{}"),
-               ("job_build_stage_s", "{:.1f}"), ("recall_at_10", "{:.3f}"), ("qps", "{:.0f}"),
-               ("raw_hnswlib_add_items_s", "{:.1f}"), ("raw_hnswlib_recall_at_10", "{:.3f}"),
-               ("raw_hnswlib_qps", "{:.0f}"), ("faiss_hnsw_build_s", "{:.1f}"),
-               ("faiss_hnsw_recall_at_10", "{:.3f}"), ("faiss_hnsw_qps", "{:.0f}")]
+    columns = [
+        ("surface", "{}"),
+        ("products", "{}"),
+        ("shards", "{}"),
+        ("job_build_stage_s", "{:.1f}"),
+        ("recall_at_10", "{:.3f}"),
+        ("qps", "{:.0f}"),
+        ("raw_hnswlib_add_items_s", "{:.1f}"),
+        ("raw_hnswlib_recall_at_10", "{:.3f}"),
+        ("raw_hnswlib_qps", "{:.0f}"),
+        ("faiss_hnsw_build_s", "{:.1f}"),
+        ("faiss_hnsw_recall_at_10", "{:.3f}"),
+        ("faiss_hnsw_qps", "{:.0f}"),
+    ]
     print(" | ".join(name for name, _ in columns))
     for row in results:
         print(" | ".join(fmt.format(row[name]) for name, fmt in columns))

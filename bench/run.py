@@ -37,10 +37,10 @@ sys.path.insert(0, str(ROOT))
 
 from bench.index_bench import bench_surface
 from bench.workload import cpu_model, paper_model, timed, write_catalog
-from itemsage_core.catalog_contract import validate_catalog
-from itemsage_core.inference import embed_features
-from itemsage_core.model import ItemSageEncoder
-from itemsage_core.product_features import encode_products
+from itemsage_core.contracts.catalog_contract import validate_catalog
+from itemsage_core.features.product_features import encode_products
+from itemsage_core.model.encoder import ItemSageEncoder
+from itemsage_core.model.inference import embed_features
 
 THREADS = 2
 SURFACES = """
@@ -82,8 +82,11 @@ def forward_flops(model: ItemSageEncoder, features, cls_only: bool) -> float:
 
 
 def run_cli(args: list[str], rss_file: Path | None = None) -> float:
-    command = ([sys.executable, "-c", DRIVER, str(rss_file)] if rss_file
-               else [sys.executable, "-m", "itemsage_cli.main"]) + args
+    command = (
+        [sys.executable, "-c", DRIVER, str(rss_file)]
+        if rss_file
+        else [sys.executable, "-m", "itemsage_cli.main"]
+    ) + args
     started = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     if done.returncode:
@@ -97,8 +100,11 @@ def bench_size(products: int, workdir: Path, progress) -> dict:
     catalog_dir = workdir / f"catalog-{products}"
     sample = write_catalog(products, catalog_dir)
     catalog = validate_catalog(sample).valid
-    out["images_per_product"] = float(np.mean(
-        pc.list_value_length(sample.column("image_embeddings")).to_numpy(zero_copy_only=False)))
+    out["images_per_product"] = float(
+        np.mean(
+            pc.list_value_length(sample.column("image_embeddings")).to_numpy(zero_copy_only=False)
+        )
+    )
     out["in_process_sample"] = catalog.num_rows
     del sample
 
@@ -119,10 +125,12 @@ def bench_size(products: int, workdir: Path, progress) -> dict:
 
     def end_to_end(cls_only: bool) -> float:
         """Products/s from catalog rows: tokenise + encode + forward, in 10k-product slices."""
+
         def run():
             for start in range(0, catalog.num_rows, 10_000):
                 part = encode_products(catalog.slice(start, 10_000), vocab, 256)
                 embed_features(model, part, batch_size=512, cls_only=cls_only)
+
         return catalog.num_rows / timed(run)[1]
 
     progress("in-process encoder end to end (tokenise + forward), both paths")
@@ -134,8 +142,22 @@ def bench_size(products: int, workdir: Path, progress) -> dict:
     summary = workdir / f"embed-{products}.json"
     rss = workdir / f"rss-{products}"
     started = time.perf_counter()
-    run_cli(["embed", "--catalog", str(catalog_dir), "--model", str(model_dir), "--table",
-             str(table), "--master", f"local[{THREADS}]", "--summary-json", str(summary)], rss)
+    run_cli(
+        [
+            "embed",
+            "--catalog",
+            str(catalog_dir),
+            "--model",
+            str(model_dir),
+            "--table",
+            str(table),
+            "--master",
+            f"local[{THREADS}]",
+            "--summary-json",
+            str(summary),
+        ],
+        rss,
+    )
     job = json.loads(summary.read_text())
     out["embed_job_pps"] = job["products_per_s"]
     out["embed_job_wall_s"] = time.perf_counter() - started
@@ -146,21 +168,36 @@ def bench_size(products: int, workdir: Path, progress) -> dict:
     surfaces = workdir / "surfaces.toml"
     surfaces.write_text(SURFACES)
     index_root = workdir / f"index-{products}"
-    build_wall = run_cli(["build-index", "--table", str(table), "--surfaces", str(surfaces),
-                          "--out", str(index_root), "--master", f"local[{THREADS}]"])
+    build_wall = run_cli(
+        [
+            "build-index",
+            "--table",
+            str(table),
+            "--surfaces",
+            str(surfaces),
+            "--out",
+            str(index_root),
+            "--master",
+            f"local[{THREADS}]",
+        ]
+    )
     out["e2e_seconds"] = out["embed_job_wall_s"] + build_wall
     peers = bench_surface(str(index_root), "all", queries=1000)
-    out.update({
-        "hnsw_build_s": peers["job_build_stage_s"], "index_job_wall_s": build_wall,
-        "hnsw_recall_at_10": peers["recall_at_10"], "hnsw_qps": peers["qps"],
-        "raw_hnswlib_add_items_s": peers["raw_hnswlib_add_items_s"],
-        "raw_hnswlib_recall_at_10": peers["raw_hnswlib_recall_at_10"],
-        "raw_hnswlib_qps": peers["raw_hnswlib_qps"],
-        "faiss_hnsw_build_s": peers["faiss_hnsw_build_s"],
-        "faiss_hnsw_recall_at_10": peers["faiss_hnsw_recall_at_10"],
-        "faiss_hnsw_qps": peers["faiss_hnsw_qps"],
-        "index_job_overhead": peers["job_build_stage_s"] / peers["raw_hnswlib_add_items_s"],
-    })
+    out.update(
+        {
+            "hnsw_build_s": peers["job_build_stage_s"],
+            "index_job_wall_s": build_wall,
+            "hnsw_recall_at_10": peers["recall_at_10"],
+            "hnsw_qps": peers["qps"],
+            "raw_hnswlib_add_items_s": peers["raw_hnswlib_add_items_s"],
+            "raw_hnswlib_recall_at_10": peers["raw_hnswlib_recall_at_10"],
+            "raw_hnswlib_qps": peers["raw_hnswlib_qps"],
+            "faiss_hnsw_build_s": peers["faiss_hnsw_build_s"],
+            "faiss_hnsw_recall_at_10": peers["faiss_hnsw_recall_at_10"],
+            "faiss_hnsw_qps": peers["faiss_hnsw_qps"],
+            "index_job_overhead": peers["job_build_stage_s"] / peers["raw_hnswlib_add_items_s"],
+        }
+    )
     return out
 
 
@@ -183,28 +220,55 @@ def main() -> None:
             results[products] = bench_size(products, Path(tmp), progress)
             results[products]["encoder_peak_fraction"] = (
                 results[products]["encoder_cls_forward_pps"]
-                * results[products]["encoder_flops_per_product"] / (peak * 1e9))
+                * results[products]["encoder_flops_per_product"]
+                / (peak * 1e9)
+            )
     largest = results[max(results)]
-    report = {**largest, "matmul_fp32_gflops": peak, "threads": THREADS,
-              "cores": os.cpu_count(), "cpu_model": cpu_model(), "torch": torch.__version__,
-              "gpu": "not lent to this task" if not torch.cuda.is_available()
-              else torch.cuda.get_device_name(),
-              "sizes": {str(k): v for k, v in results.items()},
-              "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    report = {
+        **largest,
+        "matmul_fp32_gflops": peak,
+        "threads": THREADS,
+        "cores": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "torch": torch.__version__,
+        "gpu": "not lent to this task"
+        if not torch.cuda.is_available()
+        else torch.cuda.get_device_name(),
+        "sizes": {str(k): v for k, v in results.items()},
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-    keys = ["tokenize_pps", "encoder_full_pps", "encoder_cls_pps", "encoder_full_forward_pps",
-            "encoder_cls_forward_pps", "cls_vs_full_max_abs_diff", "encoder_flops_per_product",
-            "encoder_peak_fraction", "embed_job_pps", "spark_efficiency", "driver_peak_rss_mb",
-            "hnsw_build_s", "raw_hnswlib_add_items_s", "index_job_overhead",
-            "hnsw_recall_at_10", "hnsw_qps", "faiss_hnsw_build_s", "faiss_hnsw_recall_at_10",
-            "faiss_hnsw_qps", "e2e_seconds"]
+    keys = [
+        "tokenize_pps",
+        "encoder_full_pps",
+        "encoder_cls_pps",
+        "encoder_full_forward_pps",
+        "encoder_cls_forward_pps",
+        "cls_vs_full_max_abs_diff",
+        "encoder_flops_per_product",
+        "encoder_peak_fraction",
+        "embed_job_pps",
+        "spark_efficiency",
+        "driver_peak_rss_mb",
+        "hnsw_build_s",
+        "raw_hnswlib_add_items_s",
+        "index_job_overhead",
+        "hnsw_recall_at_10",
+        "hnsw_qps",
+        "faiss_hnsw_build_s",
+        "faiss_hnsw_recall_at_10",
+        "faiss_hnsw_qps",
+        "e2e_seconds",
+    ]
     print(f"{'figure':28s}" + "".join(f"{n:>14,d}" for n in results))
     for key in keys:
         cells = "".join(f"{results[n][key]:>14.4g}" for n in results)
         print(f"{key:28s}{cells}")
-    print(f"matmul peak {peak:.0f} GFLOP/s fp32 with {THREADS} threads on {cpu_model()}; "
-          f"written to {args.out}")
+    print(
+        f"matmul peak {peak:.0f} GFLOP/s fp32 with {THREADS} threads on {cpu_model()}; "
+        f"written to {args.out}"
+    )
 
 
 if __name__ == "__main__":

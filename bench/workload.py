@@ -16,10 +16,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
-from itemsage_core.checkpoint import save_checkpoint
-from itemsage_core.model import ItemSageEncoder, ModelConfig
-from itemsage_core.synthetic_world import WorldConfig, generate_world
-from itemsage_core.vocabulary import Vocabulary, build_vocabulary
+from itemsage_core.features.vocabulary import Vocabulary, build_vocabulary
+from itemsage_core.model.checkpoint import save_checkpoint
+from itemsage_core.model.encoder import ItemSageEncoder, ModelConfig
+from itemsage_core.synthetic.world import WorldConfig, generate_world
 
 BASE = 100_000  # the largest world generated in one piece
 IMAGE_DIM = 256
@@ -44,8 +44,9 @@ def write_catalog(products: int, directory: Path) -> pa.Table:
     Up to BASE products it is one synthetic world. Beyond (the world generator holds a whole
     world in memory), the BASE-product world is written again and again with new ids and its
     image vectors moved by small noise, so every product still has its own vectors."""
-    world = generate_world(WorldConfig(products=min(products, BASE), seed=0,
-                                       engagements_per_product=0.1)).catalog
+    world = generate_world(
+        WorldConfig(products=min(products, BASE), seed=0, engagements_per_product=0.1)
+    ).catalog
     directory.mkdir(parents=True)
     for copy in range(-(-products // BASE)):
         part = world.slice(0, min(BASE, products - copy * BASE))
@@ -55,11 +56,13 @@ def write_catalog(products: int, directory: Path) -> pa.Table:
             vectors = pc.list_flatten(images)
             values = pc.list_flatten(vectors).to_numpy(zero_copy_only=False)
             moved = values + rng.normal(0, 0.01 / 16, values.shape).astype(np.float32)
-            images = pa.ListArray.from_arrays(images.offsets, pa.ListArray.from_arrays(
-                vectors.offsets, pa.array(moved)))
+            images = pa.ListArray.from_arrays(
+                images.offsets, pa.ListArray.from_arrays(vectors.offsets, pa.array(moved))
+            )
             ids = pc.binary_join_element_wise(part.column("product_id"), f"c{copy}", "-")
             part = part.set_column(0, "product_id", ids).set_column(
-                part.schema.get_field_index("image_embeddings"), "image_embeddings", images)
+                part.schema.get_field_index("image_embeddings"), "image_embeddings", images
+            )
         pq.write_table(part, directory / f"part-{copy:05d}.parquet", row_group_size=50_000)
     return world
 

@@ -33,17 +33,17 @@ class Surface:
 
     name: str
     filter: str | None = None
-    shards: int | None = None               # a fixed shard (or k-means cluster) count ...
-    target_shard_size: int = 100_000         # ... or as many as this size needs; never exceeded
+    shards: int | None = None  # a fixed shard (or k-means cluster) count ...
+    target_shard_size: int = 100_000  # ... or as many as this size needs; never exceeded
     sharding: str = "hash"
     M: int = 16
     ef_construction: int = 200
     ef_search: int = 64
     min_recall: float = 0.95
-    recall_queries: int = 200                # per shard, for the recall gate
-    query_noise: float = 0.1                 # norm of the noise added to each gate query
-    kmeans_sample: int = 50_000              # vectors the k-means centroids are trained on
-    probe_clusters: int = 2                  # clusters a k-means query visits
+    recall_queries: int = 200  # per shard, for the recall gate
+    query_noise: float = 0.1  # norm of the noise added to each gate query
+    kmeans_sample: int = 50_000  # vectors the k-means centroids are trained on
+    probe_clusters: int = 2  # clusters a k-means query visits
     keep_builds: int = 3
     seed: int = 0
 
@@ -53,8 +53,16 @@ class Surface:
             problems.append("name must match [a-z][a-z0-9_-]* (at most 64 characters)")
         if self.sharding not in SHARDING_MODES:
             problems.append(f"sharding must be one of {', '.join(SHARDING_MODES)}")
-        for key in ("target_shard_size", "M", "ef_construction", "ef_search", "recall_queries",
-                    "kmeans_sample", "probe_clusters", "keep_builds"):
+        for key in (
+            "target_shard_size",
+            "M",
+            "ef_construction",
+            "ef_search",
+            "recall_queries",
+            "kmeans_sample",
+            "probe_clusters",
+            "keep_builds",
+        ):
             if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:
                 problems.append(f"{key} must be a positive integer")
         if self.shards is not None and (not isinstance(self.shards, int) or self.shards < 1):
@@ -69,8 +77,7 @@ class Surface:
     def shard_count(self, products: int) -> int:
         """Shards (hash) or clusters (kmeans) for `products` eligible products."""
         needed = max(1, math.ceil(products / self.target_shard_size))
-        return max(self.shards or 1, needed) if self.sharding == "hash" else (
-            self.shards or needed)
+        return max(self.shards or 1, needed) if self.sharding == "hash" else (self.shards or needed)
 
     def params(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self).items() if k != "name"}
@@ -83,8 +90,10 @@ def parse_surfaces(config: dict, source: str = "surfaces config") -> dict[str, S
     """Surfaces from a parsed TOML document; unknown keys and bad values are errors."""
     unknown_top = set(config) - {"defaults", "surfaces"}
     if unknown_top:
-        raise ItemSageError(f"{source}: unknown top-level keys {sorted(unknown_top)}; "
-                            "expected [defaults] and [surfaces.NAME] tables")
+        raise ItemSageError(
+            f"{source}: unknown top-level keys {sorted(unknown_top)}; "
+            "expected [defaults] and [surfaces.NAME] tables"
+        )
     defaults = config.get("defaults", {})
     surfaces = config.get("surfaces", {})
     if not surfaces:
@@ -94,8 +103,10 @@ def parse_surfaces(config: dict, source: str = "surfaces config") -> dict[str, S
         merged = {**defaults, **values}
         unknown = set(merged) - FIELDS
         if unknown:
-            raise ItemSageError(f"{source}: surface {name!r} has unknown keys {sorted(unknown)}; "
-                                f"known: {', '.join(sorted(FIELDS))}")
+            raise ItemSageError(
+                f"{source}: surface {name!r} has unknown keys {sorted(unknown)}; "
+                f"known: {', '.join(sorted(FIELDS))}"
+            )
         try:
             out[name] = Surface(name=name, **merged)
         except TypeError as exc:
@@ -112,6 +123,7 @@ def load_surfaces(path: str | Path, only: list[str] | tuple[str, ...] = ()) -> l
     surfaces = parse_surfaces(config, str(path))
     missing = [name for name in only if name not in surfaces]
     if missing:
-        raise ItemSageError(f"{path} defines no surface {', '.join(missing)} "
-                            f"(it has {', '.join(surfaces)})")
+        raise ItemSageError(
+            f"{path} defines no surface {', '.join(missing)} (it has {', '.join(surfaces)})"
+        )
     return [surfaces[name] for name in (only or surfaces)]

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import click
 
-from itemsage_core.embeddings_table import DEFAULT_MAX_QUARANTINE_SHARE
+from itemsage_core.embedding.embeddings_table import DEFAULT_MAX_QUARANTINE_SHARE
 from itemsage_core.errors import ItemSageError
-from itemsage_core.lexical_neighbours import DEFAULT_NEIGHBOURS
-from itemsage_core.vocab_coverage import DEFAULT_MIN_COVERAGE
+from itemsage_core.features.lexical_neighbours import DEFAULT_NEIGHBOURS
+from itemsage_core.features.vocab_coverage import DEFAULT_MIN_COVERAGE
 
 CATALOG_EPOCHS = 10  # catalog-supervised training's default passes (docs/model.md)
 
@@ -28,6 +28,7 @@ def _quiet_analysis_error(exc: Exception) -> bool:
     if errors is None or not isinstance(exc, errors.AnalysisException):
         return False
     from jobs.spark_session import QUIET_LEVELS, log_level
+
     return log_level() in QUIET_LEVELS
 
 
@@ -50,10 +51,13 @@ class ItemSageGroup(click.Group):
 
 @click.group(cls=ItemSageGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="itemsage-spark")
-@click.option("--verbose", is_flag=True,
-              help="Spark's full console log (WARN; ITEMSAGE_SPARK_LOG_LEVEL wins) and the "
-                   "traceback of a Spark analysis error. Default: Spark logs errors only and "
-                   "an analysis error is one `error:` line.")
+@click.option(
+    "--verbose",
+    is_flag=True,
+    help="Spark's full console log (WARN; ITEMSAGE_SPARK_LOG_LEVEL wins) and the "
+    "traceback of a Spark analysis error. Default: Spark logs errors only and "
+    "an analysis error is one `error:` line.",
+)
 def cli(verbose):
     """ItemSage on Spark: product embeddings and per-surface nearest-neighbour indexes.
 
@@ -65,37 +69,75 @@ def cli(verbose):
 
 def spark_options(fn):
     """--master and repeated --conf k=v, for commands that start Spark."""
-    fn = click.option("--conf", "conf", multiple=True, metavar="KEY=VALUE",
-                      help="Spark configuration, repeatable (overrides the defaults).")(fn)
-    return click.option("--master", default=None, metavar="URL",
-                        help="Spark master (default: local[*], or spark-submit's).")(fn)
+    fn = click.option(
+        "--conf",
+        "conf",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Spark configuration, repeatable (overrides the defaults).",
+    )(fn)
+    return click.option(
+        "--master",
+        default=None,
+        metavar="URL",
+        help="Spark master (default: local[*], or spark-submit's).",
+    )(fn)
 
 
 @cli.command()
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="Directory to write catalog/ and engagements/ into.")
-@click.option("--products", default=20_000, show_default=True, type=click.IntRange(min=1),
-              help="Number of products.")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Directory to write catalog/ and engagements/ into.",
+)
+@click.option(
+    "--products",
+    default=20_000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Number of products.",
+)
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
-@click.option("--engagements-per-product", default=5.0, show_default=True,
-              type=click.FloatRange(min=0), help="Engagement log rows per product.")
+@click.option(
+    "--engagements-per-product",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Engagement log rows per product.",
+)
 def generate(out_dir, products, seed, engagements_per_product):
     """Generate a synthetic shopping world: DIR/catalog/ and DIR/engagements/ (Parquet)."""
     from itemsage_cli.stages import generate_stage
+
     generate_stage(Path(out_dir), products, seed, engagements_per_product)
 
 
 @cli.command()
 @click.option("--catalog", required=True, help="Catalog Parquet: a file, directory or glob.")
-@click.option("--mapping", type=click.Path(dir_okay=False), default=None,
-              help="Column mapping TOML (see docs/data-contracts.md).")
+@click.option(
+    "--mapping",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Column mapping TOML (see docs/data-contracts.md).",
+)
 @click.option("--engagements", default=None, help="Also validate this engagement log.")
-@click.option("--image-dim", default=256, show_default=True, type=click.IntRange(min=1),
-              help="Dimension of image and query embeddings.")
+@click.option(
+    "--image-dim",
+    default=256,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Dimension of image and query embeddings.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-@click.option("--spark", "use_spark", is_flag=True,
-              help="Validate on Spark even a local catalog (implied by --master, --conf, "
-                   "spark-submit.sh and an object-store catalog).")
+@click.option(
+    "--spark",
+    "use_spark",
+    is_flag=True,
+    help="Validate on Spark even a local catalog (implied by --master, --conf, "
+    "spark-submit.sh and an object-store catalog).",
+)
 @spark_options
 def validate(catalog, mapping, engagements, image_dim, as_json, use_spark, master, conf):
     """Check a catalog (and optionally an engagement log) against the data contracts.
@@ -106,6 +148,7 @@ def validate(catalog, mapping, engagements, image_dim, as_json, use_spark, maste
     schema-level error.
     """
     from itemsage_cli.stages import validate_stage
+
     reports = validate_stage(catalog, mapping, engagements, image_dim, master, conf, use_spark)
     if as_json:
         click.echo(json.dumps({r.contract: r.to_dict() for r in reports}, sort_keys=True))
@@ -115,7 +158,8 @@ def validate(catalog, mapping, engagements, image_dim, as_json, use_spark, maste
 
 
 def _parse_task_weights(values: tuple[str, ...]) -> tuple[tuple[str, float], ...]:
-    from itemsage_core.training_examples import parse_tasks
+    from itemsage_core.training.training_examples import parse_tasks
+
     weights = []
     for value in values:
         name, sep, weight = value.partition("=")
@@ -124,80 +168,195 @@ def _parse_task_weights(values: tuple[str, ...]) -> tuple[tuple[str, float], ...
         except ValueError:
             number = -1.0
         if not sep or number < 0:
-            raise click.BadParameter(f"'{value}' is not TASK=WEIGHT with WEIGHT >= 0",
-                                     param_hint="--task-weight")
+            raise click.BadParameter(
+                f"'{value}' is not TASK=WEIGHT with WEIGHT >= 0", param_hint="--task-weight"
+            )
         weights += [(task, number) for task in parse_tasks(name)]
     return tuple(weights)
 
 
 @cli.command()
 @click.option("--catalog", required=True, help="Catalog Parquet: a file, directory or glob.")
-@click.option("--engagements", default=None,
-              help="Engagement log Parquet. Without it the encoder learns from the catalog "
-                   "itself (two random views of each product; docs/model.md).")
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="Model directory to write (replaced if it holds an earlier checkpoint).")
-@click.option("--mapping", type=click.Path(dir_okay=False), default=None,
-              help="Column mapping TOML for the catalog.")
-@click.option("--modalities", default="image,text", show_default=True,
-              type=click.Choice(["image,text", "image", "text"]),
-              help="Input modalities the encoder may use (ablations).")
-@click.option("--tasks", default="all", show_default=True,
-              help="Tasks to train on: all, or a comma list of surface/engagement, surfaces or "
-                   "engagement types (e.g. add_to_cart,search/click).")
-@click.option("--task-weight", "task_weights", multiple=True, metavar="TASK=W",
-              help="Multiply a task's sampling share (repeatable; TASK as in --tasks).")
-@click.option("--task-exponent", default=0.5, show_default=True, type=click.FloatRange(0, 1),
-              help="Task share ~ weight x count**exponent (1: natural mix, 0: uniform).")
-@click.option("--catalog-task-weight", default=0.0, show_default=True,
-              type=click.FloatRange(min=0),
-              help="With --engagements: weight of the catalog objective as an auxiliary task, "
-                   "so products with few or no engagements still land in sensible places.")
-@click.option("--neighbours", default=DEFAULT_NEIGHBOURS, show_default=True,
-              type=click.IntRange(min=0),
-              help="Catalog objective: pair each product with one of its K nearest lexical "
-                   "(TF-IDF) neighbours; 0 pairs it with itself only.")
-@click.option("--neighbour-share", default=1.0, show_default=True, type=click.FloatRange(0, 1),
-              help="Catalog objective: share of pairs made with a neighbour (the rest: two "
-                   "views of the product itself).")
-@click.option("--exclude-feature", "exclude_features", multiple=True, metavar="FEATURE",
-              help="Withhold a text feature (after the mapping) from training; repeatable.")
-@click.option("--epochs", default=None, type=click.IntRange(min=1),
-              help=f"Passes over the engagement examples (default 2) or, without "
-                   f"--engagements, over the catalog (default {CATALOG_EPOCHS}).")
+@click.option(
+    "--engagements",
+    default=None,
+    help="Engagement log Parquet. Without it the encoder learns from the catalog "
+    "itself (two random views of each product; docs/model.md).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Model directory to write (replaced if it holds an earlier checkpoint).",
+)
+@click.option(
+    "--mapping",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Column mapping TOML for the catalog.",
+)
+@click.option(
+    "--modalities",
+    default="image,text",
+    show_default=True,
+    type=click.Choice(["image,text", "image", "text"]),
+    help="Input modalities the encoder may use (ablations).",
+)
+@click.option(
+    "--tasks",
+    default="all",
+    show_default=True,
+    help="Tasks to train on: all, or a comma list of surface/engagement, surfaces or "
+    "engagement types (e.g. add_to_cart,search/click).",
+)
+@click.option(
+    "--task-weight",
+    "task_weights",
+    multiple=True,
+    metavar="TASK=W",
+    help="Multiply a task's sampling share (repeatable; TASK as in --tasks).",
+)
+@click.option(
+    "--task-exponent",
+    default=0.5,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Task share ~ weight x count**exponent (1: natural mix, 0: uniform).",
+)
+@click.option(
+    "--catalog-task-weight",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="With --engagements: weight of the catalog objective as an auxiliary task, "
+    "so products with few or no engagements still land in sensible places.",
+)
+@click.option(
+    "--neighbours",
+    default=DEFAULT_NEIGHBOURS,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Catalog objective: pair each product with one of its K nearest lexical "
+    "(TF-IDF) neighbours; 0 pairs it with itself only.",
+)
+@click.option(
+    "--neighbour-share",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Catalog objective: share of pairs made with a neighbour (the rest: two "
+    "views of the product itself).",
+)
+@click.option(
+    "--exclude-feature",
+    "exclude_features",
+    multiple=True,
+    metavar="FEATURE",
+    help="Withhold a text feature (after the mapping) from training; repeatable.",
+)
+@click.option(
+    "--epochs",
+    default=None,
+    type=click.IntRange(min=1),
+    help=f"Passes over the engagement examples (default 2) or, without "
+    f"--engagements, over the catalog (default {CATALOG_EPOCHS}).",
+)
 @click.option("--batch-size", default=256, show_default=True, type=click.IntRange(min=2))
-@click.option("--random-negatives", default=128, show_default=True, type=click.IntRange(min=1),
-              help="Random catalog negatives per batch.")
+@click.option(
+    "--random-negatives",
+    default=128,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Random catalog negatives per batch.",
+)
 @click.option("--learning-rate", default=1e-3, show_default=True, type=click.FloatRange(min=0))
-@click.option("--holdout-fraction", default=0.1, show_default=True,
-              type=click.FloatRange(0, 1, min_open=True, max_open=True),
-              help="Share of the engagement log held out for evaluation.")
+@click.option(
+    "--holdout-fraction",
+    default=0.1,
+    show_default=True,
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    help="Share of the engagement log held out for evaluation.",
+)
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
-@click.option("--d-model", default=512, show_default=True, type=click.IntRange(min=8),
-              help="Transformer width (divisible by the 8 heads).")
+@click.option(
+    "--d-model",
+    default=512,
+    show_default=True,
+    type=click.IntRange(min=8),
+    help="Transformer width (divisible by the 8 heads).",
+)
 @click.option("--ffn-dim", default=2048, show_default=True, type=click.IntRange(min=8))
 @click.option("--layers", default=1, show_default=True, type=click.IntRange(min=1))
 @click.option("--hash-buckets", default=100_000, show_default=True, type=click.IntRange(min=1))
-@click.option("--vocab", "vocab_sizes", default="50000,100000,20000", show_default=True,
-              metavar="UNI,BI,TRI", help="Top-K unigrams, bigrams, trigrams per text feature.")
-@click.option("--vocab-catalog", "vocab_catalogs", multiple=True, metavar="CATALOG",
-              help="Another catalog whose text joins the vocabulary (repeatable), e.g. one to "
-                   "be embedded that the model does not train on.")
-@click.option("--vocab-mapping", "vocab_mappings", multiple=True,
-              type=click.Path(dir_okay=False),
-              help="Column mapping TOML for --vocab-catalog: once for all of them, or once "
-                   "per --vocab-catalog in order.")
+@click.option(
+    "--vocab",
+    "vocab_sizes",
+    default="50000,100000,20000",
+    show_default=True,
+    metavar="UNI,BI,TRI",
+    help="Top-K unigrams, bigrams, trigrams per text feature.",
+)
+@click.option(
+    "--vocab-catalog",
+    "vocab_catalogs",
+    multiple=True,
+    metavar="CATALOG",
+    help="Another catalog whose text joins the vocabulary (repeatable), e.g. one to "
+    "be embedded that the model does not train on.",
+)
+@click.option(
+    "--vocab-mapping",
+    "vocab_mappings",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="Column mapping TOML for --vocab-catalog: once for all of them, or once "
+    "per --vocab-catalog in order.",
+)
 @click.option("--image-dim", default=256, show_default=True, type=click.IntRange(min=1))
-@click.option("--device", default="auto", show_default=True,
-              help="auto (CUDA if visible), cpu, cuda or cuda:N.")
-@click.option("--precision", default="auto", show_default=True,
-              type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
-              help="auto: bf16 autocast on CUDA, fp32 on CPU.")
-def train(catalog, engagements, out_dir, mapping, modalities, tasks, task_weights, task_exponent,
-          catalog_task_weight, neighbours, neighbour_share, exclude_features, epochs, batch_size,
-          random_negatives, learning_rate, holdout_fraction, seed, d_model, ffn_dim, layers,
-          hash_buckets, vocab_sizes, vocab_catalogs, vocab_mappings, image_dim, device,
-          precision):
+@click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    help="auto (CUDA if visible), cpu, cuda or cuda:N.",
+)
+@click.option(
+    "--precision",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+    help="auto: bf16 autocast on CUDA, fp32 on CPU.",
+)
+def train(
+    catalog,
+    engagements,
+    out_dir,
+    mapping,
+    modalities,
+    tasks,
+    task_weights,
+    task_exponent,
+    catalog_task_weight,
+    neighbours,
+    neighbour_share,
+    exclude_features,
+    epochs,
+    batch_size,
+    random_negatives,
+    learning_rate,
+    holdout_fraction,
+    seed,
+    d_model,
+    ffn_dim,
+    layers,
+    hash_buckets,
+    vocab_sizes,
+    vocab_catalogs,
+    vocab_mappings,
+    image_dim,
+    device,
+    precision,
+):
     """Train an encoder on a catalog (and an engagement log); write a checkpoint directory.
 
     With --engagements: multi-task training on the log; holds out a deterministic slice of it
@@ -206,55 +365,98 @@ def train(catalog, engagements, out_dir, mapping, modalities, tasks, task_weight
     while training, then the checkpoint path and its model_version.
     """
     from itemsage_cli.stages import progress
-    from itemsage_core.model_runs import train_model
-    from itemsage_core.trainer import TrainConfig
-    from itemsage_core.training_examples import parse_tasks
-    from itemsage_core.vocabulary import VocabConfig
+    from itemsage_core.features.vocabulary import VocabConfig
+    from itemsage_core.training.model_runs import train_model
+    from itemsage_core.training.trainer import TrainConfig
+    from itemsage_core.training.training_examples import parse_tasks
 
     try:
         uni, bi, tri = (int(x) for x in vocab_sizes.split(","))
     except ValueError:
-        raise click.BadParameter(f"'{vocab_sizes}' is not three integers UNI,BI,TRI",
-                                 param_hint="--vocab") from None
+        raise click.BadParameter(
+            f"'{vocab_sizes}' is not three integers UNI,BI,TRI", param_hint="--vocab"
+        ) from None
     if d_model % 8:
         raise click.BadParameter(f"{d_model} is not divisible by 8 heads", param_hint="--d-model")
     if catalog_task_weight and not engagements:
-        raise click.UsageError("--catalog-task-weight weighs the catalog objective beside "
-                               "--engagements; without a log the catalog objective is the "
-                               "only one")
+        raise click.UsageError(
+            "--catalog-task-weight weighs the catalog objective beside "
+            "--engagements; without a log the catalog objective is the "
+            "only one"
+        )
     epochs = epochs or (2 if engagements else CATALOG_EPOCHS)
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, random_negatives=random_negatives,
-                         learning_rate=learning_rate, seed=seed, tasks=parse_tasks(tasks),
-                         task_weights=_parse_task_weights(task_weights),
-                         task_exponent=task_exponent, holdout_fraction=holdout_fraction,
-                         precision=precision, catalog_task_weight=catalog_task_weight,
-                         neighbours=neighbours, neighbour_share=neighbour_share)
+    config = TrainConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        random_negatives=random_negatives,
+        learning_rate=learning_rate,
+        seed=seed,
+        tasks=parse_tasks(tasks),
+        task_weights=_parse_task_weights(task_weights),
+        task_exponent=task_exponent,
+        holdout_fraction=holdout_fraction,
+        precision=precision,
+        catalog_task_weight=catalog_task_weight,
+        neighbours=neighbours,
+        neighbour_share=neighbour_share,
+    )
     result = train_model(
-        catalog, engagements, Path(out_dir), config,
-        model_options={"d_model": d_model, "ffn_dim": ffn_dim, "layers": layers,
-                       "mlp_hidden": d_model, "hash_buckets": hash_buckets,
-                       "modalities": tuple(modalities.split(","))},
-        vocab_config=VocabConfig(unigrams=uni, bigrams=bi, trigrams=tri), mapping=mapping,
-        image_dim=image_dim, hash_seed=seed, device=device, vocab_catalogs=vocab_catalogs,
-        vocab_mappings=vocab_mappings, exclude_features=exclude_features, progress=progress)
+        catalog,
+        engagements,
+        Path(out_dir),
+        config,
+        model_options={
+            "d_model": d_model,
+            "ffn_dim": ffn_dim,
+            "layers": layers,
+            "mlp_hidden": d_model,
+            "hash_buckets": hash_buckets,
+            "modalities": tuple(modalities.split(",")),
+        },
+        vocab_config=VocabConfig(unigrams=uni, bigrams=bi, trigrams=tri),
+        mapping=mapping,
+        image_dim=image_dim,
+        hash_seed=seed,
+        device=device,
+        vocab_catalogs=vocab_catalogs,
+        vocab_mappings=vocab_mappings,
+        exclude_features=exclude_features,
+        progress=progress,
+    )
     if result.evaluation:
         click.echo("\n".join(result.evaluation.lines()))
     click.echo(f"model {result.model_version} written to {result.path}")
     if not engagements:
         mapping_flag = f" --mapping {mapping}" if mapping else ""
-        click.echo(f"check it: itemsage evaluate-catalog --model {result.path} --catalog "
-                   f"{catalog}{mapping_flag} --label-column COLUMN")
+        click.echo(
+            f"check it: itemsage evaluate-catalog --model {result.path} --catalog "
+            f"{catalog}{mapping_flag} --label-column COLUMN"
+        )
 
 
 @cli.command()
-@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False),
-              help="Model directory written by `itemsage train`.")
+@click.option(
+    "--model",
+    "model_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Model directory written by `itemsage train`.",
+)
 @click.option("--catalog", required=True, help="Catalog Parquet: a file, directory or glob.")
 @click.option("--engagements", required=True, help="Engagement log Parquet.")
-@click.option("--mapping", type=click.Path(dir_okay=False), default=None,
-              help="Column mapping TOML for the catalog.")
-@click.option("--index-size", default=100_000, show_default=True, type=click.IntRange(min=1),
-              help="Rank among all catalog products up to this many, else a fixed sample.")
+@click.option(
+    "--mapping",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Column mapping TOML for the catalog.",
+)
+@click.option(
+    "--index-size",
+    default=100_000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Rank among all catalog products up to this many, else a fixed sample.",
+)
 @click.option("-k", "k", default=10, show_default=True, type=click.IntRange(min=1))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def evaluate(model_dir, catalog, engagements, mapping, index_size, k, as_json):
@@ -264,10 +466,17 @@ def evaluate(model_dir, catalog, engagements, mapping, index_size, k, as_json):
     evaluating on the training log measures held-out examples only.
     """
     from itemsage_cli.stages import progress
-    from itemsage_core.model_runs import evaluate_model
+    from itemsage_core.training.model_runs import evaluate_model
 
-    version, result = evaluate_model(Path(model_dir), catalog, engagements, mapping,
-                                     index_size=index_size, k=k, progress=progress)
+    version, result = evaluate_model(
+        Path(model_dir),
+        catalog,
+        engagements,
+        mapping,
+        index_size=index_size,
+        k=k,
+        progress=progress,
+    )
     if as_json:
         click.echo(json.dumps({"model_version": version, **result.to_dict()}, sort_keys=True))
     else:
@@ -276,23 +485,47 @@ def evaluate(model_dir, catalog, engagements, mapping, index_size, k, as_json):
 
 
 @cli.command("evaluate-catalog")
-@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False),
-              help="Model directory written by `itemsage train`.")
+@click.option(
+    "--model",
+    "model_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Model directory written by `itemsage train`.",
+)
 @click.option("--catalog", required=True, help="Catalog Parquet: a file, directory or glob.")
-@click.option("--mapping", type=click.Path(dir_okay=False), default=None,
-              help="Column mapping TOML for the catalog.")
-@click.option("--label-column", required=True, metavar="COLUMN",
-              help="Column (after the mapping) whose values neighbours should share, e.g. a "
-                   "category; 'A > B > C' paths are also scored on their first level.")
-@click.option("--exclude-feature", "exclude_features", multiple=True, metavar="FEATURE",
-              help="Withhold a text feature from the model and TF-IDF alike (e.g. the label's "
-                   "own column); repeatable.")
-@click.option("--queries", default=2000, show_default=True, type=click.IntRange(min=1),
-              help="Query products, a fixed random sample (seed 0).")
+@click.option(
+    "--mapping",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Column mapping TOML for the catalog.",
+)
+@click.option(
+    "--label-column",
+    required=True,
+    metavar="COLUMN",
+    help="Column (after the mapping) whose values neighbours should share, e.g. a "
+    "category; 'A > B > C' paths are also scored on their first level.",
+)
+@click.option(
+    "--exclude-feature",
+    "exclude_features",
+    multiple=True,
+    metavar="FEATURE",
+    help="Withhold a text feature from the model and TF-IDF alike (e.g. the label's "
+    "own column); repeatable.",
+)
+@click.option(
+    "--queries",
+    default=2000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Query products, a fixed random sample (seed 0).",
+)
 @click.option("-k", "k", default=10, show_default=True, type=click.IntRange(min=1))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def evaluate_catalog(model_dir, catalog, mapping, label_column, exclude_features, queries, k,
-                     as_json):
+def evaluate_catalog(
+    model_dir, catalog, mapping, label_column, exclude_features, queries, k, as_json
+):
     """How often a product's nearest neighbours share its label, beside TF-IDF and random.
 
     Exact cosine top-k over every valid product that has a label, for a sample of query
@@ -300,10 +533,18 @@ def evaluate_catalog(model_dir, catalog, mapping, label_column, exclude_features
     catalog's words the model's vocabulary knows, per feature. Needs no engagement log.
     """
     from itemsage_cli.stages import progress
-    from itemsage_core.model_runs import evaluate_catalog_model
+    from itemsage_core.training.model_runs import evaluate_catalog_model
 
-    version, result = evaluate_catalog_model(Path(model_dir), catalog, label_column, mapping,
-                                             exclude_features, queries, k, progress=progress)
+    version, result = evaluate_catalog_model(
+        Path(model_dir),
+        catalog,
+        label_column,
+        mapping,
+        exclude_features,
+        queries,
+        k,
+        progress=progress,
+    )
     if as_json:
         click.echo(json.dumps({"model_version": version, **result.to_dict()}, sort_keys=True))
     else:
@@ -313,46 +554,104 @@ def evaluate_catalog(model_dir, catalog, mapping, label_column, exclude_features
 
 @cli.command()
 @click.option("--catalog", required=True, help="Catalog Parquet: a file, directory or glob.")
-@click.option("--model", "model_dir", required=True, type=click.Path(file_okay=False),
-              help="Model directory written by `itemsage train`.")
-@click.option("--table", "table_uri", required=True, metavar="TABLE_URI",
-              help="Delta table of embeddings (path or s3://, gs://, abfs:// URI); the "
-                   "quarantine table is TABLE_URI + '_quarantine'.")
-@click.option("--mapping", type=click.Path(dir_okay=False), default=None,
-              help="Column mapping TOML for the catalog.")
-@click.option("--run-id", default=None,
-              help="Run identity for idempotent retries (default: derived from the catalog "
-                   "files, the model and the mapping).")
-@click.option("--batch-size", default=512, show_default=True, type=click.IntRange(min=1),
-              help="Products per encoder forward pass (independent of Spark's Arrow batches).")
-@click.option("--precision", default="fp32", show_default=True,
-              type=click.Choice(["fp32", "bf16", "fp16", "auto"]),
-              help="fp32: the same vectors on CPU and GPU executors. bf16/fp16: autocast "
-                   "(auto: bf16 on GPU only); on a GPU no faster, as the job is bound by "
-                   "per-row CPU work, and it moves vectors (BENCHMARKS.md).")
-@click.option("--writer", default="deltalake", show_default=True,
-              type=click.Choice(["deltalake", "spark-delta"]),
-              help="Commit through the deltalake library, or through Delta's Spark connector "
-                   "where io.delta is on the classpath.")
-@click.option("--incremental", is_flag=True,
-              help="Re-encode only new products and those whose inputs or model changed; carry "
-                   "the rest over; drop products no longer in the catalog.")
-@click.option("--max-quarantine-share", type=click.FloatRange(0, 1),
-              default=DEFAULT_MAX_QUARANTINE_SHARE,
-              show_default=True,
-              help="Leave the table as it is (and exit 1) when the catalog is empty or more than "
-                   "this share of its rows is quarantined: the sign of a broken export. The "
-                   "quarantine is still committed. 1 turns the check off.")
-@click.option("--min-coverage", type=click.FloatRange(0, 1), default=DEFAULT_MIN_COVERAGE,
-              show_default=True,
-              help="Warn (and still commit) when the model's vocabulary knows less than this "
-                   "share of the catalog's words: a model built for other text embeds it "
-                   "poorly. 0 turns the warning off.")
-@click.option("--summary-json", type=click.Path(dir_okay=False), default=None,
-              help="Also write the run summary to this file.")
+@click.option(
+    "--model",
+    "model_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Model directory written by `itemsage train`.",
+)
+@click.option(
+    "--table",
+    "table_uri",
+    required=True,
+    metavar="TABLE_URI",
+    help="Delta table of embeddings (path or s3://, gs://, abfs:// URI); the "
+    "quarantine table is TABLE_URI + '_quarantine'.",
+)
+@click.option(
+    "--mapping",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Column mapping TOML for the catalog.",
+)
+@click.option(
+    "--run-id",
+    default=None,
+    help="Run identity for idempotent retries (default: derived from the catalog "
+    "files, the model and the mapping).",
+)
+@click.option(
+    "--batch-size",
+    default=512,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Products per encoder forward pass (independent of Spark's Arrow batches).",
+)
+@click.option(
+    "--precision",
+    default="fp32",
+    show_default=True,
+    type=click.Choice(["fp32", "bf16", "fp16", "auto"]),
+    help="fp32: the same vectors on CPU and GPU executors. bf16/fp16: autocast "
+    "(auto: bf16 on GPU only); on a GPU no faster, as the job is bound by "
+    "per-row CPU work, and it moves vectors (BENCHMARKS.md).",
+)
+@click.option(
+    "--writer",
+    default="deltalake",
+    show_default=True,
+    type=click.Choice(["deltalake", "spark-delta"]),
+    help="Commit through the deltalake library, or through Delta's Spark connector "
+    "where io.delta is on the classpath.",
+)
+@click.option(
+    "--incremental",
+    is_flag=True,
+    help="Re-encode only new products and those whose inputs or model changed; carry "
+    "the rest over; drop products no longer in the catalog.",
+)
+@click.option(
+    "--max-quarantine-share",
+    type=click.FloatRange(0, 1),
+    default=DEFAULT_MAX_QUARANTINE_SHARE,
+    show_default=True,
+    help="Leave the table as it is (and exit 1) when the catalog is empty or more than "
+    "this share of its rows is quarantined: the sign of a broken export. The "
+    "quarantine is still committed. 1 turns the check off.",
+)
+@click.option(
+    "--min-coverage",
+    type=click.FloatRange(0, 1),
+    default=DEFAULT_MIN_COVERAGE,
+    show_default=True,
+    help="Warn (and still commit) when the model's vocabulary knows less than this "
+    "share of the catalog's words: a model built for other text embeds it "
+    "poorly. 0 turns the warning off.",
+)
+@click.option(
+    "--summary-json",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write the run summary to this file.",
+)
 @spark_options
-def embed(catalog, model_dir, table_uri, mapping, run_id, batch_size, precision, writer,
-          incremental, max_quarantine_share, min_coverage, summary_json, master, conf):
+def embed(
+    catalog,
+    model_dir,
+    table_uri,
+    mapping,
+    run_id,
+    batch_size,
+    precision,
+    writer,
+    incremental,
+    max_quarantine_share,
+    min_coverage,
+    summary_json,
+    master,
+    conf,
+):
     """Embed a catalog on Spark and commit the vectors to a Delta table in one transaction.
 
     Invalid rows go to the quarantine table with their reason; every input row is embedded or
@@ -367,10 +666,21 @@ def embed(catalog, model_dir, table_uri, mapping, run_id, batch_size, precision,
     preflight.catalog_path(catalog, column_mapping)
     preflight.model_dir(model_dir)
     spark = get_spark("itemsage-embed", master, parse_conf(conf))
-    summary = embed_catalog(spark, catalog, model_dir, table_uri, column_mapping, run_id,
-                            batch_size, precision, incremental, writer, progress=progress,
-                            max_quarantine_share=max_quarantine_share,
-                            min_coverage=min_coverage)
+    summary = embed_catalog(
+        spark,
+        catalog,
+        model_dir,
+        table_uri,
+        column_mapping,
+        run_id,
+        batch_size,
+        precision,
+        incremental,
+        writer,
+        progress=progress,
+        max_quarantine_share=max_quarantine_share,
+        min_coverage=min_coverage,
+    )
     write_summary(summary, summary_json)
 
 
@@ -383,20 +693,30 @@ def write_summary(summary: dict, summary_json: str | None) -> None:
 
 
 @cli.command()
-@click.option("--table", "table_uri", required=True, metavar="TABLE_URI",
-              help="The embeddings Delta table; its quarantine table is vacuumed too.")
-@click.option("--retention-hours", type=click.IntRange(min=0), default=168, show_default=True,
-              help="Keep files younger than this: time travel (`build-index --table-version`) "
-                   "works this far back, and a job still writing is never touched. Keep it "
-                   "above your longest embedding run.")
+@click.option(
+    "--table",
+    "table_uri",
+    required=True,
+    metavar="TABLE_URI",
+    help="The embeddings Delta table; its quarantine table is vacuumed too.",
+)
+@click.option(
+    "--retention-hours",
+    type=click.IntRange(min=0),
+    default=168,
+    show_default=True,
+    help="Keep files younger than this: time travel (`build-index --table-version`) "
+    "works this far back, and a job still writing is never touched. Keep it "
+    "above your longest embedding run.",
+)
 @click.option("--dry-run", is_flag=True, help="List what would be deleted; delete nothing.")
 def vacuum(table_uri, retention_hours, dry_run):
     """Delete files no longer in the tables' current versions: replaced versions' files and
     the orphans of runs that failed or were killed before committing."""
     from deltalake import DeltaTable
 
-    from itemsage_core.embeddings_table import quarantine_uri
-    from itemsage_core.embeddings_table import vacuum as vacuum_table
+    from itemsage_core.embedding.embeddings_table import quarantine_uri
+    from itemsage_core.embedding.embeddings_table import vacuum as vacuum_table
 
     for uri in (table_uri, quarantine_uri(table_uri)):
         if not DeltaTable.is_deltatable(uri):
@@ -410,27 +730,70 @@ def vacuum(table_uri, retention_hours, dry_run):
 
 
 @cli.command("build-index")
-@click.option("--table", "table_uri", required=True, metavar="TABLE_URI",
-              help="The embeddings Delta table written by `itemsage embed`.")
-@click.option("--surfaces", "surfaces_path", required=True, type=click.Path(dir_okay=False),
-              help="Surfaces config TOML (see conf/surfaces.toml and docs/indexes.md).")
-@click.option("--out", "index_root", required=True, type=click.Path(file_okay=False),
-              metavar="INDEX_ROOT", help="Index root: one directory per surface (a path every "
-                                         "executor can see).")
-@click.option("--catalog", default=None,
-              help="Catalog Parquet whose columns the surface filters use.")
-@click.option("--mapping", type=click.Path(dir_okay=False), default=None,
-              help="Column mapping TOML for the catalog.")
-@click.option("--table-version", type=click.IntRange(min=0), default=None,
-              help="Build from this Delta version (default: the latest; recorded in the "
-                   "manifest), e.g. to reproduce an earlier build.")
-@click.option("--surface", "only", multiple=True, metavar="NAME",
-              help="Build only this surface (repeatable; default: every surface in the config).")
-@click.option("--summary-json", type=click.Path(dir_okay=False), default=None,
-              help="Also write the run summary to this file.")
+@click.option(
+    "--table",
+    "table_uri",
+    required=True,
+    metavar="TABLE_URI",
+    help="The embeddings Delta table written by `itemsage embed`.",
+)
+@click.option(
+    "--surfaces",
+    "surfaces_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Surfaces config TOML (see conf/surfaces.toml and docs/indexes.md).",
+)
+@click.option(
+    "--out",
+    "index_root",
+    required=True,
+    type=click.Path(file_okay=False),
+    metavar="INDEX_ROOT",
+    help="Index root: one directory per surface (a path every executor can see).",
+)
+@click.option(
+    "--catalog", default=None, help="Catalog Parquet whose columns the surface filters use."
+)
+@click.option(
+    "--mapping",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Column mapping TOML for the catalog.",
+)
+@click.option(
+    "--table-version",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Build from this Delta version (default: the latest; recorded in the "
+    "manifest), e.g. to reproduce an earlier build.",
+)
+@click.option(
+    "--surface",
+    "only",
+    multiple=True,
+    metavar="NAME",
+    help="Build only this surface (repeatable; default: every surface in the config).",
+)
+@click.option(
+    "--summary-json",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write the run summary to this file.",
+)
 @spark_options
-def build_index(table_uri, surfaces_path, index_root, catalog, mapping, table_version, only,
-                summary_json, master, conf):
+def build_index(
+    table_uri,
+    surfaces_path,
+    index_root,
+    catalog,
+    mapping,
+    table_version,
+    only,
+    summary_json,
+    master,
+    conf,
+):
     """Build per-surface sharded HNSW indexes from the embeddings table and publish them.
 
     Each surface's build is checked against exact search (recall@10 per shard) before its
@@ -450,9 +813,16 @@ def build_index(table_uri, surfaces_path, index_root, catalog, mapping, table_ve
     if catalog:
         preflight.catalog_path(catalog, column_mapping)
     spark = get_spark("itemsage-build-index", master, parse_conf(conf))
-    summary = build_indexes(spark, table_uri, surfaces, index_root, catalog, column_mapping,
-                            table_version,
-                            progress=progress)
+    summary = build_indexes(
+        spark,
+        table_uri,
+        surfaces,
+        index_root,
+        catalog,
+        column_mapping,
+        table_version,
+        progress=progress,
+    )
     write_summary(summary, summary_json)
     failed = {n: s["reason"] for n, s in summary["surfaces"].items() if s["status"] == "failed"}
     for name, reason in failed.items():
@@ -462,24 +832,50 @@ def build_index(table_uri, surfaces_path, index_root, catalog, mapping, table_ve
 
 
 @cli.command()
-@click.option("--index", "index_root", required=True, type=click.Path(file_okay=False),
-              metavar="INDEX_ROOT", help="Index root written by `itemsage build-index`.")
+@click.option(
+    "--index",
+    "index_root",
+    required=True,
+    type=click.Path(file_okay=False),
+    metavar="INDEX_ROOT",
+    help="Index root written by `itemsage build-index`.",
+)
 @click.option("--surface", required=True, help="Surface name, e.g. home.")
 @click.option("--product-id", default=None, help="Find the products nearest to this one.")
-@click.option("--vector-file", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="A query vector: .npy, or text/JSON numbers.")
-@click.option("-k", "k", default=10, show_default=True, type=click.IntRange(min=1),
-              help="Results to return.")
-@click.option("--catalog", default=None,
-              help="Catalog Parquet to describe the products from (--show columns).")
-@click.option("--mapping", type=click.Path(dir_okay=False), default=None,
-              help="Column mapping TOML for --catalog.")
-@click.option("--show", default="title", show_default=True, metavar="COLUMNS",
-              help="With --catalog: comma-separated catalog columns (after the mapping) shown "
-                   "beside each product, e.g. title,brand,product_type.")
-@click.option("--json", "as_json", is_flag=True,
-              help='Print a JSON list of {"product_id", "score"} (and the --show columns), '
-                   'best first.')
+@click.option(
+    "--vector-file",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="A query vector: .npy, or text/JSON numbers.",
+)
+@click.option(
+    "-k", "k", default=10, show_default=True, type=click.IntRange(min=1), help="Results to return."
+)
+@click.option(
+    "--catalog",
+    default=None,
+    help="Catalog Parquet to describe the products from (--show columns).",
+)
+@click.option(
+    "--mapping",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Column mapping TOML for --catalog.",
+)
+@click.option(
+    "--show",
+    default="title",
+    show_default=True,
+    metavar="COLUMNS",
+    help="With --catalog: comma-separated catalog columns (after the mapping) shown "
+    "beside each product, e.g. title,brand,product_type.",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='Print a JSON list of {"product_id", "score"} (and the --show columns), best first.',
+)
 def query(index_root, surface, product_id, vector_file, k, catalog, mapping, show, as_json):
     """Query a surface's current index build (checksums verified on load).
 
@@ -487,7 +883,7 @@ def query(index_root, surface, product_id, vector_file, k, catalog, mapping, sho
     If the current build is damaged, the newest usable build answers, with a warning.
     With --catalog, each product is shown with its --show columns, so neighbours can be judged.
     """
-    from index_builder.sharded_index import load_published, read_vector
+    from index_builder.index_reader import load_published, read_vector
 
     if (product_id is None) == (vector_file is None):
         raise click.UsageError("give exactly one of --product-id and --vector-file")
@@ -495,8 +891,8 @@ def query(index_root, surface, product_id, vector_file, k, catalog, mapping, sho
         raise click.UsageError("--mapping goes with --catalog")
     column_mapping = None
     if catalog:
-        from itemsage_core.column_mapping import load_mapping
-        from itemsage_core.parquet_io import parquet_files
+        from itemsage_core.contracts.column_mapping import load_mapping
+        from itemsage_core.storage.parquet_io import parquet_files
 
         parquet_files(catalog)  # a wrong path fails before the index loads
         column_mapping = load_mapping(mapping) if mapping else None
@@ -506,13 +902,14 @@ def query(index_root, surface, product_id, vector_file, k, catalog, mapping, sho
     columns = [c.strip() for c in show.split(",") if c.strip()] if catalog else []
     described = {}
     if catalog:
-        from itemsage_core.catalog_lookup import describe_products
+        from itemsage_core.contracts.catalog_lookup import describe_products
 
         wanted = [pid for pid, _ in results] + ([product_id] if product_id else [])
         described = describe_products(catalog, column_mapping, wanted, columns)
     if as_json:
-        click.echo(json.dumps([{"product_id": p, "score": s, **described.get(p, {})}
-                               for p, s in results]))
+        click.echo(
+            json.dumps([{"product_id": p, "score": s, **described.get(p, {})} for p, s in results])
+        )
         return
 
     def text(pid: str) -> str:
@@ -523,8 +920,10 @@ def query(index_root, surface, product_id, vector_file, k, catalog, mapping, sho
         return "  " + " | ".join("" if v is None else str(v) for v in shown)
 
     build = index.manifest
-    click.echo(f"surface {surface}, build {build['build_id']} (table version "
-               f"{build['table']['version']}, {build['products']} products)")
+    click.echo(
+        f"surface {surface}, build {build['build_id']} (table version "
+        f"{build['table']['version']}, {build['products']} products)"
+    )
     if product_id and catalog:
         click.echo(f"query  {product_id}{text(product_id)}")
     for rank, (pid, score) in enumerate(results, 1):
@@ -532,60 +931,113 @@ def query(index_root, surface, product_id, vector_file, k, catalog, mapping, sho
 
 
 @cli.command("verify-index")
-@click.option("--index", "index_root", required=True, type=click.Path(file_okay=False),
-              metavar="INDEX_ROOT", help="Index root written by `itemsage build-index`.")
-@click.option("--surface", "surfaces", required=True, multiple=True,
-              help="Surface to check (repeatable).")
-@click.option("--samples", default=20, show_default=True, type=click.IntRange(min=1),
-              help="Products per surface that must find themselves.")
+@click.option(
+    "--index",
+    "index_root",
+    required=True,
+    type=click.Path(file_okay=False),
+    metavar="INDEX_ROOT",
+    help="Index root written by `itemsage build-index`.",
+)
+@click.option(
+    "--surface", "surfaces", required=True, multiple=True, help="Surface to check (repeatable)."
+)
+@click.option(
+    "--samples",
+    default=20,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Products per surface that must find themselves.",
+)
 def verify_index(index_root, surfaces, samples):
     """Check the CURRENT build of surfaces exactly as serving loads it (exit 1 if unusable).
 
     Verifies every file's checksum (no fallback to older builds) and that sample products find
     their own vectors first; prints one JSON line per surface.
     """
-    from index_builder.sharded_index import verify_current
+    from index_builder.index_reader import verify_current
 
     for surface in surfaces:
         click.echo(json.dumps(verify_current(index_root, surface, samples)))
 
 
 @cli.command("rollback-index")
-@click.option("--index", "index_root", required=True, type=click.Path(file_okay=False),
-              metavar="INDEX_ROOT", help="Index root written by `itemsage build-index`.")
+@click.option(
+    "--index",
+    "index_root",
+    required=True,
+    type=click.Path(file_okay=False),
+    metavar="INDEX_ROOT",
+    help="Index root written by `itemsage build-index`.",
+)
 @click.option("--surface", required=True, help="Surface to roll back.")
-@click.option("--build", "build_id", default=None,
-              help="Build id to serve (default: the newest complete build older than CURRENT).")
+@click.option(
+    "--build",
+    "build_id",
+    default=None,
+    help="Build id to serve (default: the newest complete build older than CURRENT).",
+)
 def rollback_index(index_root, surface, build_id):
     """Serve an earlier build of a surface: checks every file of it, then moves CURRENT
     atomically. Deletes nothing; the next build-index publishes a new build as usual."""
-    from index_builder.sharded_index import roll_back
+    from index_builder.index_reader import roll_back
 
     click.echo(json.dumps(roll_back(index_root, surface, build_id)))
 
 
 @cli.command()
-@click.option("--workdir", default="itemsage-demo", show_default=True,
-              type=click.Path(file_okay=False), help="Where the demo writes everything.")
-@click.option("--products", default=10_000, show_default=True, type=click.IntRange(min=500),
-              help="Products in the synthetic world.")
-@click.option("--epochs", default=None, type=click.IntRange(min=1),
-              help=f"Training epochs of the demo's small encoder (default 2 on the world's "
-                   f"engagements, {CATALOG_EPOCHS} on --catalog).")
+@click.option(
+    "--workdir",
+    default="itemsage-demo",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where the demo writes everything.",
+)
+@click.option(
+    "--products",
+    default=10_000,
+    show_default=True,
+    type=click.IntRange(min=500),
+    help="Products in the synthetic world.",
+)
+@click.option(
+    "--epochs",
+    default=None,
+    type=click.IntRange(min=1),
+    help=f"Training epochs of the demo's small encoder (default 2 on the world's "
+    f"engagements, {CATALOG_EPOCHS} on --catalog).",
+)
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
-@click.option("--catalog", default=None,
-              help="Embed and index this catalog instead of the synthetic world's (e.g. the "
-                   "shared Flipkart sample); needs --surfaces.")
-@click.option("--mapping", type=click.Path(dir_okay=False), default=None,
-              help="Column mapping TOML for --catalog.")
-@click.option("--surfaces", "surfaces_path", type=click.Path(dir_okay=False), default=None,
-              help="Surfaces config (default: conf/surfaces.toml, for the synthetic world).")
-@click.option("--label-column", default=None, metavar="COLUMN",
-              help="With --catalog: check the model with evaluate-catalog on this column "
-                   "(e.g. product_type) before embedding.")
+@click.option(
+    "--catalog",
+    default=None,
+    help="Embed and index this catalog instead of the synthetic world's (e.g. the "
+    "shared Flipkart sample); needs --surfaces.",
+)
+@click.option(
+    "--mapping",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Column mapping TOML for --catalog.",
+)
+@click.option(
+    "--surfaces",
+    "surfaces_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Surfaces config (default: conf/surfaces.toml, for the synthetic world).",
+)
+@click.option(
+    "--label-column",
+    default=None,
+    metavar="COLUMN",
+    help="With --catalog: check the model with evaluate-catalog on this column "
+    "(e.g. product_type) before embedding.",
+)
 @spark_options
-def demo(workdir, products, seed, epochs, catalog, mapping, surfaces_path, label_column, master,
-         conf):
+def demo(
+    workdir, products, seed, epochs, catalog, mapping, surfaces_path, label_column, master, conf
+):
     """Run the whole flow on the embedded local Spark and print where everything went.
 
     Generate a world, train a small encoder, embed the catalog into Delta, build the
@@ -595,13 +1047,24 @@ def demo(workdir, products, seed, epochs, catalog, mapping, surfaces_path, label
     evaluate-catalog (--label-column), then embed and index it.
     """
     from itemsage_cli.demo import demo_flow
+
     if catalog and not surfaces_path:
         raise click.UsageError("--catalog needs --surfaces (e.g. conf/surfaces-flipkart.toml)")
     if label_column and not catalog:
         raise click.UsageError("--label-column goes with --catalog")
     epochs = epochs or (CATALOG_EPOCHS if catalog else 2)
-    demo_flow(Path(workdir), products, seed, epochs, master, conf, catalog, mapping,
-              surfaces_path, label_column)
+    demo_flow(
+        Path(workdir),
+        products,
+        seed,
+        epochs,
+        master,
+        conf,
+        catalog,
+        mapping,
+        surfaces_path,
+        label_column,
+    )
 
 
 def main() -> None:

@@ -8,16 +8,16 @@ are left to the job (checking them needs credentials and the network).
 
 from __future__ import annotations
 
-from itemsage_core.column_mapping import ColumnMapping, load_mapping
+from itemsage_core.contracts.column_mapping import ColumnMapping, load_mapping
 from itemsage_core.errors import ItemSageError
-from itemsage_core.local_files import is_local_path
+from itemsage_core.storage.uris import is_local_path
 
 
 def catalog_path(catalog: str, column_mapping: ColumnMapping | None = None) -> None:
     """A local catalog must name Parquet files, whose first file has the mapping's sources."""
     import pyarrow.parquet as pq
 
-    from itemsage_core.parquet_io import parquet_files
+    from itemsage_core.storage.parquet_io import parquet_files
 
     if is_local_path(catalog):
         first = parquet_files(catalog)[0]
@@ -27,9 +27,9 @@ def catalog_path(catalog: str, column_mapping: ColumnMapping | None = None) -> N
 
 def model_dir(path: str) -> dict:
     """The checkpoint's manifest, after its safety and checksum checks."""
-    from itemsage_core.checkpoint import read_manifest
+    from itemsage_core.model.checkpoint import read_checkpoint_manifest
 
-    return read_manifest(path)
+    return read_checkpoint_manifest(path)
 
 
 def mapping(path: str | None) -> ColumnMapping | None:
@@ -41,5 +41,7 @@ def table(table_uri: str) -> None:
     from deltalake import DeltaTable
 
     if is_local_path(table_uri) and not DeltaTable.is_deltatable(table_uri):
-        raise ItemSageError(f"no Delta table at {table_uri}: create it with `itemsage embed "
-                            f"--table {table_uri} ...` first, or check the path")
+        raise ItemSageError(
+            f"no Delta table at {table_uri}: create it with `itemsage embed "
+            f"--table {table_uri} ...` first, or check the path"
+        )

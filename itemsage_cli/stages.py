@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from itemsage_core.validation_report import ValidationReport
+from itemsage_core.contracts.validation_report import ValidationReport
 
 PROJECT_CONF = Path(__file__).resolve().parents[1] / "conf"
 FLIPKART_MAPPING = PROJECT_CONF / "mappings" / "flipkart.toml"
@@ -19,14 +19,16 @@ def progress(message: str) -> None:
     click.echo(f"[itemsage {time.strftime('%H:%M:%S')}] {message}", err=True)
 
 
-def generate_stage(out: Path, products: int, seed: int,
-                   engagements_per_product: float = 5.0) -> dict[str, str]:
+def generate_stage(
+    out: Path, products: int, seed: int, engagements_per_product: float = 5.0
+) -> dict[str, str]:
     """Generate a world into `out`; returns the paths written."""
-    from itemsage_core.parquet_io import write_parquet_dataset
-    from itemsage_core.synthetic_world import WorldConfig, generate_world
+    from itemsage_core.storage.parquet_io import write_parquet_dataset
+    from itemsage_core.synthetic.world import WorldConfig, generate_world
 
-    config = WorldConfig(products=products, seed=seed,
-                         engagements_per_product=engagements_per_product)
+    config = WorldConfig(
+        products=products, seed=seed, engagements_per_product=engagements_per_product
+    )
     start = time.perf_counter()
     progress(f"generating a world of {products} products (seed {seed})")
     world = generate_world(config)
@@ -35,24 +37,38 @@ def generate_stage(out: Path, products: int, seed: int,
     write_parquet_dataset(world.catalog, paths["catalog"])
     progress(f"writing {world.engagements.num_rows} engagements to {paths['engagements']}")
     write_parquet_dataset(world.engagements, paths["engagements"], rows_per_file=100_000)
-    (out / "world.json").write_text(json.dumps(
-        {"config": vars(config), "catalog_rows": world.catalog.num_rows,
-         "engagement_rows": world.engagements.num_rows}, indent=2) + "\n")
+    (out / "world.json").write_text(
+        json.dumps(
+            {
+                "config": vars(config),
+                "catalog_rows": world.catalog.num_rows,
+                "engagement_rows": world.engagements.num_rows,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     progress(f"done in {time.perf_counter() - start:.1f}s")
     return paths
 
 
-def validate_stage(catalog: str, mapping: str | None, engagements: str | None,
-                   image_dim: int, master: str | None, conf: tuple[str, ...] = (),
-                   spark: bool = False) -> list[ValidationReport]:
+def validate_stage(
+    catalog: str,
+    mapping: str | None,
+    engagements: str | None,
+    image_dim: int,
+    master: str | None,
+    conf: tuple[str, ...] = (),
+    spark: bool = False,
+) -> list[ValidationReport]:
     """Validate a catalog and (optionally) an engagement log. A local catalog is validated
     in-process with pyarrow; an object-store one, or any with `spark`, a `master`, a `conf` or
     under spark-submit, on Spark. The engagement log is validated in-process."""
-    from itemsage_core.catalog_check import validate_local_catalog
-    from itemsage_core.column_mapping import load_mapping
-    from itemsage_core.engagement_contract import validate_engagements
-    from itemsage_core.local_files import is_local_path
-    from itemsage_core.parquet_io import read_parquet
+    from itemsage_core.contracts.catalog_check import validate_local_catalog
+    from itemsage_core.contracts.column_mapping import load_mapping
+    from itemsage_core.contracts.engagement_contract import validate_engagements
+    from itemsage_core.storage.parquet_io import read_parquet
+    from itemsage_core.storage.uris import is_local_path
     from jobs.spark_session import get_spark, parse_conf, under_spark_submit
 
     column_mapping = load_mapping(mapping) if mapping else None

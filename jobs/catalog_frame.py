@@ -19,20 +19,31 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
 
-from itemsage_core.arrow_ipc import from_ipc, to_ipc
-from itemsage_core.catalog_check import (catalog_report, check_batch, check_batches,
-                                         conformed_ids, id_sources, repeated_ids_of,
-                                         row_group_ids)
-from itemsage_core.catalog_contract import (DEFAULT_IMAGE_DIM, PRODUCT_ID, check_catalog_schema,
-                                            conform_catalog)
-from itemsage_core.column_mapping import ColumnMapping, add_failures
-from itemsage_core.embed_task import REASON, conform_batch
+from itemsage_core.contracts.catalog_check import (
+    catalog_report,
+    check_batch,
+    check_batches,
+    conformed_ids,
+    id_sources,
+    repeated_ids_of,
+    row_group_ids,
+)
+from itemsage_core.contracts.catalog_contract import (
+    DEFAULT_IMAGE_DIM,
+    PRODUCT_ID,
+    check_catalog_schema,
+    conform_catalog,
+)
+from itemsage_core.contracts.column_mapping import ColumnMapping, add_failures
+from itemsage_core.contracts.validation_report import ValidationReport
+from itemsage_core.embedding.embed_task import REASON, conform_batch
 from itemsage_core.errors import ItemSageError
-from itemsage_core.validation_report import ValidationReport
+from itemsage_core.storage.arrow_ipc import from_ipc, to_ipc
 
 
-def raw_catalog(spark: SparkSession, path: str,
-                mapping: ColumnMapping | None = None) -> tuple[DataFrame, pa.Schema]:
+def raw_catalog(
+    spark: SparkSession, path: str, mapping: ColumnMapping | None = None
+) -> tuple[DataFrame, pa.Schema]:
     """The raw catalog DataFrame and its conformed schema, after the schema-level checks.
 
     Schema-level problems (a missing or mistyped column) raise ContractError on the driver,
@@ -42,16 +53,16 @@ def raw_catalog(spark: SparkSession, path: str,
     try:
         raw = spark.read.parquet(path)
     except AnalysisException as exc:
-        raise ItemSageError(f"cannot read catalog Parquet at {path}: "
-                            f"{str(exc).splitlines()[0]}") from None
+        raise ItemSageError(
+            f"cannot read catalog Parquet at {path}: {str(exc).splitlines()[0]}"
+        ) from None
     empty = raw.limit(0).toArrow()
     mapped = mapping.apply(empty) if mapping else empty
     check_catalog_schema(mapped.schema)
     return raw, conform_catalog(mapped).schema
 
 
-def read_catalog(spark: SparkSession, path: str,
-                 mapping: ColumnMapping | None = None) -> DataFrame:
+def read_catalog(spark: SparkSession, path: str, mapping: ColumnMapping | None = None) -> DataFrame:
     """The catalog at `path` (file, directory or glob), mapped and conformed to the contract."""
     raw, schema = raw_catalog(spark, path, mapping)
 
@@ -62,21 +73,26 @@ def read_catalog(spark: SparkSession, path: str,
     return raw.mapInArrow(conform, from_arrow_schema(schema))
 
 
-def catalog_ids(spark: SparkSession, path: str,
-                mapping: ColumnMapping | None = None) -> DataFrame:
+def catalog_ids(spark: SparkSession, path: str, mapping: ColumnMapping | None = None) -> DataFrame:
     """The product_id of every catalog row, exactly as conform_batch makes it (mapped, text
     decoded), reading only the source columns it comes from."""
+
     def ids(batches):
         for batch in batches:
-            yield pa.RecordBatch.from_arrays([conformed_ids(pa.table(batch), mapping)],
-                                             [PRODUCT_ID])
+            yield pa.RecordBatch.from_arrays(
+                [conformed_ids(pa.table(batch), mapping)], [PRODUCT_ID]
+            )
 
-    return spark.read.parquet(path).select(*id_sources(mapping)).mapInArrow(
-        ids, f"{PRODUCT_ID} string")
+    return (
+        spark.read.parquet(path)
+        .select(*id_sources(mapping))
+        .mapInArrow(ids, f"{PRODUCT_ID} string")
+    )
 
 
-def repeated_ids_in_files(spark: SparkSession, groups: list[tuple[str, int, int]],
-                          mapping: ColumnMapping | None = None) -> pa.Table:
+def repeated_ids_in_files(
+    spark: SparkSession, groups: list[tuple[str, int, int]], mapping: ColumnMapping | None = None
+) -> pa.Table:
     """repeated_ids for a local catalog given as row groups, without Spark SQL: tasks read the
     id source columns with pyarrow, send each id to a bucket by hash as Arrow IPC bytes, and
     each bucket keeps the ids it saw more than once. (The SQL path's first query costs ~5 s of
@@ -95,8 +111,13 @@ def repeated_ids_in_files(spark: SparkSession, groups: list[tuple[str, int, int]
         if tables:
             yield to_ipc(repeated_ids_of(pa.concat_tables(tables).column(PRODUCT_ID)))
 
-    found = (spark.sparkContext.parallelize(groups, max(1, len(groups))).mapPartitions(split)
-             .partitionBy(buckets, lambda b: b).mapPartitions(count).collect())
+    found = (
+        spark.sparkContext.parallelize(groups, max(1, len(groups)))
+        .mapPartitions(split)
+        .partitionBy(buckets, lambda b: b)
+        .mapPartitions(count)
+        .collect()
+    )
     empty = pa.table({PRODUCT_ID: pa.array([], pa.string()), "count": pa.array([], pa.int64())})
     return pa.concat_tables([empty, *(from_ipc(d).cast(empty.schema) for d in found)])
 
@@ -104,13 +125,22 @@ def repeated_ids_in_files(spark: SparkSession, groups: list[tuple[str, int, int]
 def repeated_ids(ids: DataFrame) -> pa.Table:
     """`product_id` and `count` of the ids on more than one row (normally few: collected).
     Null ids are not duplicates (they are missing ids)."""
-    repeated = ids.where(F.col(PRODUCT_ID).isNotNull()).groupBy(PRODUCT_ID).count().where(
-        F.col("count") > 1)
+    repeated = (
+        ids.where(F.col(PRODUCT_ID).isNotNull())
+        .groupBy(PRODUCT_ID)
+        .count()
+        .where(F.col("count") > 1)
+    )
     return repeated.toArrow()
 
 
-def with_reasons(spark: SparkSession, path: str, mapping: ColumnMapping | None,
-                 repeated: pa.Table, image_dim: int = DEFAULT_IMAGE_DIM) -> DataFrame:
+def with_reasons(
+    spark: SparkSession,
+    path: str,
+    mapping: ColumnMapping | None,
+    repeated: pa.Table,
+    image_dim: int = DEFAULT_IMAGE_DIM,
+) -> DataFrame:
     """The catalog at `path`, mapped and conformed, with a `reason` column (null for a valid
     row): check_batch on the executors, `repeated` (repeated_ids of the whole catalog) shipped
     with the tasks."""
@@ -124,9 +154,11 @@ def with_reasons(spark: SparkSession, path: str, mapping: ColumnMapping | None,
     return raw.mapInArrow(check, from_arrow_schema(schema.append(pa.field(REASON, pa.string()))))
 
 
-def _per_task(frame: DataFrame, count: Callable[[Iterator[pa.RecordBatch]], Iterator[dict]]
-              ) -> list[dict]:
+def _per_task(
+    frame: DataFrame, count: Callable[[Iterator[pa.RecordBatch]], Iterator[dict]]
+) -> list[dict]:
     """The JSON-able dicts `count` makes of each task's batches of `frame`, collected."""
+
     def run(batches):
         for part in count(batches):
             yield pa.RecordBatch.from_pylist([{"part": json.dumps(part)}])
@@ -134,15 +166,20 @@ def _per_task(frame: DataFrame, count: Callable[[Iterator[pa.RecordBatch]], Iter
     return [json.loads(r["part"]) for r in frame.mapInArrow(run, "part string").collect()]
 
 
-def validate_on_spark(spark: SparkSession, path: str, mapping: ColumnMapping | None = None,
-                      image_dim: int = DEFAULT_IMAGE_DIM) -> ValidationReport:
+def validate_on_spark(
+    spark: SparkSession,
+    path: str,
+    mapping: ColumnMapping | None = None,
+    image_dim: int = DEFAULT_IMAGE_DIM,
+) -> ValidationReport:
     """The catalog's ValidationReport computed on the executors: the ids first (catalog_ids),
     then one pass in which every task checks its batches (check_batches) and the driver sums
     their partial reports, as `itemsage validate` does in-process."""
     raw = raw_catalog(spark, path, mapping)[0]
     repeated = repeated_ids(catalog_ids(spark, path, mapping))
-    return catalog_report(_per_task(
-        raw, lambda batches: check_batches(batches, mapping, image_dim, repeated)))
+    return catalog_report(
+        _per_task(raw, lambda batches: check_batches(batches, mapping, image_dim, repeated))
+    )
 
 
 def conversion_failures(spark: SparkSession, path: str, mapping: ColumnMapping) -> dict:
@@ -153,8 +190,9 @@ def conversion_failures(spark: SparkSession, path: str, mapping: ColumnMapping) 
         return {}
 
     def count(batches):
-        yield functools.reduce(add_failures, (converting.map_batch(b).failures
-                                              for b in batches), {})
+        yield functools.reduce(
+            add_failures, (converting.map_batch(b).failures for b in batches), {}
+        )
 
     raw = spark.read.parquet(path).select(*sorted(converting.sources))
     return functools.reduce(add_failures, _per_task(raw, count), {})

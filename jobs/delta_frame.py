@@ -11,8 +11,9 @@ from pyspark.sql.pandas.types import from_arrow_schema
 from itemsage_core.errors import ItemSageError
 
 
-def read_delta(spark: SparkSession, table_uri: str,
-               version: int | None = None) -> tuple[DataFrame, int] | tuple[None, None]:
+def read_delta(
+    spark: SparkSession, table_uri: str, version: int | None = None
+) -> tuple[DataFrame, int] | tuple[None, None]:
     """The table's rows at `version` (default: latest) and that version; (None, None) when there
     is no table and no version was asked for."""
     from deltalake import DeltaTable
@@ -31,5 +32,5 @@ def read_delta(spark: SparkSession, table_uri: str,
         schema = from_arrow_schema(pa.schema(table.schema().to_arrow()))
         return spark.createDataFrame([], schema), table.version()
     # Hadoop's S3 connector is s3a://; the other object stores keep their scheme.
-    files = ["s3a://" + f[len("s3://"):] if f.startswith("s3://") else f for f in files]
+    files = ["s3a://" + f[len("s3://") :] if f.startswith("s3://") else f for f in files]
     return spark.read.parquet(*files), table.version()

@@ -10,8 +10,9 @@ from pyspark.sql import SparkSession
 
 
 @contextlib.contextmanager
-def stage_progress(spark: SparkSession, progress: Callable[[str], None], description: str,
-                   every: float = 30.0) -> Iterator[None]:
+def stage_progress(
+    spark: SparkSession, progress: Callable[[str], None], description: str, every: float = 30.0
+) -> Iterator[None]:
     """While the block runs, name its Spark jobs `description` (as the Spark UI and its REST API
     show them) and report each active stage's finished/total tasks every `every` s."""
     context = spark.sparkContext
@@ -24,8 +25,10 @@ def stage_progress(spark: SparkSession, progress: Callable[[str], None], descrip
             for stage_id in tracker.getActiveStageIds():
                 info = tracker.getStageInfo(stage_id)
                 if info is not None:
-                    progress(f"stage {stage_id}: {info.numCompletedTasks}/{info.numTasks} "
-                             f"tasks done, {info.numActiveTasks} running")
+                    progress(
+                        f"stage {stage_id}: {info.numCompletedTasks}/{info.numTasks} "
+                        f"tasks done, {info.numActiveTasks} running"
+                    )
 
     thread = threading.Thread(target=report, name="itemsage-progress", daemon=True)
     thread.start()

@@ -15,7 +15,7 @@ import pyarrow as pa
 from pyspark.sql import SparkSession
 from pyspark.sql.pandas.types import from_arrow_schema
 
-from itemsage_core.embeddings_table import app_id
+from itemsage_core.embedding.embeddings_table import app_id
 from itemsage_core.errors import ItemSageError
 
 STAGING = "_itemsage_staging"  # Delta ignores paths that start with an underscore
@@ -30,19 +30,36 @@ def require_connector(spark: SparkSession) -> None:
             "--writer spark-delta needs Delta's Spark connector (io.delta) on the classpath, "
             "with spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension and "
             "spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog; "
-            "or use the default --writer deltalake") from None
+            "or use the default --writer deltalake"
+        ) from None
 
 
 def staging_uri(table_uri: str, run_id: str) -> str:
     return f"{table_uri.rstrip('/')}/{STAGING}/{run_id}"
 
 
-def commit_with_spark(spark: SparkSession, table_uri: str, staged: str, files: list[dict],
-                      schema: pa.Schema, mode: str, run_id: str, metadata: dict) -> None:
+def commit_with_spark(
+    spark: SparkSession,
+    table_uri: str,
+    staged: str,
+    files: list[dict],
+    schema: pa.Schema,
+    mode: str,
+    run_id: str,
+    metadata: dict,
+) -> None:
     """Write the staged files through the connector in one transaction."""
     paths = [f"{staged}/{f['path']}" for f in files]
-    frame = (spark.read.schema(from_arrow_schema(schema)).parquet(*paths) if paths
-             else spark.createDataFrame([], from_arrow_schema(schema)))
-    (frame.write.format("delta").mode(mode)
-     .option("txnAppId", app_id(run_id)).option("txnVersion", 0)
-     .option("userMetadata", json.dumps(metadata)).save(table_uri))
+    frame = (
+        spark.read.schema(from_arrow_schema(schema)).parquet(*paths)
+        if paths
+        else spark.createDataFrame([], from_arrow_schema(schema))
+    )
+    (
+        frame.write.format("delta")
+        .mode(mode)
+        .option("txnAppId", app_id(run_id))
+        .option("txnVersion", 0)
+        .option("userMetadata", json.dumps(metadata))
+        .save(table_uri)
+    )

@@ -69,8 +69,11 @@ def under_spark_submit() -> bool:
     return "PYSPARK_GATEWAY_PORT" in os.environ
 
 
-def session_conf(master: str | None = None, conf: Mapping[str, str] | None = None,
-                 submitted: Mapping[str, str] | None = None) -> dict[str, str]:
+def session_conf(
+    master: str | None = None,
+    conf: Mapping[str, str] | None = None,
+    submitted: Mapping[str, str] | None = None,
+) -> dict[str, str]:
     """The conf the factory sets. Precedence: `master`/`conf` (the CLI) over `submitted` (what
     spark-submit already set, None when not under spark-submit) over the defaults."""
     out: dict[str, str] = {}
@@ -84,7 +87,8 @@ def session_conf(master: str | None = None, conf: Mapping[str, str] | None = Non
             out.update(LOCAL_CONF)
         if log_level() in QUIET_LEVELS:
             out["spark.driver.extraJavaOptions"] = (
-                f"-Dlog4j2.configurationFile={QUIET_LOG4J.as_uri()}")
+                f"-Dlog4j2.configurationFile={QUIET_LOG4J.as_uri()}"
+            )
     else:
         out.update({k: v for k, v in DEFAULT_CONF.items() if k not in submitted})
         if master:
@@ -93,8 +97,9 @@ def session_conf(master: str | None = None, conf: Mapping[str, str] | None = Non
     return out
 
 
-def get_spark(app_name: str = "itemsage", master: str | None = None,
-              conf: Mapping[str, str] | None = None) -> SparkSession:
+def get_spark(
+    app_name: str = "itemsage", master: str | None = None, conf: Mapping[str, str] | None = None
+) -> SparkSession:
     """Get or create the SparkSession for a job (see module docstring for precedence)."""
     submitted = dict(SparkConf().getAll()) if under_spark_submit() else None
     settings = session_conf(master, conf, submitted)
@@ -108,12 +113,15 @@ def get_spark(app_name: str = "itemsage", master: str | None = None,
         spark = builder.getOrCreate()
     except Exception as exc:  # JVM missing or failing to start: say what to do.
         if "JAVA_GATEWAY_EXITED" in str(exc) or "Java gateway" in str(exc):
-            raise ItemSageError("could not start Spark's JVM: install Java 17+ and make sure "
-                                "`java` is on PATH or JAVA_HOME is set") from None
+            raise ItemSageError(
+                "could not start Spark's JVM: install Java 17+ and make sure "
+                "`java` is on PATH or JAVA_HOME is set"
+            ) from None
         raise
     level = log_level()
     spark.sparkContext.setLogLevel(level)
     for name in QUERY_CONTEXT_LOGGERS:
         PySparkLogger.getLogger(name).setLevel(
-            logging.CRITICAL if level in QUIET_LEVELS else logging.WARNING)
+            logging.CRITICAL if level in QUIET_LEVELS else logging.WARNING
+        )
     return spark

@@ -26,11 +26,15 @@ FLIPKART = SHARED / "data" / "flipkart_products.parquet"
 def spark():
     from jobs.spark_session import get_spark
 
-    session = get_spark("itemsage-tests", master="local[2]", conf={
-        "spark.ui.enabled": "false",
-        "spark.driver.memory": "2g",
-        "spark.sql.shuffle.partitions": "4",
-    })
+    session = get_spark(
+        "itemsage-tests",
+        master="local[2]",
+        conf={
+            "spark.ui.enabled": "false",
+            "spark.driver.memory": "2g",
+            "spark.sql.shuffle.partitions": "4",
+        },
+    )
     yield session
     session.stop()
 
@@ -44,14 +48,14 @@ def flipkart_path() -> Path:
 
 @pytest.fixture(scope="session")
 def small_world():
-    from itemsage_core.synthetic_world import WorldConfig, generate_world
+    from itemsage_core.synthetic.world import WorldConfig, generate_world
 
     return generate_world(WorldConfig(products=400, seed=7))
 
 
 @pytest.fixture(scope="session")
 def small_world_dir(tmp_path_factory, small_world) -> Path:
-    from itemsage_core.parquet_io import write_parquet_dataset
+    from itemsage_core.storage.parquet_io import write_parquet_dataset
 
     out = tmp_path_factory.mktemp("world")
     write_parquet_dataset(small_world.catalog, out / "catalog", rows_per_file=150)
@@ -62,13 +66,14 @@ def small_world_dir(tmp_path_factory, small_world) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, small_world) -> Path:
     """A small trained checkpoint of the small world (d_model 32), for the job tests."""
-    from itemsage_core.checkpoint import save_checkpoint
-    from itemsage_core.model import ModelConfig
-    from itemsage_core.trainer import TrainConfig, prepare_data, train
+    from itemsage_core.model.checkpoint import save_checkpoint
+    from itemsage_core.model.encoder import ModelConfig
+    from itemsage_core.training.trainer import TrainConfig, prepare_data, train
 
     data = prepare_data(small_world.catalog, small_world.engagements, 0.1)
-    config = ModelConfig.create(data.vocab.size, d_model=32, ffn_dim=64, mlp_hidden=32,
-                                hash_buckets=2000, hash_dim=32)
+    config = ModelConfig.create(
+        data.vocab.size, d_model=32, ffn_dim=64, mlp_hidden=32, hash_buckets=2000, hash_dim=32
+    )
     model, _ = train(data, config, TrainConfig(epochs=1, batch_size=64, random_negatives=16))
     out = tmp_path_factory.mktemp("model") / "m"
     save_checkpoint(out, model, data.vocab, {"image_dim": 256}, {})
@@ -83,9 +88,11 @@ def s3_endpoint():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
-                               "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         for _ in range(100):
             try:
@@ -94,9 +101,13 @@ def s3_endpoint():
             except OSError:
                 time.sleep(0.1)
         endpoint = f"http://127.0.0.1:{port}"
-        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                     aws_access_key_id="test", aws_secret_access_key="test"
-                     ).create_bucket(Bucket="lake")
+        boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+        ).create_bucket(Bucket="lake")
         yield endpoint
     finally:
         server.terminate()

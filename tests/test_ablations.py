@@ -8,11 +8,13 @@ fraction of the data that the multi-task model learns from.
 import numpy as np
 import pytest
 
-from itemsage_core.evaluation import evaluate
-from itemsage_core.model import ModelConfig
-from itemsage_core.synthetic_world import WorldConfig, generate_world
-from itemsage_core.trainer import TrainConfig, prepare_data, train
-from itemsage_core.training_examples import TASKS, parse_tasks
+from itemsage_core.model.encoder import ModelConfig
+from itemsage_core.synthetic.world import WorldConfig, generate_world
+from itemsage_core.training.evaluation import evaluate
+from itemsage_core.training.trainer import TrainConfig, prepare_data, train
+from itemsage_core.training.training_examples import TASKS, parse_tasks
+
+pytestmark = pytest.mark.ablation
 
 
 @pytest.fixture(scope="module")
@@ -22,10 +24,22 @@ def data():
 
 
 def fit(data, modalities=("image", "text"), tasks="all"):
-    config = ModelConfig.create(data.vocab.size, d_model=32, ffn_dim=64, mlp_hidden=32,
-                                hash_buckets=5000, hash_dim=64, modalities=modalities)
-    model, _ = train(data, config, TrainConfig(epochs=3, batch_size=128, random_negatives=64,
-                                               warmup_steps=10, tasks=parse_tasks(tasks)))
+    config = ModelConfig.create(
+        data.vocab.size,
+        d_model=32,
+        ffn_dim=64,
+        mlp_hidden=32,
+        hash_buckets=5000,
+        hash_dim=64,
+        modalities=modalities,
+    )
+    model, _ = train(
+        data,
+        config,
+        TrainConfig(
+            epochs=3, batch_size=128, random_negatives=64, warmup_steps=10, tasks=parse_tasks(tasks)
+        ),
+    )
     return model
 
 

@@ -41,8 +41,10 @@ print(json.dumps(out))
 def airflow_available() -> bool:
     if not Path(AIRFLOW_PYTHON).exists():
         return False
-    return subprocess.run([AIRFLOW_PYTHON, "-c", "import airflow"],
-                          capture_output=True).returncode == 0
+    return (
+        subprocess.run([AIRFLOW_PYTHON, "-c", "import airflow"], capture_output=True).returncode
+        == 0
+    )
 
 
 @pytest.fixture(scope="module")
@@ -50,10 +52,13 @@ def dags(tmp_path_factory):
     if not airflow_available():
         pytest.skip(f"no Airflow at {AIRFLOW_PYTHON} (make airflow-venv installs it)")
     home = tmp_path_factory.mktemp("airflow-home")
-    run = subprocess.run([AIRFLOW_PYTHON, "-c", INSPECT, str(DAG_FILE)], capture_output=True,
-                         text=True, timeout=300,
-                         env={**os.environ, "AIRFLOW_HOME": str(home),
-                              "AIRFLOW__CORE__LOAD_EXAMPLES": "false"})
+    run = subprocess.run(
+        [AIRFLOW_PYTHON, "-c", INSPECT, str(DAG_FILE)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "false"},
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     return json.loads(run.stdout.strip().splitlines()[-1])
 
@@ -85,28 +90,44 @@ def test_commands_pass_values_as_single_arguments(dags, tmp_path):
     arguments, and hostile values in the environment: each value arrives as one argument."""
     home = tmp_path / "home"
     (home / ".venv/bin").mkdir(parents=True)
-    recorder = ('#!/usr/bin/env python3\nimport json, sys\n'
-                'print(json.dumps(sys.argv[1:]))\n')
+    recorder = "#!/usr/bin/env python3\nimport json, sys\nprint(json.dumps(sys.argv[1:]))\n"
     for script in (home / "spark-submit.sh", home / ".venv/bin/itemsage"):
         script.write_text(recorder)
         script.chmod(0o755)
     marker = tmp_path / "injected"
     hostile = f"/data/x; touch {marker} $(touch {marker}) `touch {marker}`"
-    values = {"ITEMSAGE_HOME": str(home), "CATALOG": hostile, "MAPPING": "", "MODEL": "/m",
-              "TABLE": "/t", "SURFACES_TOML": "/s.toml", "INDEX_ROOT": "/i", "SURFACE": "home",
-              "RUN_ID": "nightly-20261125", "TABLE_VERSION": "3", "PATH": os.environ["PATH"]}
+    values = {
+        "ITEMSAGE_HOME": str(home),
+        "CATALOG": hostile,
+        "MAPPING": "",
+        "MODEL": "/m",
+        "TABLE": "/t",
+        "SURFACES_TOML": "/s.toml",
+        "INDEX_ROOT": "/i",
+        "SURFACE": "home",
+        "RUN_ID": "nightly-20261125",
+        "TABLE_VERSION": "3",
+        "PATH": os.environ["PATH"],
+    }
     tasks = {**dags["itemsage_nightly"]["tasks"], **dags["itemsage_rebuild"]["tasks"]}
     for name, task in tasks.items():
-        run = subprocess.run(["bash", "-c", task["command"]], env=values, capture_output=True,
-                             text=True, timeout=60)
+        run = subprocess.run(
+            ["bash", "-c", task["command"]], env=values, capture_output=True, text=True, timeout=60
+        )
         assert run.returncode == 0, (name, run.stderr)
         args = json.loads(run.stdout)
         if "--catalog" in args:
             assert args[args.index("--catalog") + 1] == hostile
         assert "--mapping" not in args  # empty MAPPING: no flag
     assert not marker.exists()
-    build = json.loads(subprocess.run(["bash", "-c", tasks["build_index"]["command"]],
-                                      env=values, capture_output=True, text=True).stdout)
+    build = json.loads(
+        subprocess.run(
+            ["bash", "-c", tasks["build_index"]["command"]],
+            env=values,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
     assert build[build.index("--table-version") + 1] == "3"
 
 
@@ -114,13 +135,22 @@ def test_dag_file_structure_without_airflow():
     """What can be checked without Airflow: the file parses, declares both DAGs, and builds
     every shell command from quoted environment variables only (no Jinja inside commands)."""
     tree = ast.parse(DAG_FILE.read_text())
-    dag_ids = {kw.value.value for node in ast.walk(tree) if isinstance(node, ast.Call)
-               for kw in node.keywords if kw.arg == "dag_id"}
+    dag_ids = {
+        kw.value.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        for kw in node.keywords
+        if kw.arg == "dag_id"
+    }
     assert dag_ids == {"itemsage_nightly", "itemsage_rebuild"}
-    commands = {node.targets[0].id: ast.literal_eval(node.value) if isinstance(
-        node.value, ast.Constant) else None
-        for node in tree.body if isinstance(node, ast.Assign)
+    commands = {
+        node.targets[0].id: ast.literal_eval(node.value)
+        if isinstance(node.value, ast.Constant)
+        else None
+        for node in tree.body
+        if isinstance(node, ast.Assign)
         and isinstance(node.targets[0], ast.Name)
-        and node.targets[0].id in {"SUBMIT", "MAPPING_ARG", "VERIFY"}}
+        and node.targets[0].id in {"SUBMIT", "MAPPING_ARG", "VERIFY"}
+    }
     for name, text in commands.items():
         assert text is not None and "{{" not in text, name

@@ -18,26 +18,39 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from itemsage_core.batch_embedder import BatchEmbedder
-from itemsage_core.catalog_check import check_batch, repeated_ids_of
-from itemsage_core.catalog_contract import MAX_IMAGES, PRODUCT_ID, RULES
-from itemsage_core.column_mapping import parse_mapping
-from itemsage_core.embed_task import conform_batch
+from itemsage_core.contracts.catalog_check import check_batch, repeated_ids_of
+from itemsage_core.contracts.catalog_contract import MAX_IMAGES, PRODUCT_ID, RULES
+from itemsage_core.contracts.column_mapping import parse_mapping
+from itemsage_core.contracts.validation_report import rule_counts
+from itemsage_core.embedding.batch_embedder import BatchEmbedder
+from itemsage_core.embedding.embed_task import conform_batch
 from itemsage_core.errors import ContractError
-from itemsage_core.validation_report import rule_counts
 
 DIM = 256  # the tiny model's image dimension
-NOT_UTF8 = [b"\xff", b"caf\xe9", b"\xed\xa0\x80 lone surrogate", b"ok\xc3",
-            b"\xf8\x88\x80\x80\x80"]
-ODD_TEXT = ["e\u0301\u0301\u0301", "\u202eevil\u202c", "\u05e9\u05dc\u05d5\u05dd abc",
-            "😀👍🏽🇫🇷", "nul\x00byte", "\ufeffbom", "\u200b", "Ω≈ç√∫", "ᚠᛇᚻ", "\U0010fffd", "a\ufffdb"]
+NOT_UTF8 = [b"\xff", b"caf\xe9", b"\xed\xa0\x80 lone surrogate", b"ok\xc3", b"\xf8\x88\x80\x80\x80"]
+ODD_TEXT = [
+    "e\u0301\u0301\u0301",
+    "\u202eevil\u202c",
+    "\u05e9\u05dc\u05d5\u05dd abc",
+    "😀👍🏽🇫🇷",
+    "nul\x00byte",
+    "\ufeffbom",
+    "\u200b",
+    "Ω≈ç√∫",
+    "ᚠᛇᚻ",
+    "\U0010fffd",
+    "a\ufffdb",
+]
 MEGABYTE = "word " * (2**20 // 5)
 
 words = st.from_regex(r"[a-z0-9]{1,8}( [a-z0-9]{1,8}){0,3}", fullmatch=True)
 odd_texts = st.one_of(
-    st.none(), st.sampled_from(["", "  ", "\t\n", "\u3000", "\x1f", "\x85\u2028"]),
+    st.none(),
+    st.sampled_from(["", "  ", "\t\n", "\u3000", "\x1f", "\x85\u2028"]),
     st.text(max_size=12),  # any code point but lone surrogates (those cannot be UTF-8 at all)
-    st.sampled_from(ODD_TEXT), st.sampled_from(NOT_UTF8))
+    st.sampled_from(ODD_TEXT),
+    st.sampled_from(NOT_UTF8),
+)
 texts = st.one_of(words, words, odd_texts)  # about half the values are ordinary words
 ids = st.one_of(words, words, st.sampled_from(["p1", "p2"]), odd_texts)
 
@@ -51,13 +64,17 @@ def vectors(draw):
     values = np.full(size, draw(st.floats(-1, 1, width=32)), np.float32).tolist()
     if kind == "bad_value":
         values[draw(st.integers(0, size - 1))] = draw(
-            st.sampled_from([math.nan, math.inf, -math.inf, None]))
+            st.sampled_from([math.nan, math.inf, -math.inf, None])
+        )
     return values
 
 
-images = st.one_of(st.none(), st.lists(vectors(), max_size=3), st.lists(vectors(), max_size=3),
-                   st.integers(MAX_IMAGES - 1, MAX_IMAGES + 3).map(
-                       lambda n: [[0.1] * DIM] * n))
+images = st.one_of(
+    st.none(),
+    st.lists(vectors(), max_size=3),
+    st.lists(vectors(), max_size=3),
+    st.integers(MAX_IMAGES - 1, MAX_IMAGES + 3).map(lambda n: [[0.1] * DIM] * n),
+)
 
 
 @st.composite
@@ -75,28 +92,55 @@ def text_array(values: list, list_of: bool = False) -> pa.Array:
     if list_of:
         flat = text_array([v for items in values if items is not None for v in items])
         offsets = np.cumsum([0] + [len(v) if v is not None else 0 for v in values])
-        return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), flat,
-                                        mask=pa.array([v is None for v in values], pa.bool_()))
+        return pa.ListArray.from_arrays(
+            pa.array(offsets, pa.int32()),
+            flat,
+            mask=pa.array([v is None for v in values], pa.bool_()),
+        )
     data = [v.encode() if isinstance(v, str) else (v or b"") for v in values]
     offsets = np.cumsum([0] + [len(b) for b in data]).astype(np.int32)
     valid = np.packbits(np.array([v is not None for v in values], bool), bitorder="little")
-    return pa.Array.from_buffers(pa.string(), len(values), [
-        pa.py_buffer(valid.tobytes()), pa.py_buffer(offsets.tobytes()),
-        pa.py_buffer(b"".join(data))])
+    return pa.Array.from_buffers(
+        pa.string(),
+        len(values),
+        [
+            pa.py_buffer(valid.tobytes()),
+            pa.py_buffer(offsets.tobytes()),
+            pa.py_buffer(b"".join(data)),
+        ],
+    )
 
 
 def catalog_table(generated: list[dict]) -> pa.Table:
-    column = {name: [r[name] for r in generated] for name in generated[0]} if generated else {
-        name: [] for name in (PRODUCT_ID, "title", "image_embeddings", "brand", "colors",
-                              "description", "in_stock")}
-    return pa.table({
-        PRODUCT_ID: text_array(column[PRODUCT_ID]), "title": text_array(column["title"]),
-        "brand": text_array(column["brand"]), "description": text_array(column["description"]),
-        "colors": text_array(column["colors"], list_of=True),
-        "image_embeddings": pa.array(column["image_embeddings"],
-                                     pa.list_(pa.list_(pa.float32()))),
-        "in_stock": pa.array(column["in_stock"], pa.bool_()),
-    })
+    column = (
+        {name: [r[name] for r in generated] for name in generated[0]}
+        if generated
+        else {
+            name: []
+            for name in (
+                PRODUCT_ID,
+                "title",
+                "image_embeddings",
+                "brand",
+                "colors",
+                "description",
+                "in_stock",
+            )
+        }
+    )
+    return pa.table(
+        {
+            PRODUCT_ID: text_array(column[PRODUCT_ID]),
+            "title": text_array(column["title"]),
+            "brand": text_array(column["brand"]),
+            "description": text_array(column["description"]),
+            "colors": text_array(column["colors"], list_of=True),
+            "image_embeddings": pa.array(
+                column["image_embeddings"], pa.list_(pa.list_(pa.float32()))
+            ),
+            "in_stock": pa.array(column["in_stock"], pa.bool_()),
+        }
+    )
 
 
 def _decoded(value):
@@ -134,8 +178,7 @@ def expected_rules(generated: list[dict]) -> list[set[str]]:
             rules.add("too_many_images")
         if any(v is None or len(v) != DIM for v in vecs):
             rules.add("image_dim_mismatch")
-        if any(v is not None and any(x is None or not math.isfinite(x) for x in v)
-               for v in vecs):
+        if any(v is not None and any(x is None or not math.isfinite(x) for x in v) for v in vecs):
             rules.add("image_not_finite")
         if _undecodable(r[PRODUCT_ID]):
             rules.add("undecodable_product_id")
@@ -149,9 +192,9 @@ def rule_names(reason: str | None) -> set[str]:
 
 @pytest.fixture(scope="module")
 def embedder(tiny_model_dir):
-    from itemsage_core.checkpoint import read_manifest
+    from itemsage_core.model.checkpoint import read_checkpoint_manifest
 
-    version = read_manifest(str(tiny_model_dir))["model_version"]
+    version = read_checkpoint_manifest(str(tiny_model_dir))["model_version"]
     return BatchEmbedder.for_model(str(tiny_model_dir), version, batch_size=16, device="cpu")
 
 
@@ -167,8 +210,11 @@ def run_task(embedder, raw: pa.Table, mapping=None):
     return table, reasons, good, bad
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                   HealthCheck.large_base_example])
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.large_base_example],
+)
 @given(generated=st.lists(rows(), max_size=12))
 def test_every_row_is_embedded_or_quarantined_for_exactly_its_reasons(embedder, generated):
     table, reasons, good, bad = run_task(embedder, catalog_table(generated))
@@ -190,11 +236,22 @@ def test_every_row_is_embedded_or_quarantined_for_exactly_its_reasons(embedder, 
             json.loads(raw, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
 
 
-COLUMN_TYPES = [pa.string(), pa.large_string(), pa.binary(), pa.int64(), pa.float64(),
-                pa.bool_(), pa.null(), pa.dictionary(pa.int32(), pa.string()),
-                pa.list_(pa.string()), pa.list_(pa.int64()),
-                pa.struct([("a", pa.string())]), pa.list_(pa.list_(pa.float64())),
-                pa.list_(pa.list_(pa.int32())), pa.list_(pa.float32())]
+COLUMN_TYPES = [
+    pa.string(),
+    pa.large_string(),
+    pa.binary(),
+    pa.int64(),
+    pa.float64(),
+    pa.bool_(),
+    pa.null(),
+    pa.dictionary(pa.int32(), pa.string()),
+    pa.list_(pa.string()),
+    pa.list_(pa.int64()),
+    pa.struct([("a", pa.string())]),
+    pa.list_(pa.list_(pa.float64())),
+    pa.list_(pa.list_(pa.int32())),
+    pa.list_(pa.float32()),
+]
 
 
 def column_of(arrow_type: pa.DataType, n: int) -> pa.Array:
@@ -211,9 +268,14 @@ def column_of(arrow_type: pa.DataType, n: int) -> pa.Array:
 
 
 @settings(max_examples=150, deadline=None)
-@given(columns=st.dictionaries(
-    st.sampled_from([PRODUCT_ID, "title", "colors", "image_embeddings", "brand", "extra"]),
-    st.sampled_from(COLUMN_TYPES), max_size=6), n=st.integers(0, 3))
+@given(
+    columns=st.dictionaries(
+        st.sampled_from([PRODUCT_ID, "title", "colors", "image_embeddings", "brand", "extra"]),
+        st.sampled_from(COLUMN_TYPES),
+        max_size=6,
+    ),
+    n=st.integers(0, 3),
+)
 def test_any_schema_conforms_or_is_one_contract_error(embedder, columns, n):
     raw = pa.table({name: column_of(t, n) for name, t in columns.items()})
     try:
@@ -222,33 +284,52 @@ def test_any_schema_conforms_or_is_one_contract_error(embedder, columns, n):
         assert str(exc).startswith("catalog") and "\n" not in str(exc)
         return
     assert (good.num_rows if good is not None else 0) + (
-        bad.num_rows if bad is not None else 0) == n
+        bad.num_rows if bad is not None else 0
+    ) == n
     assert PRODUCT_ID in columns and "title" in columns  # otherwise it had to be refused
 
 
-MAPPING = parse_mapping({
-    "features": {"product_id": {"from": "sku"}, "title": {"from": ["name", "brand_name"]},
-                 "colors": {"from": "tags", "split": "|"},
-                 "links": {"from": "link_list", "parse": "list"}},
-    "extras": {"price": {"from": "price", "type": "double"},
-               "in_stock": {"from": "stock", "type": "boolean"}}})
+MAPPING = parse_mapping(
+    {
+        "features": {
+            "product_id": {"from": "sku"},
+            "title": {"from": ["name", "brand_name"]},
+            "colors": {"from": "tags", "split": "|"},
+            "links": {"from": "link_list", "parse": "list"},
+        },
+        "extras": {
+            "price": {"from": "price", "type": "double"},
+            "in_stock": {"from": "stock", "type": "boolean"},
+        },
+    }
+)
 
 
 @settings(max_examples=100, deadline=None)
-@given(sku=st.lists(st.one_of(st.integers(-3, 3), st.none()), min_size=1, max_size=8),
-       data=st.data())
+@given(
+    sku=st.lists(st.one_of(st.integers(-3, 3), st.none()), min_size=1, max_size=8), data=st.data()
+)
 def test_mapped_catalog_of_odd_text_never_crashes(embedder, sku, data):
     n = len(sku)
 
     def text_column():
         return text_array(data.draw(st.lists(texts, min_size=n, max_size=n)))
 
-    raw = pa.table({"sku": pa.array(sku, pa.int64()), "name": text_column(),
-                    "brand_name": text_column(), "tags": text_column(),
-                    "link_list": text_column(), "price": text_column(), "stock": text_column()})
+    raw = pa.table(
+        {
+            "sku": pa.array(sku, pa.int64()),
+            "name": text_column(),
+            "brand_name": text_column(),
+            "tags": text_column(),
+            "link_list": text_column(),
+            "price": text_column(),
+            "stock": text_column(),
+        }
+    )
     table, reasons, good, bad = run_task(embedder, raw, MAPPING)
     assert (good.num_rows if good is not None else 0) + (
-        bad.num_rows if bad is not None else 0) == n
+        bad.num_rows if bad is not None else 0
+    ) == n
     # Integer skus are formatted as text; a null sku is a missing id; ids are never blank.
     assert table.column(PRODUCT_ID).to_pylist() == [None if s is None else str(s) for s in sku]
     for name in ("price", "in_stock"):  # unparseable extras reject their row, never crash

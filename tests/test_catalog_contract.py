@@ -7,8 +7,12 @@ import math
 import pyarrow as pa
 import pytest
 
-from itemsage_core.catalog_contract import (CONTRACT_COLUMNS, TEXT_FEATURES, catalog_schema,
-                                            validate_catalog)
+from itemsage_core.contracts.catalog_contract import (
+    CONTRACT_COLUMNS,
+    TEXT_FEATURES,
+    catalog_schema,
+    validate_catalog,
+)
 from itemsage_core.errors import ContractError
 
 DIM = 4
@@ -50,7 +54,8 @@ def test_missing_and_blank_product_id():
     result = validate_catalog(catalog(product_id=["a", None, "  "]), image_dim=DIM)
     assert result.report.rule_counts == {"missing_product_id": 2}
     assert [r["reason"] for r in result.rejected.to_pylist()] == [
-        "missing_product_id: product_id is null or blank"] * 2
+        "missing_product_id: product_id is null or blank"
+    ] * 2
     assert result.valid.column("product_id").to_pylist() == ["a"]
 
 
@@ -58,15 +63,17 @@ def test_duplicate_product_id_rejects_every_copy():
     result = validate_catalog(catalog(product_id=["a", "b", "a"]), image_dim=DIM)
     assert result.report.rule_counts == {"duplicate_product_id": 2}
     assert result.valid.column("product_id").to_pylist() == ["b"]
-    assert result.rejected.column("reason").to_pylist() == [
-        "duplicate_product_id: 2 rows share this product_id"] * 2
+    assert (
+        result.rejected.column("reason").to_pylist()
+        == ["duplicate_product_id: 2 rows share this product_id"] * 2
+    )
 
 
 def test_wrong_vector_dimension():
-    result = validate_catalog(catalog(image_embeddings=[[vec(), vec(dim=3)], [], None]),
-                              image_dim=DIM)
-    assert reasons_by_id(result) == {
-        "a": "image_dim_mismatch: an image vector is null or not 4-d"}
+    result = validate_catalog(
+        catalog(image_embeddings=[[vec(), vec(dim=3)], [], None]), image_dim=DIM
+    )
+    assert reasons_by_id(result) == {"a": "image_dim_mismatch: an image vector is null or not 4-d"}
 
 
 def test_null_vector_inside_the_image_list():
@@ -75,18 +82,20 @@ def test_null_vector_inside_the_image_list():
 
 
 def test_more_than_twenty_images():
-    result = validate_catalog(catalog(image_embeddings=[[vec()] * 21, [vec()] * 20, None]),
-                              image_dim=DIM)
-    assert reasons_by_id(result) == {
-        "a": "too_many_images: 21 image vectors, at most 20"}
+    result = validate_catalog(
+        catalog(image_embeddings=[[vec()] * 21, [vec()] * 20, None]), image_dim=DIM
+    )
+    assert reasons_by_id(result) == {"a": "too_many_images: 21 image vectors, at most 20"}
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf, None])
 def test_non_finite_values_in_vectors(bad):
-    result = validate_catalog(catalog(image_embeddings=[[], [vec(), [0.1, bad, 0.2, 0.3]], None]),
-                              image_dim=DIM)
+    result = validate_catalog(
+        catalog(image_embeddings=[[], [vec(), [0.1, bad, 0.2, 0.3]], None]), image_dim=DIM
+    )
     assert reasons_by_id(result) == {
-        "b": "image_not_finite: an image vector holds NaN, inf or null"}
+        "b": "image_not_finite: an image vector holds NaN, inf or null"
+    }
 
 
 @pytest.mark.parametrize("title", [None, "", "   \t"])
@@ -97,8 +106,13 @@ def test_empty_title(title):
 
 def test_several_problems_on_one_row_are_all_reported():
     result = validate_catalog(
-        catalog(product_id=["a", "a", "c"], title=["", "t", "t"],
-                image_embeddings=[[vec(math.nan)] * 22, [], None]), image_dim=DIM)
+        catalog(
+            product_id=["a", "a", "c"],
+            title=["", "t", "t"],
+            image_embeddings=[[vec(math.nan)] * 22, [], None],
+        ),
+        image_dim=DIM,
+    )
     assert result.rejected.column("reason")[0].as_py().split("; ") == [
         "missing_title: title is null or blank",
         "too_many_images: 22 image vectors, at most 20",
@@ -107,21 +121,36 @@ def test_several_problems_on_one_row_are_all_reported():
     ]
     lines = result.report.lines()
     assert lines[0] == "catalog: 3 rows, 1 valid, 2 rejected"
-    assert ("  column 'title', rule missing_title (title is null or blank): 1 rows" in lines)
+    assert "  column 'title', rule missing_title (title is null or blank): 1 rows" in lines
 
 
-@pytest.mark.parametrize("column,values,message", [
-    ("product_id", [1, 2, 3],
-     "catalog column 'product_id' must be string, found int64 (schema-level: affects all 3 rows)"),
-    ("title", [1.5, 2.5, 3.5],
-     "catalog column 'title' must be string, found double"),
-    ("colors", [[1], [2], [3]],
-     "catalog column 'colors' must be list<string>, found list<item: int64>"),
-    ("image_embeddings", [["x"], [], []],
-     "catalog column 'image_embeddings' must be list<list<float>>, found list<item: string>"),
-    ("image_embeddings", [[1.0], [], []],
-     "catalog column 'image_embeddings' must be list<list<float>>, found list<item: double>"),
-])
+@pytest.mark.parametrize(
+    "column,values,message",
+    [
+        (
+            "product_id",
+            [1, 2, 3],
+            "catalog column 'product_id' must be string, found int64 "
+            "(schema-level: affects all 3 rows)",
+        ),
+        ("title", [1.5, 2.5, 3.5], "catalog column 'title' must be string, found double"),
+        (
+            "colors",
+            [[1], [2], [3]],
+            "catalog column 'colors' must be list<string>, found list<item: int64>",
+        ),
+        (
+            "image_embeddings",
+            [["x"], [], []],
+            "catalog column 'image_embeddings' must be list<list<float>>, found list<item: string>",
+        ),
+        (
+            "image_embeddings",
+            [[1.0], [], []],
+            "catalog column 'image_embeddings' must be list<list<float>>, found list<item: double>",
+        ),
+    ],
+)
 def test_wrong_column_types_stop_with_a_schema_error(column, values, message):
     with pytest.raises(ContractError) as err:
         validate_catalog(catalog(**{column: values}), image_dim=DIM)
@@ -143,11 +172,13 @@ def test_extra_columns_are_kept_and_images_are_optional():
 
 
 def test_float64_vectors_and_large_types_are_cast():
-    table = pa.table({
-        "product_id": pa.array(["x"], pa.large_string()),
-        "title": pa.array(["t"], pa.large_string()),
-        "image_embeddings": pa.array([[[0.1] * DIM]], pa.large_list(pa.list_(pa.float64()))),
-    })
+    table = pa.table(
+        {
+            "product_id": pa.array(["x"], pa.large_string()),
+            "title": pa.array(["t"], pa.large_string()),
+            "image_embeddings": pa.array([[[0.1] * DIM]], pa.large_list(pa.list_(pa.float64()))),
+        }
+    )
     result = validate_catalog(table, image_dim=DIM)
     assert result.valid.schema.field("image_embeddings").type == pa.list_(pa.list_(pa.float32()))
     assert result.report.valid == 1

@@ -9,12 +9,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from itemsage_core.catalog_check import validate_local_catalog
-from itemsage_core.catalog_contract import validate_catalog
-from itemsage_core.column_mapping import load_mapping
+from itemsage_core.contracts.catalog_check import validate_local_catalog
+from itemsage_core.contracts.catalog_contract import validate_catalog
+from itemsage_core.contracts.column_mapping import load_mapping
 from itemsage_core.errors import ContractError, ItemSageError
-from jobs.catalog_frame import (catalog_ids, read_catalog, repeated_ids, validate_on_spark,
-                                with_reasons)
+from jobs.catalog_frame import (
+    catalog_ids,
+    read_catalog,
+    repeated_ids,
+    validate_on_spark,
+    with_reasons,
+)
 
 pytestmark = pytest.mark.spark
 FLIPKART_MAPPING = Path(__file__).resolve().parents[1] / "conf" / "mappings" / "flipkart.toml"
@@ -22,12 +27,14 @@ FLIPKART_MAPPING = Path(__file__).resolve().parents[1] / "conf" / "mappings" / "
 
 def bad_catalog() -> pa.Table:
     v = [0.5] * 4
-    return pa.table({
-        "product_id": ["a", "b", "b", None, "e", "f", "g"],
-        "title": ["t", "t", "t", "t", " ", "t", "t"],
-        "image_embeddings": [[v], [v], [], [v], None, [v] * 21, [[math.nan] * 4, [1.0]]],
-        "country": ["US"] * 7,
-    })
+    return pa.table(
+        {
+            "product_id": ["a", "b", "b", None, "e", "f", "g"],
+            "title": ["t", "t", "t", "t", " ", "t", "t"],
+            "image_embeddings": [[v], [v], [], [v], None, [v] * 21, [[math.nan] * 4, [1.0]]],
+            "country": ["US"] * 7,
+        }
+    )
 
 
 def test_spark_and_in_process_validation_agree(spark, tmp_path):

@@ -16,16 +16,16 @@ import torch
 from click.testing import CliRunner
 
 from itemsage_cli.main import cli
-from itemsage_core.catalog_contract import conform_catalog
-from itemsage_core.catalog_quality import evaluate_catalog, label_levels
-from itemsage_core.catalog_views import ViewConfig, view_pairs
+from itemsage_core.contracts.catalog_contract import conform_catalog
 from itemsage_core.errors import ItemSageError
-from itemsage_core.inference import embed_features
-from itemsage_core.model import ItemSageEncoder, ModelConfig
-from itemsage_core.model_runs import read_mapped_catalog
-from itemsage_core.product_features import encode_products
-from itemsage_core.trainer import TrainConfig, prepare_catalog_data, train
-from itemsage_core.vocabulary import VocabConfig, build_vocabulary
+from itemsage_core.features.product_features import encode_products
+from itemsage_core.features.vocabulary import VocabConfig, build_vocabulary
+from itemsage_core.model.encoder import ItemSageEncoder, ModelConfig
+from itemsage_core.model.inference import embed_features
+from itemsage_core.training.catalog_quality import evaluate_catalog, label_levels
+from itemsage_core.training.catalog_views import ViewConfig, view_pairs
+from itemsage_core.training.model_runs import read_mapped_catalog
+from itemsage_core.training.trainer import TrainConfig, prepare_catalog_data, train
 
 MAPPING = "conf/mappings/flipkart.toml"
 TINY = {"d_model": 32, "ffn_dim": 64, "mlp_hidden": 32, "hash_buckets": 2000, "hash_dim": 32}
@@ -36,13 +36,19 @@ COLOURS = ["red", "blue", "green", "black", "white"]
 def tiny_catalog(n=40) -> pa.Table:
     rng = np.random.default_rng(3)
     kinds = [KINDS[i % 4] for i in range(n)]
-    return pa.table({
-        "product_id": [f"p{i}" for i in range(n)],
-        "title": [f"{COLOURS[rng.integers(5)]} {k} {COLOURS[rng.integers(5)]} x{i % 7}"
-                  for i, k in enumerate(kinds)],
-        "brand": [["acme", "zeta", None][i % 3] for i in range(n)],
-        "product_type": [f"{'Home' if k in ('lamp', 'mug') else 'Fashion'} > {k}"
-                         for k in kinds]})
+    return pa.table(
+        {
+            "product_id": [f"p{i}" for i in range(n)],
+            "title": [
+                f"{COLOURS[rng.integers(5)]} {k} {COLOURS[rng.integers(5)]} x{i % 7}"
+                for i, k in enumerate(kinds)
+            ],
+            "brand": [["acme", "zeta", None][i % 3] for i in range(n)],
+            "product_type": [
+                f"{'Home' if k in ('lamp', 'mug') else 'Fashion'} > {k}" for k in kinds
+            ],
+        }
+    )
 
 
 def tfidf_by_hand(texts: list[str]) -> np.ndarray:
@@ -84,25 +90,30 @@ def test_figures_equal_a_direct_computation():
 
     vectors = embed_features(model, encode_products(conform_catalog(table), vocab, 256))
     cosine = vectors @ vectors.T
-    texts = [" ".join(x for x in row if x) for row in zip(
-        *(table.column(c).to_pylist() for c in ("title", "brand", "product_type")))]
+    texts = [
+        " ".join(x for x in row if x)
+        for row in zip(*(table.column(c).to_pylist() for c in ("title", "brand", "product_type")))
+    ]
     tfidf = tfidf_by_hand(texts)
     for level, labels in (("top level", top), ("full path", full)):
         got = result.agreement[level]
         assert got["itemsage"] == pytest.approx(share_by_hand(cosine, labels, k), abs=1e-9)
-        assert got["tfidf"] == pytest.approx(share_by_hand(tfidf @ tfidf.T, labels, k),
-                                             abs=1e-9)
+        assert got["tfidf"] == pytest.approx(share_by_hand(tfidf @ tfidf.T, labels, k), abs=1e-9)
         same = [sum(x == y for x in labels) - 1 for y in labels]
         assert got["random"] == pytest.approx(np.mean(same) / 39)
 
-    withheld = evaluate_catalog(model, vocab, table, "product_type", 256, k=k,
-                                exclude=("product_type",))
+    withheld = evaluate_catalog(
+        model, vocab, table, "product_type", 256, k=k, exclude=("product_type",)
+    )
     assert withheld.features == ("title", "brand")
-    texts = [" ".join(x for x in row if x) for row in zip(
-        *(table.column(c).to_pylist() for c in ("title", "brand")))]
+    texts = [
+        " ".join(x for x in row if x)
+        for row in zip(*(table.column(c).to_pylist() for c in ("title", "brand")))
+    ]
     tfidf = tfidf_by_hand(texts)
     assert withheld.agreement["top level"]["tfidf"] == pytest.approx(
-        share_by_hand(tfidf @ tfidf.T, top, k), abs=1e-9)
+        share_by_hand(tfidf @ tfidf.T, top, k), abs=1e-9
+    )
     assert set(withheld.coverage["per_feature"]) == {"title", "brand"}
     assert result.coverage["word_coverage"] == 1.0  # the vocabulary is this catalog's
 
@@ -148,8 +159,9 @@ def test_catalog_training_on_a_real_slice_beats_random_widely(flipkart_slice):
     """No engagement log: the model learns from the catalog's text alone."""
     data = prepare_catalog_data(flipkart_slice.drop_columns(["product_type"]))
     config = ModelConfig.create(data.vocab.size, **{**TINY, "d_model": 64, "mlp_hidden": 64})
-    model, info = train(data, config, TrainConfig(epochs=6, batch_size=128,
-                                                  random_negatives=64, warmup_steps=10))
+    model, info = train(
+        data, config, TrainConfig(epochs=6, batch_size=128, random_negatives=64, warmup_steps=10)
+    )
     assert info["history"][-1]["loss"] < info["history"][0]["loss"]
     torch.manual_seed(0)
     untrained = ItemSageEncoder(config).eval()
@@ -164,27 +176,67 @@ def test_catalog_training_on_a_real_slice_beats_random_widely(flipkart_slice):
 def test_cli_trains_on_a_catalog_alone_then_evaluates_it(tmp_path, flipkart_slice):
     pq.write_table(flipkart_slice.slice(0, 800), tmp_path / "mapped.parquet")
     catalog = ["--catalog", str(tmp_path / "mapped.parquet")]
-    trained = CliRunner().invoke(cli, [
-        "train", *catalog, "--out", str(tmp_path / "m"), "--d-model", "32", "--ffn-dim", "64",
-        "--hash-buckets", "2000", "--epochs", "2", "--batch-size", "64",
-        "--random-negatives", "16", "--exclude-feature", "product_type"])
+    trained = CliRunner().invoke(
+        cli,
+        [
+            "train",
+            *catalog,
+            "--out",
+            str(tmp_path / "m"),
+            "--d-model",
+            "32",
+            "--ffn-dim",
+            "64",
+            "--hash-buckets",
+            "2000",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "64",
+            "--random-negatives",
+            "16",
+            "--exclude-feature",
+            "product_type",
+        ],
+    )
     assert trained.exit_code == 0, trained.output
     assert "training on 800 catalog products" in trained.output
     assert "check it: itemsage evaluate-catalog" in trained.output
     config = json.loads((tmp_path / "m" / "config.json").read_text())
     assert config["objective"] == "catalog"
     assert config["excluded_features"] == ["product_type"]
-    evaluated = CliRunner().invoke(cli, [
-        "evaluate-catalog", "--model", str(tmp_path / "m"), *catalog,
-        "--label-column", "product_type", "--exclude-feature", "product_type", "--json"])
+    evaluated = CliRunner().invoke(
+        cli,
+        [
+            "evaluate-catalog",
+            "--model",
+            str(tmp_path / "m"),
+            *catalog,
+            "--label-column",
+            "product_type",
+            "--exclude-feature",
+            "product_type",
+            "--json",
+        ],
+    )
     assert evaluated.exit_code == 0, evaluated.output
     report = json.loads(evaluated.stdout)
     assert report["products"] == 800 and report["queries"] == 800
     assert set(report["agreement"]) == {"top level", "full path"}
     assert report["features"] == ["title", "brand"]
-    text = CliRunner().invoke(cli, ["evaluate-catalog", "--model", str(tmp_path / "m"),
-                                    *catalog, "--label-column", "product_type"])
+    text = CliRunner().invoke(
+        cli,
+        [
+            "evaluate-catalog",
+            "--model",
+            str(tmp_path / "m"),
+            *catalog,
+            "--label-column",
+            "product_type",
+        ],
+    )
     assert text.exit_code == 0 and "tfidf" in text.output and "vocabulary coverage" in text.output
-    wrong = CliRunner().invoke(cli, ["train", *catalog, "--out", str(tmp_path / "x"),
-                                     "--catalog-task-weight", "1"])
+    wrong = CliRunner().invoke(
+        cli, ["train", *catalog, "--out", str(tmp_path / "x"), "--catalog-task-weight", "1"]
+    )
     assert wrong.exit_code == 2 and "beside --engagements" in wrong.output

@@ -16,16 +16,32 @@ pytestmark = pytest.mark.spark
 
 
 def test_demo_runs_every_stage_and_its_commands_work(tmp_path):
-    run = subprocess.run([sys.executable, "-m", "itemsage_cli.main", "demo", "--workdir",
-                          str(tmp_path / "demo"), "--products", "800", "--epochs", "1",
-                          "--master", "local[2]"],
-                         capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "itemsage_cli.main",
+            "demo",
+            "--workdir",
+            str(tmp_path / "demo"),
+            "--products",
+            "800",
+            "--epochs",
+            "1",
+            "--master",
+            "local[2]",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-4000:]
     out = run.stdout
     for stage in range(1, 6):
         assert f"stage {stage}/5" in run.stderr
-    assert re.search(r"^== embeddings of \S+: 800 products, 0 quarantined, table version 0", out,
-                     re.M)
+    assert re.search(
+        r"^== embeddings of \S+: 800 products, 0 quarantined, table version 0", out, re.M
+    )
     for surface in ("home", "closeup", "search"):
         assert re.search(rf"^  {surface} +published: \d+ products", out, re.M), out
     # 3 query products, each followed by 5 neighbours with a cosine, an id, a title, a category.
@@ -36,8 +52,12 @@ def test_demo_runs_every_stage_and_its_commands_work(tmp_path):
     # The printed query command works as printed.
     query = next(line.strip() for line in out.splitlines() if "itemsage query" in line)
     args = shlex.split(query)[1:]
-    rerun = subprocess.run([sys.executable, "-m", "itemsage_cli.main", *args, "--json"],
-                           capture_output=True, text=True, timeout=120)
+    rerun = subprocess.run(
+        [sys.executable, "-m", "itemsage_cli.main", *args, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert rerun.returncode == 0, rerun.stderr
     assert rerun.stdout.startswith('[{"product_id": "P')
     assert '"title": ' in rerun.stdout and '"product_type": ' in rerun.stdout
@@ -45,13 +65,33 @@ def test_demo_runs_every_stage_and_its_commands_work(tmp_path):
 
 def test_demo_on_the_flipkart_catalog(tmp_path, flipkart_path):
     conf = ROOT / "conf"
-    run = subprocess.run([sys.executable, "-m", "itemsage_cli.main", "demo", "--workdir",
-                          str(tmp_path / "demo"), "--products", "800", "--epochs", "1",
-                          "--master", "local[2]", "--catalog", str(flipkart_path),
-                          "--mapping", str(conf / "mappings/flipkart.toml"),
-                          "--surfaces", str(conf / "surfaces-flipkart.toml"),
-                          "--label-column", "product_type"],
-                         capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "itemsage_cli.main",
+            "demo",
+            "--workdir",
+            str(tmp_path / "demo"),
+            "--products",
+            "800",
+            "--epochs",
+            "1",
+            "--master",
+            "local[2]",
+            "--catalog",
+            str(flipkart_path),
+            "--mapping",
+            str(conf / "mappings/flipkart.toml"),
+            "--surfaces",
+            str(conf / "surfaces-flipkart.toml"),
+            "--label-column",
+            "product_type",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-4000:]
     assert "19996 products, 4 quarantined" in run.stdout
     assert len(re.findall(r"^    [01]\.\d{3}  [A-Z0-9]{16}  .+  \[.*\]$", run.stdout, re.M)) == 15

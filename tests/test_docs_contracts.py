@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from itemsage_core import catalog_contract, engagement_contract
-from itemsage_core.column_mapping import RULE_KEYS
+from itemsage_core.contracts import catalog_contract, engagement_contract
+from itemsage_core.contracts.column_mapping import RULE_KEYS
 
 DOC = (Path(__file__).resolve().parents[1] / "docs" / "data-contracts.md").read_text()
 
@@ -31,19 +31,31 @@ def tables(text: str) -> list[list[list[str]]]:
     return found
 
 
-@pytest.mark.parametrize("title,columns,required,rules", [
-    ("Catalog", catalog_contract.CONTRACT_COLUMNS, set(catalog_contract.REQUIRED_COLUMNS),
-     catalog_contract.RULES),
-    ("Engagement log", engagement_contract.COLUMNS, set(engagement_contract.COLUMNS),
-     engagement_contract.RULES),
-])
+@pytest.mark.parametrize(
+    "title,columns,required,rules",
+    [
+        (
+            "Catalog",
+            catalog_contract.CONTRACT_COLUMNS,
+            set(catalog_contract.REQUIRED_COLUMNS),
+            catalog_contract.RULES,
+        ),
+        (
+            "Engagement log",
+            engagement_contract.COLUMNS,
+            set(engagement_contract.COLUMNS),
+            engagement_contract.RULES,
+        ),
+    ],
+)
 def test_columns_and_rules_match_the_code(title, columns, required, rules):
     column_table, rule_table = tables(section(title))
     assert {r[0]: r[1] for r in column_table} == dict(columns)
     assert [r[0] for r in column_table] == list(columns)  # same order as the code
     assert {r[0] for r in column_table if r[2] == "yes"} == required
     assert {r[0]: (r[1], r[2]) for r in rule_table} == {
-        name: (rule.column, rule.description) for name, rule in rules.items()}
+        name: (rule.column, rule.description) for name, rule in rules.items()
+    }
 
 
 def test_mapping_keys_match_the_code():

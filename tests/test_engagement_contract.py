@@ -8,7 +8,7 @@ import math
 import pyarrow as pa
 import pytest
 
-from itemsage_core.engagement_contract import ENGAGEMENTS, SURFACES, validate_engagements
+from itemsage_core.contracts.engagement_contract import ENGAGEMENTS, SURFACES, validate_engagements
 from itemsage_core.errors import ContractError
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
@@ -34,15 +34,18 @@ def test_valid_log():
     assert ENGAGEMENTS == ("click", "save", "add_to_cart", "checkout")
 
 
-@pytest.mark.parametrize("column,values,rule", [
-    ("product_id", ["a", None], "missing_product_id"),
-    ("query_embedding", [[0.5] * 4, [0.5] * 3], "query_dim_mismatch"),
-    ("query_embedding", [[0.5] * 4, None], "query_dim_mismatch"),
-    ("query_embedding", [[0.5] * 4, [math.nan] * 4], "query_not_finite"),
-    ("surface", ["home", "checkout_page"], "unknown_surface"),
-    ("engagement", ["click", "purchase"], "unknown_engagement"),
-    ("ts", [T0, None], "missing_ts"),
-])
+@pytest.mark.parametrize(
+    "column,values,rule",
+    [
+        ("product_id", ["a", None], "missing_product_id"),
+        ("query_embedding", [[0.5] * 4, [0.5] * 3], "query_dim_mismatch"),
+        ("query_embedding", [[0.5] * 4, None], "query_dim_mismatch"),
+        ("query_embedding", [[0.5] * 4, [math.nan] * 4], "query_not_finite"),
+        ("surface", ["home", "checkout_page"], "unknown_surface"),
+        ("engagement", ["click", "purchase"], "unknown_engagement"),
+        ("ts", [T0, None], "missing_ts"),
+    ],
+)
 def test_row_rules(column, values, rule):
     result = validate_engagements(log(**{column: values}), dim=4)
     assert result.report.rule_counts == {rule: 1}

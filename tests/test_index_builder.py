@@ -1,4 +1,5 @@
-"""Index building without Spark: surfaces config, grouping, shards, manifest, gate, publish, query."""
+"""Index building without Spark: surfaces config, grouping, shards, manifest, gate, publish,
+query."""
 
 from __future__ import annotations
 
@@ -11,13 +12,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from index_builder import index_layout
-from index_builder.index_layout import CURRENT, build_dir, current_build_id, surface_dir
-from index_builder.release import assemble_manifest, release
-from index_builder.shard_index import ShardParams, build_group, exact_top_k
-from index_builder.sharded_index import ShardedIndex, load_published, read_vector, roll_back
-from index_builder.sharding import (ClusterPlan, hash_groups, nearest_centroids, routing_recall,
-                                   train_centroids)
+from index_builder import layout as index_layout
+from index_builder.build_release import assemble_manifest, release_build
+from index_builder.index_reader import ShardedIndex, load_published, read_vector, roll_back
+from index_builder.layout import CURRENT, build_dir, current_build_id, surface_dir
+from index_builder.partitioning import (
+    ClusterPlan,
+    hash_groups,
+    nearest_centroids,
+    routing_recall,
+    train_centroids,
+)
+from index_builder.shard_build import ShardParams, build_group, exact_top_k
 from index_builder.surfaces import Surface, load_surfaces, parse_surfaces
 from itemsage_core.errors import ItemSageError
 
@@ -39,21 +45,26 @@ def test_shipped_surfaces_configs_parse():
     assert surfaces["closeup"].sharding == "kmeans" and surfaces["home"].sharding == "hash"
     assert surfaces["home"].filter and surfaces["home"].M == 16
     assert [s.name for s in load_surfaces(CONF / "surfaces-flipkart.toml", ["search"])] == [
-        "search"]
+        "search"
+    ]
 
 
-@pytest.mark.parametrize("config, message", [
-    ({"surfaces": {"home": {"M0": 3}}}, "unknown keys ['M0']"),
-    ({"surfaces": {"../etc": {}}}, "name must match"),
-    ({"surfaces": {"home": {"sharding": "random"}}}, "sharding must be one of"),
-    ({"surfaces": {"home": {"min_recall": 2.0}}}, "min_recall"),
-    ({"surfaces": {"home": {"ef_search": 0}}}, "ef_search must be a positive integer"),
-    ({"surfaces": {}}, "no [surfaces.NAME] table"),
-    ({"surface": {"home": {}}}, "unknown top-level keys"),
-])
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"surfaces": {"home": {"M0": 3}}}, "unknown keys ['M0']"),
+        ({"surfaces": {"../etc": {}}}, "name must match"),
+        ({"surfaces": {"home": {"sharding": "random"}}}, "sharding must be one of"),
+        ({"surfaces": {"home": {"min_recall": 2.0}}}, "min_recall"),
+        ({"surfaces": {"home": {"ef_search": 0}}}, "ef_search must be a positive integer"),
+        ({"surfaces": {}}, "no [surfaces.NAME] table"),
+        ({"surface": {"home": {}}}, "unknown top-level keys"),
+    ],
+)
 def test_bad_surfaces_config_is_a_clear_error(config, message):
-    with pytest.raises(ItemSageError, match=message.replace("[", r"\[").replace("]", r"\]")
-                       .replace(".", r"\.")):
+    with pytest.raises(
+        ItemSageError, match=message.replace("[", r"\[").replace("]", r"\]").replace(".", r"\.")
+    ):
         parse_surfaces(config)
 
 
@@ -72,8 +83,9 @@ def test_shard_counts_follow_the_target_size():
 def test_hash_groups_are_stable_and_independent_of_batching():
     all_ids = ids(1000)
     whole = hash_groups(all_ids, 7)
-    parts = np.concatenate([hash_groups(all_ids.slice(0, 333), 7),
-                            hash_groups(all_ids.slice(333), 7)])
+    parts = np.concatenate(
+        [hash_groups(all_ids.slice(0, 333), 7), hash_groups(all_ids.slice(333), 7)]
+    )
     assert np.array_equal(whole, parts) and whole.min() >= 0 and whole.max() == 6
     assert np.array_equal(whole, hash_groups(all_ids.to_pylist(), 7))
     assert np.bincount(whole).min() > 100  # spread over all groups
@@ -104,8 +116,9 @@ def test_routing_recall_measures_what_probing_fewer_clusters_loses():
     assert every == 1.0 and some == sorted(some) and some[0] < 0.9
 
 
-PARAMS = ShardParams(M=16, ef_construction=200, ef_search=200, recall_queries=50,
-                     query_noise=0.1, seed=0)
+PARAMS = ShardParams(
+    M=16, ef_construction=200, ef_search=200, recall_queries=50, query_noise=0.1, seed=0
+)
 
 
 def test_an_oversized_group_is_cut_into_shards_of_at_most_the_target(tmp_path):
@@ -114,30 +127,59 @@ def test_an_oversized_group_is_cut_into_shards_of_at_most_the_target(tmp_path):
     assert [e["part"] for e in entries] == [0, 1, 2] and {e["group"] for e in entries} == {3}
     seen = []
     for entry in entries:
-        seen += pq.read_table(tmp_path / entry["files"]["ids"]["path"]).column(
-            "product_id").to_pylist()
+        seen += (
+            pq.read_table(tmp_path / entry["files"]["ids"]["path"]).column("product_id").to_pylist()
+        )
         assert entry["recall_at_10"] == 1.0
     assert sorted(seen) == ids(250).to_pylist()
 
 
-def build_and_release(root: Path, surface: Surface, vectors: np.ndarray, product_ids: pa.Array,
-                      version: int = 0, groups: int = 2) -> dict:
+def build_and_release(
+    root: Path,
+    surface: Surface,
+    vectors: np.ndarray,
+    product_ids: pa.Array,
+    version: int = 0,
+    groups: int = 2,
+) -> dict:
     """What the Spark job does, in-process: group, build, manifest, gate, publish."""
     build_id = index_layout.new_build_id(version)
     directory = build_dir(root, surface.name, build_id)
     directory.mkdir(parents=True)
-    params = ShardParams(surface.M, surface.ef_construction, surface.ef_search,
-                         surface.recall_queries, surface.query_noise, surface.seed)
+    params = ShardParams(
+        surface.M,
+        surface.ef_construction,
+        surface.ef_search,
+        surface.recall_queries,
+        surface.query_noise,
+        surface.seed,
+    )
     grouping = hash_groups(product_ids, groups)
     entries = []
     for group in range(groups):
         rows = np.flatnonzero(grouping == group)
-        entries += build_group(product_ids.take(pa.array(rows)), vectors[rows], group,
-                               surface.target_shard_size, directory, params)
-    manifest = assemble_manifest(surface, build_id, directory, entries, table_uri="t",
-                                 table_version=version, catalog=None, model_version="m",
-                                 dim=vectors.shape[1], group_clusters=None, seconds={})
-    return release(root, surface, directory, manifest)
+        entries += build_group(
+            product_ids.take(pa.array(rows)),
+            vectors[rows],
+            group,
+            surface.target_shard_size,
+            directory,
+            params,
+        )
+    manifest = assemble_manifest(
+        surface,
+        build_id,
+        directory,
+        entries,
+        table_uri="t",
+        table_version=version,
+        catalog=None,
+        model_version="m",
+        dim=vectors.shape[1],
+        group_clusters=None,
+        seconds={},
+    )
+    return release_build(root, surface, directory, manifest)
 
 
 def test_query_results_equal_exact_search_on_a_small_index(tmp_path):
@@ -153,8 +195,7 @@ def test_query_results_equal_exact_search_on_a_small_index(tmp_path):
         assert [pid for pid, _ in found] == expected
         scores = [s for _, s in found]
         assert scores == sorted(scores, reverse=True)
-        assert np.allclose(scores, vectors[[int(p[1:]) for p, _ in found]] @ vectors[q],
-                           atol=1e-5)
+        assert np.allclose(scores, vectors[[int(p[1:]) for p, _ in found]] @ vectors[q], atol=1e-5)
     assert np.allclose(index.vector_of("P00007"), vectors[7], atol=1e-6)
 
 
@@ -193,10 +234,14 @@ def test_the_recall_gate_blocks_a_bad_build_and_keeps_the_previous_one(tmp_path)
 
 def test_retention_keeps_the_newest_builds(tmp_path):
     vectors, product_ids = unit_vectors(50), ids(50)
-    results = [build_and_release(tmp_path, Surface("home", keep_builds=2), vectors, product_ids,
-                                 version=v) for v in range(4)]
-    assert index_layout.build_ids(tmp_path, "home") == [results[3]["build_id"],
-                                                        results[2]["build_id"]]
+    results = [
+        build_and_release(tmp_path, Surface("home", keep_builds=2), vectors, product_ids, version=v)
+        for v in range(4)
+    ]
+    assert index_layout.build_ids(tmp_path, "home") == [
+        results[3]["build_id"],
+        results[2]["build_id"],
+    ]
     assert results[3]["deleted_builds"] == [results[1]["build_id"]]
 
 
@@ -218,29 +263,38 @@ def test_damaged_builds_are_detected_and_the_newest_valid_one_answers(tmp_path):
     with pytest.raises(ItemSageError, match="truncated or corrupted"):
         ShardedIndex.load(directory)
     warnings = []
-    assert load_published(tmp_path, "home", warnings.append).manifest["build_id"] == older[
-        "build_id"]
+    assert (
+        load_published(tmp_path, "home", warnings.append).manifest["build_id"] == older["build_id"]
+    )
     assert "instead of the current one" in warnings[0] and newer["build_id"] in warnings[0]
 
     shard.write_bytes(original)
     (directory / "manifest.json").write_text(
-        (directory / "manifest.json").read_text().replace('"home"', '"hom3"', 1))
+        (directory / "manifest.json").read_text().replace('"home"', '"hom3"', 1)
+    )
     with pytest.raises(ItemSageError, match="manifest.json does not match its checksum"):
         ShardedIndex.load(directory)
 
     (surface_dir(tmp_path, "home") / CURRENT).write_text("20991231T000000000000Z-v9\n")
     warnings.clear()
-    assert load_published(tmp_path, "home", warnings.append).manifest["build_id"] == older[
-        "build_id"]
+    assert (
+        load_published(tmp_path, "home", warnings.append).manifest["build_id"] == older["build_id"]
+    )
     assert "20991231T000000000000Z-v9" in warnings[0]
 
 
 def test_roll_back_serves_an_earlier_checked_build_and_deletes_nothing(tmp_path):
     vectors, product_ids = unit_vectors(200), ids(200)
-    builds = [build_and_release(tmp_path, Surface("home"), vectors, product_ids, version=v)
-              ["build_id"] for v in range(3)]
-    assert roll_back(tmp_path, "home") == {"surface": "home", "previous": builds[2],
-                                           "current": builds[1], "skipped": []}
+    builds = [
+        build_and_release(tmp_path, Surface("home"), vectors, product_ids, version=v)["build_id"]
+        for v in range(3)
+    ]
+    assert roll_back(tmp_path, "home") == {
+        "surface": "home",
+        "previous": builds[2],
+        "current": builds[1],
+        "skipped": [],
+    }
     assert load_published(tmp_path, "home").manifest["build_id"] == builds[1]
     assert index_layout.build_ids(tmp_path, "home") == builds[::-1]  # nothing deleted
     # A damaged build is skipped; with none left, one clear error and CURRENT stays.
@@ -266,8 +320,20 @@ def test_query_command_falls_back_and_says_so(tmp_path):
     newer = build_and_release(tmp_path, Surface("home"), vectors, product_ids, version=1)
     shard = next(build_dir(tmp_path, "home", newer["build_id"]).glob("*.hnsw"))
     shard.write_bytes(shard.read_bytes()[:-10])  # truncated
-    result = CliRunner().invoke(cli, ["query", "--index", str(tmp_path), "--surface", "home",
-                                      "--product-id", "P00007", "-k", "3"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "query",
+            "--index",
+            str(tmp_path),
+            "--surface",
+            "home",
+            "--product-id",
+            "P00007",
+            "-k",
+            "3",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert f"warning: using build {older}" in result.output
     assert f"build {newer['build_id']}: " in result.output and "checksum" in result.output
@@ -322,12 +388,13 @@ def test_query_vectors_read_from_npy_json_and_text(tmp_path):
 
 
 def test_groups_cross_the_shuffle_as_exact_bytes():
-    from itemsage_core.arrow_ipc import from_ipc
+    from itemsage_core.storage.arrow_ipc import from_ipc
     from jobs.build_indexes import _grouped
 
     vectors, product_ids = unit_vectors(7, dim=5), ids(7)
-    batch = pa.RecordBatch.from_pydict({"product_id": product_ids, "embedding": pa.array(
-        vectors.tolist(), pa.list_(pa.float32()))})
+    batch = pa.RecordBatch.from_pydict(
+        {"product_id": product_ids, "embedding": pa.array(vectors.tolist(), pa.list_(pa.float32()))}
+    )
     (out,) = _grouped("home", lambda b: [1, 0, 1, 1, 0, 2, 1])([batch])
     assert out.column("surface").to_pylist() == ["home"] * 3
     assert out.column("group").to_pylist() == [0, 1, 2]
@@ -339,12 +406,13 @@ def test_groups_cross_the_shuffle_as_exact_bytes():
 
 
 def test_verify_checks_the_current_build_without_falling_back(tmp_path):
-    from index_builder.sharded_index import verify_current
+    from index_builder.index_reader import verify_current
 
     vectors, product_ids = unit_vectors(300), ids(300)
     build_and_release(tmp_path, Surface("home", target_shard_size=100), vectors, product_ids)
-    newer = build_and_release(tmp_path, Surface("home", target_shard_size=100), vectors,
-                              product_ids, version=1)
+    newer = build_and_release(
+        tmp_path, Surface("home", target_shard_size=100), vectors, product_ids, version=1
+    )
     result = verify_current(tmp_path, "home", samples=12)
     assert result["build_id"] == newer["build_id"] and result["products"] == 300
     assert result["checked"] == result["found_themselves"] == 12
@@ -370,15 +438,36 @@ def test_query_shows_catalog_columns_beside_each_product(tmp_path):
     vectors, product_ids = unit_vectors(200), ids(200)
     build_and_release(tmp_path / "idx", Surface("home"), vectors, product_ids)
     n = len(product_ids)
-    pq.write_table(pa.table({"sku": product_ids, "name": [f"title {i}" for i in range(n)],
-                             "maker": [f"brand {i % 7}" for i in range(n)]}),
-                   tmp_path / "catalog.parquet")
-    (tmp_path / "m.toml").write_text('[features.product_id]\nfrom = "sku"\n'
-                                     '[features.title]\nfrom = "name"\n'
-                                     '[features.brand]\nfrom = "maker"\n')
-    base = ["query", "--index", str(tmp_path / "idx"), "--surface", "home", "--product-id",
-            "P00007", "-k", "3", "--catalog", str(tmp_path / "catalog.parquet"),
-            "--mapping", str(tmp_path / "m.toml")]
+    pq.write_table(
+        pa.table(
+            {
+                "sku": product_ids,
+                "name": [f"title {i}" for i in range(n)],
+                "maker": [f"brand {i % 7}" for i in range(n)],
+            }
+        ),
+        tmp_path / "catalog.parquet",
+    )
+    (tmp_path / "m.toml").write_text(
+        '[features.product_id]\nfrom = "sku"\n'
+        '[features.title]\nfrom = "name"\n'
+        '[features.brand]\nfrom = "maker"\n'
+    )
+    base = [
+        "query",
+        "--index",
+        str(tmp_path / "idx"),
+        "--surface",
+        "home",
+        "--product-id",
+        "P00007",
+        "-k",
+        "3",
+        "--catalog",
+        str(tmp_path / "catalog.parquet"),
+        "--mapping",
+        str(tmp_path / "m.toml"),
+    ]
     shown = CliRunner().invoke(cli, [*base, "--show", "title,brand"])
     assert shown.exit_code == 0, shown.output
     assert "query  P00007  title 7 | brand 0" in shown.output
@@ -395,8 +484,18 @@ def test_query_shows_catalog_columns_beside_each_product(tmp_path):
     wrong = CliRunner().invoke(cli, [*base, "--show", "titel"])
     assert wrong.exit_code == 1
     assert "no column 'titel' (did you mean 'title'?)" in wrong.output
-    missing = subprocess.run([sys.executable, "-m", "itemsage_cli.main", *base[:-4],
-                              "--catalog", str(tmp_path / "nope")],
-                             capture_output=True, text=True, timeout=60)
+    missing = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "itemsage_cli.main",
+            *base[:-4],
+            "--catalog",
+            str(tmp_path / "nope"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert missing.returncode == 1
     assert missing.stderr.strip() == f"error: no such file or directory: {tmp_path / 'nope'}"

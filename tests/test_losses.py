@@ -3,7 +3,7 @@ import math
 import torch
 from torch.nn import functional as F
 
-from itemsage_core.losses import mixed_negative_loss
+from itemsage_core.model.losses import mixed_negative_loss
 
 
 def unit(*shape, seed=0):
@@ -34,16 +34,18 @@ def test_accidental_positives_are_masked():
     zero_q = torch.zeros(3)
     t = torch.tensor(0.05)
     # Rows 0 and 1 engage the same product, and the first random negative is product 7 (row 2's).
-    parts = mixed_negative_loss(q, p, torch.tensor([5, 5, 7]), zero_q, r,
-                                torch.tensor([7, 8]), t)
-    alone = mixed_negative_loss(q[2:], p[2:], torch.tensor([7]), zero_q[2:], r[1:],
-                                torch.tensor([8]), t)
-    pair = mixed_negative_loss(q[:2], p[:2], torch.tensor([5, 5]), zero_q[:2], r,
-                               torch.tensor([7, 8]), t)
+    parts = mixed_negative_loss(q, p, torch.tensor([5, 5, 7]), zero_q, r, torch.tensor([7, 8]), t)
+    alone = mixed_negative_loss(
+        q[2:], p[2:], torch.tensor([7]), zero_q[2:], r[1:], torch.tensor([8]), t
+    )
+    pair = mixed_negative_loss(
+        q[:2], p[:2], torch.tensor([5, 5]), zero_q[:2], r, torch.tensor([7, 8]), t
+    )
     # With masking, rows 0 and 1 do not compete with each other, nor with row 2's product.
     assert parts.in_batch.item() < 1e-3
-    assert math.isclose(3 * parts.random.item(),
-                        alone.random.item() + 2 * pair.random.item(), rel_tol=1e-5)
+    assert math.isclose(
+        3 * parts.random.item(), alone.random.item() + 2 * pair.random.item(), rel_tol=1e-5
+    )
 
 
 def test_logq_correction_lowers_the_pull_of_popular_negatives():
@@ -51,8 +53,9 @@ def test_logq_correction_lowers_the_pull_of_popular_negatives():
     ids, r, neg = torch.arange(4), unit(2, 8, seed=8), torch.tensor([9, 10])
     t = torch.tensor(0.1)
     uniform = mixed_negative_loss(q, p, ids, torch.log(torch.full((4,), 0.25)), r, neg, t)
-    popular_3 = mixed_negative_loss(q, p, ids, torch.log(torch.tensor([0.1, 0.1, 0.1, 0.7])),
-                                    r, neg, t)
+    popular_3 = mixed_negative_loss(
+        q, p, ids, torch.log(torch.tensor([0.1, 0.1, 0.1, 0.7])), r, neg, t
+    )
     assert uniform.random.item() == popular_3.random.item()
     assert popular_3.in_batch.item() != uniform.in_batch.item()
 
@@ -60,6 +63,7 @@ def test_logq_correction_lowers_the_pull_of_popular_negatives():
 def test_gradient_reaches_the_temperature():
     t = torch.tensor(0.1, requires_grad=True)
     q, p = unit(4, 8, seed=9), unit(4, 8, seed=10)
-    mixed_negative_loss(q, p, torch.arange(4), torch.zeros(4), unit(2, 8), torch.tensor([8, 9]),
-                        t).total.backward()
+    mixed_negative_loss(
+        q, p, torch.arange(4), torch.zeros(4), unit(2, 8), torch.tensor([8, 9]), t
+    ).total.backward()
     assert t.grad is not None and t.grad.item() != 0

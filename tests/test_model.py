@@ -6,13 +6,13 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from itemsage_core.catalog_contract import conform_catalog, validate_catalog
-from itemsage_core.column_mapping import load_mapping
-from itemsage_core.hash_embedding import PRIME
-from itemsage_core.inference import embed_features
-from itemsage_core.model import ItemSageEncoder, ModelConfig
-from itemsage_core.product_features import encode_products
-from itemsage_core.vocabulary import VocabConfig, build_vocabulary
+from itemsage_core.contracts.catalog_contract import conform_catalog, validate_catalog
+from itemsage_core.contracts.column_mapping import load_mapping
+from itemsage_core.features.product_features import encode_products
+from itemsage_core.features.vocabulary import VocabConfig, build_vocabulary
+from itemsage_core.model.encoder import ItemSageEncoder, ModelConfig
+from itemsage_core.model.hash_embedding import PRIME
+from itemsage_core.model.inference import embed_features
 
 MAPPINGS = "conf/mappings"
 
@@ -73,10 +73,17 @@ def test_embedding_does_not_depend_on_the_batch(world_inputs):
 
 
 def test_products_without_images_or_with_only_a_title_embed():
-    table = conform_catalog(pa.table({
-        "product_id": ["a", "b", "c"], "title": ["red dress", "blue shirt", "x"],
-        "image_embeddings": pa.array([None, [[0.1] * 256], []],
-                                     pa.list_(pa.list_(pa.float32())))}))
+    table = conform_catalog(
+        pa.table(
+            {
+                "product_id": ["a", "b", "c"],
+                "title": ["red dress", "blue shirt", "x"],
+                "image_embeddings": pa.array(
+                    [None, [[0.1] * 256], []], pa.list_(pa.list_(pa.float32()))
+                ),
+            }
+        )
+    )
     vocab = build_vocabulary(table, VocabConfig(min_count=1))
     features = encode_products(table, vocab, 256)
     out = embed_features(encoder(vocab.size), features)
@@ -90,9 +97,11 @@ def test_hash_embedding_follows_the_formula():
     ids = torch.tensor([3, 7, 3, 49])
     got = emb(ids, torch.tensor([0, 2]))
     (a1, b1), (a2, b2) = model.config.hash_params
+
     def vector(i):
         h1, h2 = ((a1 * i + b1) % PRIME) % 97, ((a2 * i + b2) % PRIME) % 97
         return emb.importance[i, 0] * emb.table[h1] + emb.importance[i, 1] * emb.table[h2]
+
     expected = torch.stack([vector(3) + vector(7), vector(3) + vector(49)])
     assert torch.allclose(got, expected, atol=1e-6)
 

@@ -31,7 +31,8 @@ Caused by: java.lang.RuntimeException: b.parquet is not a Parquet file
 def test_root_causes():
     assert root_cause(Exception(PYTHON_TASK)) == "ArrowInvalid: Parquet page header is corrupt"
     assert root_cause(Exception(CHAINED)) == (
-        "ContractError: catalog column 'title' must be string")
+        "ContractError: catalog column 'title' must be string"
+    )
     assert root_cause(Exception(JVM)) == "b.parquet is not a Parquet file"
     assert root_cause(Exception("one line\nmore")) == "one line"
     assert root_cause(ValueError("")) == "ValueError"

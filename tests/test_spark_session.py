@@ -40,7 +40,8 @@ def test_spark_logs_errors_only_unless_a_level_is_set(monkeypatch):
     monkeypatch.delenv("ITEMSAGE_SPARK_LOG_LEVEL", raising=False)
     assert log_level() == "ERROR" and QUIET_LOG4J.is_file()
     assert session_conf()["spark.driver.extraJavaOptions"] == (
-        f"-Dlog4j2.configurationFile={QUIET_LOG4J.as_uri()}")
+        f"-Dlog4j2.configurationFile={QUIET_LOG4J.as_uri()}"
+    )
     assert "spark.driver.extraJavaOptions" not in session_conf(submitted={})  # spark-submit's JVM
     monkeypatch.setenv("ITEMSAGE_SPARK_LOG_LEVEL", "warn")
     assert log_level() == "WARN" and "spark.driver.extraJavaOptions" not in session_conf()
@@ -58,10 +59,13 @@ def test_executors_run_this_interpreter_with_arrow(spark):
 
     def where(batches):
         import sys as executor_sys
+
         for batch in batches:
             yield pa.RecordBatch.from_pydict({"python": [executor_sys.executable] * batch.num_rows})
 
-    pythons = {r.python for r in spark.range(4, numPartitions=2).mapInArrow(
-        where, "python string").collect()}
+    pythons = {
+        r.python
+        for r in spark.range(4, numPartitions=2).mapInArrow(where, "python string").collect()
+    }
     assert pythons == {sys.executable}
     assert spark.conf.get("spark.sql.execution.arrow.pyspark.enabled") == "true"

@@ -17,14 +17,21 @@ def run(*args, **kw):
 
 def test_dry_run_prints_the_command_with_arguments_quoted(tmp_path):
     marker = tmp_path / "injected"
-    result = run("--dry-run", "--conf", "spark.executor.memory=2g", "validate",
-                 "--catalog", f"x; touch {marker}", "--json")
+    result = run(
+        "--dry-run",
+        "--conf",
+        "spark.executor.memory=2g",
+        "validate",
+        "--catalog",
+        f"x; touch {marker}",
+        "--json",
+    )
     assert result.returncode == 0, result.stderr
     line = result.stdout.strip().splitlines()[-1]
     assert line.startswith("spark-submit.sh: running: ")
     assert "--conf spark.executor.memory=2g" in line
     assert f"--catalog x\\;\\ touch\\ {marker}" in line
-    assert "--py-files" in line and "jobs/validate_catalog.py" in line
+    assert "--py-files" in line and "itemsage_cli/spark_entry.py validate" in line
     assert not marker.exists()
 
 
@@ -37,8 +44,15 @@ def test_unknown_job_and_option():
 @pytest.mark.spark
 def test_validate_job_through_spark_submit(small_world_dir, tmp_path):
     marker = tmp_path / "injected"
-    result = run("--master", "local[1]", "validate", "--catalog",
-                 str(small_world_dir / "catalog"), "--json", timeout=300)
+    result = run(
+        "--master",
+        "local[1]",
+        "validate",
+        "--catalog",
+        str(small_world_dir / "catalog"),
+        "--json",
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["catalog"]["rows"] == 400 and report["catalog"]["valid"] == 400

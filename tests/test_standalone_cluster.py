@@ -18,14 +18,20 @@ import pyarrow as pa
 import pyspark
 import pytest
 
-from index_builder.sharded_index import load_published
-from itemsage_core.batch_embedder import BatchEmbedder
-from itemsage_core.checkpoint import read_manifest
-from itemsage_core.embeddings_table import read_table
+from index_builder.index_reader import load_published
+from itemsage_core.embedding.batch_embedder import BatchEmbedder
+from itemsage_core.embedding.embeddings_table import read_table
+from itemsage_core.model.checkpoint import read_checkpoint_manifest
 from jobs.embed_catalog import EMBED_STAGE
 
 SCRIPT = Path(__file__).resolve().parents[1] / "spark-submit.sh"
-pytestmark = pytest.mark.spark
+pytestmark = [pytest.mark.spark, pytest.mark.cluster]
+
+
+def start(command: list[str], log: Path, env: dict) -> subprocess.Popen:
+    """A background process writing stdout and stderr to `log` (the child keeps the file open)."""
+    with open(log, "w") as out:
+        return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
 def free_port() -> int:
@@ -47,26 +53,62 @@ def wait_for(predicate, timeout: float, what: str, every: float = 0.5) -> None:
 def cluster(tmp_path_factory):
     home = Path(pyspark.__file__).parent
     logs = tmp_path_factory.mktemp("cluster")
-    env = {**os.environ, "SPARK_HOME": str(home), "SPARK_LOCAL_IP": "127.0.0.1",
-           "SPARK_WORKER_DIR": str(logs / "work")}
+    env = {
+        **os.environ,
+        "SPARK_HOME": str(home),
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "SPARK_WORKER_DIR": str(logs / "work"),
+    }
     port, ui = free_port(), free_port()
     url = f"spark://127.0.0.1:{port}"
     spark_class = str(home / "bin" / "spark-class")
-    processes = [subprocess.Popen(
-        [spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
-         "--port", str(port), "--webui-port", str(ui)],
-        env=env, stdout=open(logs / "master.log", "w"), stderr=subprocess.STDOUT)]
+    processes = [
+        start(
+            [
+                spark_class,
+                "org.apache.spark.deploy.master.Master",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--webui-port",
+                str(ui),
+            ],
+            logs / "master.log",
+            env,
+        )
+    ]
     try:
-        wait_for(lambda: "I have been elected leader" in (logs / "master.log").read_text(),
-                 90, "the master")
+        wait_for(
+            lambda: "I have been elected leader" in (logs / "master.log").read_text(),
+            90,
+            "the master",
+        )
         for i in range(2):
-            processes.append(subprocess.Popen(
-                [spark_class, "org.apache.spark.deploy.worker.Worker", url, "--host",
-                 "127.0.0.1", "--cores", "1", "--memory", "2g", "--webui-port",
-                 str(free_port())],
-                env=env, stdout=open(logs / f"worker{i}.log", "w"), stderr=subprocess.STDOUT))
-        wait_for(lambda: (logs / "master.log").read_text().count("Registering worker") >= 2,
-                 90, "two workers")
+            processes.append(
+                start(
+                    [
+                        spark_class,
+                        "org.apache.spark.deploy.worker.Worker",
+                        url,
+                        "--host",
+                        "127.0.0.1",
+                        "--cores",
+                        "1",
+                        "--memory",
+                        "2g",
+                        "--webui-port",
+                        str(free_port()),
+                    ],
+                    logs / f"worker{i}.log",
+                    env,
+                )
+            )
+        wait_for(
+            lambda: (logs / "master.log").read_text().count("Registering worker") >= 2,
+            90,
+            "two workers",
+        )
         yield {"url": url, "logs": logs}
     finally:
         for process in processes:
@@ -78,16 +120,34 @@ def cluster(tmp_path_factory):
                 process.kill()
 
 
-def test_embed_job_on_a_standalone_cluster(cluster, tmp_path, small_world, small_world_dir,
-                                           tiny_model_dir):
+def test_embed_job_on_a_standalone_cluster(
+    cluster, tmp_path, small_world, small_world_dir, tiny_model_dir
+):
     table_uri = tmp_path / "embeddings"
     summary_file = tmp_path / "summary.json"
     result = subprocess.run(
-        [str(SCRIPT), "--master", cluster["url"], "--conf", "spark.executor.memory=1g",
-         "--conf", "spark.sql.shuffle.partitions=4", "embed",
-         "--catalog", str(small_world_dir / "catalog"), "--model", str(tiny_model_dir),
-         "--table", str(table_uri), "--summary-json", str(summary_file)],
-        capture_output=True, text=True, timeout=600)
+        [
+            str(SCRIPT),
+            "--master",
+            cluster["url"],
+            "--conf",
+            "spark.executor.memory=1g",
+            "--conf",
+            "spark.sql.shuffle.partitions=4",
+            "embed",
+            "--catalog",
+            str(small_world_dir / "catalog"),
+            "--model",
+            str(tiny_model_dir),
+            "--table",
+            str(table_uri),
+            "--summary-json",
+            str(summary_file),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     summary = json.loads(summary_file.read_text())
     assert summary["status"] == "committed" and summary["embedded"] == 400
@@ -95,7 +155,8 @@ def test_embed_job_on_a_standalone_cluster(cluster, tmp_path, small_world, small
     rows = read_table(str(table_uri)).sort_by("product_id")
     assert rows.num_rows == 400
     expected = BatchEmbedder.for_model(str(tiny_model_dir), summary["model_version"]).vectors(
-        small_world.catalog.sort_by("product_id"))
+        small_world.catalog.sort_by("product_id")
+    )
     got = np.stack(rows.column("embedding").to_numpy(zero_copy_only=False))
     assert np.abs(got - expected).max() <= 1e-5
     # Executors of both workers ran (each worker logs its executors under its work dir).
@@ -104,13 +165,28 @@ def test_embed_job_on_a_standalone_cluster(cluster, tmp_path, small_world, small
 
     # The index job on the same cluster: shards built by executors, published by the driver.
     surfaces = tmp_path / "surfaces.toml"
-    surfaces.write_text('[surfaces.closeup]\nsharding = "kmeans"\nshards = 2\n'
-                        '[surfaces.search]\nshards = 2\n')
+    surfaces.write_text(
+        '[surfaces.closeup]\nsharding = "kmeans"\nshards = 2\n[surfaces.search]\nshards = 2\n'
+    )
     built = subprocess.run(
-        [str(SCRIPT), "--master", cluster["url"], "--conf", "spark.executor.memory=1g",
-         "build-index", "--table", str(table_uri), "--surfaces", str(surfaces),
-         "--out", str(tmp_path / "index")],
-        capture_output=True, text=True, timeout=600)
+        [
+            str(SCRIPT),
+            "--master",
+            cluster["url"],
+            "--conf",
+            "spark.executor.memory=1g",
+            "build-index",
+            "--table",
+            str(table_uri),
+            "--surfaces",
+            str(surfaces),
+            "--out",
+            str(tmp_path / "index"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert built.returncode == 0, built.stdout[-4000:] + built.stderr[-4000:]
     for surface in ("closeup", "search"):
         loaded = load_published(tmp_path / "index", surface)
@@ -126,16 +202,19 @@ def executor_pid(work_dir: Path, executor_id: str) -> int | None:
             args = cmdline.read_bytes().split(b"\0")
         except OSError:
             continue
-        if (b"org.apache.spark.executor.CoarseGrainedExecutorBackend" in args
-                and app.encode() in args
-                and args[args.index(b"--executor-id") + 1] == executor_id.encode()):
+        if (
+            b"org.apache.spark.executor.CoarseGrainedExecutorBackend" in args
+            and app.encode() in args
+            and args[args.index(b"--executor-id") + 1] == executor_id.encode()
+        ):
             return int(cmdline.parent.name)
     return None
 
 
 def _rest(ui_port: int, path: str):
-    with urllib.request.urlopen(f"http://127.0.0.1:{ui_port}/api/v1/applications{path}",
-                                timeout=5) as response:
+    with urllib.request.urlopen(
+        f"http://127.0.0.1:{ui_port}/api/v1/applications{path}", timeout=5
+    ) as response:
         return json.load(response)
 
 
@@ -147,35 +226,62 @@ def embedding_executors(ui_port: int) -> list[str]:
         running = []
         for stage in _rest(ui_port, f"/{app}/stages?status=active"):
             if stage.get("description") == EMBED_STAGE:
-                running += [t["executorId"] for t in _rest(
-                    ui_port, f"/{app}/stages/{stage['stageId']}/{stage['attemptId']}"
-                             "/taskList?status=running")]
+                running += [
+                    t["executorId"]
+                    for t in _rest(
+                        ui_port,
+                        f"/{app}/stages/{stage['stageId']}/{stage['attemptId']}"
+                        "/taskList?status=running",
+                    )
+                ]
         return running
     except (OSError, ValueError, IndexError, KeyError):
         return []  # the driver's UI is not up yet
 
 
 @pytest.mark.faults
-def test_an_executor_killed_mid_task_is_retried_without_duplicates(cluster, tmp_path,
-                                                                   small_world, tiny_model_dir):
+def test_an_executor_killed_mid_task_is_retried_without_duplicates(
+    cluster, tmp_path, small_world, tiny_model_dir
+):
     import pyarrow.compute as pc
 
-    from itemsage_core.parquet_io import write_parquet_dataset
+    from itemsage_core.storage.parquet_io import write_parquet_dataset
 
-    copies = [small_world.catalog.set_column(0, "product_id", pc.binary_join_element_wise(
-        small_world.catalog.column("product_id"), f"-{i}", "")) for i in range(10)]
+    copies = [
+        small_world.catalog.set_column(
+            0,
+            "product_id",
+            pc.binary_join_element_wise(small_world.catalog.column("product_id"), f"-{i}", ""),
+        )
+        for i in range(10)
+    ]
     catalog = pa.concat_tables(copies)  # 4,000 products in 8 files: 8 tasks on 2 executors
     write_parquet_dataset(catalog, tmp_path / "catalog", rows_per_file=500)
     table, log, ui = tmp_path / "embeddings", tmp_path / "job.log", free_port()
     with log.open("w") as out:
-        job = subprocess.Popen(
-            [str(SCRIPT), "--master", cluster["url"], "--conf", "spark.executor.memory=1g",
-             "--conf", f"spark.ui.port={ui}", "embed", "--catalog", str(tmp_path / "catalog"),
-             "--model", str(tiny_model_dir), "--table", str(table)],
+        job = start(
+            [
+                str(SCRIPT),
+                "--master",
+                cluster["url"],
+                "--conf",
+                "spark.executor.memory=1g",
+                "--conf",
+                f"spark.ui.port={ui}",
+                "embed",
+                "--catalog",
+                str(tmp_path / "catalog"),
+                "--model",
+                str(tiny_model_dir),
+                "--table",
+                str(table),
+            ],
             # The driver's UI on loopback; Spark's WARN lines ("Lost task") in the log, as
             # with `itemsage --verbose` (the default console level is ERROR).
             env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "ITEMSAGE_SPARK_LOG_LEVEL": "WARN"},
-            stdout=out, stderr=subprocess.STDOUT)
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         # Kill an executor the driver says is running a task of the embedding stage. Its first
         # task there takes seconds (torch import, model load); should the task end just before
@@ -193,8 +299,12 @@ def test_an_executor_killed_mid_task_is_retried_without_duplicates(cluster, tmp_
                 break
             os.kill(victim, signal.SIGKILL)  # like the OOM killer: no shutdown hooks
             try:
-                wait_for(lambda: "Lost task" in log.read_text() or job.poll() is not None, 20,
-                         "the driver to lose the task", every=0.1)
+                wait_for(
+                    lambda: "Lost task" in log.read_text() or job.poll() is not None,
+                    20,
+                    "the driver to lose the task",
+                    every=0.1,
+                )
                 break
             except TimeoutError:
                 continue  # the task had just finished: kill the next busy executor
@@ -209,7 +319,7 @@ def test_an_executor_killed_mid_task_is_retried_without_duplicates(cluster, tmp_
     ids = rows.column("product_id").to_pylist()
     assert len(ids) == len(set(ids)) == 4000  # the retried task's rows are in once
     by_id = dict(zip(ids, rows.column("embedding").to_pylist()))
-    version = read_manifest(str(tiny_model_dir))["model_version"]
+    version = read_checkpoint_manifest(str(tiny_model_dir))["model_version"]
     expected = BatchEmbedder.for_model(str(tiny_model_dir), version).vectors(catalog)
     got = np.array([by_id[i] for i in catalog.column("product_id").to_pylist()])
     assert np.abs(got - expected).max() <= 1e-5

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pyarrow.compute as pc
 
-from itemsage_core.catalog_contract import validate_catalog
-from itemsage_core.engagement_contract import validate_engagements
-from itemsage_core.synthetic_world import WorldConfig, generate_world
+from itemsage_core.contracts.catalog_contract import validate_catalog
+from itemsage_core.contracts.engagement_contract import validate_engagements
+from itemsage_core.synthetic.world import WorldConfig, generate_world
 
 
 def test_deterministic_for_a_seed(small_world):
@@ -36,24 +36,31 @@ def test_images_per_product():
 def test_engagements_mix_surfaces_and_conversions_are_sparse():
     world = generate_world(WorldConfig(products=3000, seed=1))
     log = world.engagements
-    surfaces = dict(zip(*np.unique(log.column("surface").to_numpy(zero_copy_only=False),
-                                   return_counts=True)))
+    surfaces = dict(
+        zip(*np.unique(log.column("surface").to_numpy(zero_copy_only=False), return_counts=True))
+    )
     assert set(surfaces) == {"home", "closeup", "search"}
     kinds = log.column("engagement").to_numpy(zero_copy_only=False)
     assert (kinds == "checkout").mean() < 0.04 and (kinds == "add_to_cart").mean() < 0.1
     assert (kinds == "click").mean() > 0.6
     # Conversions only on in-stock products.
-    in_stock = dict(zip(world.catalog.column("product_id").to_pylist(),
-                        world.catalog.column("in_stock").to_pylist()))
+    in_stock = dict(
+        zip(
+            world.catalog.column("product_id").to_pylist(),
+            world.catalog.column("in_stock").to_pylist(),
+        )
+    )
     converted = log.column("product_id").to_numpy(zero_copy_only=False)[
-        np.isin(kinds, ["add_to_cart", "checkout"])]
+        np.isin(kinds, ["add_to_cart", "checkout"])
+    ]
     assert all(in_stock[p] for p in converted)
 
 
 def test_popularity_is_skewed():
     world = generate_world(WorldConfig(products=3000, seed=1))
-    _, counts = np.unique(world.engagements.column("product_id").to_numpy(zero_copy_only=False),
-                          return_counts=True)
+    _, counts = np.unique(
+        world.engagements.column("product_id").to_numpy(zero_copy_only=False), return_counts=True
+    )
     top = np.sort(counts)[::-1]
     # The most popular 1% of products get far more than 1% of the engagements.
     assert top[:30].sum() / top.sum() > 0.15

@@ -1,7 +1,7 @@
 import numpy as np
 import pyarrow as pa
 
-from itemsage_core.text_tokens import tokenize, trigram_codes, trigram_text
+from itemsage_core.features.text_tokens import tokenize, trigram_codes, trigram_text
 
 
 def test_words_bigrams_and_trigrams_of_a_string_column():
@@ -11,7 +11,20 @@ def test_words_bigrams_and_trigrams_of_a_string_column():
     assert tokens.bigrams.to_pylist() == ["red wool", "wool dress"]
     assert tokens.bigram_rows.tolist() == [0, 0]
     assert trigram_text(tokens.trigrams) == [
-        " re", "red", "ed ", " wo", "woo", "ool", "ol ", " dr", "dre", "res", "ess", "ss ", " a "]
+        " re",
+        "red",
+        "ed ",
+        " wo",
+        "woo",
+        "ool",
+        "ol ",
+        " dr",
+        "dre",
+        "res",
+        "ess",
+        "ss ",
+        " a ",
+    ]
     assert tokens.trigram_rows.tolist() == [0] * 12 + [3]
 
 

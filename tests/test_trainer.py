@@ -2,12 +2,12 @@ import numpy as np
 import pytest
 import torch
 
-from itemsage_core.checkpoint import load_checkpoint, save_checkpoint
 from itemsage_core.errors import ItemSageError
-from itemsage_core.evaluation import evaluate, ranks
-from itemsage_core.inference import embed_features
-from itemsage_core.model import ModelConfig
-from itemsage_core.trainer import TrainConfig, prepare_data, train
+from itemsage_core.model.checkpoint import load_checkpoint, save_checkpoint
+from itemsage_core.model.encoder import ModelConfig
+from itemsage_core.model.inference import embed_features
+from itemsage_core.training.evaluation import evaluate, ranks
+from itemsage_core.training.trainer import TrainConfig, prepare_data, train
 
 TINY = {"d_model": 32, "ffn_dim": 64, "mlp_hidden": 32, "hash_buckets": 2000, "hash_dim": 32}
 
@@ -19,8 +19,11 @@ def data(small_world):
 
 def tiny_model(data, seed=0, epochs=2):
     config = ModelConfig.create(data.vocab.size, **TINY)
-    return train(data, config, TrainConfig(epochs=epochs, batch_size=64, random_negatives=32,
-                                           seed=seed, warmup_steps=5))
+    return train(
+        data,
+        config,
+        TrainConfig(epochs=epochs, batch_size=64, random_negatives=32, seed=seed, warmup_steps=5),
+    )
 
 
 def test_split_and_summary(data, small_world):
@@ -43,7 +46,8 @@ def test_training_is_reproducible_and_lowers_the_loss(data):
 def test_trained_model_beats_an_untrained_one(data):
     trained, _ = tiny_model(data, epochs=4)
     torch.manual_seed(0)
-    from itemsage_core.model import ItemSageEncoder
+    from itemsage_core.model.encoder import ItemSageEncoder
+
     untrained = ItemSageEncoder(trained.config).eval()
     good = evaluate(trained, data.features, data.heldout).overall
     chance = evaluate(untrained, data.features, data.heldout).overall
@@ -61,12 +65,17 @@ def test_checkpoint_round_trip(tmp_path, data):
     version = save_checkpoint(tmp_path / "m", model, data.vocab, {"image_dim": 256}, {})
     loaded = load_checkpoint(tmp_path / "m")
     assert loaded.model_version == version and version.startswith("itemsage-")
-    assert np.array_equal(embed_features(model, data.features),
-                          embed_features(loaded.model, data.features))
+    assert np.array_equal(
+        embed_features(model, data.features), embed_features(loaded.model, data.features)
+    )
     # Same weights, vocabulary and settings: same version; a rewrite replaces the directory.
     assert save_checkpoint(tmp_path / "m", model, data.vocab, {"image_dim": 256}, {}) == version
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
-        "checkpoint.json", "config.json", "model.safetensors", "vocabulary.json"]
+        "checkpoint.json",
+        "config.json",
+        "model.safetensors",
+        "vocabulary.json",
+    ]
 
 
 def test_checkpoint_refuses_pickle_and_detects_corruption(tmp_path, data):
@@ -98,9 +107,12 @@ def test_catalog_objective_as_an_auxiliary_task(small_world):
     assert data.neighbours.shape == (400, 5)
     config = ModelConfig.create(data.vocab.size, **TINY)
     lines = []
-    model, info = train(data, config, TrainConfig(epochs=1, batch_size=64, random_negatives=32,
-                                                  catalog_task_weight=0.5),
-                        progress=lines.append)
+    model, info = train(
+        data,
+        config,
+        TrainConfig(epochs=1, batch_size=64, random_negatives=32, catalog_task_weight=0.5),
+        progress=lines.append,
+    )
     assert "+ 0.5 x 400 catalog products" in lines[0]
     last = info["history"][-1]
     assert last["loss"] == pytest.approx(last["engagements"] + 0.5 * last["catalog"], rel=1e-5)
@@ -112,5 +124,6 @@ def test_the_catalog_objective_needs_its_neighbours(small_world):
     config = ModelConfig.create(data.vocab.size, **TINY)
     with pytest.raises(ItemSageError, match="lexical neighbours"):
         train(data, config, TrainConfig(epochs=1, catalog_task_weight=1.0))
-    train(data, config, TrainConfig(epochs=1, batch_size=64, catalog_task_weight=1.0,
-                                    neighbours=0))  # two views of each product instead
+    train(
+        data, config, TrainConfig(epochs=1, batch_size=64, catalog_task_weight=1.0, neighbours=0)
+    )  # two views of each product instead

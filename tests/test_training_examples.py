@@ -3,16 +3,29 @@ import pyarrow as pa
 import pytest
 
 from itemsage_core.errors import ItemSageError
-from itemsage_core.training_examples import (TASKS, build_examples, holdout_mask, parse_tasks,
-                                             sampling_probabilities)
+from itemsage_core.training.training_examples import (
+    TASKS,
+    build_examples,
+    holdout_mask,
+    parse_tasks,
+    sampling_probabilities,
+)
 
 
 def test_parse_tasks():
     assert parse_tasks("all") == TASKS
-    assert parse_tasks("add_to_cart") == ("home/add_to_cart", "closeup/add_to_cart",
-                                          "search/add_to_cart")
+    assert parse_tasks("add_to_cart") == (
+        "home/add_to_cart",
+        "closeup/add_to_cart",
+        "search/add_to_cart",
+    )
     assert parse_tasks("search/click, home") == (
-        "home/click", "home/save", "home/add_to_cart", "home/checkout", "search/click")
+        "home/click",
+        "home/save",
+        "home/add_to_cart",
+        "home/checkout",
+        "search/click",
+    )
     with pytest.raises(ItemSageError, match="unknown task 'buy'"):
         parse_tasks("buy")
 

@@ -1,5 +1,5 @@
-"""Vocabulary coverage (itemsage_core/vocab_coverage.py) and the embedding job's warning when the
-model's vocabulary was built from other text."""
+"""Vocabulary coverage (itemsage_core/features/vocab_coverage.py) and the embedding job's warning
+when the model's vocabulary was built from other text."""
 
 from __future__ import annotations
 
@@ -11,20 +11,27 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
-from itemsage_core.catalog_contract import conform_catalog
-from itemsage_core.column_mapping import load_mapping
-from itemsage_core.vocab_coverage import add_coverage, coverage_summary, low_coverage_warning
-from itemsage_core.vocabulary import Vocabulary
+from itemsage_core.contracts.catalog_contract import conform_catalog
+from itemsage_core.contracts.column_mapping import load_mapping
+from itemsage_core.features.vocab_coverage import (
+    add_coverage,
+    coverage_summary,
+    low_coverage_warning,
+)
+from itemsage_core.features.vocabulary import Vocabulary
 
 TITLES = ["Red shoe", "Blue shoe, for kids!"]
 BRANDS = ["Acme", None]
 
 
 def _tiny():
-    table = conform_catalog(pa.table({"product_id": ["a", "b"], "title": TITLES,
-                                      "brand": BRANDS}))
-    vocab = Vocabulary({"title": {"unigram": ["red", "shoe"], "bigram": ["red shoe"]},
-                        "brand": {"unigram": ["nike"]}})
+    table = conform_catalog(pa.table({"product_id": ["a", "b"], "title": TITLES, "brand": BRANDS}))
+    vocab = Vocabulary(
+        {
+            "title": {"unigram": ["red", "shoe"], "bigram": ["red shoe"]},
+            "brand": {"unigram": ["nike"]},
+        }
+    )
     return table, vocab
 
 
@@ -59,8 +66,9 @@ def test_add_coverage_sums_batches():
 
 
 @pytest.mark.spark
-def test_a_model_built_on_other_text_warns_and_still_commits(spark, tmp_path, flipkart_path,
-                                                             tiny_model_dir):
+def test_a_model_built_on_other_text_warns_and_still_commits(
+    spark, tmp_path, flipkart_path, tiny_model_dir
+):
     from jobs.embed_catalog import embed_catalog
 
     catalog = tmp_path / "catalog"
@@ -68,8 +76,14 @@ def test_a_model_built_on_other_text_warns_and_still_commits(spark, tmp_path, fl
     pq.write_table(pq.read_table(flipkart_path).slice(0, 300), catalog / "part-0.parquet")
     table_uri = str(tmp_path / "flipkart")
     messages = []
-    summary = embed_catalog(spark, str(catalog), str(tiny_model_dir), table_uri,
-                            load_mapping("conf/mappings/flipkart.toml"), progress=messages.append)
+    summary = embed_catalog(
+        spark,
+        str(catalog),
+        str(tiny_model_dir),
+        table_uri,
+        load_mapping("conf/mappings/flipkart.toml"),
+        progress=messages.append,
+    )
     coverage = summary["vocab_coverage"]
     assert coverage["word_coverage"] < 0.5 and coverage["low"] and coverage["min_coverage"] == 0.5
     assert summary["status"] == "committed"
@@ -84,13 +98,17 @@ def test_a_model_built_on_other_text_warns_and_still_commits(spark, tmp_path, fl
 
 
 @pytest.mark.spark
-def test_the_models_own_catalog_does_not_warn(spark, tmp_path, small_world_dir,
-                                              tiny_model_dir):
+def test_the_models_own_catalog_does_not_warn(spark, tmp_path, small_world_dir, tiny_model_dir):
     from jobs.embed_catalog import embed_catalog
 
     messages = []
-    summary = embed_catalog(spark, str(small_world_dir / "catalog"), str(tiny_model_dir),
-                            str(tmp_path / "embeddings"), progress=messages.append)
+    summary = embed_catalog(
+        spark,
+        str(small_world_dir / "catalog"),
+        str(tiny_model_dir),
+        str(tmp_path / "embeddings"),
+        progress=messages.append,
+    )
     coverage = summary["vocab_coverage"]
     assert coverage["word_coverage"] >= 0.9 and not coverage["low"]
     assert not any(m.startswith("warning:") for m in messages)

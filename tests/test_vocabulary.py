@@ -2,10 +2,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from itemsage_core.catalog_contract import conform_catalog
+from itemsage_core.contracts.catalog_contract import conform_catalog
 from itemsage_core.errors import ContractError
-from itemsage_core.text_tokens import KINDS, tokenize, trigram_text
-from itemsage_core.vocabulary import FEATURES, VocabConfig, Vocabulary, build_vocabulary
+from itemsage_core.features.text_tokens import KINDS, tokenize, trigram_text
+from itemsage_core.features.vocabulary import FEATURES, VocabConfig, Vocabulary, build_vocabulary
 
 
 def catalog(titles, brands=None):
@@ -25,32 +25,37 @@ def test_top_k_by_count_then_text_with_min_count():
 def test_ids_are_disjoint_per_feature_and_kind():
     table = catalog(["red red"] * 3, brands=["red"] * 3)
     vocab = build_vocabulary(table, VocabConfig(min_count=1))
-    ranges = [(vocab.base[f, k], vocab.base[f, k] + len(vocab.tokens[f][k]))
-              for f in FEATURES for k in KINDS]
+    ranges = [
+        (vocab.base[f, k], vocab.base[f, k] + len(vocab.tokens[f][k]))
+        for f in FEATURES
+        for k in KINDS
+    ]
     assert ranges[0][0] == 0 and ranges[-1][1] == vocab.size
     assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
     bags = vocab.encode(table)
-    title = bags.ids[bags.offsets[0]:bags.offsets[1]]
-    brand = bags.ids[bags.offsets[2]:bags.offsets[3]]
+    title = bags.ids[bags.offsets[0] : bags.offsets[1]]
+    brand = bags.ids[bags.offsets[2] : bags.offsets[3]]
     assert not set(title) & set(brand)  # "red" in a title is not "red" as a brand
 
 
 def test_encode_matches_a_plain_python_reading(small_world):
     table = small_world.catalog.slice(0, 60)
-    vocab = build_vocabulary(small_world.catalog, VocabConfig(unigrams=40, bigrams=40,
-                                                              trigrams=40))
+    vocab = build_vocabulary(small_world.catalog, VocabConfig(unigrams=40, bigrams=40, trigrams=40))
     bags = vocab.encode(table)
     F = len(FEATURES)
     for f_index, feature in enumerate(FEATURES):
-        lookup = {(k, t): vocab.base[feature, k] + i
-                  for k in KINDS for i, t in enumerate(vocab.tokens[feature][k])}
+        lookup = {
+            (k, t): vocab.base[feature, k] + i
+            for k in KINDS
+            for i, t in enumerate(vocab.tokens[feature][k])
+        }
         for row in range(table.num_rows):
             tokens = tokenize(table.column(feature).combine_chunks().slice(row, 1))
             expected = [lookup.get(("unigram", t)) for t in tokens.unigrams.to_pylist()]
             expected += [lookup.get(("bigram", t)) for t in tokens.bigrams.to_pylist()]
             expected += [lookup.get(("trigram", t)) for t in trigram_text(tokens.trigrams)]
             bag = row * F + f_index
-            got = bags.ids[bags.offsets[bag]:bags.offsets[bag + 1]]
+            got = bags.ids[bags.offsets[bag] : bags.offsets[bag + 1]]
             assert sorted(got.tolist()) == sorted(i for i in expected if i is not None)
 
 

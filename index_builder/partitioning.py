@@ -1,0 +1,103 @@
+"""Which group (build task) each product goes to: a stable hash of its id, or its nearest
+k-means centroid.
+
+Both are pure functions of the inputs, so a rebuild of the same table version puts every
+product in the same group. In k-means mode a cluster larger than the target shard size is spread
+(by id hash) over several groups that share the cluster's centroid: a query routed to the cluster
+visits all of their shards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+_KEY = "itemsage-shards!"  # 16 bytes, as pandas requires
+
+
+def id_hashes(product_ids: pa.Array | list) -> np.ndarray:
+    """Stable unsigned 64-bit hash of each product id (independent of row order and batch)."""
+    values = pa.array(product_ids, pa.string()).to_numpy(zero_copy_only=False)
+    return pd.util.hash_array(values.astype(object), hash_key=_KEY).astype(np.uint64)
+
+
+def hash_groups(product_ids: pa.Array | list, groups: int) -> np.ndarray:
+    """Group number (0..groups-1) of each product id."""
+    return (id_hashes(product_ids) % np.uint64(groups)).astype(np.int32)
+
+
+def train_centroids(sample: np.ndarray, clusters: int, seed: int) -> np.ndarray:
+    """Unit-norm k-means centroids (spherical k-means, faiss) of a sample of unit vectors."""
+    import faiss
+
+    sample = np.ascontiguousarray(sample, np.float32)
+    clusters = min(clusters, len(sample))
+    kmeans = faiss.Kmeans(
+        sample.shape[1],
+        clusters,
+        niter=20,
+        seed=seed,
+        spherical=True,
+        min_points_per_centroid=1,
+        max_points_per_centroid=10_000,
+    )
+    kmeans.train(sample)
+    return kmeans.centroids.astype(np.float32)
+
+
+def nearest_centroids(vectors: np.ndarray, centroids: np.ndarray, probes: int = 1) -> np.ndarray:
+    """The `probes` nearest centroids (inner product) of each vector, best first: (n, probes)."""
+    import faiss
+
+    index = faiss.IndexFlatIP(centroids.shape[1])
+    index.add(np.ascontiguousarray(centroids, np.float32))
+    _, found = index.search(np.ascontiguousarray(vectors, np.float32), min(probes, len(centroids)))
+    return found.astype(np.int32)
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterPlan:
+    """K-means groups: cluster c owns groups first[c] .. first[c] + parts[c] - 1 (none when the
+    cluster is empty)."""
+
+    parts: tuple[int, ...]
+
+    @classmethod
+    def from_counts(
+        cls, counts: dict[int, int], clusters: int, target_shard_size: int
+    ) -> ClusterPlan:
+        return cls(tuple(math.ceil(counts.get(c, 0) / target_shard_size) for c in range(clusters)))
+
+    @property
+    def first(self) -> np.ndarray:
+        return np.concatenate([[0], np.cumsum(self.parts)[:-1]]).astype(np.int32)
+
+    @property
+    def groups(self) -> int:
+        return int(sum(self.parts))
+
+    def group_of(self, clusters: np.ndarray, product_ids: pa.Array | list) -> np.ndarray:
+        parts = np.maximum(np.asarray(self.parts, np.uint64), 1)[clusters]
+        return self.first[clusters] + (id_hashes(product_ids) % parts).astype(np.int32)
+
+    def cluster_of_group(self) -> list[int]:
+        return [c for c, n in enumerate(self.parts) for _ in range(n)]
+
+
+def routing_recall(
+    sample: np.ndarray, centroids: np.ndarray, probes: int, queries: int, noise: float, seed: int
+) -> float:
+    """Share of exact top-10 neighbours (within `sample`) that lie in the `probes` clusters a
+    query is routed to: what k-means routing alone loses, whatever the shards' own recall."""
+    from index_builder.shard_build import RECALL_K, exact_top_k, gate_queries
+
+    sample = np.ascontiguousarray(sample, np.float32)
+    picked = gate_queries(sample, queries, noise, seed)
+    exact = exact_top_k(sample, picked, min(RECALL_K, len(sample)))
+    home = nearest_centroids(sample, centroids)[:, 0][exact]  # (q, k) clusters
+    routed = nearest_centroids(picked, centroids, probes)  # (q, probes)
+    return float((home[:, :, None] == routed[:, None, :]).any(axis=2).mean())

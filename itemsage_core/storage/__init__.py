@@ -1,0 +1,2 @@
+"""Bytes on disks and object stores: local files (checksums, atomic writes), URIs, Parquet
+footers and row groups, Arrow IPC. Imports only `itemsage_core.errors`."""

@@ -1,0 +1,434 @@
+"""Training the encoder: multi-task on engagements, and catalog-supervised on the catalog itself.
+
+Two objectives, one training step (both through the mixed-negative loss of losses.py):
+
+- **engagements** (`prepare_data`): batches of (query embedding, engaged product) pairs that mix
+  the chosen tasks (training_examples.sampling_probabilities), the positives encoded together with
+  `random_negatives` products drawn uniformly from the catalog, logQ computed exactly from the
+  sampling distribution;
+- **catalog** (`prepare_catalog_data`, for a catalog without an engagement log, or as an auxiliary
+  task weighted by `catalog_task_weight`): products drawn uniformly; each is paired with one of
+  its `neighbours` nearest lexical neighbours (TF-IDF, lexical_neighbours.py) with probability
+  `neighbour_share`, else with itself; random views of the pair (catalog_views.py) are pulled
+  together against the other products of the batch and random catalog negatives, symmetrically.
+  Uniform sampling needs no logQ correction. docs/model.md gives the designs measured.
+
+Reproducible for a seed on CPU (same machine and thread count).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from itemsage_core.contracts.catalog_contract import (
+    DEFAULT_IMAGE_DIM,
+    TEXT_FEATURES,
+    validate_catalog,
+)
+from itemsage_core.contracts.engagement_contract import validate_engagements
+from itemsage_core.errors import ItemSageError
+from itemsage_core.features.lexical_neighbours import (
+    DEFAULT_NEIGHBOURS,
+    feature_text,
+    lexical_neighbours,
+)
+from itemsage_core.features.product_features import ProductFeatures, encode_products
+from itemsage_core.features.vocabulary import VocabConfig, Vocabulary, build_vocabulary
+from itemsage_core.model.encoder import ItemSageEncoder, ModelConfig
+from itemsage_core.model.inference import autocast, pick_device
+from itemsage_core.model.losses import LossParts, mixed_negative_loss
+from itemsage_core.training.catalog_views import ViewConfig, view_pairs
+from itemsage_core.training.training_examples import (
+    TASKS,
+    Examples,
+    build_examples,
+    holdout_mask,
+    sampling_probabilities,
+)
+
+Progress = Callable[[str], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and data settings (docs/model.md lists each with its default)."""
+
+    epochs: int = 2
+    batch_size: int = 256
+    random_negatives: int = 128
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 50
+    seed: int = 0
+    tasks: tuple[str, ...] = TASKS
+    task_weights: tuple[tuple[str, float], ...] = ()
+    task_exponent: float = 0.5
+    holdout_fraction: float = 0.1
+    precision: str = "auto"
+    catalog_task_weight: float = 0.0
+    views: ViewConfig = ViewConfig()
+    neighbours: int = DEFAULT_NEIGHBOURS
+    neighbour_share: float = 1.0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class TrainingData:
+    """Encoded products and, when there is an engagement log, the example split."""
+
+    vocab: Vocabulary
+    features: ProductFeatures
+    train: Examples | None
+    heldout: Examples | None
+    summary: dict
+    neighbours: np.ndarray | None = None
+
+
+def _log(progress: Progress | None, message: str) -> None:
+    if progress:
+        progress(message)
+
+
+def prepare_data(
+    catalog: pa.Table,
+    engagements: pa.Table,
+    holdout_fraction: float,
+    vocab: Vocabulary | None = None,
+    vocab_config: VocabConfig = VocabConfig(),
+    image_dim: int = DEFAULT_IMAGE_DIM,
+    query_dim: int = 256,
+    neighbours: int = 0,
+    progress: Progress | None = None,
+) -> TrainingData:
+    """Validated, encoded products and the train / held-out example split (and lexical
+    neighbours, for the catalog objective as an auxiliary task)."""
+    data = prepare_catalog_data(catalog, vocab, vocab_config, image_dim, neighbours, progress)
+    features = data.features
+    log = validate_engagements(engagements, query_dim)
+    _log_report(progress, log.report)
+    held = holdout_mask(log.valid, holdout_fraction)
+    train, unknown_train = build_examples(log.valid.filter(pa.array(~held)), features.product_ids)
+    heldout, unknown_held = build_examples(log.valid.filter(pa.array(held)), features.product_ids)
+    unknown = unknown_train + unknown_held
+    if unknown:
+        _log(
+            progress,
+            f"engagements: {unknown} rows left out, their product is not a valid catalog product",
+        )
+    summary = {
+        **data.summary,
+        "engagement_rows": log.report.rows,
+        "valid_engagements": log.report.valid,
+        "unknown_product_engagements": unknown,
+        "train_examples": len(train),
+        "heldout_examples": len(heldout),
+    }
+    return dataclasses.replace(data, train=train, heldout=heldout, summary=summary)
+
+
+def _log_report(progress: Progress | None, report) -> None:
+    _log(
+        progress,
+        f"{report.contract}: {report.valid} of {report.rows} rows valid"
+        + (f", {report.rejected} rejected {report.rule_counts}" if report.rejected else ""),
+    )
+
+
+def prepare_catalog_data(
+    catalog: pa.Table,
+    vocab: Vocabulary | None = None,
+    vocab_config: VocabConfig = VocabConfig(),
+    image_dim: int = DEFAULT_IMAGE_DIM,
+    neighbours: int = DEFAULT_NEIGHBOURS,
+    progress: Progress | None = None,
+) -> TrainingData:
+    """Validated, encoded products (no engagement log): the catalog objective's data, with
+    each product's `neighbours` nearest lexical neighbours when asked."""
+    products = validate_catalog(catalog, image_dim)
+    _log_report(progress, products.report)
+    if products.valid.num_rows == 0:
+        raise ItemSageError("the catalog has no valid product to train on")
+    start = time.perf_counter()
+    if vocab is None:
+        vocab = build_vocabulary(products.valid, vocab_config)
+    features = encode_products(products.valid, vocab, image_dim)
+    seconds = time.perf_counter() - start
+    _log(
+        progress,
+        f"vocabulary of {vocab.size} tokens; tokenised and encoded "
+        f"{len(features)} products in {seconds:.1f}s "
+        f"({1e6 * seconds / len(features):.0f} us per product)",
+    )
+    summary = {"catalog_rows": products.report.rows, "valid_products": len(features)}
+    near = None
+    if neighbours:
+        start = time.perf_counter()
+        near = lexical_neighbours(feature_text(products.valid, list(TEXT_FEATURES)), neighbours)
+        summary["neighbours_s"] = time.perf_counter() - start
+        _log(
+            progress,
+            f"{near.shape[1]} nearest lexical neighbours of each product in "
+            f"{summary['neighbours_s']:.1f}s",
+        )
+    return TrainingData(
+        vocab=vocab, features=features, train=None, heldout=None, summary=summary, neighbours=near
+    )
+
+
+def _learning_rate(config: TrainConfig, step: int, total: int) -> float:
+    """Linear warm-up, then cosine decay to a tenth of the peak."""
+    if step < config.warmup_steps:
+        return config.learning_rate * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, total - config.warmup_steps)
+    return config.learning_rate * (0.1 + 0.45 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+class EngagementObjective:
+    """The multi-task engagement objective: mixed negatives with logQ (module docstring)."""
+
+    name = "engagements"
+
+    def __init__(
+        self, features: ProductFeatures, examples: Examples, config: TrainConfig, dev: torch.device
+    ):
+        self.features, self.examples, self.config, self.dev = features, examples, config, dev
+        self.probabilities = sampling_probabilities(
+            examples.tasks, dict(config.task_weights), config.task_exponent
+        )
+        product_q = np.bincount(
+            examples.products, weights=self.probabilities, minlength=len(features)
+        )
+        self.log_q = torch.from_numpy(np.log(np.maximum(product_q, 1e-12)).astype(np.float32)).to(
+            dev
+        )
+        self.batch = min(config.batch_size, len(examples))
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def describe(self) -> str:
+        return f"{len(self.examples)} engagement examples ({self.examples.task_counts()})"
+
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.examples) / self.batch)
+
+    def loss(self, model: ItemSageEncoder, rng: np.random.Generator) -> LossParts:
+        batch, dev = self.batch, self.dev
+        pick = rng.choice(len(self.examples), size=batch, p=self.probabilities)
+        positives = self.examples.products[pick]
+        negatives = rng.integers(len(self.features), size=self.config.random_negatives)
+        inputs = self.features.batch(np.concatenate([positives, negatives])).to(dev)
+        queries = torch.from_numpy(self.examples.queries[pick]).to(dev)
+        positive_ids = torch.from_numpy(positives).to(dev)
+        with autocast(dev, self.config.precision):
+            vectors = model(inputs).float()
+        return mixed_negative_loss(
+            queries,
+            vectors[:batch],
+            positive_ids,
+            self.log_q[positive_ids],
+            vectors[batch:],
+            torch.from_numpy(negatives).to(dev),
+            model.temperature,
+        )
+
+
+class CatalogObjective:
+    """The catalog-supervised objective: random views of each product and its partner, a
+    lexical neighbour or itself (module docstring)."""
+
+    name = "catalog"
+
+    def __init__(
+        self,
+        features: ProductFeatures,
+        config: TrainConfig,
+        dev: torch.device,
+        neighbours: np.ndarray | None = None,
+    ):
+        self.features, self.config, self.dev = features, config, dev
+        self.batch = min(config.batch_size, len(features))
+        self.neighbours = neighbours
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def describe(self) -> str:
+        partner = (
+            f"{self.config.neighbour_share:.0%} of them paired with one of their "
+            f"{self.neighbours.shape[1]} lexical neighbours"
+            if self.neighbours is not None
+            else "two views of each"
+        )
+        return f"{len(self.features)} catalog products ({partner})"
+
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.features) / self.batch)
+
+    def loss(self, model: ItemSageEncoder, rng: np.random.Generator) -> LossParts:
+        b, dev, n = self.batch, self.dev, len(self.features)
+        picks = rng.choice(n, size=b, replace=False)
+        negatives = rng.integers(n, size=self.config.random_negatives)
+        partners = picks.copy()
+        if self.neighbours is not None:
+            swap = rng.random(b) < self.config.neighbour_share
+            choice = self.neighbours[picks, rng.integers(self.neighbours.shape[1], size=b)]
+            partners[swap] = choice[swap]
+        rows = np.concatenate([picks, partners, negatives])  # the negatives stay whole
+        inputs = view_pairs(
+            self.features.batch(rows), b, rng, self.config.views, same=partners == picks
+        ).to(dev)
+        with autocast(dev, self.config.precision):
+            vectors = model(inputs).float()
+        first, second, others = vectors[:b], vectors[b : 2 * b], vectors[2 * b :]
+        other_ids = torch.from_numpy(negatives).to(dev)
+        uniform = torch.zeros(b, device=dev)  # uniform sampling: no logQ correction
+        # Each way round, negatives that are the positive's own product are masked.
+        one = mixed_negative_loss(
+            first,
+            second,
+            torch.from_numpy(partners).to(dev),
+            uniform,
+            others,
+            other_ids,
+            model.temperature,
+        )
+        two = mixed_negative_loss(
+            second,
+            first,
+            torch.from_numpy(picks).to(dev),
+            uniform,
+            others,
+            other_ids,
+            model.temperature,
+        )
+        return LossParts(
+            total=(one.total + two.total) / 2,
+            in_batch=(one.in_batch + two.in_batch) / 2,
+            random=(one.random + two.random) / 2,
+        )
+
+
+def objectives_for(data: TrainingData, config: TrainConfig, dev: torch.device) -> list:
+    """(weight, objective) pairs: engagements when there are examples (plus the catalog task at
+    `catalog_task_weight`), else the catalog objective alone."""
+    neighbours = data.neighbours if config.neighbours else None
+    catalog_task = data.train is None or config.catalog_task_weight > 0
+    if catalog_task and config.neighbours and data.neighbours is None:
+        raise ItemSageError(
+            "the catalog objective pairs products with lexical neighbours: "
+            "prepare the data with neighbours > 0, or train with neighbours 0"
+        )
+    if data.train is None:
+        return [(1.0, CatalogObjective(data.features, config, dev, neighbours))]
+    chosen = np.isin(data.train.tasks, [TASKS.index(t) for t in config.tasks])
+    examples = data.train.subset(chosen)
+    if len(examples) == 0:
+        raise ItemSageError(f"no training examples for tasks {', '.join(config.tasks)}")
+    pairs = [(1.0, EngagementObjective(data.features, examples, config, dev))]
+    if config.catalog_task_weight > 0:
+        pairs.append(
+            (config.catalog_task_weight, CatalogObjective(data.features, config, dev, neighbours))
+        )
+    return pairs
+
+
+def train(
+    data: TrainingData,
+    model_config: ModelConfig,
+    config: TrainConfig,
+    progress: Progress | None = None,
+    device: str = "auto",
+) -> tuple[ItemSageEncoder, dict]:
+    """Train a fresh encoder; returns it (in eval mode) and the training history."""
+    dev = pick_device(device)
+    objectives = objectives_for(data, config, dev)
+    previous = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(dev.type == "cpu")  # bit-reproducible on CPU
+    try:
+        return _train(objectives, model_config, config, dev, progress)
+    finally:
+        torch.use_deterministic_algorithms(previous)
+
+
+def _train(
+    objectives: list,
+    model_config: ModelConfig,
+    config: TrainConfig,
+    dev: torch.device,
+    progress: Progress | None,
+) -> tuple[ItemSageEncoder, dict]:
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    model = ItemSageEncoder(model_config).to(dev).train()
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    steps_per_epoch = objectives[0][1].steps_per_epoch()
+    total = steps_per_epoch * config.epochs
+    examples_per_step = sum(o.batch for _, o in objectives)
+    _log(
+        progress,
+        "training on "
+        + " + ".join((f"{w:g} x " if w != 1 else "") + o.describe() for w, o in objectives)
+        + f", {config.epochs} epochs of {steps_per_epoch} steps, device {dev}",
+    )
+    history, started, last_report = [], time.perf_counter(), time.perf_counter()
+    window = {"loss": 0.0, **{o.name: 0.0 for _, o in objectives}}
+    window_steps = 0
+    for step in range(total):
+        for group in optimizer.param_groups:
+            group["lr"] = _learning_rate(config, step, total)
+        parts = [
+            (weight, objective.name, objective.loss(model, rng)) for weight, objective in objectives
+        ]
+        loss = sum(weight * part.total for weight, _, part in parts)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        window["loss"] += loss.item()
+        for _, name, part in parts:
+            window[name] += part.total.item()
+        window_steps += 1
+        end_of_epoch = (step + 1) % steps_per_epoch == 0
+        if end_of_epoch or time.perf_counter() - last_report > 10:
+            elapsed = time.perf_counter() - started
+            entry = {
+                "step": step + 1,
+                "epoch": step / steps_per_epoch,
+                **{k: v / window_steps for k, v in window.items()},
+                "temperature": model.temperature.item(),
+                "examples_per_s": (step + 1) * examples_per_step / elapsed,
+            }
+            history.append(entry)
+            losses = (
+                ", ".join(f"{name} {entry[name]:.4f}" for _, o in objectives for name in [o.name])
+                if len(objectives) > 1
+                else ""
+            )
+            _log(
+                progress,
+                f"epoch {step // steps_per_epoch + 1}/{config.epochs} step "
+                f"{step % steps_per_epoch + 1}/{steps_per_epoch}: loss {entry['loss']:.4f}"
+                + (f" ({losses})" if losses else "")
+                + f", temperature {entry['temperature']:.4f}, "
+                f"{entry['examples_per_s']:.0f} examples/s",
+            )
+            window = dict.fromkeys(window, 0.0)
+            window_steps, last_report = 0, time.perf_counter()
+    model.eval()
+    return model, {
+        "history": history,
+        "seconds": time.perf_counter() - started,
+        "examples": len(objectives[0][1]),
+        "steps": total,
+    }
