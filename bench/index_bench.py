@@ -23,9 +23,9 @@ import pyarrow.compute as pc
 
 from index_builder.index_reader import load_published
 from index_builder.layout import current_build_id
-from index_builder.shard_build import exact_top_k, gate_queries, new_index, recall_at_k
+from index_builder.partitioning import vectors_of
+from index_builder.shard_build import exact_top_k, gate_queries, new_hnsw_index, recall_at_k
 from itemsage_core.embedding.embeddings_table import read_table
-from jobs.build_indexes import vectors_of
 
 
 def surface_vectors(index) -> tuple[pa.Array, np.ndarray]:
@@ -55,7 +55,7 @@ def bench_surface(root: str, surface: str, queries: int, seed: int = 0) -> dict:
 
     ours, ours_qps = timed_queries(lambda v: [position[pid] for pid, _ in index.search(v, 10)], q)
     cores = os.cpu_count() or 1
-    raw = new_index(
+    raw = new_hnsw_index(
         vectors.shape[1], len(vectors), params["M"], params["ef_construction"], params["seed"]
     )
     started = time.perf_counter()

@@ -18,7 +18,8 @@ import torch
 
 from itemsage_core.features.vocabulary import Vocabulary, build_vocabulary
 from itemsage_core.model.checkpoint import save_checkpoint
-from itemsage_core.model.encoder import ItemSageEncoder, ModelConfig
+from itemsage_core.model.config import ModelConfig
+from itemsage_core.model.encoder import ItemSageEncoder
 from itemsage_core.synthetic.world import WorldConfig, generate_world
 
 BASE = 100_000  # the largest world generated in one piece

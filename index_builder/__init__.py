@@ -1,1 +1,7 @@
-"""Per-surface sharded HNSW indexes (plain hnswlib / faiss code, no Spark)."""
+"""Per-surface sharded HNSW indexes (plain hnswlib / faiss code, no Spark).
+
+surfaces: the config; build_config: a run's options; partitioning: which group (build task)
+each product goes to; plan: a surface's build plan; shard_build: one shard's build and recall;
+build_release: manifest, recall gate, publish or discard; build_run: the run summary; layout:
+paths, build ids, manifests, CURRENT; index_reader: a loaded sharded build and its queries.
+"""

@@ -1,18 +1,38 @@
 """Finishing a surface's build: its manifest from the shards' entries, the recall gate, then
 publish (manifest, checksum, CURRENT) or discard (the build directory is deleted and the current
-build stays)."""
+build stays). release_surface does all of it for a planned surface."""
 
 from __future__ import annotations
 
 import datetime as dt
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from index_builder.layout import CENTROIDS, FORMAT, switch_current, write_manifest
+from index_builder.layout import (
+    CENTROIDS,
+    FORMAT,
+    build_dir,
+    switch_current,
+    write_build_manifest,
+)
+from index_builder.plan import SurfaceFailure, SurfacePlan
 from index_builder.surfaces import Surface
 from itemsage_core.storage.files import sha256_file
+
+
+def numbered_shards(entries: list[dict], group_clusters: list[int] | None) -> list[dict]:
+    """The shards' entries numbered in (group, part) order, each with its k-means cluster when
+    the surface is k-means sharded."""
+    shards = []
+    for number, entry in enumerate(sorted(entries, key=lambda e: (e["group"], e["part"]))):
+        cluster = None if group_clusters is None else group_clusters[entry["group"]]
+        shards.append(
+            {"shard": number, **entry, **({} if cluster is None else {"cluster": cluster})}
+        )
+    return shards
 
 
 def assemble_manifest(
@@ -30,14 +50,8 @@ def assemble_manifest(
     seconds: dict,
     routing_recall: float | None = None,
 ) -> dict:
-    """The manifest of a build (docs/indexes.md): shards numbered in (group, part) order, each
-    with its k-means cluster when the surface is k-means sharded."""
-    shards = []
-    for number, entry in enumerate(sorted(entries, key=lambda e: (e["group"], e["part"]))):
-        cluster = None if group_clusters is None else group_clusters[entry["group"]]
-        shards.append(
-            {"shard": number, **entry, **({} if cluster is None else {"cluster": cluster})}
-        )
+    """The manifest of a build (docs/indexes.md) from its shards' entries."""
+    shards = numbered_shards(entries, group_clusters)
     recalls = np.array([e["recall_at_10"] for e in shards])
     counts = np.array([e["count"] for e in shards])
     centroids = directory / CENTROIDS
@@ -102,6 +116,44 @@ def release_build(
             "below_min_recall": low,
             "reason": f"recall gate: recall@10 below min_recall {surface.min_recall} ({below})",
         }
-    write_manifest(directory, manifest)
+    write_build_manifest(directory, manifest)
     deleted = switch_current(index_root, surface.name, manifest["build_id"], surface.keep_builds)
     return {**result, "status": "published", "deleted_builds": deleted}
+
+
+def release_surface(
+    plan: SurfacePlan,
+    entries: list[dict],
+    index_root: str,
+    provenance: dict,
+    progress: Callable[[str], None],
+) -> dict:
+    """The plan's manifest from its shards' entries (and the run's `provenance`), released past
+    the recall gate: the release result, or SurfaceFailure with the build deleted."""
+    directory = build_dir(index_root, plan.surface.name, plan.build_id)
+    manifest = assemble_manifest(
+        plan.surface,
+        plan.build_id,
+        directory,
+        entries,
+        model_version=plan.model_version,
+        dim=plan.dim,
+        group_clusters=plan.group_clusters,
+        routing_recall=plan.routing_recall,
+        **provenance,
+    )
+    if manifest["products"] != plan.products:
+        shutil.rmtree(directory)
+        raise SurfaceFailure(
+            f"shards hold {manifest['products']} products, {plan.products} were eligible"
+        )
+    result = release_build(index_root, plan.surface, directory, manifest)
+    if result["status"] != "published":
+        raise SurfaceFailure(result["reason"], result)
+    recall = manifest["recall_at_10"]
+    progress(
+        f"{plan.surface.name}: published build {plan.build_id}: {plan.products} products in "
+        f"{result['shards']} shards, recall@10 min {recall['min']:.3f} "
+        f"mean {recall['mean']:.3f}"
+    )
+    return result

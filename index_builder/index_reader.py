@@ -47,6 +47,9 @@ class IdMap:
 
 @dataclasses.dataclass
 class ShardedIndex:
+    """One loaded build of a surface: its shards' hnswlib indexes and id maps, queried by
+    fan-out (k-means: to the shards of the nearest clusters) and a merge of their top k."""
+
     manifest: dict
     directory: Path
     indexes: list  # hnswlib indexes, in manifest order

@@ -1,10 +1,11 @@
 """Where a surface's index builds live, their manifest, and the atomic switch between builds.
 
-    INDEX_ROOT/<surface>/CURRENT                         the published build id (one line)
+    INDEX_ROOT/<surface>/CURRENT                                  the published build id (one line)
     INDEX_ROOT/<surface>/builds/<build_id>/manifest.json
     INDEX_ROOT/<surface>/builds/<build_id>/manifest.json.sha256   written last: the build is whole
-    INDEX_ROOT/<surface>/builds/<build_id>/shard-NNNNN.hnsw, shard-NNNNN.ids.parquet
-    INDEX_ROOT/<surface>/builds/<build_id>/centroids.npy           k-means sharding only
+    INDEX_ROOT/<surface>/builds/<build_id>/shard-GGGGG-PP.hnsw     group G, part P (shard_build)
+    INDEX_ROOT/<surface>/builds/<build_id>/shard-GGGGG-PP.ids.parquet   product_id, label
+    INDEX_ROOT/<surface>/builds/<build_id>/centroids.npy          k-means sharding only
 
 A build is written into its own new directory; CURRENT is replaced by a rename only after the
 build passed its recall gate, so readers (who go through CURRENT) never see a partial build.
@@ -52,7 +53,7 @@ def new_build_id(table_version: int, now: dt.datetime | None = None) -> str:
     return f"{now:%Y%m%dT%H%M%S%f}Z-v{table_version}"
 
 
-def write_manifest(directory: Path, manifest: dict) -> None:
+def write_build_manifest(directory: Path, manifest: dict) -> None:
     """Write the manifest, then its checksum: the marker of a complete build."""
     write_atomic(directory / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     write_atomic(directory / MANIFEST_SUM, sha256_file(directory / MANIFEST) + "\n")

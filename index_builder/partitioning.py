@@ -4,17 +4,23 @@ k-means centroid.
 Both are pure functions of the inputs, so a rebuild of the same table version puts every
 product in the same group. In k-means mode a cluster larger than the target shard size is spread
 (by id hash) over several groups that share the cluster's centroid: a query routed to the cluster
-visits all of their shards.
+visits all of their shards. Each group's rows travel to its build task packed (pack_groups):
+the product ids as Arrow IPC bytes and the vectors as one float32 blob.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
+
+from itemsage_core.contracts.catalog_contract import PRODUCT_ID
+from itemsage_core.storage.arrow_ipc import from_ipc, to_ipc
 
 _KEY = "itemsage-shards!"  # 16 bytes, as pandas requires
 
@@ -101,3 +107,53 @@ def routing_recall(
     home = nearest_centroids(sample, centroids)[:, 0][exact]  # (q, k) clusters
     routed = nearest_centroids(picked, centroids, probes)  # (q, probes)
     return float((home[:, :, None] == routed[:, None, :]).any(axis=2).mean())
+
+
+def vectors_of(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A list<float> column of equal-length vectors as an (n, dim) float32 matrix."""
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    flat = pc.list_flatten(column).to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    return flat.reshape(len(column), -1) if len(column) else flat.reshape(0, 0)
+
+
+def pack_groups(surface: str, groups: Callable[[pa.RecordBatch], np.ndarray]):
+    """A function of record batches (`product_id`, `embedding`) putting each row in its group
+    (`groups(batch)`): one row (surface, group, products, vectors) per group present in a batch,
+    so a shuffle moves a few large values instead of a row per product."""
+
+    def pack(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            assigned = np.asarray(groups(batch))
+            vectors = vectors_of(batch.column("embedding"))
+            present = np.unique(assigned)
+            chosen = [np.flatnonzero(assigned == g) for g in present]
+            ids = batch.column(PRODUCT_ID)
+            yield pa.RecordBatch.from_pydict(
+                {
+                    "surface": pa.array([surface] * len(present), pa.string()),
+                    "group": pa.array(present, pa.int32()),
+                    "products": pa.array(
+                        [
+                            to_ipc(pa.table({PRODUCT_ID: ids.take(pa.array(rows))}))
+                            for rows in chosen
+                        ],
+                        pa.binary(),
+                    ),
+                    "vectors": pa.array(
+                        [
+                            np.ascontiguousarray(vectors[rows], np.float32).tobytes()
+                            for rows in chosen
+                        ],
+                        pa.binary(),
+                    ),
+                }
+            )
+
+    return pack
+
+
+def unpack_group(packed: list[tuple[bytes, bytes]], dim: int) -> tuple[pa.Array, np.ndarray]:
+    """A group's product ids and (n, dim) vectors from its packed (products, vectors) parts."""
+    ids = pa.concat_tables([from_ipc(p) for p, _ in packed]).column(PRODUCT_ID).combine_chunks()
+    vectors = np.frombuffer(b"".join(v for _, v in packed), np.float32).reshape(len(ids), dim)
+    return ids, vectors

@@ -29,7 +29,7 @@ def shard_files(group: int, part: int) -> dict[str, str]:
     return {"index": f"{stem}.hnsw", "ids": f"{stem}.ids.parquet"}
 
 
-def new_index(dim: int, capacity: int, M: int, ef_construction: int, seed: int):
+def new_hnsw_index(dim: int, capacity: int, M: int, ef_construction: int, seed: int):
     import hnswlib
 
     index = hnswlib.Index(space="ip", dim=dim)
@@ -100,6 +100,27 @@ def distinct_rows(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return rank[inverse.ravel()], first[order]
 
 
+def write_shard(
+    out_dir: str | Path, group: int, part: int, index, ids: pa.Array, labels: np.ndarray
+) -> dict:
+    """Write a shard's hnswlib index and id map (`product_id`, `label`) into `out_dir`; their
+    manifest `files` (path, bytes, sha256), which load_shard checks."""
+    names = shard_files(group, part)
+    out = Path(out_dir)
+    index.save_index(str(out / names["index"]))
+    pq.write_table(
+        pa.table({"product_id": ids, "label": pa.array(labels, pa.int64())}), out / names["ids"]
+    )
+    return {
+        role: {
+            "path": name,
+            "bytes": (out / name).stat().st_size,
+            "sha256": sha256_file(out / name),
+        }
+        for role, name in names.items()
+    }
+
+
 def build_shard(
     ids: pa.Array,
     vectors: np.ndarray,
@@ -118,7 +139,9 @@ def build_shard(
     started = time.perf_counter()
     labels, rows = distinct_rows(np.ascontiguousarray(vectors, np.float32))
     vectors = np.ascontiguousarray(vectors[rows], np.float32)
-    index = new_index(vectors.shape[1], len(vectors), params.M, params.ef_construction, params.seed)
+    index = new_hnsw_index(
+        vectors.shape[1], len(vectors), params.M, params.ef_construction, params.seed
+    )
     added = time.perf_counter()
     index.add_items(vectors, np.arange(len(vectors)), num_threads=threads)
     add_items_s = time.perf_counter() - added
@@ -131,33 +154,19 @@ def build_shard(
     found = index.knn_query(queries, k=k, num_threads=threads)[0]
     recall = recall_at_k(vectors, queries, found, exact_top_k(vectors, queries, k))
 
-    names = shard_files(group, part)
-    out = Path(out_dir)
-    index.save_index(str(out / names["index"]))
-    pq.write_table(
-        pa.table({"product_id": ids, "label": pa.array(labels, pa.int64())}), out / names["ids"]
-    )
-    files = {
-        role: {
-            "path": name,
-            "bytes": (out / name).stat().st_size,
-            "sha256": sha256_file(out / name),
-        }
-        for role, name in names.items()
-    }
     return {
         "group": group,
         "part": part,
         "count": len(ids),
         "vectors": len(vectors),
-        "files": files,
+        "files": write_shard(out_dir, group, part, index, ids, labels),
         "recall_at_10": recall,
         "add_items_s": add_items_s,
         "build_s": time.perf_counter() - started,
     }
 
 
-def build_group(
+def build_group_shards(
     product_ids: pa.Array,
     vectors: np.ndarray,
     group: int,

@@ -10,6 +10,7 @@ TF-IDF and random neighbours (`--label-column`), then embed and index it.
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 import time
 from pathlib import Path
@@ -60,110 +61,162 @@ def show_neighbours(catalog: str, mapping, index, product_ids: list[str], k: int
             click.echo(f"    {score:.3f}  {neighbour}  {describe(neighbour)}")
 
 
-def demo_flow(
-    workdir: Path,
-    products: int,
-    seed: int,
-    epochs: int,
-    master: str | None,
-    conf: tuple[str, ...] = (),
-    catalog: str | None = None,
-    mapping: str | None = None,
-    surfaces: str | None = None,
-    label_column: str | None = None,
-) -> None:
-    from index_builder.index_reader import load_published
+@dataclasses.dataclass(frozen=True)
+class DemoConfig:
+    """`itemsage demo`'s options. Without `catalog`, a synthetic world of `products` products."""
+
+    workdir: Path = Path("itemsage-demo")
+    products: int = 10_000
+    seed: int = 0
+    epochs: int | None = None  # None: TrainConfig's default, or CATALOG_EPOCHS with a catalog
+    master: str | None = None
+    conf: tuple[str, ...] = ()
+    catalog: str | None = None
+    mapping: str | None = None
+    surfaces: str = str(SURFACES)
+    label_column: str | None = None
+
+    @property
+    def paths(self) -> dict[str, Path]:
+        """Where the demo writes each artefact, under workdir."""
+        root = self.workdir
+        return {
+            "world": root / "world",
+            "model": root / "model",
+            "embeddings": root / "tables" / "embeddings",
+            "indexes": root / "indexes",
+        }
+
+    def train_epochs(self) -> int:
+        from itemsage_core.training.config import CATALOG_EPOCHS, TrainConfig
+
+        return self.epochs or (CATALOG_EPOCHS if self.catalog else TrainConfig().epochs)
+
+
+def demo_flow(config: DemoConfig) -> None:
+    """Run every stage, then print what came out, where it went and each stage's command."""
     from index_builder.surfaces import load_surfaces
     from itemsage_cli import preflight
+
+    surfaces = load_surfaces(config.surfaces)  # a broken config fails now, not after training
+    mapping = preflight.mapping(config.mapping)
+    if config.catalog:
+        preflight.catalog_path(config.catalog, mapping)
+    started = time.perf_counter()
+    config.workdir.mkdir(parents=True, exist_ok=True)
+    seconds: dict[str, float] = {}
+    inputs = _inputs(config, seconds)
+    trained, quality = _train(config, inputs, seconds)
+    served = config.catalog or inputs["catalog"]
+    embedded, built = _embed_and_index(config, served, surfaces, mapping, seconds)
+
+    progress("stage 5/5: sample queries")
+    shown, index, queries = _sample_queries(config, built)
+    _print_results(config, trained, quality, served, embedded, built)
+    click.echo(f"\n== {shown}: nearest neighbours of 3 products (cosine, title, category)")
+    show_neighbours(served, mapping, index, queries, k=5)
+    _print_written(config)
+    click.echo("\n== each stage on its own")
+    for command in stage_commands(config, inputs, shown, queries[0]):
+        click.echo(f"  {command}")
+    click.echo(
+        "\n== seconds per stage: "
+        + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items())
+        + f"; total {time.perf_counter() - started:.0f}"
+    )
+
+
+def _inputs(config: DemoConfig, seconds: dict) -> dict:
+    """The catalog and engagement log to train on: --catalog alone, or a generated world."""
+    if config.catalog:
+        progress(f"stage 1/5: train a small encoder on {config.catalog} itself (no engagement log)")
+        return {"catalog": config.catalog, "engagements": None}
+    progress("stage 1/5: generate a synthetic shopping world")
+    t = time.perf_counter()
+    paths = generate_stage(config.paths["world"], config.products, config.seed)
+    seconds["generate"] = time.perf_counter() - t
+    progress("stage 2/5: train a small encoder (multi-task, in-process)")
+    return paths
+
+
+def _train(config: DemoConfig, inputs: dict, seconds: dict):
+    """The demo's small encoder, and with --label-column its quality against TF-IDF."""
     from itemsage_core.features.vocabulary import VocabConfig
+    from itemsage_core.training.config import TrainConfig, TrainRun
     from itemsage_core.training.model_runs import evaluate_catalog_model, train_model
-    from itemsage_core.training.trainer import TrainConfig
+
+    model = config.paths["model"]
+    t = time.perf_counter()
+    run = TrainRun(
+        catalog=inputs["catalog"],
+        out=model,
+        engagements=inputs["engagements"],
+        mapping=config.mapping,
+        train=TrainConfig(epochs=config.train_epochs(), seed=config.seed),
+        model_options=tuple(DEMO_MODEL.items()),
+        vocab=VocabConfig(*DEMO_VOCAB),
+        hash_seed=config.seed,
+    )
+    trained = train_model(run, progress=progress)
+    seconds["train"] = time.perf_counter() - t
+    if not (config.catalog and config.label_column):
+        return trained, None
+    progress(
+        f"stage 2/5: check the model on {config.catalog}: neighbours sharing the "
+        f"'{config.label_column}', beside TF-IDF and random"
+    )
+    t = time.perf_counter()
+    quality = evaluate_catalog_model(model, config.catalog, config.label_column, config.mapping)
+    seconds["evaluate-catalog"] = time.perf_counter() - t
+    return trained, quality[1]
+
+
+def _embed_and_index(config: DemoConfig, served: str, surfaces, mapping, seconds: dict):
+    """The embedding job, then the index job, on one local Spark session."""
+    from index_builder.build_config import BuildIndexConfig
+    from itemsage_core.embedding.embed_run import EmbedConfig
     from jobs.build_indexes import build_indexes
     from jobs.embed_catalog import embed_catalog
     from jobs.spark_session import get_spark, parse_conf
 
-    surfaces = surfaces or str(SURFACES)
-    surface_config = load_surfaces(surfaces)  # a broken config fails now, not after training
-    column_mapping = preflight.mapping(mapping)
-    if catalog:
-        preflight.catalog_path(catalog, column_mapping)
-    started = time.perf_counter()
-    workdir.mkdir(parents=True, exist_ok=True)
-    world, model = workdir / "world", workdir / "model"
-    table, indexes = workdir / "tables" / "embeddings", workdir / "indexes"
-    seconds = {}
-
-    if catalog:
-        paths = {"catalog": catalog, "engagements": None}
-        progress(f"stage 1/5: train a small encoder on {catalog} itself (no engagement log)")
-    else:
-        progress("stage 1/5: generate a synthetic shopping world")
-        t = time.perf_counter()
-        paths = generate_stage(world, products, seed)
-        seconds["generate"] = time.perf_counter() - t
-        progress("stage 2/5: train a small encoder (multi-task, in-process)")
-    t = time.perf_counter()
-    trained = train_model(
-        paths["catalog"],
-        paths["engagements"],
-        model,
-        TrainConfig(epochs=epochs, seed=seed),
-        model_options=DEMO_MODEL,
-        vocab_config=VocabConfig(*DEMO_VOCAB),
-        mapping=mapping,
-        hash_seed=seed,
-        progress=progress,
-    )
-    seconds["train"] = time.perf_counter() - t
-    quality = None
-    if catalog and label_column:
-        progress(
-            f"stage 2/5: check the model on {catalog}: neighbours sharing the "
-            f"'{label_column}', beside TF-IDF and random"
-        )
-        t = time.perf_counter()
-        quality = evaluate_catalog_model(model, catalog, label_column, mapping)[1]
-        seconds["evaluate-catalog"] = time.perf_counter() - t
-
-    served = catalog or paths["catalog"]
+    table, indexes = str(config.paths["embeddings"]), str(config.paths["indexes"])
     progress(f"stage 3/5: embed {served} on Spark into a Delta table")
     t = time.perf_counter()
-    spark = get_spark("itemsage-demo", master, parse_conf(conf))
-    embedded = embed_catalog(
-        spark, served, str(model), str(table), column_mapping, progress=progress
-    )
+    spark = get_spark("itemsage-demo", config.master, parse_conf(config.conf))
+    embed = EmbedConfig(served, str(config.paths["model"]), table, mapping)
+    embedded = embed_catalog(spark, embed, progress=progress)
     seconds["embed"] = time.perf_counter() - t
 
     progress("stage 4/5: build the per-surface HNSW indexes on Spark")
     t = time.perf_counter()
-    built = build_indexes(
-        spark,
-        str(table),
-        surface_config,
-        str(indexes),
-        catalog=served,
-        mapping=column_mapping,
-        progress=progress,
-    )
+    build = BuildIndexConfig(table, indexes, surfaces, catalog=served, mapping=mapping)
+    built = build_indexes(spark, build, progress=progress)
     seconds["build-index"] = time.perf_counter() - t
+    return embedded, built
 
-    progress("stage 5/5: sample queries")
+
+def _sample_queries(config: DemoConfig, built: dict):
+    """The surface to show (closeup if published), its loaded index and 3 random products."""
+    from index_builder.index_reader import load_published
+
     published = [n for n, r in built["surfaces"].items() if r["status"] == "published"]
     if not published:
         raise ItemSageError(f"no surface was published: {built['surfaces']}")
     shown = "closeup" if "closeup" in published else published[0]
-    index = load_published(indexes, shown)
+    index = load_published(config.paths["indexes"], shown)
     eligible = pa.concat_arrays([pa.array(ids.ids) for ids in index.ids])
-    picks = np.random.default_rng(seed).choice(len(eligible), size=3, replace=False)
-    queries = [eligible[int(i)].as_py() for i in picks]
+    picks = np.random.default_rng(config.seed).choice(len(eligible), size=3, replace=False)
+    return shown, index, [eligible[int(i)].as_py() for i in picks]
 
+
+def _print_results(config, trained, quality, served: str, embedded: dict, built: dict) -> None:
     if trained.evaluation:
         click.echo(
             f"\n== encoder {trained.model_version}: held-out Recall@10 "
             f"{trained.evaluation.overall:.3f} (every task: `itemsage evaluate`)"
         )
     else:
-        click.echo(f"\n== encoder {trained.model_version}, trained on {catalog} alone")
+        click.echo(f"\n== encoder {trained.model_version}, trained on {config.catalog} alone")
     if quality:
         click.echo("\n".join(quality.lines()))
     click.echo(
@@ -178,65 +231,53 @@ def demo_flow(
             f"  {name:8s} {result['status']}: {result['products']} products in "
             f"{result['shards']} shards, recall@10 >= {result['recall_at_10']['min']:.3f}"
         )
-    click.echo(f"\n== {shown}: nearest neighbours of 3 products (cosine, title, category)")
-    show_neighbours(served, column_mapping, index, queries, k=5)
 
+
+def _print_written(config: DemoConfig) -> None:
+    paths = config.paths
     click.echo("\n== written")
     for label, path in [
-        *([] if catalog else [("world", world)]),
-        ("model", model),
-        ("embeddings", table),
-        ("quarantine", f"{table}_quarantine"),
-        ("indexes", indexes),
+        *([] if config.catalog else [("world", paths["world"])]),
+        ("model", paths["model"]),
+        ("embeddings", paths["embeddings"]),
+        ("quarantine", f"{paths['embeddings']}_quarantine"),
+        ("indexes", paths["indexes"]),
     ]:
         click.echo(f"  {label:12s} {path}")
-    click.echo("\n== each stage on its own")
-    master_flag = f" --master {_q(master)}" if master else ""
-    mapping_flag = f" --mapping {_q(mapping)}" if mapping else ""
+
+
+def stage_commands(config: DemoConfig, inputs: dict, shown: str, query_id: str) -> list[str]:
+    """The `itemsage` command that runs each stage on its own, as the demo ran it."""
+    paths, catalog = config.paths, config.catalog
+    model, table, indexes = paths["model"], paths["embeddings"], paths["indexes"]
+    served = catalog or inputs["catalog"]
+    master = f" --master {_q(config.master)}" if config.master else ""
+    mapping = f" --mapping {_q(config.mapping)}" if config.mapping else ""
     shape = (
-        f"--epochs {epochs} --seed {seed} --d-model {DEMO_MODEL['d_model']} "
-        f"--ffn-dim {DEMO_MODEL['ffn_dim']} --hash-buckets {DEMO_MODEL['hash_buckets']} "
-        f"--vocab {','.join(map(str, DEMO_VOCAB))}"
+        f"--epochs {config.train_epochs()} --seed {config.seed} "
+        f"--d-model {DEMO_MODEL['d_model']} --ffn-dim {DEMO_MODEL['ffn_dim']} "
+        f"--hash-buckets {DEMO_MODEL['hash_buckets']} --vocab {','.join(map(str, DEMO_VOCAB))}"
     )
-    first = (
-        [
-            (f"itemsage train --catalog {_q(catalog)}{mapping_flag} --out {_q(model)} {shape}"),
-            *(
-                [
-                    f"itemsage evaluate-catalog --model {_q(model)} --catalog {_q(catalog)}"
-                    f"{mapping_flag} --label-column {_q(label_column)}"
-                ]
-                if label_column
-                else []
-            ),
+    if catalog:
+        first = [f"itemsage train --catalog {_q(catalog)}{mapping} --out {_q(model)} {shape}"]
+        if config.label_column:
+            first.append(
+                f"itemsage evaluate-catalog --model {_q(model)} --catalog {_q(catalog)}"
+                f"{mapping} --label-column {_q(config.label_column)}"
+            )
+    else:
+        first = [
+            f"itemsage generate --out {_q(paths['world'])} --products {config.products} "
+            f"--seed {config.seed}",
+            f"itemsage train --catalog {_q(inputs['catalog'])} --engagements "
+            f"{_q(inputs['engagements'])} --out {_q(model)} {shape}",
         ]
-        if catalog
-        else [
-            f"itemsage generate --out {_q(world)} --products {products} --seed {seed}",
-            (
-                f"itemsage train --catalog {_q(paths['catalog'])} --engagements "
-                f"{_q(paths['engagements'])} --out {_q(model)} {shape}"
-            ),
-        ]
-    )
-    for command in [
+    return [
         *first,
-        (
-            f"itemsage embed --catalog {_q(served)}{mapping_flag} --model {_q(model)} "
-            f"--table {_q(table)}{master_flag}"
-        ),
-        (
-            f"itemsage build-index --table {_q(table)} --surfaces {_q(surfaces)} "
-            f"--out {_q(indexes)} --catalog {_q(served)}{mapping_flag}{master_flag}"
-        ),
-        (
-            f"itemsage query --index {_q(indexes)} --surface {shown} --product-id {queries[0]} "
-            f"--catalog {_q(served)}{mapping_flag} --show title,product_type"
-        ),
-    ]:
-        click.echo(f"  {command}")
-    click.echo(
-        "\n== seconds per stage: "
-        + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items())
-        + f"; total {time.perf_counter() - started:.0f}"
-    )
+        f"itemsage embed --catalog {_q(served)}{mapping} --model {_q(model)} "
+        f"--table {_q(table)}{master}",
+        f"itemsage build-index --table {_q(table)} --surfaces {_q(config.surfaces)} "
+        f"--out {_q(indexes)} --catalog {_q(served)}{mapping}{master}",
+        f"itemsage query --index {_q(indexes)} --surface {shown} --product-id {query_id} "
+        f"--catalog {_q(served)}{mapping} --show title,product_type",
+    ]

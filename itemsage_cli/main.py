@@ -13,12 +13,16 @@ from pathlib import Path
 
 import click
 
-from itemsage_core.embedding.embeddings_table import DEFAULT_MAX_QUARANTINE_SHARE
+from index_builder.build_config import BuildIndexConfig
+from itemsage_cli.config_defaults import default
+from itemsage_cli.demo import DemoConfig
+from itemsage_core.contracts.catalog_contract import DEFAULT_IMAGE_DIM
+from itemsage_core.embedding.embed_run import EmbedConfig
 from itemsage_core.errors import ItemSageError
-from itemsage_core.features.lexical_neighbours import DEFAULT_NEIGHBOURS
-from itemsage_core.features.vocab_coverage import DEFAULT_MIN_COVERAGE
-
-CATALOG_EPOCHS = 10  # catalog-supervised training's default passes (docs/model.md)
+from itemsage_core.features.vocabulary import VocabConfig
+from itemsage_core.model.config import ModelConfig
+from itemsage_core.training.config import CATALOG_EPOCHS, TrainConfig, TrainRun
+from jobs.embed_committers import COMMITTERS
 
 
 def _quiet_analysis_error(exc: Exception) -> bool:
@@ -219,14 +223,14 @@ def _parse_task_weights(values: tuple[str, ...]) -> tuple[tuple[str, float], ...
 )
 @click.option(
     "--task-exponent",
-    default=0.5,
+    default=default(TrainConfig, "task_exponent"),
     show_default=True,
     type=click.FloatRange(0, 1),
     help="Task share ~ weight x count**exponent (1: natural mix, 0: uniform).",
 )
 @click.option(
     "--catalog-task-weight",
-    default=0.0,
+    default=default(TrainConfig, "catalog_task_weight"),
     show_default=True,
     type=click.FloatRange(min=0),
     help="With --engagements: weight of the catalog objective as an auxiliary task, "
@@ -234,7 +238,7 @@ def _parse_task_weights(values: tuple[str, ...]) -> tuple[tuple[str, float], ...
 )
 @click.option(
     "--neighbours",
-    default=DEFAULT_NEIGHBOURS,
+    default=default(TrainConfig, "neighbours"),
     show_default=True,
     type=click.IntRange(min=0),
     help="Catalog objective: pair each product with one of its K nearest lexical "
@@ -242,7 +246,7 @@ def _parse_task_weights(values: tuple[str, ...]) -> tuple[tuple[str, float], ...
 )
 @click.option(
     "--neighbour-share",
-    default=1.0,
+    default=default(TrainConfig, "neighbour_share"),
     show_default=True,
     type=click.FloatRange(0, 1),
     help="Catalog objective: share of pairs made with a neighbour (the rest: two "
@@ -259,21 +263,31 @@ def _parse_task_weights(values: tuple[str, ...]) -> tuple[tuple[str, float], ...
     "--epochs",
     default=None,
     type=click.IntRange(min=1),
-    help=f"Passes over the engagement examples (default 2) or, without "
-    f"--engagements, over the catalog (default {CATALOG_EPOCHS}).",
+    help=f"Passes over the engagement examples (default {default(TrainConfig, 'epochs')}) or, "
+    f"without --engagements, over the catalog (default {CATALOG_EPOCHS}).",
 )
-@click.option("--batch-size", default=256, show_default=True, type=click.IntRange(min=2))
+@click.option(
+    "--batch-size",
+    default=default(TrainConfig, "batch_size"),
+    show_default=True,
+    type=click.IntRange(min=2),
+)
 @click.option(
     "--random-negatives",
-    default=128,
+    default=default(TrainConfig, "random_negatives"),
     show_default=True,
     type=click.IntRange(min=1),
     help="Random catalog negatives per batch.",
 )
-@click.option("--learning-rate", default=1e-3, show_default=True, type=click.FloatRange(min=0))
+@click.option(
+    "--learning-rate",
+    default=default(TrainConfig, "learning_rate"),
+    show_default=True,
+    type=click.FloatRange(min=0),
+)
 @click.option(
     "--holdout-fraction",
-    default=0.1,
+    default=default(TrainConfig, "holdout_fraction"),
     show_default=True,
     type=click.FloatRange(0, 1, min_open=True, max_open=True),
     help="Share of the engagement log held out for evaluation.",
@@ -281,18 +295,33 @@ def _parse_task_weights(values: tuple[str, ...]) -> tuple[tuple[str, float], ...
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
 @click.option(
     "--d-model",
-    default=512,
+    default=default(ModelConfig, "d_model"),
     show_default=True,
     type=click.IntRange(min=8),
     help="Transformer width (divisible by the 8 heads).",
 )
-@click.option("--ffn-dim", default=2048, show_default=True, type=click.IntRange(min=8))
-@click.option("--layers", default=1, show_default=True, type=click.IntRange(min=1))
-@click.option("--hash-buckets", default=100_000, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--ffn-dim",
+    default=default(ModelConfig, "ffn_dim"),
+    show_default=True,
+    type=click.IntRange(min=8),
+)
+@click.option(
+    "--layers",
+    default=default(ModelConfig, "layers"),
+    show_default=True,
+    type=click.IntRange(min=1),
+)
+@click.option(
+    "--hash-buckets",
+    default=default(ModelConfig, "hash_buckets"),
+    show_default=True,
+    type=click.IntRange(min=1),
+)
 @click.option(
     "--vocab",
     "vocab_sizes",
-    default="50000,100000,20000",
+    default=",".join(str(default(VocabConfig, k)) for k in ("unigrams", "bigrams", "trigrams")),
     show_default=True,
     metavar="UNI,BI,TRI",
     help="Top-K unigrams, bigrams, trigrams per text feature.",
@@ -313,16 +342,18 @@ def _parse_task_weights(values: tuple[str, ...]) -> tuple[tuple[str, float], ...
     help="Column mapping TOML for --vocab-catalog: once for all of them, or once "
     "per --vocab-catalog in order.",
 )
-@click.option("--image-dim", default=256, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--image-dim", default=DEFAULT_IMAGE_DIM, show_default=True, type=click.IntRange(min=1)
+)
 @click.option(
     "--device",
-    default="auto",
+    default=default(TrainRun, "device"),
     show_default=True,
     help="auto (CUDA if visible), cpu, cuda or cuda:N.",
 )
 @click.option(
     "--precision",
-    default="auto",
+    default=default(TrainConfig, "precision"),
     show_default=True,
     type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
     help="auto: bf16 autocast on CUDA, fp32 on CPU.",
@@ -365,9 +396,7 @@ def train(
     while training, then the checkpoint path and its model_version.
     """
     from itemsage_cli.stages import progress
-    from itemsage_core.features.vocabulary import VocabConfig
     from itemsage_core.training.model_runs import train_model
-    from itemsage_core.training.trainer import TrainConfig
     from itemsage_core.training.training_examples import parse_tasks
 
     try:
@@ -384,7 +413,7 @@ def train(
             "--engagements; without a log the catalog objective is the "
             "only one"
         )
-    epochs = epochs or (2 if engagements else CATALOG_EPOCHS)
+    epochs = epochs or (default(TrainConfig, "epochs") if engagements else CATALOG_EPOCHS)
     config = TrainConfig(
         epochs=epochs,
         batch_size=batch_size,
@@ -400,29 +429,30 @@ def train(
         neighbours=neighbours,
         neighbour_share=neighbour_share,
     )
-    result = train_model(
-        catalog,
-        engagements,
-        Path(out_dir),
-        config,
-        model_options={
-            "d_model": d_model,
-            "ffn_dim": ffn_dim,
-            "layers": layers,
-            "mlp_hidden": d_model,
-            "hash_buckets": hash_buckets,
-            "modalities": tuple(modalities.split(",")),
-        },
-        vocab_config=VocabConfig(unigrams=uni, bigrams=bi, trigrams=tri),
+    model_options = {
+        "d_model": d_model,
+        "ffn_dim": ffn_dim,
+        "layers": layers,
+        "mlp_hidden": d_model,
+        "hash_buckets": hash_buckets,
+        "modalities": tuple(modalities.split(",")),
+    }
+    run = TrainRun(
+        catalog=catalog,
+        out=Path(out_dir),
+        engagements=engagements,
         mapping=mapping,
+        train=config,
+        model_options=tuple(model_options.items()),
+        vocab=VocabConfig(unigrams=uni, bigrams=bi, trigrams=tri),
         image_dim=image_dim,
         hash_seed=seed,
         device=device,
         vocab_catalogs=vocab_catalogs,
         vocab_mappings=vocab_mappings,
         exclude_features=exclude_features,
-        progress=progress,
     )
+    result = train_model(run, progress=progress)
     if result.evaluation:
         click.echo("\n".join(result.evaluation.lines()))
     click.echo(f"model {result.model_version} written to {result.path}")
@@ -583,14 +613,14 @@ def evaluate_catalog(
 )
 @click.option(
     "--batch-size",
-    default=512,
+    default=default(EmbedConfig, "batch_size"),
     show_default=True,
     type=click.IntRange(min=1),
     help="Products per encoder forward pass (independent of Spark's Arrow batches).",
 )
 @click.option(
     "--precision",
-    default="fp32",
+    default=default(EmbedConfig, "precision"),
     show_default=True,
     type=click.Choice(["fp32", "bf16", "fp16", "auto"]),
     help="fp32: the same vectors on CPU and GPU executors. bf16/fp16: autocast "
@@ -599,9 +629,9 @@ def evaluate_catalog(
 )
 @click.option(
     "--writer",
-    default="deltalake",
+    default=default(EmbedConfig, "writer"),
     show_default=True,
-    type=click.Choice(["deltalake", "spark-delta"]),
+    type=click.Choice(list(COMMITTERS)),
     help="Commit through the deltalake library, or through Delta's Spark connector "
     "where io.delta is on the classpath.",
 )
@@ -614,7 +644,7 @@ def evaluate_catalog(
 @click.option(
     "--max-quarantine-share",
     type=click.FloatRange(0, 1),
-    default=DEFAULT_MAX_QUARANTINE_SHARE,
+    default=default(EmbedConfig, "max_quarantine_share"),
     show_default=True,
     help="Leave the table as it is (and exit 1) when the catalog is empty or more than "
     "this share of its rows is quarantined: the sign of a broken export. The "
@@ -623,7 +653,7 @@ def evaluate_catalog(
 @click.option(
     "--min-coverage",
     type=click.FloatRange(0, 1),
-    default=DEFAULT_MIN_COVERAGE,
+    default=default(EmbedConfig, "min_coverage"),
     show_default=True,
     help="Warn (and still commit) when the model's vocabulary knows less than this "
     "share of the catalog's words: a model built for other text embeds it "
@@ -636,22 +666,7 @@ def evaluate_catalog(
     help="Also write the run summary to this file.",
 )
 @spark_options
-def embed(
-    catalog,
-    model_dir,
-    table_uri,
-    mapping,
-    run_id,
-    batch_size,
-    precision,
-    writer,
-    incremental,
-    max_quarantine_share,
-    min_coverage,
-    summary_json,
-    master,
-    conf,
-):
+def embed(mapping, summary_json, master, conf, **options):
     """Embed a catalog on Spark and commit the vectors to a Delta table in one transaction.
 
     Invalid rows go to the quarantine table with their reason; every input row is embedded or
@@ -662,26 +677,11 @@ def embed(
     from jobs.embed_catalog import embed_catalog
     from jobs.spark_session import get_spark, parse_conf
 
-    column_mapping = preflight.mapping(mapping)
-    preflight.catalog_path(catalog, column_mapping)
-    preflight.model_dir(model_dir)
+    config = EmbedConfig(mapping=preflight.mapping(mapping), **options)
+    preflight.catalog_path(config.catalog, config.mapping)
+    preflight.model_dir(config.model_dir)
     spark = get_spark("itemsage-embed", master, parse_conf(conf))
-    summary = embed_catalog(
-        spark,
-        catalog,
-        model_dir,
-        table_uri,
-        column_mapping,
-        run_id,
-        batch_size,
-        precision,
-        incremental,
-        writer,
-        progress=progress,
-        max_quarantine_share=max_quarantine_share,
-        min_coverage=min_coverage,
-    )
-    write_summary(summary, summary_json)
+    write_summary(embed_catalog(spark, config, progress=progress), summary_json)
 
 
 def write_summary(summary: dict, summary_json: str | None) -> None:
@@ -753,18 +753,20 @@ def vacuum(table_uri, retention_hours, dry_run):
     help="Index root: one directory per surface (a path every executor can see).",
 )
 @click.option(
-    "--catalog", default=None, help="Catalog Parquet whose columns the surface filters use."
+    "--catalog",
+    default=default(BuildIndexConfig, "catalog"),
+    help="Catalog Parquet whose columns the surface filters use.",
 )
 @click.option(
     "--mapping",
     type=click.Path(dir_okay=False),
-    default=None,
+    default=default(BuildIndexConfig, "mapping"),
     help="Column mapping TOML for the catalog.",
 )
 @click.option(
     "--table-version",
     type=click.IntRange(min=0),
-    default=None,
+    default=default(BuildIndexConfig, "table_version"),
     help="Build from this Delta version (default: the latest; recorded in the "
     "manifest), e.g. to reproduce an earlier build.",
 )
@@ -809,20 +811,13 @@ def build_index(
 
     surfaces = load_surfaces(surfaces_path, only)
     preflight.table(table_uri)
-    column_mapping = preflight.mapping(mapping)
-    if catalog:
-        preflight.catalog_path(catalog, column_mapping)
-    spark = get_spark("itemsage-build-index", master, parse_conf(conf))
-    summary = build_indexes(
-        spark,
-        table_uri,
-        surfaces,
-        index_root,
-        catalog,
-        column_mapping,
-        table_version,
-        progress=progress,
+    config = BuildIndexConfig(
+        table_uri, index_root, surfaces, catalog, preflight.mapping(mapping), table_version
     )
+    if catalog:
+        preflight.catalog_path(catalog, config.mapping)
+    spark = get_spark("itemsage-build-index", master, parse_conf(conf))
+    summary = build_indexes(spark, config, progress=progress)
     write_summary(summary, summary_json)
     failed = {n: s["reason"] for n, s in summary["surfaces"].items() if s["status"] == "failed"}
     for name, reason in failed.items():
@@ -988,14 +983,14 @@ def rollback_index(index_root, surface, build_id):
 @cli.command()
 @click.option(
     "--workdir",
-    default="itemsage-demo",
+    default=str(default(DemoConfig, "workdir")),
     show_default=True,
     type=click.Path(file_okay=False),
     help="Where the demo writes everything.",
 )
 @click.option(
     "--products",
-    default=10_000,
+    default=default(DemoConfig, "products"),
     show_default=True,
     type=click.IntRange(min=500),
     help="Products in the synthetic world.",
@@ -1004,10 +999,13 @@ def rollback_index(index_root, surface, build_id):
     "--epochs",
     default=None,
     type=click.IntRange(min=1),
-    help=f"Training epochs of the demo's small encoder (default 2 on the world's "
+    help="Training epochs of the demo's small encoder (default "
+    f"{default(TrainConfig, 'epochs')} on the world's "
     f"engagements, {CATALOG_EPOCHS} on --catalog).",
 )
-@click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
+@click.option(
+    "--seed", default=default(DemoConfig, "seed"), show_default=True, type=int, help="Random seed."
+)
 @click.option(
     "--catalog",
     default=None,
@@ -1052,19 +1050,19 @@ def demo(
         raise click.UsageError("--catalog needs --surfaces (e.g. conf/surfaces-flipkart.toml)")
     if label_column and not catalog:
         raise click.UsageError("--label-column goes with --catalog")
-    epochs = epochs or (CATALOG_EPOCHS if catalog else 2)
-    demo_flow(
-        Path(workdir),
-        products,
-        seed,
-        epochs,
-        master,
-        conf,
-        catalog,
-        mapping,
-        surfaces_path,
-        label_column,
+    config = DemoConfig(
+        workdir=Path(workdir),
+        products=products,
+        seed=seed,
+        epochs=epochs,
+        master=master,
+        conf=conf,
+        catalog=catalog,
+        mapping=mapping,
+        label_column=label_column,
+        **({"surfaces": surfaces_path} if surfaces_path else {}),
     )
+    demo_flow(config)
 
 
 def main() -> None:

@@ -2,7 +2,8 @@
 
 The contract logic lives in itemsage_core; this module only runs it inside `mapInArrow` on the
 executors, so the catalog is never collected to the driver, whatever its size: only the
-repeated ids (normally few) and per-task counts are.
+repeated ids (normally few; the ids are split by hash and each part counted with the contract's
+`repeated_ids_of`) and per-task counts are.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import pandas as pd
 import pyarrow as pa
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
 
 from itemsage_core.contracts.catalog_check import (
@@ -39,6 +39,8 @@ from itemsage_core.contracts.validation_report import ValidationReport
 from itemsage_core.embedding.embed_task import REASON, conform_batch
 from itemsage_core.errors import ItemSageError
 from itemsage_core.storage.arrow_ipc import from_ipc, to_ipc
+
+REPEATED_SCHEMA = pa.schema([(PRODUCT_ID, pa.string()), ("count", pa.int64())])
 
 
 def raw_catalog(
@@ -90,14 +92,19 @@ def catalog_ids(spark: SparkSession, path: str, mapping: ColumnMapping | None = 
     )
 
 
+def _buckets(spark: SparkSession) -> int:
+    """How many parts the ids are split into, by hash, to be counted (one per task slot)."""
+    return max(1, spark.sparkContext.defaultParallelism)
+
+
 def repeated_ids_in_files(
     spark: SparkSession, groups: list[tuple[str, int, int]], mapping: ColumnMapping | None = None
 ) -> pa.Table:
     """repeated_ids for a local catalog given as row groups, without Spark SQL: tasks read the
     id source columns with pyarrow, send each id to a bucket by hash as Arrow IPC bytes, and
-    each bucket keeps the ids it saw more than once. (The SQL path's first query costs ~5 s of
+    each bucket counts its ids with repeated_ids_of. (The SQL path's first query costs ~5 s of
     JVM warm-up; this one starts the Python workers the embedding stage reuses.)"""
-    buckets = max(1, spark.sparkContext.defaultParallelism)
+    buckets = _buckets(spark)
 
     def split(items):
         for file, group, _ in items:
@@ -118,20 +125,21 @@ def repeated_ids_in_files(
         .mapPartitions(count)
         .collect()
     )
-    empty = pa.table({PRODUCT_ID: pa.array([], pa.string()), "count": pa.array([], pa.int64())})
-    return pa.concat_tables([empty, *(from_ipc(d).cast(empty.schema) for d in found)])
+    empty = REPEATED_SCHEMA.empty_table()
+    return pa.concat_tables([empty, *(from_ipc(d).cast(REPEATED_SCHEMA) for d in found)])
 
 
 def repeated_ids(ids: DataFrame) -> pa.Table:
-    """`product_id` and `count` of the ids on more than one row (normally few: collected).
-    Null ids are not duplicates (they are missing ids)."""
-    repeated = (
-        ids.where(F.col(PRODUCT_ID).isNotNull())
-        .groupBy(PRODUCT_ID)
-        .count()
-        .where(F.col("count") > 1)
-    )
-    return repeated.toArrow()
+    """`product_id` and `count` of the ids (a `product_id` column) on more than one row,
+    normally few: collected. Each id goes to a partition by hash, whose ids repeated_ids_of
+    counts on the executors. Null ids are not duplicates (they are missing ids)."""
+
+    def count(batches):
+        column = [b.column(0).cast(pa.string()) for b in batches]
+        yield from repeated_ids_of(pa.chunked_array(column, pa.string())).to_batches()
+
+    by_id = ids.select(PRODUCT_ID).repartition(_buckets(ids.sparkSession), PRODUCT_ID)
+    return by_id.mapInArrow(count, from_arrow_schema(REPEATED_SCHEMA)).toArrow()
 
 
 def with_reasons(

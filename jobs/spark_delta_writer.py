@@ -1,22 +1,25 @@
-"""`--writer spark-delta`: commit through Delta's Spark connector where io.delta is on the
-classpath (clusters with delta-spark), instead of the default deltalake committer.
+"""`--writer spark-delta` (jobs/embed_committers.py): commit through Delta's Spark connector
+where io.delta is on the classpath (clusters with delta-spark), instead of the deltalake library.
 
-The job's tasks still write their Parquet files in one pass; this writer reads them back with
-Spark and writes them through the connector in one transaction per table, with the same app
-transaction (`txnAppId` = itemsage/<run_id>, `txnVersion` 0: Delta skips a write it already
-committed) and the run summary as `userMetadata`. The staged files are then deleted.
+The job's tasks still write their Parquet files in one pass, into a staging folder; this writer
+reads them back with Spark and writes them through the connector in one transaction per table,
+with the same app transaction (`txnAppId` = itemsage/<run_id>, `txnVersion` 0: Delta skips a
+write it already committed) and the run summary as `userMetadata`. pyspark is imported inside
+the functions: the CLI imports this module (through the committers' table) to list the writers.
 """
 
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
-from pyspark.sql import SparkSession
-from pyspark.sql.pandas.types import from_arrow_schema
 
 from itemsage_core.embedding.embeddings_table import app_id
 from itemsage_core.errors import ItemSageError
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 STAGING = "_itemsage_staging"  # Delta ignores paths that start with an underscore
 
@@ -35,6 +38,7 @@ def require_connector(spark: SparkSession) -> None:
 
 
 def staging_uri(table_uri: str, run_id: str) -> str:
+    """Where the run's tasks write a table's files before they are committed (then deleted)."""
     return f"{table_uri.rstrip('/')}/{STAGING}/{run_id}"
 
 
@@ -49,6 +53,8 @@ def commit_with_spark(
     metadata: dict,
 ) -> None:
     """Write the staged files through the connector in one transaction."""
+    from pyspark.sql.pandas.types import from_arrow_schema
+
     paths = [f"{staged}/{f['path']}" for f in files]
     frame = (
         spark.read.schema(from_arrow_schema(schema)).parquet(*paths)

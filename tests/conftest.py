@@ -67,8 +67,9 @@ def small_world_dir(tmp_path_factory, small_world) -> Path:
 def tiny_model_dir(tmp_path_factory, small_world) -> Path:
     """A small trained checkpoint of the small world (d_model 32), for the job tests."""
     from itemsage_core.model.checkpoint import save_checkpoint
-    from itemsage_core.model.encoder import ModelConfig
-    from itemsage_core.training.trainer import TrainConfig, prepare_data, train
+    from itemsage_core.model.config import ModelConfig
+    from itemsage_core.training.config import TrainConfig
+    from itemsage_core.training.trainer import prepare_data, train
 
     data = prepare_data(small_world.catalog, small_world.engagements, 0.1)
     config = ModelConfig.create(

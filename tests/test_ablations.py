@@ -8,10 +8,11 @@ fraction of the data that the multi-task model learns from.
 import numpy as np
 import pytest
 
-from itemsage_core.model.encoder import ModelConfig
+from itemsage_core.model.config import ModelConfig
 from itemsage_core.synthetic.world import WorldConfig, generate_world
+from itemsage_core.training.config import TrainConfig
 from itemsage_core.training.evaluation import evaluate
-from itemsage_core.training.trainer import TrainConfig, prepare_data, train
+from itemsage_core.training.trainer import prepare_data, train
 from itemsage_core.training.training_examples import TASKS, parse_tasks
 
 pytestmark = pytest.mark.ablation

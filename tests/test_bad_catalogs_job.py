@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from test_bad_catalogs import catalog_table, expected_rules, rows, rule_names
 
 from itemsage_cli.main import cli
+from itemsage_core.embedding.embed_run import EmbedConfig
 from itemsage_core.embedding.embeddings_table import quarantine_uri, read_table
 from itemsage_core.errors import ContractError, ItemSageError
 from jobs.embed_catalog import embed_catalog
@@ -50,11 +51,8 @@ def test_generated_catalogs_through_the_job(spark, tiny_model_dir, generated, cu
     table_uri = str(work / "embeddings")
     summary = embed_catalog(
         spark,
-        str(work / "catalog"),
-        str(tiny_model_dir),
-        table_uri,
+        EmbedConfig(str(work / "catalog"), str(tiny_model_dir), table_uri, max_quarantine_share=1),
         progress=quiet,
-        max_quarantine_share=1,
     )
     expected = expected_rules(generated)
     valid = sum(1 for rules in expected if not rules)
@@ -75,7 +73,9 @@ def world_catalog(small_world):
 def first_version(spark, tmp_path, catalog, model) -> str:
     pq.write_table(catalog, tmp_path / "good.parquet")
     table_uri = str(tmp_path / "embeddings")
-    embed_catalog(spark, str(tmp_path / "good.parquet"), str(model), table_uri, progress=quiet)
+    embed_catalog(
+        spark, EmbedConfig(str(tmp_path / "good.parquet"), str(model), table_uri), progress=quiet
+    )
     return table_uri
 
 
@@ -87,7 +87,9 @@ def test_empty_and_all_bad_catalogs_leave_the_table_as_it_was(
     pq.write_table(world_catalog.slice(0, 0), tmp_path / "empty.parquet")
     with pytest.raises(ItemSageError, match="the catalog has no rows: .* was left as it was"):
         embed_catalog(
-            spark, str(tmp_path / "empty.parquet"), str(tiny_model_dir), table_uri, progress=quiet
+            spark,
+            EmbedConfig(str(tmp_path / "empty.parquet"), str(tiny_model_dir), table_uri),
+            progress=quiet,
         )
     bad = world_catalog.set_column(
         world_catalog.schema.get_field_index("title"),
@@ -97,7 +99,9 @@ def test_empty_and_all_bad_catalogs_leave_the_table_as_it_was(
     pq.write_table(bad, tmp_path / "bad.parquet")
     with pytest.raises(ItemSageError, match=r"40 of 40 rows \(100%\) were quarantined"):
         embed_catalog(
-            spark, str(tmp_path / "bad.parquet"), str(tiny_model_dir), table_uri, progress=quiet
+            spark,
+            EmbedConfig(str(tmp_path / "bad.parquet"), str(tiny_model_dir), table_uri),
+            progress=quiet,
         )
     assert DeltaTable(table_uri).version() == 0
     assert read_table(table_uri).equals(before)
@@ -108,11 +112,10 @@ def test_empty_and_all_bad_catalogs_leave_the_table_as_it_was(
     # An operator who means it: the same run commits an empty table, the quarantine unchanged.
     summary = embed_catalog(
         spark,
-        str(tmp_path / "bad.parquet"),
-        str(tiny_model_dir),
-        table_uri,
+        EmbedConfig(
+            str(tmp_path / "bad.parquet"), str(tiny_model_dir), table_uri, max_quarantine_share=1
+        ),
         progress=quiet,
-        max_quarantine_share=1,
     )
     assert (summary["embedded"], summary["quarantined"], summary["table_version"]) == (0, 40, 1)
     assert read_table(table_uri).num_rows == 0
@@ -162,6 +165,8 @@ def test_schema_problems_stop_with_one_error_naming_the_file(
     assert error.startswith(f"error: cannot read Parquet at {corrupt / 'b.parquet'}"), error
     with pytest.raises(ContractError):  # the same checks in-process
         embed_catalog(
-            spark, str(tmp_path / "no-id"), str(tiny_model_dir), table_uri, progress=quiet
+            spark,
+            EmbedConfig(str(tmp_path / "no-id"), str(tiny_model_dir), table_uri),
+            progress=quiet,
         )
     assert DeltaTable(table_uri).version() == 0

@@ -12,8 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
+from index_builder.build_config import BuildIndexConfig
 from index_builder.layout import build_dir, current_build_id, read_build_manifest
 from index_builder.surfaces import load_surfaces
+from itemsage_core.embedding.embed_run import EmbedConfig
 from itemsage_core.embedding.embeddings_table import read_table
 from itemsage_core.storage.parquet_io import write_parquet_dataset
 from jobs.build_indexes import build_indexes
@@ -50,7 +52,9 @@ def embedded(spark, tmp_path_factory, small_world_dir, tiny_model_dir):
     out = tmp_path_factory.mktemp("indexes")
     table_uri = str(out / "embeddings")
     embed_catalog(
-        spark, str(small_world_dir / "catalog"), str(tiny_model_dir), table_uri, progress=quiet
+        spark,
+        EmbedConfig(str(small_world_dir / "catalog"), str(tiny_model_dir), table_uri),
+        progress=quiet,
     )
     (out / "surfaces.toml").write_text(SURFACES)
     return out, table_uri
@@ -80,10 +84,7 @@ def test_every_eligible_product_in_exactly_one_shard_per_surface(
     root = out / "index"
     summary = build_indexes(
         spark,
-        table_uri,
-        surfaces,
-        str(root),
-        catalog=str(small_world_dir / "catalog"),
+        BuildIndexConfig(table_uri, str(root), surfaces, catalog=str(small_world_dir / "catalog")),
         progress=quiet,
     )
     vectors = read_table(table_uri)
@@ -130,10 +131,12 @@ def test_query_cli_gives_cosine_scores_best_first(spark, embedded, small_world_d
     root = tmp_path / "index"
     build_indexes(
         spark,
-        table_uri,
-        load_surfaces(out / "surfaces.toml", ["search"]),
-        str(root),
-        catalog=str(small_world_dir / "catalog"),
+        BuildIndexConfig(
+            table_uri,
+            str(root),
+            load_surfaces(out / "surfaces.toml", ["search"]),
+            catalog=str(small_world_dir / "catalog"),
+        ),
         progress=quiet,
     )
     manifest = read_build_manifest(build_dir(root, "search", current_build_id(root, "search")))
@@ -239,11 +242,15 @@ def test_a_pinned_table_version_reproduces_an_earlier_build(
     out, _ = embedded
     table_uri_2 = str(tmp_path / "embeddings")
     embed_catalog(
-        spark, str(small_world_dir / "catalog"), str(tiny_model_dir), table_uri_2, progress=quiet
+        spark,
+        EmbedConfig(str(small_world_dir / "catalog"), str(tiny_model_dir), table_uri_2),
+        progress=quiet,
     )
     write_parquet_dataset(small_world.catalog.slice(0, 300), tmp_path / "smaller")
     embed_catalog(
-        spark, str(tmp_path / "smaller"), str(tiny_model_dir), table_uri_2, progress=quiet
+        spark,
+        EmbedConfig(str(tmp_path / "smaller"), str(tiny_model_dir), table_uri_2),
+        progress=quiet,
     )
     assert DeltaTable(table_uri_2).version() == 1
     surfaces = load_surfaces(out / "surfaces.toml", ["closeup"])
@@ -251,7 +258,9 @@ def test_a_pinned_table_version_reproduces_an_earlier_build(
     builds = {}
     for version in (0, 1, 0):
         summary = build_indexes(
-            spark, table_uri_2, surfaces, str(root), table_version=version, progress=quiet
+            spark,
+            BuildIndexConfig(table_uri_2, str(root), surfaces, table_version=version),
+            progress=quiet,
         )
         directory = build_dir(root, "closeup", summary["surfaces"]["closeup"]["build_id"])
         manifest = read_build_manifest(directory)
@@ -270,9 +279,9 @@ def test_a_filter_on_catalog_columns_without_catalog_fails_its_surface(spark, em
     out, table_uri = embedded
     summary = build_indexes(
         spark,
-        table_uri,
-        load_surfaces(out / "surfaces.toml", ["home"]),
-        str(tmp_path / "index"),
+        BuildIndexConfig(
+            table_uri, str(tmp_path / "index"), load_surfaces(out / "surfaces.toml", ["home"])
+        ),
         progress=quiet,
     )
     home = summary["surfaces"]["home"]
@@ -308,10 +317,9 @@ def test_a_surface_whose_filter_matches_nothing_fails_alone(
     (tmp_path / "before.toml").write_text('[surfaces.deals]\nfilter = "price < 20"\n')
     build_indexes(
         spark,
-        table_uri,
-        load_surfaces(tmp_path / "before.toml"),
-        str(root),
-        catalog=catalog,
+        BuildIndexConfig(
+            table_uri, str(root), load_surfaces(tmp_path / "before.toml"), catalog=catalog
+        ),
         progress=quiet,
     )
     before = current_build_id(root, "deals")
@@ -394,16 +402,20 @@ def test_flipkart_indexes_through_its_mapping(spark, tmp_path, flipkart_path, ti
     mapping = load_mapping(FLIPKART_MAPPING)
     table_uri = str(tmp_path / "flipkart")
     embed_catalog(
-        spark, str(flipkart_path), str(tiny_model_dir), table_uri, mapping, progress=quiet
+        spark,
+        EmbedConfig(str(flipkart_path), str(tiny_model_dir), table_uri, mapping),
+        progress=quiet,
     )
     root = tmp_path / "index"
     summary = build_indexes(
         spark,
-        table_uri,
-        load_surfaces(PROJECT_CONF / "surfaces-flipkart.toml"),
-        str(root),
-        catalog=str(flipkart_path),
-        mapping=mapping,
+        BuildIndexConfig(
+            table_uri,
+            str(root),
+            load_surfaces(PROJECT_CONF / "surfaces-flipkart.toml"),
+            catalog=str(flipkart_path),
+            mapping=mapping,
+        ),
         progress=quiet,
     )
     catalog = pq.read_table(flipkart_path).to_pandas()

@@ -20,12 +20,14 @@ from itemsage_core.contracts.catalog_contract import conform_catalog
 from itemsage_core.errors import ItemSageError
 from itemsage_core.features.product_features import encode_products
 from itemsage_core.features.vocabulary import VocabConfig, build_vocabulary
-from itemsage_core.model.encoder import ItemSageEncoder, ModelConfig
+from itemsage_core.model.config import ModelConfig
+from itemsage_core.model.encoder import ItemSageEncoder
 from itemsage_core.model.inference import embed_features
 from itemsage_core.training.catalog_quality import evaluate_catalog, label_levels
-from itemsage_core.training.catalog_views import ViewConfig, view_pairs
+from itemsage_core.training.catalog_views import view_pairs
+from itemsage_core.training.config import TrainConfig, ViewConfig
 from itemsage_core.training.model_runs import read_mapped_catalog
-from itemsage_core.training.trainer import TrainConfig, prepare_catalog_data, train
+from itemsage_core.training.trainer import prepare_catalog_data, train
 
 MAPPING = "conf/mappings/flipkart.toml"
 TINY = {"d_model": 32, "ffn_dim": 64, "mlp_hidden": 32, "hash_buckets": 2000, "hash_dim": 32}

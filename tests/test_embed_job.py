@@ -15,6 +15,7 @@ from deltalake import DeltaTable
 
 from itemsage_core.contracts.catalog_contract import validate_catalog
 from itemsage_core.embedding.batch_embedder import BatchEmbedder
+from itemsage_core.embedding.embed_run import EmbedConfig
 from itemsage_core.embedding.embeddings_table import EMBEDDING_SCHEMA, quarantine_uri, read_table
 from itemsage_core.model.inference import device_for_task
 from itemsage_core.storage.parquet_io import write_parquet_dataset
@@ -38,7 +39,9 @@ def test_job_matches_the_in_process_encoder_and_reads_back(
 ):
     table_uri = str(tmp_path / "embeddings")
     summary = embed_catalog(
-        spark, str(small_world_dir / "catalog"), str(model_dir), table_uri, progress=quiet
+        spark,
+        EmbedConfig(str(small_world_dir / "catalog"), str(model_dir), table_uri),
+        progress=quiet,
     )
     assert summary["status"] == "committed" and summary["table_version"] == 0
     assert summary["rows_in"] == summary["embedded"] == 400 and summary["quarantined"] == 0
@@ -55,7 +58,9 @@ def test_job_matches_the_in_process_encoder_and_reads_back(
     assert set(rows.column("model_version").to_pylist()) == {summary["model_version"]}
 
     again = embed_catalog(
-        spark, str(small_world_dir / "catalog"), str(model_dir), table_uri, progress=quiet
+        spark,
+        EmbedConfig(str(small_world_dir / "catalog"), str(model_dir), table_uri),
+        progress=quiet,
     )
     assert again["status"] == "already_committed" and again["table_version"] == 0
     assert DeltaTable(table_uri).version() == 0
@@ -75,7 +80,7 @@ def test_bad_rows_are_quarantined_and_counts_add_up(spark, tmp_path, small_world
     write_parquet_dataset(bad, tmp_path / "catalog")
     table_uri = str(tmp_path / "embeddings")
     summary = embed_catalog(
-        spark, str(tmp_path / "catalog"), str(model_dir), table_uri, progress=quiet
+        spark, EmbedConfig(str(tmp_path / "catalog"), str(model_dir), table_uri), progress=quiet
     )
     expected = validate_catalog(bad)
     assert summary["embedded"] == expected.valid.num_rows == 47
@@ -103,7 +108,9 @@ def test_incremental_refresh_encodes_only_what_changed(spark, tmp_path, small_wo
     first = small_world.catalog.slice(0, 120)
     write_parquet_dataset(first, tmp_path / "v1")
     table_uri = str(tmp_path / "embeddings")
-    base = embed_catalog(spark, str(tmp_path / "v1"), str(model_dir), table_uri, progress=quiet)
+    base = embed_catalog(
+        spark, EmbedConfig(str(tmp_path / "v1"), str(model_dir), table_uri), progress=quiet
+    )
 
     titles = first.column("title").to_pylist()
     for i in (0, 1, 2):
@@ -115,7 +122,9 @@ def test_incremental_refresh_encodes_only_what_changed(spark, tmp_path, small_wo
     second = pa.concat_tables([kept, added])
     write_parquet_dataset(second, tmp_path / "v2")
     summary = embed_catalog(
-        spark, str(tmp_path / "v2"), str(model_dir), table_uri, incremental=True, progress=quiet
+        spark,
+        EmbedConfig(str(tmp_path / "v2"), str(model_dir), table_uri, incremental=True),
+        progress=quiet,
     )
     assert summary["incremental"] == {
         "read_version": 0,
@@ -145,7 +154,9 @@ def test_incremental_refresh_encodes_only_what_changed(spark, tmp_path, small_wo
     assert np.abs(got - expected).max() <= 1e-5
 
     again = embed_catalog(
-        spark, str(tmp_path / "v2"), str(model_dir), table_uri, incremental=True, progress=quiet
+        spark,
+        EmbedConfig(str(tmp_path / "v2"), str(model_dir), table_uri, incremental=True),
+        progress=quiet,
     )
     assert again["status"] == "already_committed" and DeltaTable(table_uri).version() == 1
 
@@ -229,10 +240,7 @@ def test_failed_conversions_are_counted_and_their_rows_quarantined(
     messages = []
     summary = embed_catalog(
         spark,
-        str(tmp_path / "catalog"),
-        str(model_dir),
-        table_uri,
-        mapping,
+        EmbedConfig(str(tmp_path / "catalog"), str(model_dir), table_uri, mapping),
         progress=messages.append,
     )
     assert summary["conversions"] == expected
@@ -245,11 +253,9 @@ def test_failed_conversions_are_counted_and_their_rows_quarantined(
     ) in messages
     again = embed_catalog(
         spark,
-        str(tmp_path / "catalog"),
-        str(model_dir),
-        table_uri,
-        mapping,
-        incremental=True,
+        EmbedConfig(
+            str(tmp_path / "catalog"), str(model_dir), table_uri, mapping, incremental=True
+        ),
         progress=quiet,
     )
     assert again["incremental"]["unchanged"] == 30 and again["conversions"] == expected
@@ -263,10 +269,12 @@ def test_flipkart_embeds_text_only_through_its_mapping(
     table_uri = str(tmp_path / "flipkart")
     summary = embed_catalog(
         spark,
-        str(flipkart_path),
-        str(tiny_model_dir),
-        table_uri,
-        load_mapping("conf/mappings/flipkart.toml"),
+        EmbedConfig(
+            str(flipkart_path),
+            str(tiny_model_dir),
+            table_uri,
+            load_mapping("conf/mappings/flipkart.toml"),
+        ),
         progress=quiet,
     )
     assert summary["rows_in"] == 20000
@@ -284,10 +292,12 @@ def test_spark_delta_writer_needs_the_connector(spark, tmp_path, small_world_dir
     with pytest.raises(ItemSageError, match="needs Delta's Spark connector"):
         embed_catalog(
             spark,
-            str(small_world_dir / "catalog"),
-            str(tiny_model_dir),
-            table_uri,
-            writer="spark-delta",
+            EmbedConfig(
+                str(small_world_dir / "catalog"),
+                str(tiny_model_dir),
+                table_uri,
+                writer="spark-delta",
+            ),
             progress=quiet,
         )
     assert not os.path.exists(table_uri)

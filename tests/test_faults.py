@@ -20,6 +20,7 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
+from itemsage_core.embedding.embed_run import EmbedConfig
 from itemsage_core.embedding.embeddings_table import (
     EMBEDDING_SCHEMA,
     commit_files,
@@ -65,7 +66,9 @@ def data_files(table: Path) -> set[str]:
 
 def embed_here(spark, catalog: Path, model: Path, table: Path) -> dict:
     """A run in the tests' own SparkSession (no JVM start-up) for the steps nobody kills."""
-    return embed_catalog(spark, str(catalog), str(model), str(table), progress=lambda _: None)
+    return embed_catalog(
+        spark, EmbedConfig(str(catalog), str(model), str(table)), progress=lambda _: None
+    )
 
 
 def test_driver_killed_between_file_writes(spark, tmp_path, small_world, tiny_model_dir):

@@ -23,7 +23,7 @@ from index_builder.partitioning import (
     routing_recall,
     train_centroids,
 )
-from index_builder.shard_build import ShardParams, build_group, exact_top_k
+from index_builder.shard_build import ShardParams, build_group_shards, exact_top_k
 from index_builder.surfaces import Surface, load_surfaces, parse_surfaces
 from itemsage_core.errors import ItemSageError
 
@@ -122,7 +122,7 @@ PARAMS = ShardParams(
 
 
 def test_an_oversized_group_is_cut_into_shards_of_at_most_the_target(tmp_path):
-    entries = build_group(ids(250), unit_vectors(250), 3, 100, tmp_path, PARAMS)
+    entries = build_group_shards(ids(250), unit_vectors(250), 3, 100, tmp_path, PARAMS)
     assert [e["count"] for e in entries] == [84, 83, 83]
     assert [e["part"] for e in entries] == [0, 1, 2] and {e["group"] for e in entries} == {3}
     seen = []
@@ -158,7 +158,7 @@ def build_and_release(
     entries = []
     for group in range(groups):
         rows = np.flatnonzero(grouping == group)
-        entries += build_group(
+        entries += build_group_shards(
             product_ids.take(pa.array(rows)),
             vectors[rows],
             group,
@@ -388,14 +388,14 @@ def test_query_vectors_read_from_npy_json_and_text(tmp_path):
 
 
 def test_groups_cross_the_shuffle_as_exact_bytes():
+    from index_builder.partitioning import pack_groups
     from itemsage_core.storage.arrow_ipc import from_ipc
-    from jobs.build_indexes import _grouped
 
     vectors, product_ids = unit_vectors(7, dim=5), ids(7)
     batch = pa.RecordBatch.from_pydict(
         {"product_id": product_ids, "embedding": pa.array(vectors.tolist(), pa.list_(pa.float32()))}
     )
-    (out,) = _grouped("home", lambda b: [1, 0, 1, 1, 0, 2, 1])([batch])
+    (out,) = pack_groups("home", lambda b: [1, 0, 1, 1, 0, 2, 1])([batch])
     assert out.column("surface").to_pylist() == ["home"] * 3
     assert out.column("group").to_pylist() == [0, 1, 2]
     for group, rows in ((0, [1, 4]), (1, [0, 2, 3, 6]), (2, [5])):

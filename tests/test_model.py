@@ -10,8 +10,8 @@ from itemsage_core.contracts.catalog_contract import conform_catalog, validate_c
 from itemsage_core.contracts.column_mapping import load_mapping
 from itemsage_core.features.product_features import encode_products
 from itemsage_core.features.vocabulary import VocabConfig, build_vocabulary
-from itemsage_core.model.encoder import ItemSageEncoder, ModelConfig
-from itemsage_core.model.hash_embedding import PRIME
+from itemsage_core.model.config import PRIME, ModelConfig
+from itemsage_core.model.encoder import ItemSageEncoder
 from itemsage_core.model.inference import embed_features
 
 MAPPINGS = "conf/mappings"

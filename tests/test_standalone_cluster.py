@@ -258,30 +258,28 @@ def test_an_executor_killed_mid_task_is_retried_without_duplicates(
     catalog = pa.concat_tables(copies)  # 4,000 products in 8 files: 8 tasks on 2 executors
     write_parquet_dataset(catalog, tmp_path / "catalog", rows_per_file=500)
     table, log, ui = tmp_path / "embeddings", tmp_path / "job.log", free_port()
-    with log.open("w") as out:
-        job = start(
-            [
-                str(SCRIPT),
-                "--master",
-                cluster["url"],
-                "--conf",
-                "spark.executor.memory=1g",
-                "--conf",
-                f"spark.ui.port={ui}",
-                "embed",
-                "--catalog",
-                str(tmp_path / "catalog"),
-                "--model",
-                str(tiny_model_dir),
-                "--table",
-                str(table),
-            ],
-            # The driver's UI on loopback; Spark's WARN lines ("Lost task") in the log, as
-            # with `itemsage --verbose` (the default console level is ERROR).
-            env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "ITEMSAGE_SPARK_LOG_LEVEL": "WARN"},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    job = start(
+        [
+            str(SCRIPT),
+            "--master",
+            cluster["url"],
+            "--conf",
+            "spark.executor.memory=1g",
+            "--conf",
+            f"spark.ui.port={ui}",
+            "embed",
+            "--catalog",
+            str(tmp_path / "catalog"),
+            "--model",
+            str(tiny_model_dir),
+            "--table",
+            str(table),
+        ],
+        log,
+        # The driver's UI on loopback; Spark's WARN lines ("Lost task") in the log, as with
+        # `itemsage --verbose` (the default console level is ERROR).
+        env={**os.environ, "SPARK_LOCAL_IP": "127.0.0.1", "ITEMSAGE_SPARK_LOG_LEVEL": "WARN"},
+    )
     try:
         # Kill an executor the driver says is running a task of the embedding stage. Its first
         # task there takes seconds (torch import, model load); should the task end just before

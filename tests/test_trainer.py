@@ -4,10 +4,11 @@ import torch
 
 from itemsage_core.errors import ItemSageError
 from itemsage_core.model.checkpoint import load_checkpoint, save_checkpoint
-from itemsage_core.model.encoder import ModelConfig
+from itemsage_core.model.config import ModelConfig
 from itemsage_core.model.inference import embed_features
+from itemsage_core.training.config import TrainConfig
 from itemsage_core.training.evaluation import evaluate, ranks
-from itemsage_core.training.trainer import TrainConfig, prepare_data, train
+from itemsage_core.training.trainer import prepare_data, train
 
 TINY = {"d_model": 32, "ffn_dim": 64, "mlp_hidden": 32, "hash_buckets": 2000, "hash_dim": 32}
 

@@ -69,6 +69,7 @@ def test_add_coverage_sums_batches():
 def test_a_model_built_on_other_text_warns_and_still_commits(
     spark, tmp_path, flipkart_path, tiny_model_dir
 ):
+    from itemsage_core.embedding.embed_run import EmbedConfig
     from jobs.embed_catalog import embed_catalog
 
     catalog = tmp_path / "catalog"
@@ -76,14 +77,10 @@ def test_a_model_built_on_other_text_warns_and_still_commits(
     pq.write_table(pq.read_table(flipkart_path).slice(0, 300), catalog / "part-0.parquet")
     table_uri = str(tmp_path / "flipkart")
     messages = []
-    summary = embed_catalog(
-        spark,
-        str(catalog),
-        str(tiny_model_dir),
-        table_uri,
-        load_mapping("conf/mappings/flipkart.toml"),
-        progress=messages.append,
+    config = EmbedConfig(
+        str(catalog), str(tiny_model_dir), table_uri, load_mapping("conf/mappings/flipkart.toml")
     )
+    summary = embed_catalog(spark, config, progress=messages.append)
     coverage = summary["vocab_coverage"]
     assert coverage["word_coverage"] < 0.5 and coverage["low"] and coverage["min_coverage"] == 0.5
     assert summary["status"] == "committed"
@@ -99,16 +96,14 @@ def test_a_model_built_on_other_text_warns_and_still_commits(
 
 @pytest.mark.spark
 def test_the_models_own_catalog_does_not_warn(spark, tmp_path, small_world_dir, tiny_model_dir):
+    from itemsage_core.embedding.embed_run import EmbedConfig
     from jobs.embed_catalog import embed_catalog
 
     messages = []
-    summary = embed_catalog(
-        spark,
-        str(small_world_dir / "catalog"),
-        str(tiny_model_dir),
-        str(tmp_path / "embeddings"),
-        progress=messages.append,
+    config = EmbedConfig(
+        str(small_world_dir / "catalog"), str(tiny_model_dir), str(tmp_path / "embeddings")
     )
+    summary = embed_catalog(spark, config, progress=messages.append)
     coverage = summary["vocab_coverage"]
     assert coverage["word_coverage"] >= 0.9 and not coverage["low"]
     assert not any(m.startswith("warning:") for m in messages)

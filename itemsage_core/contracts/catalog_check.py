@@ -1,10 +1,11 @@
 """Checking raw catalog rows batch by batch, with bounded memory and without Spark or torch.
 
 The same code runs in an embedding task, in a Spark validation task and in `itemsage validate`
-on a local catalog: `check_batch` maps, conforms and checks one batch (the duplicate-id rule
-reads the whole catalog's repeated ids, counted first: `repeated_ids_of`); `check_batches`
-counts each batch into a JSON-able partial report and `catalog_report` sums partials, from one
-process or from many tasks, into the catalog's ValidationReport.
+on a local catalog: `batch_problems` maps, conforms and checks one batch and `check_batch` also
+renders its rows' reasons (the duplicate-id rule reads the whole catalog's repeated ids, counted
+first: `repeated_ids_of`, defined in catalog_contract); `check_batches` counts each batch's
+problems into a JSON-able partial report and `catalog_report` sums partials, from one process or
+from many tasks, into the catalog's ValidationReport.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import os
 from collections.abc import Iterable, Iterator
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from itemsage_core.contracts.arrow_checks import as_array
@@ -25,10 +25,12 @@ from itemsage_core.contracts.catalog_contract import (
     catalog_row_problems,
     check_catalog_schema,
     conform_catalog,
+    copies_in,
+    repeated_ids_of,
 )
 from itemsage_core.contracts.column_mapping import ColumnMapping, add_failures
 from itemsage_core.contracts.column_types import STRING, coerce
-from itemsage_core.contracts.validation_report import ValidationReport, rule_counts
+from itemsage_core.contracts.validation_report import RowProblems, ValidationReport
 from itemsage_core.errors import ContractError
 from itemsage_core.storage.parquet_io import footers, read_row_group, row_groups_of
 
@@ -78,19 +80,23 @@ def row_group_ids(file: str, group: int, mapping: ColumnMapping | None) -> pa.Ar
     )
 
 
-def repeated_ids_of(ids: pa.Array | pa.ChunkedArray) -> pa.Table:
-    """product_id and count of the ids on more than one row (null ids are missing ids, not
-    duplicates): what `copies_in` takes."""
-    counted = pc.value_counts(ids.drop_null())
-    repeated = pa.table({PRODUCT_ID: counted.field("values"), "count": counted.field("counts")})
-    return repeated.filter(pc.greater(repeated.column("count"), 1))
-
-
-def copies_in(table: pa.Table, repeated: pa.Table) -> pa.Array:
-    """Per row: how many rows share its product_id (`repeated`: repeated_ids_of the whole
-    catalog's ids), null when it is unique."""
-    where = pc.index_in(table.column(PRODUCT_ID), value_set=repeated.column(PRODUCT_ID))
-    return pc.take(repeated.column("count"), where)
+def batch_problems(
+    batch: pa.RecordBatch | pa.Table,
+    mapping: ColumnMapping | None,
+    image_dim: int,
+    repeated: pa.Table,
+    failures: dict | None = None,
+) -> tuple[pa.Table, RowProblems]:
+    """One raw catalog batch mapped, conformed and checked: its rows and their problems. The
+    mapping's failed conversions are added into `failures`."""
+    mapped = mapping.map_batch(batch) if mapping else None
+    table = conform_catalog(mapped.table if mapped else pa.table(batch))
+    if mapped and failures is not None:
+        add_failures(failures, mapped.failures)
+    problems = catalog_row_problems(
+        table, image_dim, copies_in(table, repeated), mapped.rejects if mapped else None
+    )
+    return table, problems
 
 
 def check_batch(
@@ -100,16 +106,10 @@ def check_batch(
     repeated: pa.Table,
     failures: dict | None = None,
 ) -> tuple[pa.Table, pa.Array]:
-    """One raw catalog batch mapped, conformed and checked: its rows and each row's reasons
-    (null = valid). The mapping's failed conversions are added into `failures`."""
-    mapped = mapping.map_batch(batch) if mapping else None
-    table = conform_catalog(mapped.table if mapped else pa.table(batch))
-    if mapped and failures is not None:
-        add_failures(failures, mapped.failures)
-    reasons = catalog_row_problems(
-        table, image_dim, copies_in(table, repeated), mapped.rejects if mapped else None
-    )
-    return table, reasons
+    """batch_problems with each row's reasons rendered (null = valid): what the embedding and
+    validation tasks store with the rows."""
+    table, problems = batch_problems(batch, mapping, image_dim, repeated, failures)
+    return table, problems.render()
 
 
 def check_batches(
@@ -122,11 +122,11 @@ def check_batches(
     the mapping's failed conversions."""
     for batch in batches:
         conversions: dict = {}
-        _, reasons = check_batch(batch, mapping, image_dim, repeated, conversions)
+        _, problems = batch_problems(batch, mapping, image_dim, repeated, conversions)
         yield {
-            "rows": len(reasons),
-            "rejected": len(reasons) - reasons.null_count,
-            "rule_counts": rule_counts(reasons),
+            "rows": problems.rows,
+            "rejected": problems.rejected,
+            "rule_counts": problems.counts(),
             "conversions": conversions,
         }
 

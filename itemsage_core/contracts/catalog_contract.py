@@ -1,8 +1,9 @@
 """The catalog contract: columns, types and row rules (docs/data-contracts.md, "Catalog").
 
 `conform_catalog` checks the schema (a problem there raises ContractError) and casts the columns
-to their contract types; `catalog_row_problems` gives each row's reasons for rejection;
-`validate_catalog` does both on a whole in-memory table, including the duplicate-id rule.
+to their contract types; `catalog_row_problems` gives the rows' problems (which rule each row
+breaks, and why); `validate_catalog` does both on a whole in-memory table, including the
+duplicate-id rule, whose repeated ids every path counts with `repeated_ids_of`.
 """
 
 from __future__ import annotations
@@ -16,9 +17,14 @@ from itemsage_core.contracts.arrow_checks import (
     blank_strings,
     holds_replacement,
     nested_vector_problems,
-    reasons_column,
 )
-from itemsage_core.contracts.validation_report import Rule, Validated, split_by_reasons
+from itemsage_core.contracts.validation_report import (
+    RowProblems,
+    Rule,
+    Validated,
+    rule_table,
+    split_by_problems,
+)
 from itemsage_core.errors import ContractError
 
 PRODUCT_ID = "product_id"
@@ -48,36 +54,43 @@ CONTRACT_COLUMNS: dict[str, str] = {
 }
 REQUIRED_COLUMNS = (PRODUCT_ID, "title")
 
-RULES: dict[str, Rule] = {
-    r.name: r
-    for r in [
-        Rule("missing_product_id", PRODUCT_ID, "product_id is null or blank"),
-        Rule(
-            "undecodable_product_id",
-            PRODUCT_ID,
-            "product_id holds bytes that are not UTF-8, or U+FFFD (the mark of lost bytes)",
-        ),
-        Rule(
-            "duplicate_product_id",
-            PRODUCT_ID,
-            "product_id is on more than one row; every copy is rejected",
-        ),
-        Rule("missing_title", "title", "title is null or blank"),
-        Rule("too_many_images", IMAGE_EMBEDDINGS, f"more than {MAX_IMAGES} image vectors"),
-        Rule(
-            "image_dim_mismatch",
-            IMAGE_EMBEDDINGS,
-            "an image vector is null or its length is not the image dimension",
-        ),
-        Rule("image_not_finite", IMAGE_EMBEDDINGS, "an image vector holds NaN, +-inf or null"),
-        Rule(
-            "unparsable_extra",
-            "extras",
-            "an extra column's value cannot be converted to its type, and its mapping rule says "
-            "on_error = reject (the default)",
-        ),
-    ]
-}
+MISSING_PRODUCT_ID = Rule("missing_product_id", PRODUCT_ID, "product_id is null or blank")
+UNDECODABLE_PRODUCT_ID = Rule(
+    "undecodable_product_id",
+    PRODUCT_ID,
+    "product_id holds bytes that are not UTF-8, or U+FFFD (the mark of lost bytes)",
+)
+DUPLICATE_PRODUCT_ID = Rule(
+    "duplicate_product_id",
+    PRODUCT_ID,
+    "product_id is on more than one row; every copy is rejected",
+)
+MISSING_TITLE = Rule("missing_title", "title", "title is null or blank")
+TOO_MANY_IMAGES = Rule("too_many_images", IMAGE_EMBEDDINGS, f"more than {MAX_IMAGES} image vectors")
+IMAGE_DIM_MISMATCH = Rule(
+    "image_dim_mismatch",
+    IMAGE_EMBEDDINGS,
+    "an image vector is null or its length is not the image dimension",
+)
+IMAGE_NOT_FINITE = Rule(
+    "image_not_finite", IMAGE_EMBEDDINGS, "an image vector holds NaN, +-inf or null"
+)
+UNPARSABLE_EXTRA = Rule(
+    "unparsable_extra",
+    "extras",
+    "an extra column's value cannot be converted to its type, and its mapping rule says "
+    "on_error = reject (the default)",
+)
+RULES: dict[str, Rule] = rule_table(
+    MISSING_PRODUCT_ID,
+    UNDECODABLE_PRODUCT_ID,
+    DUPLICATE_PRODUCT_ID,
+    MISSING_TITLE,
+    TOO_MANY_IMAGES,
+    IMAGE_DIM_MISMATCH,
+    IMAGE_NOT_FINITE,
+    UNPARSABLE_EXTRA,
+)
 
 
 def require_text_features(features) -> None:
@@ -119,66 +132,70 @@ def conform_catalog(data: pa.Table | pa.RecordBatch) -> pa.Table:
     return ct.conform_columns(table, CONTRACT_COLUMNS)
 
 
+def repeated_ids_of(ids: pa.Array | pa.ChunkedArray) -> pa.Table:
+    """product_id and count of the ids on more than one row (null ids are missing ids, not
+    duplicates): what `copies_in` takes. Every duplicate-id check (in memory, batch by batch, on
+    Spark) counts the ids with this function."""
+    counted = pc.value_counts(ids.drop_null())
+    repeated = pa.table({PRODUCT_ID: counted.field("values"), "count": counted.field("counts")})
+    return repeated.filter(pc.greater(repeated.column("count"), 1))
+
+
+def copies_in(table: pa.Table, repeated: pa.Table) -> pa.Array:
+    """Per row: how many rows share its product_id (`repeated`: repeated_ids_of the whole
+    catalog's ids), null when it is unique."""
+    where = pc.index_in(table.column(PRODUCT_ID), value_set=repeated.column(PRODUCT_ID))
+    return pc.take(repeated.column("count"), where)
+
+
 def catalog_row_problems(
     table: pa.Table,
     image_dim: int = DEFAULT_IMAGE_DIM,
     copies: pa.Array | None = None,
     rejects: pa.Array | None = None,
-) -> pa.Array:
-    """Per row of a conformed catalog: the reasons it is invalid, or null.
+) -> RowProblems:
+    """The row problems of a conformed catalog (RowProblems.render gives each row's reasons).
 
     Uniqueness is a dataset-level rule: `copies` gives, per row, how many rows of the whole
-    catalog share its product_id (computed by the caller over the whole dataset). `rejects`:
-    per row, the column mapping's failed conversions that reject it (MappedBatch.rejects).
+    catalog share its product_id (copies_in, from repeated_ids_of the whole dataset's ids;
+    null = unique). `rejects`: per row, the column mapping's failed conversions that reject it
+    (MappedBatch.rejects).
     """
     counts, wrong_dim, not_finite = nested_vector_problems(
         as_array(table.column(IMAGE_EMBEDDINGS)), image_dim
     )
-    too_many = pc.binary_join_element_wise(
-        "too_many_images: ",
-        pa.array(counts).cast(pa.string()),
-        f" image vectors, at most {MAX_IMAGES}",
-        "",
+    ids = as_array(table.column(PRODUCT_ID))
+    problems = RowProblems(table.num_rows)
+    problems.add(MISSING_PRODUCT_ID, blank_strings(ids), "product_id is null or blank")
+    problems.add(
+        UNDECODABLE_PRODUCT_ID,
+        holds_replacement(ids),
+        "product_id holds bytes that are not UTF-8 (shown as U+FFFD)",
     )
-    rules = [
-        (
-            "missing_product_id: product_id is null or blank",
-            blank_strings(as_array(table.column(PRODUCT_ID))),
+    problems.add(
+        MISSING_TITLE, blank_strings(as_array(table.column("title"))), "title is null or blank"
+    )
+    problems.add(
+        TOO_MANY_IMAGES,
+        counts > MAX_IMAGES,
+        pc.binary_join_element_wise(
+            pa.array(counts).cast(pa.string()), f" image vectors, at most {MAX_IMAGES}", ""
         ),
-        (
-            "undecodable_product_id: product_id holds bytes that are not UTF-8 (shown as U+FFFD)",
-            holds_replacement(as_array(table.column(PRODUCT_ID))),
-        ),
-        ("missing_title: title is null or blank", blank_strings(as_array(table.column("title")))),
-        (too_many, counts > MAX_IMAGES),
-        (f"image_dim_mismatch: an image vector is null or not {image_dim}-d", wrong_dim),
-        ("image_not_finite: an image vector holds NaN, inf or null", not_finite),
-    ]
+    )
+    problems.add(IMAGE_DIM_MISMATCH, wrong_dim, f"an image vector is null or not {image_dim}-d")
+    problems.add(IMAGE_NOT_FINITE, not_finite, "an image vector holds NaN, inf or null")
     if copies is not None:
         copies = pc.fill_null(copies, 1)
-        rules.append(
-            (
-                pc.binary_join_element_wise(
-                    "duplicate_product_id: ",
-                    copies.cast(pa.string()),
-                    " rows share this product_id",
-                    "",
-                ),
-                pc.greater(copies, 1),
-            )
+        problems.add(
+            DUPLICATE_PRODUCT_ID,
+            pc.greater(copies, 1),
+            pc.binary_join_element_wise(
+                copies.cast(pa.string()), " rows share this product_id", ""
+            ),
         )
     if rejects is not None:
-        rules.append(
-            (pc.binary_join_element_wise("unparsable_extra: ", rejects, ""), pc.is_valid(rejects))
-        )
-    return reasons_column(rules)
-
-
-def id_copies(product_ids: pa.Array) -> pa.Array:
-    """Per row, how many rows carry the same product_id (null for a null id)."""
-    counted = pc.value_counts(product_ids)
-    where = pc.index_in(product_ids, counted.field("values"), skip_nulls=True)
-    return pc.take(counted.field("counts"), where)
+        problems.add(UNPARSABLE_EXTRA, pc.is_valid(rejects), rejects)
+    return problems
 
 
 def validate_catalog(
@@ -186,6 +203,7 @@ def validate_catalog(
 ) -> Validated:
     """Validate a whole in-memory catalog against the contract (schema, rows, unique ids)."""
     table = conform_catalog(data)
-    copies = id_copies(as_array(table.column(PRODUCT_ID)))
-    reasons = catalog_row_problems(table, image_dim, copies)
-    return split_by_reasons("catalog", RULES, table, reasons)
+    copies = copies_in(table, repeated_ids_of(table.column(PRODUCT_ID)))
+    return split_by_problems(
+        "catalog", RULES, table, catalog_row_problems(table, image_dim, copies)
+    )

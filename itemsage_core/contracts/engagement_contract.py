@@ -1,7 +1,8 @@
 """The engagement-log contract (docs/data-contracts.md, "Engagement log").
 
 One row is one (query embedding, engaged product) training example from a surface and an
-engagement type. Schema problems raise ContractError; row problems give a reason per row.
+engagement type. Schema problems raise ContractError; row problems (RowProblems, per rule)
+give a reason per row.
 """
 
 from __future__ import annotations
@@ -13,10 +14,15 @@ from itemsage_core.contracts import column_types as ct
 from itemsage_core.contracts.arrow_checks import (
     as_array,
     blank_strings,
-    reasons_column,
     vector_problems,
 )
-from itemsage_core.contracts.validation_report import Rule, Validated, split_by_reasons
+from itemsage_core.contracts.validation_report import (
+    RowProblems,
+    Rule,
+    Validated,
+    rule_table,
+    split_by_problems,
+)
 from itemsage_core.errors import ContractError
 
 SURFACES = ("home", "closeup", "search")
@@ -31,23 +37,28 @@ COLUMNS: dict[str, str] = {
     "ts": ct.TIMESTAMP,
 }
 
-RULES: dict[str, Rule] = {
-    r.name: r
-    for r in [
-        Rule("missing_product_id", "product_id", "product_id is null or blank"),
-        Rule(
-            "query_dim_mismatch",
-            "query_embedding",
-            "query_embedding is null or its length is not the embedding dimension",
-        ),
-        Rule("query_not_finite", "query_embedding", "query_embedding holds NaN, +-inf or null"),
-        Rule("unknown_surface", "surface", f"surface is not one of {', '.join(SURFACES)}"),
-        Rule(
-            "unknown_engagement", "engagement", f"engagement is not one of {', '.join(ENGAGEMENTS)}"
-        ),
-        Rule("missing_ts", "ts", "ts is null"),
-    ]
-}
+MISSING_PRODUCT_ID = Rule("missing_product_id", "product_id", "product_id is null or blank")
+QUERY_DIM_MISMATCH = Rule(
+    "query_dim_mismatch",
+    "query_embedding",
+    "query_embedding is null or its length is not the embedding dimension",
+)
+QUERY_NOT_FINITE = Rule(
+    "query_not_finite", "query_embedding", "query_embedding holds NaN, +-inf or null"
+)
+UNKNOWN_SURFACE = Rule("unknown_surface", "surface", f"surface is not one of {', '.join(SURFACES)}")
+UNKNOWN_ENGAGEMENT = Rule(
+    "unknown_engagement", "engagement", f"engagement is not one of {', '.join(ENGAGEMENTS)}"
+)
+MISSING_TS = Rule("missing_ts", "ts", "ts is null")
+RULES: dict[str, Rule] = rule_table(
+    MISSING_PRODUCT_ID,
+    QUERY_DIM_MISMATCH,
+    QUERY_NOT_FINITE,
+    UNKNOWN_SURFACE,
+    UNKNOWN_ENGAGEMENT,
+    MISSING_TS,
+)
 
 
 def engagement_schema(extras: pa.Schema | None = None) -> pa.Schema:
@@ -72,28 +83,29 @@ def _not_in(column: pa.Array, allowed: tuple[str, ...]) -> pa.Array:
     return pc.invert(pc.fill_null(pc.is_in(column, value_set=pa.array(allowed)), False))
 
 
-def engagement_row_problems(table: pa.Table, dim: int = DEFAULT_QUERY_DIM) -> pa.Array:
-    """Per row of a conformed engagement log: the reasons it is invalid, or null."""
+def engagement_row_problems(table: pa.Table, dim: int = DEFAULT_QUERY_DIM) -> RowProblems:
+    """The row problems of a conformed engagement log (RowProblems.render gives the reasons)."""
     wrong_dim, not_finite = vector_problems(as_array(table.column("query_embedding")), dim)
-    return reasons_column(
-        [
-            (
-                "missing_product_id: product_id is null or blank",
-                blank_strings(as_array(table.column("product_id"))),
-            ),
-            (f"query_dim_mismatch: query_embedding is null or not {dim}-d", wrong_dim),
-            ("query_not_finite: query_embedding holds NaN, inf or null", not_finite),
-            (
-                "unknown_surface: surface must be one of " + ", ".join(SURFACES),
-                _not_in(as_array(table.column("surface")), SURFACES),
-            ),
-            (
-                "unknown_engagement: engagement must be one of " + ", ".join(ENGAGEMENTS),
-                _not_in(as_array(table.column("engagement")), ENGAGEMENTS),
-            ),
-            ("missing_ts: ts is null", as_array(table.column("ts")).is_null()),
-        ]
+    problems = RowProblems(table.num_rows)
+    problems.add(
+        MISSING_PRODUCT_ID,
+        blank_strings(as_array(table.column("product_id"))),
+        "product_id is null or blank",
     )
+    problems.add(QUERY_DIM_MISMATCH, wrong_dim, f"query_embedding is null or not {dim}-d")
+    problems.add(QUERY_NOT_FINITE, not_finite, "query_embedding holds NaN, inf or null")
+    problems.add(
+        UNKNOWN_SURFACE,
+        _not_in(as_array(table.column("surface")), SURFACES),
+        "surface must be one of " + ", ".join(SURFACES),
+    )
+    problems.add(
+        UNKNOWN_ENGAGEMENT,
+        _not_in(as_array(table.column("engagement")), ENGAGEMENTS),
+        "engagement must be one of " + ", ".join(ENGAGEMENTS),
+    )
+    problems.add(MISSING_TS, as_array(table.column("ts")).is_null(), "ts is null")
+    return problems
 
 
 def validate_engagements(
@@ -101,4 +113,4 @@ def validate_engagements(
 ) -> Validated:
     """Validate a whole in-memory engagement log against the contract."""
     table = conform_engagements(data)
-    return split_by_reasons("engagements", RULES, table, engagement_row_problems(table, dim))
+    return split_by_problems("engagements", RULES, table, engagement_row_problems(table, dim))

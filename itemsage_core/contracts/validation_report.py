@@ -1,7 +1,9 @@
 """Row-level validation results: which rows failed which rule, and counts per rule.
 
-A row's `reason` is a '; '-joined list of `rule: detail` texts (see docs/data-contracts.md), so the
-rule names can be counted back from the reasons alone, in Arrow here or in Spark SQL in the jobs.
+A contract's checks fill a `RowProblems`: per `Rule` (each defined once, in its contract's rule
+table), the mask of rows that break it and each row's detail. Counts per rule come from the
+masks; only at the end is each row's `reason` rendered, the '; '-joined list of `rule: detail`
+texts (see docs/data-contracts.md), which is what rejected and quarantined rows carry.
 """
 
 from __future__ import annotations
@@ -9,8 +11,11 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from itemsage_core.contracts.arrow_checks import as_array, reasons_column
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,6 +25,71 @@ class Rule:
     name: str
     column: str
     description: str
+
+
+def rule_table(*rules: Rule) -> dict[str, Rule]:
+    """A contract's rules by name (a name may appear only once)."""
+    table = {r.name: r for r in rules}
+    if len(table) != len(rules):
+        raise ValueError(f"rule names appear more than once: {[r.name for r in rules]}")
+    return table
+
+
+Detail = str | pa.Array | pa.ChunkedArray
+
+
+class RowProblems:
+    """The row-level problems of one table: per rule, the rows that break it and the detail shown
+    for each (one text, or a string array with a text per row), in the order the checks ran."""
+
+    def __init__(self, rows: int):
+        self.rows = rows
+        self._found: list[tuple[Rule, np.ndarray, Detail]] = []
+
+    def add(self, rule: Rule, mask: pa.Array | pa.ChunkedArray | np.ndarray, detail: Detail):
+        """Record that the rows where `mask` (booleans, no nulls) holds break `rule`."""
+        if any(rule.name == seen.name for seen, _, _ in self._found):
+            raise ValueError(f"rule {rule.name} is already checked")
+        if not isinstance(mask, np.ndarray):
+            mask = as_array(mask).to_numpy(zero_copy_only=False)
+        mask = np.asarray(mask, dtype=bool)
+        if len(mask) != self.rows:
+            raise ValueError(f"rule {rule.name}: {len(mask)} mask rows for {self.rows} rows")
+        self._found.append((rule, mask, detail))
+
+    def broken(self) -> np.ndarray:
+        """Mask of the rows that break at least one rule."""
+        found = np.zeros(self.rows, dtype=bool)
+        for _, mask, _ in self._found:
+            found |= mask
+        return found
+
+    @property
+    def rejected(self) -> int:
+        return int(self.broken().sum())
+
+    def counts(self) -> dict[str, int]:
+        """Rows breaking each broken rule, in the order the rendered reasons first name them."""
+        first = {
+            i: (int(mask.argmax()), i, rule.name, int(mask.sum()))
+            for i, (rule, mask, _) in enumerate(self._found)
+            if mask.any()
+        }
+        return {name: count for _, _, name, count in sorted(first.values())}
+
+    def render(self) -> pa.Array:
+        """Per row, its reason: the '; '-joined `rule: detail` texts, or null for a valid row."""
+        return reasons_column(
+            [
+                (
+                    f"{rule.name}: {detail}"
+                    if isinstance(detail, str)
+                    else pc.binary_join_element_wise(f"{rule.name}: ", detail, ""),
+                    mask,
+                )
+                for rule, mask, detail in self._found
+            ]
+        )
 
 
 @dataclasses.dataclass
@@ -81,26 +151,15 @@ def conversion_lines(conversions: dict[str, dict]) -> list[str]:
     ]
 
 
-def rule_counts(reasons: pa.Array | pa.ChunkedArray) -> dict[str, int]:
-    """Number of rows violating each rule, read back from a reasons column (null = valid row)."""
-    texts = pc.drop_null(reasons)
-    if len(texts) == 0:
-        return {}
-    names = pc.list_flatten(pc.split_pattern(texts, "; "))
-    names = pc.list_element(pc.split_pattern(names, ":", max_splits=1), 0)
-    counted = pc.value_counts(names).to_pylist()
-    return {entry["values"]: entry["counts"] for entry in counted}
-
-
-def build_report(contract: str, rules: dict[str, Rule], reasons: pa.Array) -> ValidationReport:
-    """Report for one dataset from its per-row reasons column (null = valid row)."""
-    valid = reasons.null_count
+def build_report(contract: str, rules: dict[str, Rule], problems: RowProblems) -> ValidationReport:
+    """Report for one dataset from its row problems."""
+    rejected = problems.rejected
     return ValidationReport(
         contract=contract,
-        rows=len(reasons),
-        valid=valid,
-        rejected=len(reasons) - valid,
-        rule_counts=rule_counts(reasons),
+        rows=problems.rows,
+        valid=problems.rows - rejected,
+        rejected=rejected,
+        rule_counts=problems.counts(),
         rules=rules,
     )
 
@@ -114,13 +173,13 @@ class Validated:
     report: ValidationReport
 
 
-def split_by_reasons(
-    contract: str, rules: dict[str, Rule], table: pa.Table, reasons: pa.Array
+def split_by_problems(
+    contract: str, rules: dict[str, Rule], table: pa.Table, problems: RowProblems
 ) -> Validated:
-    """Split a conformed table into valid rows and rejected rows (with their `reason`)."""
-    ok = pc.is_null(reasons)
+    """Split a conformed table into valid rows and rejected rows (with their rendered `reason`)."""
+    broken = pa.array(problems.broken(), pa.bool_())
     return Validated(
-        valid=table.filter(ok),
-        rejected=table.append_column("reason", reasons).filter(pc.invert(ok)),
-        report=build_report(contract, rules, reasons),
+        valid=table.filter(pc.invert(broken)),
+        rejected=table.append_column("reason", problems.render()).filter(broken),
+        report=build_report(contract, rules, problems),
     )

@@ -6,7 +6,8 @@ conforms and checks raw catalog rows (or takes rows already checked, with a `rea
 embeds the valid ones, quarantines the others, and writes one data file into each table's location:
 it returns their descriptions for the driver to commit, the embeddings file's with the vocabulary
 coverage counts of the rows it embedded (itemsage_core/features/vocab_coverage.py), the first
-file's with the column mapping's failed conversions of all its rows.
+file's with the column mapping's failed conversions of all its rows. An incremental run's
+`carry_task` writes rows it carries over unchanged (already embeddings-table rows) the same way.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from itemsage_core.contracts.catalog_check import BATCH_ROWS, check_batch
 from itemsage_core.contracts.catalog_contract import conform_catalog
 from itemsage_core.contracts.column_mapping import ColumnMapping
 from itemsage_core.embedding.batch_embedder import BatchEmbedder
-from itemsage_core.embedding.embeddings_table import write_data_file
+from itemsage_core.embedding.embeddings_table import EMBEDDING_SCHEMA, write_data_file
 from itemsage_core.storage.parquet_io import read_row_group
 
 REASON = "reason"
@@ -96,3 +97,21 @@ def embed_task(
                 }
             )
     return described
+
+
+def carry_task(batches: Iterable[pa.RecordBatch], target: str, run_id: str) -> list[dict]:
+    """Write embeddings-table rows carried over unchanged as one data file into `target` (the
+    embeddings table's location); return its description, in embed_task's form without coverage
+    or conversions (the rows are not encoded or mapped again), or none when there are no rows."""
+    tables = [pa.table(b) for b in batches]
+    if not sum(t.num_rows for t in tables):
+        return []
+    rows = pa.concat_tables(tables).select(EMBEDDING_SCHEMA.names).cast(EMBEDDING_SCHEMA)
+    return [
+        {
+            "kind": "embeddings",
+            **write_data_file(target, rows, run_id),
+            "coverage": None,
+            "conversions": None,
+        }
+    ]

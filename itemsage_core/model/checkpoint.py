@@ -25,7 +25,8 @@ from safetensors.torch import load_file, save_file
 
 from itemsage_core.errors import ItemSageError
 from itemsage_core.features.vocabulary import Vocabulary
-from itemsage_core.model.encoder import ItemSageEncoder, ModelConfig
+from itemsage_core.model.config import ModelConfig
+from itemsage_core.model.encoder import ItemSageEncoder
 from itemsage_core.storage.files import sha256_file
 
 CONFIG, VOCABULARY, WEIGHTS, MANIFEST = (

@@ -14,52 +14,14 @@ and cheaper, so training and inference both use it.
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from itemsage_core.features.product_features import ProductBatch
 from itemsage_core.features.vocabulary import FEATURES
-from itemsage_core.model.hash_embedding import HashEmbedding, hash_parameters
-
-MODALITIES = ("image", "text")
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
-    """Encoder shape. Defaults follow the paper where it is specific (docs/model.md)."""
-
-    vocab_size: int
-    image_dim: int = 256
-    output_dim: int = 256
-    d_model: int = 512
-    heads: int = 8
-    ffn_dim: int = 2048
-    layers: int = 1
-    dropout: float = 0.1
-    mlp_hidden: int = 512
-    hash_buckets: int = 100_000
-    hash_dim: int = 256
-    hash_params: tuple = ()
-    modalities: tuple[str, ...] = MODALITIES
-    initial_temperature: float = 0.05
-
-    @classmethod
-    def create(cls, vocab_size: int, hash_seed: int = 0, hashes: int = 2, **kw) -> ModelConfig:
-        params = tuple(tuple(p) for p in hash_parameters(hash_seed, hashes))
-        return cls(vocab_size=vocab_size, hash_params=params, **kw)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> ModelConfig:
-        data = dict(data)
-        data["hash_params"] = tuple(tuple(p) for p in data["hash_params"])
-        data["modalities"] = tuple(data["modalities"])
-        return cls(**data)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+from itemsage_core.model.config import ModelConfig
+from itemsage_core.model.hash_embedding import HashEmbedding
 
 
 class EncoderLayer(nn.Module):

@@ -7,18 +7,11 @@ universal hashes (p = 2^31 - 1). A bag of tokens sums its vectors (one Embedding
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-PRIME = 2**31 - 1
-
-
-def hash_parameters(seed: int, hashes: int) -> list[list[int]]:
-    """(a, b) per hash function, a in [1, p), b in [0, p): fixed by the seed, saved in config."""
-    rng = np.random.default_rng(seed)
-    return [[int(rng.integers(1, PRIME)), int(rng.integers(0, PRIME))] for _ in range(hashes)]
+from itemsage_core.model.config import PRIME
 
 
 class HashEmbedding(nn.Module):

@@ -76,14 +76,6 @@ def read_row_group(
             return
 
 
-def parquet_schema(path: str | os.PathLike) -> pa.Schema:
-    """Unified schema of the dataset at `path` (raises ItemSageError if unreadable)."""
-    try:
-        return ds.dataset(parquet_files(path), format="parquet").schema
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise ItemSageError(f"cannot read Parquet at {os.fspath(path)}: {exc}") from None
-
-
 def read_parquet(path: str | os.PathLike, columns: list[str] | None = None) -> pa.Table:
     """The whole dataset at `path` as one table (for in-process work on modest sizes)."""
     try:

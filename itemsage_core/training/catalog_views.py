@@ -12,19 +12,11 @@ Everything is vectorised over the batch (NumPy on the CPU, before the batch move
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import torch
 
 from itemsage_core.features.product_features import ProductBatch
-
-
-@dataclasses.dataclass(frozen=True)
-class ViewConfig:
-    token_drop: float = 0.3
-    split: bool = True
-    feature_drop: float = 0.3  # each view's share of units dropped when not `split`
+from itemsage_core.training.config import ViewConfig
 
 
 def _split_units(

@@ -14,7 +14,6 @@ import numpy as np
 import pyarrow as pa
 
 from itemsage_core.contracts.catalog_contract import (
-    DEFAULT_IMAGE_DIM,
     TEXT_FEATURES,
     conform_catalog,
     require_text_features,
@@ -23,13 +22,14 @@ from itemsage_core.contracts.column_mapping import load_mapping
 from itemsage_core.errors import ItemSageError
 from itemsage_core.features.vocabulary import VocabConfig, Vocabulary, build_vocabulary
 from itemsage_core.model.checkpoint import load_checkpoint, save_checkpoint
-from itemsage_core.model.encoder import ModelConfig
+from itemsage_core.model.config import ModelConfig
 from itemsage_core.storage.parquet_io import read_parquet
 from itemsage_core.training.catalog_quality import CatalogQuality, evaluate_catalog
+from itemsage_core.training.config import TrainRun
 from itemsage_core.training.evaluation import Evaluation, evaluate
 from itemsage_core.training.trainer import (
     Progress,
-    TrainConfig,
+    TrainingData,
     prepare_catalog_data,
     prepare_data,
     train,
@@ -76,107 +76,86 @@ def mappings_for(catalogs: tuple[str, ...], mappings: tuple[str, ...]) -> list[s
     )
 
 
-def train_model(
-    catalog: str,
-    engagements: str | None,
-    out: Path,
-    train_config: TrainConfig,
-    model_options: dict | None = None,
-    vocab_config: VocabConfig = VocabConfig(),
-    mapping: str | None = None,
-    image_dim: int = DEFAULT_IMAGE_DIM,
-    hash_seed: int = 0,
-    device: str = "auto",
-    vocab_catalogs: tuple[str, ...] = (),
-    vocab_mappings: tuple[str, ...] = (),
-    exclude_features: tuple[str, ...] = (),
-    progress: Progress | None = None,
-) -> TrainedModel:
-    """Train, evaluate on the held-out slice of the log (when there is one), save a checkpoint.
+def _vocabulary_catalogs(run: TrainRun, products: pa.Table) -> tuple[Vocabulary | None, dict]:
+    """The vocabulary over the training catalog and run.vocab_catalogs (None when there are
+    none: the trainer builds it from the training products), and the rows each catalog gave."""
+    if not run.vocab_catalogs:
+        return None, {}
+    mappings = mappings_for(run.vocab_catalogs, run.vocab_mappings)
+    others = [
+        without_features(read_mapped_catalog(path, mapping), run.exclude_features)
+        for path, mapping in zip(run.vocab_catalogs, mappings)
+    ]
+    vocab = text_vocabulary([products, *others], run.vocab)
+    rows = {path: other.num_rows for path, other in zip(run.vocab_catalogs, others)}
+    return vocab, {"vocab_catalogs": rows, "vocab_tokens": vocab.size}
 
-    Without `engagements` the model learns from the catalog alone (trainer.CatalogObjective).
-    `vocab_catalogs` (through `vocab_mappings`, see mappings_for): other catalogs whose text
-    joins the vocabulary; the summary says how many rows each gave and how many tokens they added.
-    `exclude_features`: text features withheld from training (and so from the vocabulary).
-    """
-    started = time.perf_counter()
-    products = without_features(read_mapped_catalog(catalog, mapping), exclude_features)
-    vocab, extra = None, {}
-    if vocab_catalogs:
-        others = [
-            without_features(read_mapped_catalog(path, path_mapping), exclude_features)
-            for path, path_mapping in zip(
-                vocab_catalogs, mappings_for(vocab_catalogs, vocab_mappings)
-            )
-        ]
-        vocab = text_vocabulary([products, *others], vocab_config)
-        extra = {
-            "vocab_catalogs": {p: o.num_rows for p, o in zip(vocab_catalogs, others)},
-            "vocab_tokens": vocab.size,
-        }
-    catalog_task = not engagements or train_config.catalog_task_weight > 0
-    neighbours = train_config.neighbours if catalog_task else 0
-    if engagements:
-        data = prepare_data(
-            products,
-            read_parquet(engagements),
-            train_config.holdout_fraction,
-            vocab=vocab,
-            vocab_config=vocab_config,
-            image_dim=image_dim,
-            neighbours=neighbours,
-            progress=progress,
-        )
+
+def _training_data(run: TrainRun, progress: Progress | None) -> TrainingData:
+    """The run's encoded products (and engagement examples), with the vocabulary catalogs'
+    contribution in the data summary."""
+    products = without_features(read_mapped_catalog(run.catalog, run.mapping), run.exclude_features)
+    vocab, extra = _vocabulary_catalogs(run, products)
+    catalog_task = not run.engagements or run.train.catalog_task_weight > 0
+    common = {
+        "vocab": vocab,
+        "vocab_config": run.vocab,
+        "image_dim": run.image_dim,
+        "neighbours": run.train.neighbours if catalog_task else 0,
+        "progress": progress,
+    }
+    if run.engagements:
+        engagements = read_parquet(run.engagements)
+        data = prepare_data(products, engagements, run.train.holdout_fraction, **common)
     else:
-        data = prepare_catalog_data(
-            products,
-            vocab=vocab,
-            vocab_config=vocab_config,
-            image_dim=image_dim,
-            neighbours=neighbours,
-            progress=progress,
-        )
-    if vocab_catalogs:  # the tokens no valid training product holds came from them
-        extra["vocab_tokens_from_vocab_catalogs"] = vocab.size - len(
-            np.unique(data.features.bags.ids)
-        )
+        data = prepare_catalog_data(products, **common)
+    if vocab is not None:  # the tokens no valid training product holds came from them
+        only_there = vocab.size - len(np.unique(data.features.bags.ids))
+        extra["vocab_tokens_from_vocab_catalogs"] = only_there
         if progress:
             read = ", ".join(f"{p} ({n} rows)" for p, n in extra["vocab_catalogs"].items())
             progress(
-                f"vocabulary of {vocab.size} tokens over {catalog} ({products.num_rows} "
-                f"rows) and {read}: {extra['vocab_tokens_from_vocab_catalogs']} tokens "
-                "occur only in the vocabulary catalogs"
+                f"vocabulary of {vocab.size} tokens over {run.catalog} ({products.num_rows} "
+                f"rows) and {read}: {only_there} tokens occur only in the vocabulary catalogs"
             )
+    data.summary.update(extra)
+    return data
+
+
+def _objective(run: TrainRun) -> str:
+    if not run.engagements:
+        return "catalog"
+    return "engagements+catalog" if run.train.catalog_task_weight > 0 else "engagements"
+
+
+def train_model(run: TrainRun, progress: Progress | None = None) -> TrainedModel:
+    """Train, evaluate on the held-out slice of the log (when there is one), save a checkpoint."""
+    started = time.perf_counter()
+    data = _training_data(run, progress)
     model_config = ModelConfig.create(
-        data.vocab.size, hash_seed=hash_seed, image_dim=image_dim, **(model_options or {})
+        data.vocab.size, hash_seed=run.hash_seed, image_dim=run.image_dim, **dict(run.model_options)
     )
-    model, history = train(data, model_config, train_config, progress=progress, device=device)
+    model, history = train(data, model_config, run.train, progress=progress, device=run.device)
     result = None
     if data.heldout is not None:
         if progress:
             progress(f"evaluating on {len(data.heldout)} held-out examples")
         result = evaluate(model, data.features, data.heldout)
     summary = {
-        "data": {**data.summary, **extra},
+        "data": data.summary,
         "training": history,
         "heldout": result.to_dict() if result else None,
         "seconds": time.perf_counter() - started,
     }
     settings = {
-        "vocab": dataclasses.asdict(vocab_config),
-        "train": train_config.to_dict(),
-        "image_dim": image_dim,
-        "objective": (
-            "catalog"
-            if not engagements
-            else "engagements+catalog"
-            if train_config.catalog_task_weight > 0
-            else "engagements"
-        ),
-        "excluded_features": list(exclude_features),
+        "vocab": dataclasses.asdict(run.vocab),
+        "train": run.train.to_dict(),
+        "image_dim": run.image_dim,
+        "objective": _objective(run),
+        "excluded_features": list(run.exclude_features),
     }
-    version = save_checkpoint(out, model.cpu(), data.vocab, settings, summary)
-    return TrainedModel(path=Path(out), model_version=version, evaluation=result, summary=summary)
+    version = save_checkpoint(run.out, model.cpu(), data.vocab, settings, summary)
+    return TrainedModel(Path(run.out), version, result, summary)
 
 
 def evaluate_model(

@@ -41,10 +41,12 @@ from itemsage_core.features.lexical_neighbours import (
 )
 from itemsage_core.features.product_features import ProductFeatures, encode_products
 from itemsage_core.features.vocabulary import VocabConfig, Vocabulary, build_vocabulary
-from itemsage_core.model.encoder import ItemSageEncoder, ModelConfig
+from itemsage_core.model.config import ModelConfig
+from itemsage_core.model.encoder import ItemSageEncoder
 from itemsage_core.model.inference import autocast, pick_device
 from itemsage_core.model.losses import LossParts, mixed_negative_loss
-from itemsage_core.training.catalog_views import ViewConfig, view_pairs
+from itemsage_core.training.catalog_views import view_pairs
+from itemsage_core.training.config import TrainConfig
 from itemsage_core.training.training_examples import (
     TASKS,
     Examples,
@@ -54,31 +56,6 @@ from itemsage_core.training.training_examples import (
 )
 
 Progress = Callable[[str], None]
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation and data settings (docs/model.md lists each with its default)."""
-
-    epochs: int = 2
-    batch_size: int = 256
-    random_negatives: int = 128
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_steps: int = 50
-    seed: int = 0
-    tasks: tuple[str, ...] = TASKS
-    task_weights: tuple[tuple[str, float], ...] = ()
-    task_exponent: float = 0.5
-    holdout_fraction: float = 0.1
-    precision: str = "auto"
-    catalog_task_weight: float = 0.0
-    views: ViewConfig = ViewConfig()
-    neighbours: int = DEFAULT_NEIGHBOURS
-    neighbour_share: float = 1.0
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass

@@ -1,0 +1,148 @@
+"""Planning a surface's build without Spark: its plan from its products' counts (SurfacePlan),
+what a build task needs to build one of its groups (GroupBuild), and SurfaceFailure, raised for a
+surface that cannot be built (build_run records it; the other surfaces go on)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from index_builder.layout import CENTROIDS, build_dir, new_build_id
+from index_builder.partitioning import ClusterPlan, routing_recall, train_centroids, unpack_group
+from index_builder.shard_build import ShardParams, build_group_shards
+from index_builder.surfaces import Surface
+from itemsage_core.errors import ItemSageError
+
+ROUTING_QUERIES = 1000  # sample queries measuring k-means routing recall
+
+
+class SurfaceFailure(ItemSageError):
+    """A surface that cannot be built or published (the others still are): the reason, and the
+    details its summary entry keeps beside it."""
+
+    def __init__(self, reason: str, details: dict | None = None):
+        super().__init__(reason)
+        self.details = details or {}
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupBuild:
+    """What a build task needs to build any group of one surface's plan."""
+
+    directory: str
+    params: ShardParams
+    max_size: int
+    dim: int
+
+    def build(self, group: int, packed: list[tuple[bytes, bytes]], threads: int) -> list[dict]:
+        """The group's shards from its packed parts (partitioning.pack_groups), written into the
+        build directory; their manifest entries."""
+        ids, vectors = unpack_group(packed, self.dim)
+        return build_group_shards(
+            ids, vectors, group, self.max_size, self.directory, self.params, threads
+        )
+
+
+@dataclasses.dataclass
+class SurfacePlan:
+    """One surface's build as the driver plans it: its products (one model, one dimension) and
+    how many groups (build tasks) they go to; k-means: the centroids and each cluster's groups."""
+
+    surface: Surface
+    build_id: str
+    products: int
+    dim: int
+    model_version: str
+    groups: int  # hash buckets, or (until split_clusters) k-means clusters to train
+    centroids: np.ndarray | None = None
+    clusters: ClusterPlan | None = None
+    routing_recall: float | None = None  # share of the top 10 in the routed clusters
+
+    @classmethod
+    def from_stats(
+        cls, surface: Surface, stats: Sequence[Mapping], table_version: int
+    ) -> SurfacePlan:
+        """The plan of the eligible rows' `stats`, one per model version: `n` rows, embeddings
+        of `low` to `high` dimensions. SurfaceFailure unless there are rows, of one model and
+        one dimension."""
+        if not stats:
+            raise SurfaceFailure(
+                f"no products after the filter {surface.filter!r}"
+                if surface.filter
+                else "no products in the table"
+            )
+        if len(stats) > 1:
+            raise SurfaceFailure(
+                f"the table mixes model versions "
+                f"{sorted(r['model_version'] for r in stats)}; their vectors are not "
+                "comparable, re-embed the catalog with one model"
+            )
+        (row,) = stats
+        if row["low"] != row["high"]:
+            raise SurfaceFailure(
+                f"embeddings of {row['low']} to {row['high']} dimensions in one table"
+            )
+        return cls(
+            surface,
+            new_build_id(table_version),
+            row["n"],
+            row["high"],
+            row["model_version"],
+            surface.shard_count(row["n"]),
+        )
+
+    @property
+    def group_clusters(self) -> list[int] | None:
+        """K-means: the cluster of each group."""
+        return None if self.clusters is None else self.clusters.cluster_of_group()
+
+    def sample_fraction(self) -> float:
+        """The share of the products sampled to train the centroids (at most kmeans_sample)."""
+        return min(1.0, self.surface.kmeans_sample / self.products)
+
+    def train_centroids(self, sample: np.ndarray) -> np.ndarray:
+        self.centroids = train_centroids(sample, self.groups, self.surface.seed)
+        return self.centroids
+
+    def split_clusters(self, counts: Mapping[int, int], sample: np.ndarray) -> ClusterPlan:
+        """Groups from each cluster's product count (an oversized cluster is split over several),
+        and the routing recall measured on the centroids' training sample."""
+        surface = self.surface
+        self.clusters = ClusterPlan.from_counts(
+            counts, len(self.centroids), surface.target_shard_size
+        )
+        self.groups = self.clusters.groups
+        self.routing_recall = routing_recall(
+            sample,
+            self.centroids,
+            surface.probe_clusters,
+            ROUTING_QUERIES,
+            surface.query_noise,
+            surface.seed,
+        )
+        return self.clusters
+
+    def describe(self, sampled: int = 0) -> str:
+        """One progress line: the products and their groups (k-means: `sampled` vectors)."""
+        name, products = self.surface.name, self.products
+        if self.centroids is None:
+            return f"{name}: {products} products in {self.groups} hash groups"
+        return (
+            f"{name}: {products} products in {len(self.centroids)} k-means clusters "
+            f"(trained on {sampled} vectors), {self.groups} groups; routing to "
+            f"{self.surface.probe_clusters} clusters keeps {self.routing_recall:.3f} of the top 10"
+        )
+
+    def start_build(self, index_root: str) -> GroupBuild:
+        """Create the new build directory (k-means: with the centroids); what its tasks need."""
+        directory = build_dir(index_root, self.surface.name, self.build_id)
+        directory.mkdir(parents=True)
+        if self.centroids is not None:
+            np.save(directory / CENTROIDS, self.centroids, allow_pickle=False)
+        s = self.surface
+        params = ShardParams(
+            s.M, s.ef_construction, s.ef_search, s.recall_queries, s.query_noise, s.seed
+        )
+        return GroupBuild(str(directory), params, s.target_shard_size, self.dim)

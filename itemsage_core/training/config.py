@@ -1,0 +1,74 @@
+"""A training run's settings as plain data (no PyTorch), so the CLI can take its option
+defaults from here without loading the trainer: TrainConfig (optimisation and data), ViewConfig
+(the catalog objective's two views of a product), TrainRun (inputs, output, every setting)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from itemsage_core.contracts.catalog_contract import DEFAULT_IMAGE_DIM
+from itemsage_core.features.lexical_neighbours import DEFAULT_NEIGHBOURS
+from itemsage_core.features.vocabulary import VocabConfig
+from itemsage_core.training.training_examples import TASKS
+
+CATALOG_EPOCHS = 10  # passes over the catalog when it is the only objective (docs/model.md)
+
+
+@dataclasses.dataclass(frozen=True)
+class ViewConfig:
+    """The catalog objective's two views of a product (training/catalog_views.py)."""
+
+    token_drop: float = 0.3
+    split: bool = True
+    feature_drop: float = 0.3  # each view's share of units dropped when not `split`
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and data settings (docs/model.md lists each with its default)."""
+
+    epochs: int = 2
+    batch_size: int = 256
+    random_negatives: int = 128
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 50
+    seed: int = 0
+    tasks: tuple[str, ...] = TASKS
+    task_weights: tuple[tuple[str, float], ...] = ()
+    task_exponent: float = 0.5
+    holdout_fraction: float = 0.1
+    precision: str = "auto"
+    catalog_task_weight: float = 0.0
+    views: ViewConfig = ViewConfig()
+    neighbours: int = DEFAULT_NEIGHBOURS
+    neighbour_share: float = 1.0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainRun:
+    """One training run: its inputs and output, and every setting (`itemsage train`'s options).
+
+    Without `engagements` the model learns from the catalog alone (trainer.CatalogObjective).
+    `vocab_catalogs` (through `vocab_mappings`, see mappings_for): other catalogs whose text
+    joins the vocabulary. `exclude_features`: text features withheld from training (and so from
+    the vocabulary). `model_options`: ModelConfig fields (d_model, layers, ...).
+    """
+
+    catalog: str
+    out: Path
+    engagements: str | None = None
+    mapping: str | None = None
+    train: TrainConfig = TrainConfig()
+    model_options: tuple[tuple[str, object], ...] = ()
+    vocab: VocabConfig = VocabConfig()
+    image_dim: int = DEFAULT_IMAGE_DIM
+    hash_seed: int = 0
+    device: str = "auto"
+    vocab_catalogs: tuple[str, ...] = ()
+    vocab_mappings: tuple[str, ...] = ()
+    exclude_features: tuple[str, ...] = ()
