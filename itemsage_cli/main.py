@@ -6,9 +6,11 @@ User mistakes (ItemSageError, and Spark's analysis errors unless --verbose) prin
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -62,7 +64,7 @@ class ItemSageGroup(click.Group):
     "traceback of a Spark analysis error. Default: Spark logs errors only and "
     "an analysis error is one `error:` line.",
 )
-def cli(verbose):
+def cli(verbose: bool) -> None:
     """ItemSage on Spark: product embeddings and per-surface nearest-neighbour indexes.
 
     Run `itemsage COMMAND --help` for a command's options.
@@ -71,7 +73,7 @@ def cli(verbose):
         os.environ.setdefault("ITEMSAGE_SPARK_LOG_LEVEL", "WARN")
 
 
-def spark_options(fn):
+def spark_options(fn: Callable) -> Callable:
     """--master and repeated --conf k=v, for commands that start Spark."""
     fn = click.option(
         "--conf",
@@ -111,7 +113,7 @@ def spark_options(fn):
     type=click.FloatRange(min=0),
     help="Engagement log rows per product.",
 )
-def generate(out_dir, products, seed, engagements_per_product):
+def generate(out_dir: str, products: int, seed: int, engagements_per_product: float) -> None:
     """Generate a synthetic shopping world: DIR/catalog/ and DIR/engagements/ (Parquet)."""
     from itemsage_cli.stages import generate_stage
 
@@ -143,7 +145,16 @@ def generate(out_dir, products, seed, engagements_per_product):
     "spark-submit.sh and an object-store catalog).",
 )
 @spark_options
-def validate(catalog, mapping, engagements, image_dim, as_json, use_spark, master, conf):
+def validate(
+    catalog: str,
+    mapping: str | None,
+    engagements: str | None,
+    image_dim: int,
+    as_json: bool,
+    use_spark: bool,
+    master: str | None,
+    conf: tuple[str, ...],
+) -> None:
     """Check a catalog (and optionally an engagement log) against the data contracts.
 
     Reports rows, valid and rejected counts, the offending rows per rule and the extra-column
@@ -358,36 +369,7 @@ def _parse_task_weights(values: tuple[str, ...]) -> tuple[tuple[str, float], ...
     type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
     help="auto: bf16 autocast on CUDA, fp32 on CPU.",
 )
-def train(
-    catalog,
-    engagements,
-    out_dir,
-    mapping,
-    modalities,
-    tasks,
-    task_weights,
-    task_exponent,
-    catalog_task_weight,
-    neighbours,
-    neighbour_share,
-    exclude_features,
-    epochs,
-    batch_size,
-    random_negatives,
-    learning_rate,
-    holdout_fraction,
-    seed,
-    d_model,
-    ffn_dim,
-    layers,
-    hash_buckets,
-    vocab_sizes,
-    vocab_catalogs,
-    vocab_mappings,
-    image_dim,
-    device,
-    precision,
-):
+def train(**options: object) -> None:
     """Train an encoder on a catalog (and an engagement log); write a checkpoint directory.
 
     With --engagements: multi-task training on the log; holds out a deterministic slice of it
@@ -397,6 +379,37 @@ def train(
     """
     from itemsage_cli.stages import progress
     from itemsage_core.training.model_runs import train_model
+
+    run = _train_run(**options)
+    result = train_model(run, progress=progress)
+    if result.evaluation:
+        click.echo("\n".join(result.evaluation.lines()))
+    click.echo(f"model {result.model_version} written to {result.path}")
+    if not run.engagements:
+        mapping_flag = f" --mapping {run.mapping}" if run.mapping else ""
+        click.echo(
+            f"check it: itemsage evaluate-catalog --model {result.path} --catalog "
+            f"{run.catalog}{mapping_flag} --label-column COLUMN"
+        )
+
+
+def _train_run(
+    *,
+    out_dir: str,
+    tasks: str,
+    task_weights: tuple[str, ...],
+    epochs: int | None,
+    seed: int,
+    modalities: str,
+    d_model: int,
+    ffn_dim: int,
+    layers: int,
+    hash_buckets: int,
+    vocab_sizes: str,
+    **fields: object,
+) -> TrainRun:
+    """`itemsage train`'s options as a TrainRun: the TrainConfig and TrainRun fields by name,
+    the model's shape, the vocabulary sizes; a bad combination is a usage error."""
     from itemsage_core.training.training_examples import parse_tasks
 
     try:
@@ -407,27 +420,20 @@ def train(
         ) from None
     if d_model % 8:
         raise click.BadParameter(f"{d_model} is not divisible by 8 heads", param_hint="--d-model")
-    if catalog_task_weight and not engagements:
+    engagements = fields["engagements"]
+    if fields["catalog_task_weight"] and not engagements:
         raise click.UsageError(
             "--catalog-task-weight weighs the catalog objective beside "
             "--engagements; without a log the catalog objective is the "
             "only one"
         )
-    epochs = epochs or (default(TrainConfig, "epochs") if engagements else CATALOG_EPOCHS)
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
     config = TrainConfig(
-        epochs=epochs,
-        batch_size=batch_size,
-        random_negatives=random_negatives,
-        learning_rate=learning_rate,
+        epochs=epochs or (default(TrainConfig, "epochs") if engagements else CATALOG_EPOCHS),
         seed=seed,
         tasks=parse_tasks(tasks),
         task_weights=_parse_task_weights(task_weights),
-        task_exponent=task_exponent,
-        holdout_fraction=holdout_fraction,
-        precision=precision,
-        catalog_task_weight=catalog_task_weight,
-        neighbours=neighbours,
-        neighbour_share=neighbour_share,
+        **{k: v for k, v in fields.items() if k in train_fields},
     )
     model_options = {
         "d_model": d_model,
@@ -437,31 +443,14 @@ def train(
         "hash_buckets": hash_buckets,
         "modalities": tuple(modalities.split(",")),
     }
-    run = TrainRun(
-        catalog=catalog,
+    return TrainRun(
         out=Path(out_dir),
-        engagements=engagements,
-        mapping=mapping,
         train=config,
         model_options=tuple(model_options.items()),
         vocab=VocabConfig(unigrams=uni, bigrams=bi, trigrams=tri),
-        image_dim=image_dim,
         hash_seed=seed,
-        device=device,
-        vocab_catalogs=vocab_catalogs,
-        vocab_mappings=vocab_mappings,
-        exclude_features=exclude_features,
+        **{k: v for k, v in fields.items() if k not in train_fields},
     )
-    result = train_model(run, progress=progress)
-    if result.evaluation:
-        click.echo("\n".join(result.evaluation.lines()))
-    click.echo(f"model {result.model_version} written to {result.path}")
-    if not engagements:
-        mapping_flag = f" --mapping {mapping}" if mapping else ""
-        click.echo(
-            f"check it: itemsage evaluate-catalog --model {result.path} --catalog "
-            f"{catalog}{mapping_flag} --label-column COLUMN"
-        )
 
 
 @cli.command()
@@ -489,7 +478,15 @@ def train(
 )
 @click.option("-k", "k", default=10, show_default=True, type=click.IntRange(min=1))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def evaluate(model_dir, catalog, engagements, mapping, index_size, k, as_json):
+def evaluate(
+    model_dir: str,
+    catalog: str,
+    engagements: str,
+    mapping: str | None,
+    index_size: int,
+    k: int,
+    as_json: bool,
+) -> None:
     """Recall@K per task and overall on the held-out slice of an engagement log.
 
     The slice is chosen by the same deterministic rule as in training (docs/model.md), so
@@ -554,8 +551,15 @@ def evaluate(model_dir, catalog, engagements, mapping, index_size, k, as_json):
 @click.option("-k", "k", default=10, show_default=True, type=click.IntRange(min=1))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def evaluate_catalog(
-    model_dir, catalog, mapping, label_column, exclude_features, queries, k, as_json
-):
+    model_dir: str,
+    catalog: str,
+    mapping: str | None,
+    label_column: str,
+    exclude_features: tuple[str, ...],
+    queries: int,
+    k: int,
+    as_json: bool,
+) -> None:
     """How often a product's nearest neighbours share its label, beside TF-IDF and random.
 
     Exact cosine top-k over every valid product that has a label, for a sample of query
@@ -666,7 +670,13 @@ def evaluate_catalog(
     help="Also write the run summary to this file.",
 )
 @spark_options
-def embed(mapping, summary_json, master, conf, **options):
+def embed(
+    mapping: str | None,
+    summary_json: str | None,
+    master: str | None,
+    conf: tuple[str, ...],
+    **options: object,
+) -> None:
     """Embed a catalog on Spark and commit the vectors to a Delta table in one transaction.
 
     Invalid rows go to the quarantine table with their reason; every input row is embedded or
@@ -710,7 +720,7 @@ def write_summary(summary: dict, summary_json: str | None) -> None:
     "above your longest embedding run.",
 )
 @click.option("--dry-run", is_flag=True, help="List what would be deleted; delete nothing.")
-def vacuum(table_uri, retention_hours, dry_run):
+def vacuum(table_uri: str, retention_hours: int, dry_run: bool) -> None:
     """Delete files no longer in the tables' current versions: replaced versions' files and
     the orphans of runs that failed or were killed before committing."""
     from deltalake import DeltaTable
@@ -785,17 +795,17 @@ def vacuum(table_uri, retention_hours, dry_run):
 )
 @spark_options
 def build_index(
-    table_uri,
-    surfaces_path,
-    index_root,
-    catalog,
-    mapping,
-    table_version,
-    only,
-    summary_json,
-    master,
-    conf,
-):
+    table_uri: str,
+    surfaces_path: str,
+    index_root: str,
+    catalog: str | None,
+    mapping: str | None,
+    table_version: int | None,
+    only: tuple[str, ...],
+    summary_json: str | None,
+    master: str | None,
+    conf: tuple[str, ...],
+) -> None:
     """Build per-surface sharded HNSW indexes from the embeddings table and publish them.
 
     Each surface's build is checked against exact search (recall@10 per shard) before its
@@ -871,7 +881,17 @@ def build_index(
     is_flag=True,
     help='Print a JSON list of {"product_id", "score"} (and the --show columns), best first.',
 )
-def query(index_root, surface, product_id, vector_file, k, catalog, mapping, show, as_json):
+def query(
+    index_root: str,
+    surface: str,
+    product_id: str | None,
+    vector_file: str | None,
+    k: int,
+    catalog: str | None,
+    mapping: str | None,
+    show: str,
+    as_json: bool,
+) -> None:
     """Query a surface's current index build (checksums verified on load).
 
     Scores are cosine similarities. With --product-id the product itself is left out.
@@ -944,7 +964,7 @@ def query(index_root, surface, product_id, vector_file, k, catalog, mapping, sho
     type=click.IntRange(min=1),
     help="Products per surface that must find themselves.",
 )
-def verify_index(index_root, surfaces, samples):
+def verify_index(index_root: str, surfaces: tuple[str, ...], samples: int) -> None:
     """Check the CURRENT build of surfaces exactly as serving loads it (exit 1 if unusable).
 
     Verifies every file's checksum (no fallback to older builds) and that sample products find
@@ -972,7 +992,7 @@ def verify_index(index_root, surfaces, samples):
     default=None,
     help="Build id to serve (default: the newest complete build older than CURRENT).",
 )
-def rollback_index(index_root, surface, build_id):
+def rollback_index(index_root: str, surface: str, build_id: str | None) -> None:
     """Serve an earlier build of a surface: checks every file of it, then moves CURRENT
     atomically. Deletes nothing; the next build-index publishes a new build as usual."""
     from index_builder.index_reader import roll_back
@@ -1034,8 +1054,17 @@ def rollback_index(index_root, surface, build_id):
 )
 @spark_options
 def demo(
-    workdir, products, seed, epochs, catalog, mapping, surfaces_path, label_column, master, conf
-):
+    workdir: str,
+    products: int,
+    seed: int,
+    epochs: int | None,
+    catalog: str | None,
+    mapping: str | None,
+    surfaces_path: str | None,
+    label_column: str | None,
+    master: str | None,
+    conf: tuple[str, ...],
+) -> None:
     """Run the whole flow on the embedded local Spark and print where everything went.
 
     Generate a world, train a small encoder, embed the catalog into Delta, build the

@@ -11,7 +11,6 @@ import click
 from itemsage_core.contracts.validation_report import ValidationReport
 
 PROJECT_CONF = Path(__file__).resolve().parents[1] / "conf"
-FLIPKART_MAPPING = PROJECT_CONF / "mappings" / "flipkart.toml"
 
 
 def progress(message: str) -> None:

@@ -20,6 +20,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 FLIPKART = SHARED / "data" / "flipkart_products.parquet"
+PROJECT_CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 @pytest.fixture(scope="session")
@@ -37,6 +38,12 @@ def spark():
     )
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def flipkart_mapping() -> Path:
+    """The shipped column mapping of the shared Flipkart sample."""
+    return PROJECT_CONF / "mappings" / "flipkart.toml"
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,5 @@
 """Property-based tests: whatever the catalog holds, each row is embedded or quarantined with the
-right reasons, nothing is lost, and a schema problem is one ContractError (issue 8).
+right reasons, nothing is lost, and a schema problem is one ContractError.
 
 The rows go through the functions a Spark task runs (check_batch,
 BatchEmbedder.embed_or_quarantine); an independent oracle in plain Python says which rules each

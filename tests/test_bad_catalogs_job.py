@@ -1,6 +1,6 @@
 """Bad catalogs through the real embedding job on local Spark: generated junk is embedded or
 quarantined with the oracle's reasons; empty, all-bad and schema-broken catalogs stop clearly and
-leave the table as it was (issue 8)."""
+leave the table as it was."""
 
 from __future__ import annotations
 

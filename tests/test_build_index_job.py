@@ -395,11 +395,13 @@ def test_an_unknown_filter_column_names_the_columns_and_the_nearest(
     assert not (tmp_path / "index").exists()
 
 
-def test_flipkart_indexes_through_its_mapping(spark, tmp_path, flipkart_path, tiny_model_dir):
-    from itemsage_cli.stages import FLIPKART_MAPPING, PROJECT_CONF
+def test_flipkart_indexes_through_its_mapping(
+    spark, tmp_path, flipkart_path, flipkart_mapping, tiny_model_dir
+):
+    from itemsage_cli.stages import PROJECT_CONF
     from itemsage_core.contracts.column_mapping import load_mapping
 
-    mapping = load_mapping(FLIPKART_MAPPING)
+    mapping = load_mapping(flipkart_mapping)
     table_uri = str(tmp_path / "flipkart")
     embed_catalog(
         spark,

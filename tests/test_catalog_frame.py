@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -22,7 +21,6 @@ from jobs.catalog_frame import (
 )
 
 pytestmark = pytest.mark.spark
-FLIPKART_MAPPING = Path(__file__).resolve().parents[1] / "conf" / "mappings" / "flipkart.toml"
 
 
 def bad_catalog() -> pa.Table:
@@ -62,8 +60,8 @@ def test_schema_problems_stop_before_reading_data(spark, tmp_path):
         read_catalog(spark, str(tmp_path / "nowhere"))
 
 
-def test_flipkart_on_spark_through_its_mapping(spark, flipkart_path):
-    mapping = load_mapping(FLIPKART_MAPPING)
+def test_flipkart_on_spark_through_its_mapping(spark, flipkart_path, flipkart_mapping):
+    mapping = load_mapping(flipkart_mapping)
     report = validate_on_spark(spark, str(flipkart_path), mapping)
     assert (report.rows, report.valid, report.rejected) == (20_000, 19_996, 4)
     assert report.rule_counts == {"duplicate_product_id": 4}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -13,8 +11,6 @@ from itemsage_core.contracts.catalog_contract import validate_catalog
 from itemsage_core.contracts.column_mapping import add_failures, load_mapping, parse_mapping
 from itemsage_core.contracts.validation_report import conversion_lines
 from itemsage_core.errors import ContractError
-
-FLIPKART_MAPPING = Path(__file__).resolve().parents[1] / "conf" / "mappings" / "flipkart.toml"
 
 
 def test_rename_concat_split_parse_and_types():
@@ -136,8 +132,8 @@ def test_mapping_file_errors(tmp_path):
         load_mapping(bad)
 
 
-def test_flipkart_catalog_loads_through_its_mapping(flipkart_path):
-    mapping = load_mapping(FLIPKART_MAPPING)
+def test_flipkart_catalog_loads_through_its_mapping(flipkart_path, flipkart_mapping):
+    mapping = load_mapping(flipkart_mapping)
     result = validate_catalog(mapping.apply(pq.read_table(flipkart_path)))
     report = result.report
     assert report.rows == 20_000

@@ -1,4 +1,4 @@
-"""Faults around the embedding job (issue 8): the driver SIGKILLed while executors write files,
+"""Faults around the embedding job: the driver SIGKILLed while executors write files,
 two jobs racing on one table, a full disk. Each leaves the table at its previous version and
 readable; the ones that can be rerun then complete. (Driver kills at the named points before and
 after writing are in test_embed_job.py; an executor killed mid-task is in
