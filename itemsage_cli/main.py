@@ -190,7 +190,7 @@ def _parse_task_weights(values: tuple[str, ...]) -> tuple[tuple[str, float], ...
     return tuple(weights)
 
 
-@cli.command()
+@cli.command("train")
 @click.option("--catalog", required=True, help="Catalog Parquet: a file, directory or glob.")
 @click.option(
     "--engagements",
@@ -369,7 +369,7 @@ def _parse_task_weights(values: tuple[str, ...]) -> tuple[tuple[str, float], ...
     type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
     help="auto: bf16 autocast on CUDA, fp32 on CPU.",
 )
-def train(**options: object) -> None:
+def train_command(**options: object) -> None:
     """Train an encoder on a catalog (and an engagement log); write a checkpoint directory.
 
     With --engagements: multi-task training on the log; holds out a deterministic slice of it
@@ -453,7 +453,7 @@ def _train_run(
     )
 
 
-@cli.command()
+@cli.command("evaluate")
 @click.option(
     "--model",
     "model_dir",
@@ -478,7 +478,7 @@ def _train_run(
 )
 @click.option("-k", "k", default=10, show_default=True, type=click.IntRange(min=1))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def evaluate(
+def evaluate_command(
     model_dir: str,
     catalog: str,
     engagements: str,
@@ -550,7 +550,7 @@ def evaluate(
 )
 @click.option("-k", "k", default=10, show_default=True, type=click.IntRange(min=1))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
-def evaluate_catalog(
+def evaluate_catalog_command(
     model_dir: str,
     catalog: str,
     mapping: str | None,
@@ -702,7 +702,7 @@ def write_summary(summary: dict, summary_json: str | None) -> None:
     click.echo(text)
 
 
-@cli.command()
+@cli.command("vacuum")
 @click.option(
     "--table",
     "table_uri",
@@ -720,7 +720,7 @@ def write_summary(summary: dict, summary_json: str | None) -> None:
     "above your longest embedding run.",
 )
 @click.option("--dry-run", is_flag=True, help="List what would be deleted; delete nothing.")
-def vacuum(table_uri: str, retention_hours: int, dry_run: bool) -> None:
+def vacuum_command(table_uri: str, retention_hours: int, dry_run: bool) -> None:
     """Delete files no longer in the tables' current versions: replaced versions' files and
     the orphans of runs that failed or were killed before committing."""
     from deltalake import DeltaTable
