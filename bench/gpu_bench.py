@@ -45,8 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.workload import IMAGE_DIM, cpu_model, paper_model, timed, write_catalog
-from itemsage_core.contracts.catalog_check import repeated_ids_of
-from itemsage_core.contracts.catalog_contract import PRODUCT_ID, validate_catalog
+from itemsage_core.contracts.catalog_contract import PRODUCT_ID, repeated_ids_of, validate_catalog
 from itemsage_core.embedding.batch_embedder import BatchEmbedder
 from itemsage_core.embedding.embed_task import embed_task, read_slices, row_group_slices
 from itemsage_core.features.product_features import encode_products

@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from index_builder.build_config import BuildIndexConfig
+from index_builder.index_reader import ShardedIndex, verify_current
 from itemsage_cli.config_defaults import default
 from itemsage_cli.demo import DemoConfig
 from itemsage_core.contracts.catalog_contract import DEFAULT_IMAGE_DIM
@@ -23,7 +24,15 @@ from itemsage_core.embedding.embed_run import EmbedConfig
 from itemsage_core.errors import ItemSageError
 from itemsage_core.features.vocabulary import VocabConfig
 from itemsage_core.model.config import ModelConfig
-from itemsage_core.training.config import CATALOG_EPOCHS, TrainConfig, TrainRun
+from itemsage_core.synthetic.world import WorldConfig
+from itemsage_core.training.config import (
+    CATALOG_EPOCHS,
+    CATALOG_QUERIES,
+    HELDOUT_INDEX_SIZE,
+    RECALL_K,
+    TrainConfig,
+    TrainRun,
+)
 from jobs.embed_committers import COMMITTERS
 
 
@@ -100,15 +109,17 @@ def spark_options(fn: Callable) -> Callable:
 )
 @click.option(
     "--products",
-    default=20_000,
+    default=default(WorldConfig, "products"),
     show_default=True,
     type=click.IntRange(min=1),
     help="Number of products.",
 )
-@click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
+@click.option(
+    "--seed", default=default(WorldConfig, "seed"), show_default=True, type=int, help="Random seed."
+)
 @click.option(
     "--engagements-per-product",
-    default=5.0,
+    default=default(WorldConfig, "engagements_per_product"),
     show_default=True,
     type=click.FloatRange(min=0),
     help="Engagement log rows per product.",
@@ -131,7 +142,7 @@ def generate(out_dir: str, products: int, seed: int, engagements_per_product: fl
 @click.option("--engagements", default=None, help="Also validate this engagement log.")
 @click.option(
     "--image-dim",
-    default=256,
+    default=DEFAULT_IMAGE_DIM,
     show_default=True,
     type=click.IntRange(min=1),
     help="Dimension of image and query embeddings.",
@@ -303,7 +314,9 @@ def _parse_task_weights(values: tuple[str, ...]) -> tuple[tuple[str, float], ...
     type=click.FloatRange(0, 1, min_open=True, max_open=True),
     help="Share of the engagement log held out for evaluation.",
 )
-@click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
+@click.option(
+    "--seed", default=default(TrainConfig, "seed"), show_default=True, type=int, help="Random seed."
+)
 @click.option(
     "--d-model",
     default=default(ModelConfig, "d_model"),
@@ -453,6 +466,15 @@ def _train_run(
     )
 
 
+def _echo_result(model_version: str, result: object, as_json: bool) -> None:
+    """An evaluation's result: one JSON object, or its lines after the model's version."""
+    if as_json:
+        click.echo(json.dumps({"model_version": model_version, **result.to_dict()}, sort_keys=True))
+    else:
+        click.echo(f"model {model_version}")
+        click.echo("\n".join(result.lines()))
+
+
 @cli.command("evaluate")
 @click.option(
     "--model",
@@ -471,12 +493,12 @@ def _train_run(
 )
 @click.option(
     "--index-size",
-    default=100_000,
+    default=HELDOUT_INDEX_SIZE,
     show_default=True,
     type=click.IntRange(min=1),
     help="Rank among all catalog products up to this many, else a fixed sample.",
 )
-@click.option("-k", "k", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option("-k", "k", default=RECALL_K, show_default=True, type=click.IntRange(min=1))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def evaluate_command(
     model_dir: str,
@@ -504,11 +526,7 @@ def evaluate_command(
         k=k,
         progress=progress,
     )
-    if as_json:
-        click.echo(json.dumps({"model_version": version, **result.to_dict()}, sort_keys=True))
-    else:
-        click.echo(f"model {version}")
-        click.echo("\n".join(result.lines()))
+    _echo_result(version, result, as_json)
 
 
 @cli.command("evaluate-catalog")
@@ -543,12 +561,12 @@ def evaluate_command(
 )
 @click.option(
     "--queries",
-    default=2000,
+    default=CATALOG_QUERIES,
     show_default=True,
     type=click.IntRange(min=1),
     help="Query products, a fixed random sample (seed 0).",
 )
-@click.option("-k", "k", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option("-k", "k", default=RECALL_K, show_default=True, type=click.IntRange(min=1))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
 def evaluate_catalog_command(
     model_dir: str,
@@ -579,11 +597,7 @@ def evaluate_catalog_command(
         k,
         progress=progress,
     )
-    if as_json:
-        click.echo(json.dumps({"model_version": version, **result.to_dict()}, sort_keys=True))
-    else:
-        click.echo(f"model {version}")
-        click.echo("\n".join(result.lines()))
+    _echo_result(version, result, as_json)
 
 
 @cli.command()
@@ -854,7 +868,12 @@ def build_index(
     help="A query vector: .npy, or text/JSON numbers.",
 )
 @click.option(
-    "-k", "k", default=10, show_default=True, type=click.IntRange(min=1), help="Results to return."
+    "-k",
+    "k",
+    default=default(ShardedIndex.search, "k"),
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Results to return.",
 )
 @click.option(
     "--catalog",
@@ -959,7 +978,7 @@ def query(
 )
 @click.option(
     "--samples",
-    default=20,
+    default=default(verify_current, "samples"),
     show_default=True,
     type=click.IntRange(min=1),
     help="Products per surface that must find themselves.",

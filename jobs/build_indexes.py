@@ -37,7 +37,7 @@ from index_builder.surfaces import Surface
 from itemsage_core.contracts.catalog_contract import IMAGE_EMBEDDINGS, PRODUCT_ID
 from itemsage_core.errors import ItemSageError
 from itemsage_core.storage.uris import absolute_uri
-from jobs.catalog_frame import read_catalog, repeated_ids
+from jobs.catalog_frame import read_catalog, repeated_ids_frame
 from jobs.delta_frame import read_delta
 from jobs.progress import stage_progress
 from jobs.spark_failures import spark_failures
@@ -138,11 +138,8 @@ def catalog_attributes(catalog: DataFrame, surfaces: list[Surface]) -> DataFrame
     if not needed:
         return None
     attributes = catalog.select(PRODUCT_ID, *needed)
-    repeated = repeated_ids(attributes.select(PRODUCT_ID)).select([PRODUCT_ID])
-    excluded = catalog.sparkSession.createDataFrame(repeated, f"{PRODUCT_ID} string")
-    return attributes.join(F.broadcast(excluded), PRODUCT_ID, "left_anti").persist(
-        StorageLevel.MEMORY_AND_DISK
-    )
+    repeated = repeated_ids_frame(attributes.select(PRODUCT_ID)).select(PRODUCT_ID)
+    return attributes.join(repeated, PRODUCT_ID, "left_anti").persist(StorageLevel.MEMORY_AND_DISK)
 
 
 def eligible_rows(table: DataFrame, surface: Surface, attributes: DataFrame | None) -> DataFrame:

@@ -25,7 +25,6 @@ from itemsage_core.contracts.catalog_check import (
     check_batches,
     conformed_ids,
     id_sources,
-    repeated_ids_of,
     row_group_ids,
 )
 from itemsage_core.contracts.catalog_contract import (
@@ -33,6 +32,7 @@ from itemsage_core.contracts.catalog_contract import (
     PRODUCT_ID,
     check_catalog_schema,
     conform_catalog,
+    repeated_ids_of,
 )
 from itemsage_core.contracts.column_mapping import ColumnMapping, add_failures
 from itemsage_core.contracts.validation_report import ValidationReport
@@ -93,8 +93,11 @@ def catalog_ids(spark: SparkSession, path: str, mapping: ColumnMapping | None = 
 
 
 def _buckets(spark: SparkSession) -> int:
-    """How many parts the ids are split into, by hash, to be counted (one per task slot)."""
-    return max(1, spark.sparkContext.defaultParallelism)
+    """How many parts the ids are split into, by hash, to be counted: as many as a shuffle
+    has (spark.sql.shuffle.partitions), at least one per task slot, so that no part holds more
+    than its share of a large catalog's ids."""
+    shuffle = int(spark.conf.get("spark.sql.shuffle.partitions", "200"))
+    return max(1, spark.sparkContext.defaultParallelism, shuffle)
 
 
 def repeated_ids_in_files(
@@ -102,8 +105,8 @@ def repeated_ids_in_files(
 ) -> pa.Table:
     """repeated_ids for a local catalog given as row groups, without Spark SQL: tasks read the
     id source columns with pyarrow, send each id to a bucket by hash as Arrow IPC bytes, and
-    each bucket counts its ids with repeated_ids_of. (The SQL path's first query costs ~5 s of
-    JVM warm-up; this one starts the Python workers the embedding stage reuses.)"""
+    each bucket counts its ids with repeated_ids_of. (A DataFrame read's first query costs ~5 s
+    of JVM warm-up; this one starts the Python workers the embedding stage reuses.)"""
     buckets = _buckets(spark)
 
     def split(items):
@@ -129,17 +132,22 @@ def repeated_ids_in_files(
     return pa.concat_tables([empty, *(from_ipc(d).cast(REPEATED_SCHEMA) for d in found)])
 
 
-def repeated_ids(ids: DataFrame) -> pa.Table:
-    """`product_id` and `count` of the ids (a `product_id` column) on more than one row,
-    normally few: collected. Each id goes to a partition by hash, whose ids repeated_ids_of
-    counts on the executors. Null ids are not duplicates (they are missing ids)."""
+def repeated_ids_frame(ids: DataFrame) -> DataFrame:
+    """`product_id` and `count` of the ids (a `product_id` column) on more than one row, as a
+    DataFrame: each id goes to a partition by hash, whose ids repeated_ids_of counts on the
+    executors. Null ids are not duplicates (they are missing ids)."""
 
     def count(batches):
         column = [b.column(0).cast(pa.string()) for b in batches]
         yield from repeated_ids_of(pa.chunked_array(column, pa.string())).to_batches()
 
     by_id = ids.select(PRODUCT_ID).repartition(_buckets(ids.sparkSession), PRODUCT_ID)
-    return by_id.mapInArrow(count, from_arrow_schema(REPEATED_SCHEMA)).toArrow()
+    return by_id.mapInArrow(count, from_arrow_schema(REPEATED_SCHEMA))
+
+
+def repeated_ids(ids: DataFrame) -> pa.Table:
+    """repeated_ids_frame, collected (normally few rows)."""
+    return repeated_ids_frame(ids).toArrow()
 
 
 def with_reasons(

@@ -87,20 +87,19 @@ def _ship_model(spark: SparkSession, model_dir: str, model_version: str) -> str:
 
 
 def _embed_partition(
-    spark: SparkSession,
     config: EmbedConfig,
+    shipped: str,
+    started: dt.datetime,
     model_version: str,
     image_dim: int,
     targets: dict[str, str],
     run_id: str,
     repeated: pa.Table,
 ) -> Task:
-    """The job's task: `embed_task` with the checkpoint (shipped now, loaded once per Python
-    worker) on the task's device and CPUs. Its input is raw catalog rows, mapped, conformed and
-    checked in the same Python pass as the encoder, or rows already checked (a `reason` column:
-    an incremental run)."""
-    shipped = _ship_model(spark, config.model_dir, model_version)
-    started = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    """The job's task: `embed_task` with the `shipped` checkpoint (loaded once per Python worker)
+    on the task's device and CPUs, its rows stamped `started`. Its input is raw catalog rows,
+    mapped, conformed and checked in the same Python pass as the encoder, or rows already checked
+    (a `reason` column: an incremental run)."""
     batch_size, precision, mapping = config.batch_size, config.precision, config.mapping
 
     def run(batches):
@@ -141,6 +140,8 @@ def embed_catalog(spark: SparkSession, config: EmbedConfig, progress=print) -> d
 
     committer = COMMITTERS[config.writer](spark, config, run_id)
     read_version = table_version(config.table_uri)
+    shipped = _ship_model(spark, config.model_dir, model_version)
+    stamp = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     with spark_failures("embedding job", nothing_committed(config.table_uri, read_version)):
         reader = catalog_reader(spark, config, read_version, model_version, image_dim)
         repeated = reader.repeated_ids()
@@ -148,7 +149,9 @@ def embed_catalog(spark: SparkSession, config: EmbedConfig, progress=print) -> d
         master = spark.sparkContext.master
         progress(f"embedding {config.catalog} with {model_version} (run {run_id}) on {master}")
         targets = committer.targets
-        task = _embed_partition(spark, config, model_version, image_dim, targets, run_id, repeated)
+        task = _embed_partition(
+            config, shipped, stamp, model_version, image_dim, targets, run_id, repeated
+        )
         crash_point("before_write")
         with stage_progress(spark, progress, EMBED_STAGE):
             files = reader.embed(task)

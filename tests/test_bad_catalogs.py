@@ -18,8 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from itemsage_core.contracts.catalog_check import check_batch, repeated_ids_of
-from itemsage_core.contracts.catalog_contract import MAX_IMAGES, PRODUCT_ID, RULES
+from itemsage_core.contracts.catalog_check import check_batch
+from itemsage_core.contracts.catalog_contract import MAX_IMAGES, PRODUCT_ID, RULES, repeated_ids_of
 from itemsage_core.contracts.column_mapping import parse_mapping
 from itemsage_core.embedding.batch_embedder import BatchEmbedder
 from itemsage_core.embedding.embed_task import conform_batch

@@ -7,7 +7,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from itemsage_core.contracts.catalog_check import repeated_ids_of, validate_local_catalog
+from itemsage_core.contracts.catalog_check import validate_local_catalog
+from itemsage_core.contracts.catalog_contract import repeated_ids_of
 from itemsage_core.contracts.column_mapping import parse_mapping
 from itemsage_core.errors import ContractError
 

@@ -6,8 +6,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from itemsage_core.contracts.catalog_check import check_batch, repeated_ids_of
-from itemsage_core.contracts.catalog_contract import validate_catalog
+from itemsage_core.contracts.catalog_check import check_batch
+from itemsage_core.contracts.catalog_contract import repeated_ids_of, validate_catalog
 from itemsage_core.contracts.column_mapping import add_failures, load_mapping, parse_mapping
 from itemsage_core.contracts.validation_report import conversion_lines
 from itemsage_core.errors import ContractError

@@ -14,8 +14,7 @@ import pyarrow as pa
 import pytest
 import torch
 
-from itemsage_core.contracts.catalog_check import repeated_ids_of
-from itemsage_core.contracts.catalog_contract import PRODUCT_ID, validate_catalog
+from itemsage_core.contracts.catalog_contract import PRODUCT_ID, repeated_ids_of, validate_catalog
 from itemsage_core.embedding.batch_embedder import BatchEmbedder
 from itemsage_core.embedding.embed_task import embed_task, read_slices, row_group_slices
 from itemsage_core.features.vocab_coverage import add_coverage

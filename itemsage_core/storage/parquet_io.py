@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from itemsage_core.errors import ItemSageError
@@ -79,6 +78,8 @@ def read_row_group(
 def read_parquet(path: str | os.PathLike, columns: list[str] | None = None) -> pa.Table:
     """The whole dataset at `path` as one table (for in-process work on modest sizes)."""
     try:
+        import pyarrow.dataset as ds  # imports pandas: only where a whole catalog is read
+
         return ds.dataset(parquet_files(path), format="parquet").to_table(columns=columns)
     except (pa.ArrowInvalid, OSError) as exc:
         raise ItemSageError(f"cannot read Parquet at {os.fspath(path)}: {exc}") from None

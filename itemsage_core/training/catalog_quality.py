@@ -41,6 +41,7 @@ from itemsage_core.features.vocab_coverage import coverage_summary
 from itemsage_core.features.vocabulary import Vocabulary
 from itemsage_core.model.encoder import ItemSageEncoder
 from itemsage_core.model.inference import embed_features
+from itemsage_core.training.config import CATALOG_QUERIES, RECALL_K
 
 LEVEL_SEPARATOR = ">"
 RANKERS = ("itemsage", "tfidf", "random")
@@ -147,8 +148,8 @@ def evaluate_catalog(
     label_column: str,
     image_dim: int,
     exclude: tuple[str, ...] = (),
-    queries: int = 2000,
-    k: int = 10,
+    queries: int = CATALOG_QUERIES,
+    k: int = RECALL_K,
     seed: int = 0,
 ) -> CatalogQuality:
     """Label agreement of the model, TF-IDF and random neighbours, and vocabulary coverage."""

@@ -13,6 +13,9 @@ from itemsage_core.features.vocabulary import VocabConfig
 from itemsage_core.training.training_examples import TASKS
 
 CATALOG_EPOCHS = 10  # passes over the catalog when it is the only objective (docs/model.md)
+RECALL_K = 10  # neighbours per query in every evaluation (Recall@10, label agreement@10)
+HELDOUT_INDEX_SIZE = 100_000  # at most this many products to retrieve from in `evaluate`
+CATALOG_QUERIES = 2000  # query products sampled by `evaluate-catalog`
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,6 +17,7 @@ import torch
 from itemsage_core.features.product_features import ProductFeatures
 from itemsage_core.model.encoder import ItemSageEncoder
 from itemsage_core.model.inference import embed_features
+from itemsage_core.training.config import HELDOUT_INDEX_SIZE, RECALL_K
 from itemsage_core.training.training_examples import TASKS, Examples
 
 QUERY_CHUNK = 2048
@@ -66,8 +67,8 @@ def evaluate(
     model: ItemSageEncoder,
     features: ProductFeatures,
     examples: Examples,
-    k: int = 10,
-    index_size: int = 100_000,
+    k: int = RECALL_K,
+    index_size: int = HELDOUT_INDEX_SIZE,
     device=torch.device("cpu"),
 ) -> Evaluation:
     """Recall@k per task and overall for held-out `examples` (protocol in the module docstring)."""

@@ -25,7 +25,12 @@ from itemsage_core.model.checkpoint import load_checkpoint, save_checkpoint
 from itemsage_core.model.config import ModelConfig
 from itemsage_core.storage.parquet_io import read_parquet
 from itemsage_core.training.catalog_quality import CatalogQuality, evaluate_catalog
-from itemsage_core.training.config import TrainRun
+from itemsage_core.training.config import (
+    CATALOG_QUERIES,
+    HELDOUT_INDEX_SIZE,
+    RECALL_K,
+    TrainRun,
+)
 from itemsage_core.training.evaluation import Evaluation, evaluate
 from itemsage_core.training.trainer import (
     Progress,
@@ -163,8 +168,8 @@ def evaluate_model(
     catalog: str,
     engagements: str,
     mapping: str | None = None,
-    index_size: int = 100_000,
-    k: int = 10,
+    index_size: int = HELDOUT_INDEX_SIZE,
+    k: int = RECALL_K,
     progress: Progress | None = None,
 ) -> tuple[str, Evaluation]:
     """Recall@k of a checkpoint on the held-out slice of an engagement log (same split rule)."""
@@ -191,8 +196,8 @@ def evaluate_catalog_model(
     label_column: str,
     mapping: str | None = None,
     exclude_features: tuple[str, ...] = (),
-    queries: int = 2000,
-    k: int = 10,
+    queries: int = CATALOG_QUERIES,
+    k: int = RECALL_K,
     progress: Progress | None = None,
 ) -> tuple[str, CatalogQuality]:
     """Label agreement of a checkpoint's neighbours on a catalog, beside TF-IDF and random."""
