@@ -57,7 +57,9 @@ def _described(files: DataFrame) -> list[dict]:
 
 
 class CatalogReader(abc.ABC):
-    """One input path's reader. `read_version` is the table version the run replaces."""
+    """One input path's reader. `read_version` is the table version the run replaces. A run
+    calls repeated_ids, then plan (which may fix the rows the tasks get), then embed and
+    carry_over, then rows_in and conversions."""
 
     def __init__(self, spark: SparkSession, config: EmbedConfig, read_version: int):
         self.spark, self.config, self.read_version = spark, config, read_version
@@ -166,6 +168,7 @@ class IncrementalReader(CatalogReader):
         return {"incremental": counts}
 
     def embed(self, task: Task) -> list[dict]:
+        """Run `task` over the new, changed and rejected rows plan classified."""
         changed = self.classified.where(F.col(STATUS) != "unchanged")
         return _described(changed.select(*self.checked.columns).mapInArrow(task, FILES_SCHEMA))
 
