@@ -55,7 +55,7 @@ class SurfacePlan:
     products: int
     dim: int
     model_version: str
-    groups: int  # hash buckets, or (until split_clusters) k-means clusters to train
+    groups: int  # build tasks: hash buckets; k-means: set by split_clusters
     centroids: np.ndarray | None = None
     clusters: ClusterPlan | None = None
     routing_recall: float | None = None  # share of the top 10 in the routed clusters
@@ -103,7 +103,9 @@ class SurfacePlan:
         return min(1.0, self.surface.kmeans_sample / self.products)
 
     def train_centroids(self, sample: np.ndarray) -> np.ndarray:
-        self.centroids = train_centroids(sample, self.groups, self.surface.seed)
+        """K-means: one centroid per target-size shard of the surface's products."""
+        clusters = self.surface.shard_count(self.products)
+        self.centroids = train_centroids(sample, clusters, self.surface.seed)
         return self.centroids
 
     def split_clusters(self, counts: Mapping[int, int], sample: np.ndarray) -> ClusterPlan:
