@@ -8,7 +8,7 @@ import inspect
 
 import pytest
 
-from itemsage_cli import main
+from itemsage_cli import main, model_commands
 from itemsage_core.embedding.embed_run import EmbedConfig
 from itemsage_core.training.config import CATALOG_EPOCHS, TrainConfig, TrainRun
 
@@ -17,7 +17,7 @@ REQUIRED = {
     "embed": ["--catalog", "c", "--model", "m", "--table", "t"],
 }
 # Options that _train_run turns into other values (parsed lists, the model's shape).
-CONVERTED = set(inspect.signature(main._train_run).parameters) - {"fields"}
+CONVERTED = set(inspect.signature(model_commands._train_run).parameters) - {"fields"}
 
 
 def given(command: str, *args: str) -> dict:
@@ -48,7 +48,7 @@ def test_every_train_option_reaches_the_run():
 
 
 def test_train_run_from_options_keeps_every_value():
-    run = main._train_run(**given("train", "--batch-size", "64", "--device", "cpu"))
+    run = model_commands._train_run(**given("train", "--batch-size", "64", "--device", "cpu"))
     assert (run.catalog, str(run.out), run.device, run.train.batch_size) == ("c", "m", "cpu", 64)
     assert run.train.epochs == CATALOG_EPOCHS  # no engagement log: the catalog objective
     assert run.train.tasks == TrainConfig().tasks and run.vocab == TrainRun("c", "m").vocab

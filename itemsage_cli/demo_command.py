@@ -1,0 +1,109 @@
+"""`itemsage demo`: the whole flow on the embedded local Spark (itemsage_cli/demo.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from itemsage_cli.config_defaults import default
+from itemsage_cli.demo import DemoConfig
+from itemsage_cli.group import cli, spark_options
+from itemsage_core.training.config import (
+    CATALOG_EPOCHS,
+    TrainConfig,
+)
+
+
+@cli.command()
+@click.option(
+    "--workdir",
+    default=str(default(DemoConfig, "workdir")),
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where the demo writes everything.",
+)
+@click.option(
+    "--products",
+    default=default(DemoConfig, "products"),
+    show_default=True,
+    type=click.IntRange(min=500),
+    help="Products in the synthetic world.",
+)
+@click.option(
+    "--epochs",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Training epochs of the demo's small encoder (default "
+    f"{default(TrainConfig, 'epochs')} on the world's "
+    f"engagements, {CATALOG_EPOCHS} on --catalog).",
+)
+@click.option(
+    "--seed", default=default(DemoConfig, "seed"), show_default=True, type=int, help="Random seed."
+)
+@click.option(
+    "--catalog",
+    default=None,
+    help="Embed and index this catalog instead of the synthetic world's (e.g. the "
+    "shared Flipkart sample); needs --surfaces.",
+)
+@click.option(
+    "--mapping",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Column mapping TOML for --catalog.",
+)
+@click.option(
+    "--surfaces",
+    "surfaces_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Surfaces config (default: conf/surfaces.toml, for the synthetic world).",
+)
+@click.option(
+    "--label-column",
+    default=None,
+    metavar="COLUMN",
+    help="With --catalog: check the model with evaluate-catalog on this column "
+    "(e.g. product_type) before embedding.",
+)
+@spark_options
+def demo(
+    workdir: str,
+    products: int,
+    seed: int,
+    epochs: int | None,
+    catalog: str | None,
+    mapping: str | None,
+    surfaces_path: str | None,
+    label_column: str | None,
+    master: str | None,
+    conf: tuple[str, ...],
+) -> None:
+    """Run the whole flow on the embedded local Spark and print where everything went.
+
+    Generate a world, train a small encoder, embed the catalog into Delta, build the
+    per-surface indexes, and show nearest neighbours of sample products with their titles and
+    categories, then the command for each stage. With --catalog (a real catalog without an
+    engagement log), the README's recipe: train on the catalog itself, check it with
+    evaluate-catalog (--label-column), then embed and index it.
+    """
+    from itemsage_cli.demo import demo_flow
+
+    if catalog and not surfaces_path:
+        raise click.UsageError("--catalog needs --surfaces (e.g. conf/surfaces-flipkart.toml)")
+    if label_column and not catalog:
+        raise click.UsageError("--label-column goes with --catalog")
+    config = DemoConfig(
+        workdir=Path(workdir),
+        products=products,
+        seed=seed,
+        epochs=epochs,
+        master=master,
+        conf=conf,
+        catalog=catalog,
+        mapping=mapping,
+        label_column=label_column,
+        **({"surfaces": surfaces_path} if surfaces_path else {}),
+    )
+    demo_flow(config)

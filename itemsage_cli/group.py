@@ -1,0 +1,88 @@
+"""The `itemsage` click group, its error handling and the options Spark commands share.
+
+User mistakes (ItemSageError, and Spark's analysis errors unless --verbose) print one
+`error: ...` line on stderr and exit with status 1; click's own usage errors exit with status 2.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+
+from itemsage_core.errors import ItemSageError
+
+
+def _quiet_analysis_error(exc: Exception) -> bool:
+    """Whether `exc` is Spark's AnalysisException while Spark's log is quiet (no --verbose, no
+    ITEMSAGE_SPARK_LOG_LEVEL above ERROR). pyspark is imported by Spark commands only."""
+    errors = sys.modules.get("pyspark.errors")
+    if errors is None or not isinstance(exc, errors.AnalysisException):
+        return False
+    from jobs.spark_session import QUIET_LEVELS, log_level
+
+    return log_level() in QUIET_LEVELS
+
+
+class ItemSageGroup(click.Group):
+    """A click group that turns ItemSageError (and, without --verbose, Spark's analysis errors)
+    into one clear line and a non-zero exit."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except ItemSageError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+        except Exception as exc:
+            if not _quiet_analysis_error(exc):
+                raise
+            click.echo(f"error: {str(exc).splitlines()[0]}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=ItemSageGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="itemsage-spark")
+@click.option(
+    "--verbose",
+    is_flag=True,
+    help="Spark's full console log (WARN; ITEMSAGE_SPARK_LOG_LEVEL wins) and the "
+    "traceback of a Spark analysis error. Default: Spark logs errors only and "
+    "an analysis error is one `error:` line.",
+)
+def cli(verbose: bool) -> None:
+    """ItemSage on Spark: product embeddings and per-surface nearest-neighbour indexes.
+
+    Run `itemsage COMMAND --help` for a command's options.
+    """
+    if verbose:
+        os.environ.setdefault("ITEMSAGE_SPARK_LOG_LEVEL", "WARN")
+
+
+def spark_options(fn: Callable) -> Callable:
+    """--master and repeated --conf k=v, for commands that start Spark."""
+    fn = click.option(
+        "--conf",
+        "conf",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Spark configuration, repeatable (overrides the defaults).",
+    )(fn)
+    return click.option(
+        "--master",
+        default=None,
+        metavar="URL",
+        help="Spark master (default: local[*], or spark-submit's).",
+    )(fn)
+
+
+def write_summary(summary: dict, summary_json: str | None) -> None:
+    """Print the run summary as JSON, and write it to `summary_json` when given."""
+    text = json.dumps(summary, indent=2, sort_keys=True)
+    if summary_json:
+        Path(summary_json).write_text(text + "\n")
+    click.echo(text)

@@ -1,0 +1,280 @@
+"""`itemsage build-index`, `query`, `verify-index` and `rollback-index`: the per-surface
+indexes."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from index_builder.build_config import BuildIndexConfig
+from index_builder.index_reader import ShardedIndex, verify_current
+from itemsage_cli.config_defaults import default
+from itemsage_cli.group import cli, spark_options, write_summary
+
+
+@cli.command("build-index")
+@click.option(
+    "--table",
+    "table_uri",
+    required=True,
+    metavar="TABLE_URI",
+    help="The embeddings Delta table written by `itemsage embed`.",
+)
+@click.option(
+    "--surfaces",
+    "surfaces_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Surfaces config TOML (see conf/surfaces.toml and docs/indexes.md).",
+)
+@click.option(
+    "--out",
+    "index_root",
+    required=True,
+    type=click.Path(file_okay=False),
+    metavar="INDEX_ROOT",
+    help="Index root: one directory per surface (a path every executor can see).",
+)
+@click.option(
+    "--catalog",
+    default=default(BuildIndexConfig, "catalog"),
+    help="Catalog Parquet whose columns the surface filters use.",
+)
+@click.option(
+    "--mapping",
+    type=click.Path(dir_okay=False),
+    default=default(BuildIndexConfig, "mapping"),
+    help="Column mapping TOML for the catalog.",
+)
+@click.option(
+    "--table-version",
+    type=click.IntRange(min=0),
+    default=default(BuildIndexConfig, "table_version"),
+    help="Build from this Delta version (default: the latest; recorded in the "
+    "manifest), e.g. to reproduce an earlier build.",
+)
+@click.option(
+    "--surface",
+    "only",
+    multiple=True,
+    metavar="NAME",
+    help="Build only this surface (repeatable; default: every surface in the config).",
+)
+@click.option(
+    "--summary-json",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write the run summary to this file.",
+)
+@spark_options
+def build_index(
+    table_uri: str,
+    surfaces_path: str,
+    index_root: str,
+    catalog: str | None,
+    mapping: str | None,
+    table_version: int | None,
+    only: tuple[str, ...],
+    summary_json: str | None,
+    master: str | None,
+    conf: tuple[str, ...],
+) -> None:
+    """Build per-surface sharded HNSW indexes from the embeddings table and publish them.
+
+    Each surface's build is checked against exact search (recall@10 per shard) before its
+    CURRENT pointer moves to it. A surface that cannot be built or published (its filter does
+    not apply or matches nothing, its recall gate fails, ...) keeps its current build and gets
+    one `error:` line; the others still publish; the exit status is then 1.
+    """
+    from index_builder.surfaces import load_surfaces
+    from itemsage_cli import preflight
+    from itemsage_cli.stages import progress
+    from jobs.build_indexes import build_indexes
+    from jobs.spark_session import get_spark, parse_conf
+
+    surfaces = load_surfaces(surfaces_path, only)
+    preflight.table(table_uri)
+    config = BuildIndexConfig(
+        table_uri, index_root, surfaces, catalog, preflight.mapping(mapping), table_version
+    )
+    if catalog:
+        preflight.catalog_path(catalog, config.mapping)
+    spark = get_spark("itemsage-build-index", master, parse_conf(conf))
+    summary = build_indexes(spark, config, progress=progress)
+    write_summary(summary, summary_json)
+    failed = {n: s["reason"] for n, s in summary["surfaces"].items() if s["status"] == "failed"}
+    for name, reason in failed.items():
+        click.echo(f"error: surface {name!r} not published: {reason}", err=True)
+    if failed:
+        sys.exit(1)
+
+
+@cli.command()
+@click.option(
+    "--index",
+    "index_root",
+    required=True,
+    type=click.Path(file_okay=False),
+    metavar="INDEX_ROOT",
+    help="Index root written by `itemsage build-index`.",
+)
+@click.option("--surface", required=True, help="Surface name, e.g. home.")
+@click.option("--product-id", default=None, help="Find the products nearest to this one.")
+@click.option(
+    "--vector-file",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="A query vector: .npy, or text/JSON numbers.",
+)
+@click.option(
+    "-k",
+    "k",
+    default=default(ShardedIndex.search, "k"),
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Results to return.",
+)
+@click.option(
+    "--catalog",
+    default=None,
+    help="Catalog Parquet to describe the products from (--show columns).",
+)
+@click.option(
+    "--mapping",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Column mapping TOML for --catalog.",
+)
+@click.option(
+    "--show",
+    default="title",
+    show_default=True,
+    metavar="COLUMNS",
+    help="With --catalog: comma-separated catalog columns (after the mapping) shown "
+    "beside each product, e.g. title,brand,product_type.",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='Print a JSON list of {"product_id", "score"} (and the --show columns), best first.',
+)
+def query(
+    index_root: str,
+    surface: str,
+    product_id: str | None,
+    vector_file: str | None,
+    k: int,
+    catalog: str | None,
+    mapping: str | None,
+    show: str,
+    as_json: bool,
+) -> None:
+    """Query a surface's current index build (checksums verified on load).
+
+    Scores are cosine similarities. With --product-id the product itself is left out.
+    If the current build is damaged, the newest usable build answers, with a warning.
+    With --catalog, each product is shown with its --show columns, so neighbours can be judged.
+    """
+    from index_builder.index_reader import load_published, read_vector
+
+    if (product_id is None) == (vector_file is None):
+        raise click.UsageError("give exactly one of --product-id and --vector-file")
+    if mapping and not catalog:
+        raise click.UsageError("--mapping goes with --catalog")
+    column_mapping = None
+    if catalog:
+        from itemsage_core.contracts.column_mapping import load_mapping
+        from itemsage_core.storage.parquet_io import parquet_files
+
+        parquet_files(catalog)  # a wrong path fails before the index loads
+        column_mapping = load_mapping(mapping) if mapping else None
+    index = load_published(index_root, surface, warn=lambda m: click.echo(m, err=True))
+    vector = index.vector_of(product_id) if product_id else read_vector(vector_file)
+    results = index.search(vector, k, exclude=product_id)
+    columns = [c.strip() for c in show.split(",") if c.strip()] if catalog else []
+    described = {}
+    if catalog:
+        from itemsage_core.contracts.catalog_lookup import describe_products
+
+        wanted = [pid for pid, _ in results] + ([product_id] if product_id else [])
+        described = describe_products(catalog, column_mapping, wanted, columns)
+    if as_json:
+        click.echo(
+            json.dumps([{"product_id": p, "score": s, **described.get(p, {})} for p, s in results])
+        )
+        return
+
+    def text(pid: str) -> str:
+        row = described.get(pid)
+        if row is None:
+            return "" if not catalog else "  (not in the catalog)"
+        shown = [", ".join(map(str, v)) if isinstance(v, list) else v for v in row.values()]
+        return "  " + " | ".join("" if v is None else str(v) for v in shown)
+
+    build = index.manifest
+    click.echo(
+        f"surface {surface}, build {build['build_id']} (table version "
+        f"{build['table']['version']}, {build['products']} products)"
+    )
+    if product_id and catalog:
+        click.echo(f"query  {product_id}{text(product_id)}")
+    for rank, (pid, score) in enumerate(results, 1):
+        click.echo(f"{rank:>3}  {score:.4f}  {pid}{text(pid)}")
+
+
+@cli.command("verify-index")
+@click.option(
+    "--index",
+    "index_root",
+    required=True,
+    type=click.Path(file_okay=False),
+    metavar="INDEX_ROOT",
+    help="Index root written by `itemsage build-index`.",
+)
+@click.option(
+    "--surface", "surfaces", required=True, multiple=True, help="Surface to check (repeatable)."
+)
+@click.option(
+    "--samples",
+    default=default(verify_current, "samples"),
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Products per surface that must find themselves.",
+)
+def verify_index(index_root: str, surfaces: tuple[str, ...], samples: int) -> None:
+    """Check the CURRENT build of surfaces exactly as serving loads it (exit 1 if unusable).
+
+    Verifies every file's checksum (no fallback to older builds) and that sample products find
+    their own vectors first; prints one JSON line per surface.
+    """
+    from index_builder.index_reader import verify_current
+
+    for surface in surfaces:
+        click.echo(json.dumps(verify_current(index_root, surface, samples)))
+
+
+@cli.command("rollback-index")
+@click.option(
+    "--index",
+    "index_root",
+    required=True,
+    type=click.Path(file_okay=False),
+    metavar="INDEX_ROOT",
+    help="Index root written by `itemsage build-index`.",
+)
+@click.option("--surface", required=True, help="Surface to roll back.")
+@click.option(
+    "--build",
+    "build_id",
+    default=None,
+    help="Build id to serve (default: the newest complete build older than CURRENT).",
+)
+def rollback_index(index_root: str, surface: str, build_id: str | None) -> None:
+    """Serve an earlier build of a surface: checks every file of it, then moves CURRENT
+    atomically. Deletes nothing; the next build-index publishes a new build as usual."""
+    from index_builder.index_reader import roll_back
+
+    click.echo(json.dumps(roll_back(index_root, surface, build_id)))

@@ -1,0 +1,440 @@
+"""`itemsage train`, `evaluate` and `evaluate-catalog`: making a model and measuring it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import click
+
+from itemsage_cli.config_defaults import default
+from itemsage_cli.group import cli
+from itemsage_core.contracts.catalog_contract import DEFAULT_IMAGE_DIM
+from itemsage_core.features.vocabulary import VocabConfig
+from itemsage_core.model.config import ModelConfig
+from itemsage_core.training.config import (
+    CATALOG_EPOCHS,
+    CATALOG_QUERIES,
+    HELDOUT_INDEX_SIZE,
+    RECALL_K,
+    TrainConfig,
+    TrainRun,
+)
+
+
+def _parse_task_weights(values: tuple[str, ...]) -> tuple[tuple[str, float], ...]:
+    from itemsage_core.training.training_examples import parse_tasks
+
+    weights = []
+    for value in values:
+        name, sep, weight = value.partition("=")
+        try:
+            number = float(weight)
+        except ValueError:
+            number = -1.0
+        if not sep or number < 0:
+            raise click.BadParameter(
+                f"'{value}' is not TASK=WEIGHT with WEIGHT >= 0", param_hint="--task-weight"
+            )
+        weights += [(task, number) for task in parse_tasks(name)]
+    return tuple(weights)
+
+
+@cli.command("train")
+@click.option("--catalog", required=True, help="Catalog Parquet: a file, directory or glob.")
+@click.option(
+    "--engagements",
+    default=None,
+    help="Engagement log Parquet. Without it the encoder learns from the catalog "
+    "itself (two random views of each product; docs/model.md).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Model directory to write (replaced if it holds an earlier checkpoint).",
+)
+@click.option(
+    "--mapping",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Column mapping TOML for the catalog.",
+)
+@click.option(
+    "--modalities",
+    default="image,text",
+    show_default=True,
+    type=click.Choice(["image,text", "image", "text"]),
+    help="Input modalities the encoder may use (ablations).",
+)
+@click.option(
+    "--tasks",
+    default="all",
+    show_default=True,
+    help="Tasks to train on: all, or a comma list of surface/engagement, surfaces or "
+    "engagement types (e.g. add_to_cart,search/click).",
+)
+@click.option(
+    "--task-weight",
+    "task_weights",
+    multiple=True,
+    metavar="TASK=W",
+    help="Multiply a task's sampling share (repeatable; TASK as in --tasks).",
+)
+@click.option(
+    "--task-exponent",
+    default=default(TrainConfig, "task_exponent"),
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Task share ~ weight x count**exponent (1: natural mix, 0: uniform).",
+)
+@click.option(
+    "--catalog-task-weight",
+    default=default(TrainConfig, "catalog_task_weight"),
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="With --engagements: weight of the catalog objective as an auxiliary task, "
+    "so products with few or no engagements still land in sensible places.",
+)
+@click.option(
+    "--neighbours",
+    default=default(TrainConfig, "neighbours"),
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Catalog objective: pair each product with one of its K nearest lexical "
+    "(TF-IDF) neighbours; 0 pairs it with itself only.",
+)
+@click.option(
+    "--neighbour-share",
+    default=default(TrainConfig, "neighbour_share"),
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="Catalog objective: share of pairs made with a neighbour (the rest: two "
+    "views of the product itself).",
+)
+@click.option(
+    "--exclude-feature",
+    "exclude_features",
+    multiple=True,
+    metavar="FEATURE",
+    help="Withhold a text feature (after the mapping) from training; repeatable.",
+)
+@click.option(
+    "--epochs",
+    default=None,
+    type=click.IntRange(min=1),
+    help=f"Passes over the engagement examples (default {default(TrainConfig, 'epochs')}) or, "
+    f"without --engagements, over the catalog (default {CATALOG_EPOCHS}).",
+)
+@click.option(
+    "--batch-size",
+    default=default(TrainConfig, "batch_size"),
+    show_default=True,
+    type=click.IntRange(min=2),
+)
+@click.option(
+    "--random-negatives",
+    default=default(TrainConfig, "random_negatives"),
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Random catalog negatives per batch.",
+)
+@click.option(
+    "--learning-rate",
+    default=default(TrainConfig, "learning_rate"),
+    show_default=True,
+    type=click.FloatRange(min=0),
+)
+@click.option(
+    "--holdout-fraction",
+    default=default(TrainConfig, "holdout_fraction"),
+    show_default=True,
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    help="Share of the engagement log held out for evaluation.",
+)
+@click.option(
+    "--seed", default=default(TrainConfig, "seed"), show_default=True, type=int, help="Random seed."
+)
+@click.option(
+    "--d-model",
+    default=default(ModelConfig, "d_model"),
+    show_default=True,
+    type=click.IntRange(min=8),
+    help="Transformer width (divisible by the 8 heads).",
+)
+@click.option(
+    "--ffn-dim",
+    default=default(ModelConfig, "ffn_dim"),
+    show_default=True,
+    type=click.IntRange(min=8),
+)
+@click.option(
+    "--layers",
+    default=default(ModelConfig, "layers"),
+    show_default=True,
+    type=click.IntRange(min=1),
+)
+@click.option(
+    "--hash-buckets",
+    default=default(ModelConfig, "hash_buckets"),
+    show_default=True,
+    type=click.IntRange(min=1),
+)
+@click.option(
+    "--vocab",
+    "vocab_sizes",
+    default=",".join(str(default(VocabConfig, k)) for k in ("unigrams", "bigrams", "trigrams")),
+    show_default=True,
+    metavar="UNI,BI,TRI",
+    help="Top-K unigrams, bigrams, trigrams per text feature.",
+)
+@click.option(
+    "--vocab-catalog",
+    "vocab_catalogs",
+    multiple=True,
+    metavar="CATALOG",
+    help="Another catalog whose text joins the vocabulary (repeatable), e.g. one to "
+    "be embedded that the model does not train on.",
+)
+@click.option(
+    "--vocab-mapping",
+    "vocab_mappings",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="Column mapping TOML for --vocab-catalog: once for all of them, or once "
+    "per --vocab-catalog in order.",
+)
+@click.option(
+    "--image-dim", default=DEFAULT_IMAGE_DIM, show_default=True, type=click.IntRange(min=1)
+)
+@click.option(
+    "--device",
+    default=default(TrainRun, "device"),
+    show_default=True,
+    help="auto (CUDA if visible), cpu, cuda or cuda:N.",
+)
+@click.option(
+    "--precision",
+    default=default(TrainConfig, "precision"),
+    show_default=True,
+    type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+    help="auto: bf16 autocast on CUDA, fp32 on CPU.",
+)
+def train_command(**options: object) -> None:
+    """Train an encoder on a catalog (and an engagement log); write a checkpoint directory.
+
+    With --engagements: multi-task training on the log; holds out a deterministic slice of it
+    and prints Recall@10 per task on that slice. Without: learns from the catalog's own text and
+    images (check the result with `itemsage evaluate-catalog`). Prints loss and examples/s
+    while training, then the checkpoint path and its model_version.
+    """
+    from itemsage_cli.stages import progress
+    from itemsage_core.training.model_runs import train_model
+
+    run = _train_run(**options)
+    result = train_model(run, progress=progress)
+    if result.evaluation:
+        click.echo("\n".join(result.evaluation.lines()))
+    click.echo(f"model {result.model_version} written to {result.path}")
+    if not run.engagements:
+        mapping_flag = f" --mapping {run.mapping}" if run.mapping else ""
+        click.echo(
+            f"check it: itemsage evaluate-catalog --model {result.path} --catalog "
+            f"{run.catalog}{mapping_flag} --label-column COLUMN"
+        )
+
+
+def _train_run(
+    *,
+    out_dir: str,
+    tasks: str,
+    task_weights: tuple[str, ...],
+    epochs: int | None,
+    seed: int,
+    modalities: str,
+    d_model: int,
+    ffn_dim: int,
+    layers: int,
+    hash_buckets: int,
+    vocab_sizes: str,
+    **fields: object,
+) -> TrainRun:
+    """`itemsage train`'s options as a TrainRun: the TrainConfig and TrainRun fields by name,
+    the model's shape, the vocabulary sizes; a bad combination is a usage error."""
+    from itemsage_core.training.training_examples import parse_tasks
+
+    try:
+        uni, bi, tri = (int(x) for x in vocab_sizes.split(","))
+    except ValueError:
+        raise click.BadParameter(
+            f"'{vocab_sizes}' is not three integers UNI,BI,TRI", param_hint="--vocab"
+        ) from None
+    if d_model % 8:
+        raise click.BadParameter(f"{d_model} is not divisible by 8 heads", param_hint="--d-model")
+    engagements = fields["engagements"]
+    if fields["catalog_task_weight"] and not engagements:
+        raise click.UsageError(
+            "--catalog-task-weight weighs the catalog objective beside "
+            "--engagements; without a log the catalog objective is the "
+            "only one"
+        )
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    config = TrainConfig(
+        epochs=epochs or (default(TrainConfig, "epochs") if engagements else CATALOG_EPOCHS),
+        seed=seed,
+        tasks=parse_tasks(tasks),
+        task_weights=_parse_task_weights(task_weights),
+        **{k: v for k, v in fields.items() if k in train_fields},
+    )
+    model_options = {
+        "d_model": d_model,
+        "ffn_dim": ffn_dim,
+        "layers": layers,
+        "mlp_hidden": d_model,
+        "hash_buckets": hash_buckets,
+        "modalities": tuple(modalities.split(",")),
+    }
+    return TrainRun(
+        out=Path(out_dir),
+        train=config,
+        model_options=tuple(model_options.items()),
+        vocab=VocabConfig(unigrams=uni, bigrams=bi, trigrams=tri),
+        hash_seed=seed,
+        **{k: v for k, v in fields.items() if k not in train_fields},
+    )
+
+
+def _echo_result(model_version: str, result: object, as_json: bool) -> None:
+    """An evaluation's result: one JSON object, or its lines after the model's version."""
+    if as_json:
+        click.echo(json.dumps({"model_version": model_version, **result.to_dict()}, sort_keys=True))
+    else:
+        click.echo(f"model {model_version}")
+        click.echo("\n".join(result.lines()))
+
+
+@cli.command("evaluate")
+@click.option(
+    "--model",
+    "model_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Model directory written by `itemsage train`.",
+)
+@click.option("--catalog", required=True, help="Catalog Parquet: a file, directory or glob.")
+@click.option("--engagements", required=True, help="Engagement log Parquet.")
+@click.option(
+    "--mapping",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Column mapping TOML for the catalog.",
+)
+@click.option(
+    "--index-size",
+    default=HELDOUT_INDEX_SIZE,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Rank among all catalog products up to this many, else a fixed sample.",
+)
+@click.option("-k", "k", default=RECALL_K, show_default=True, type=click.IntRange(min=1))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def evaluate_command(
+    model_dir: str,
+    catalog: str,
+    engagements: str,
+    mapping: str | None,
+    index_size: int,
+    k: int,
+    as_json: bool,
+) -> None:
+    """Recall@K per task and overall on the held-out slice of an engagement log.
+
+    The slice is chosen by the same deterministic rule as in training (docs/model.md), so
+    evaluating on the training log measures held-out examples only.
+    """
+    from itemsage_cli.stages import progress
+    from itemsage_core.training.model_runs import evaluate_model
+
+    version, result = evaluate_model(
+        Path(model_dir),
+        catalog,
+        engagements,
+        mapping,
+        index_size=index_size,
+        k=k,
+        progress=progress,
+    )
+    _echo_result(version, result, as_json)
+
+
+@cli.command("evaluate-catalog")
+@click.option(
+    "--model",
+    "model_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Model directory written by `itemsage train`.",
+)
+@click.option("--catalog", required=True, help="Catalog Parquet: a file, directory or glob.")
+@click.option(
+    "--mapping",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Column mapping TOML for the catalog.",
+)
+@click.option(
+    "--label-column",
+    required=True,
+    metavar="COLUMN",
+    help="Column (after the mapping) whose values neighbours should share, e.g. a "
+    "category; 'A > B > C' paths are also scored on their first level.",
+)
+@click.option(
+    "--exclude-feature",
+    "exclude_features",
+    multiple=True,
+    metavar="FEATURE",
+    help="Withhold a text feature from the model and TF-IDF alike (e.g. the label's "
+    "own column); repeatable.",
+)
+@click.option(
+    "--queries",
+    default=CATALOG_QUERIES,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Query products, a fixed random sample (seed 0).",
+)
+@click.option("-k", "k", default=RECALL_K, show_default=True, type=click.IntRange(min=1))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+def evaluate_catalog_command(
+    model_dir: str,
+    catalog: str,
+    mapping: str | None,
+    label_column: str,
+    exclude_features: tuple[str, ...],
+    queries: int,
+    k: int,
+    as_json: bool,
+) -> None:
+    """How often a product's nearest neighbours share its label, beside TF-IDF and random.
+
+    Exact cosine top-k over every valid product that has a label, for a sample of query
+    products; the TF-IDF baseline reads the same text features. Also the share of the
+    catalog's words the model's vocabulary knows, per feature. Needs no engagement log.
+    """
+    from itemsage_cli.stages import progress
+    from itemsage_core.training.model_runs import evaluate_catalog_model
+
+    version, result = evaluate_catalog_model(
+        Path(model_dir),
+        catalog,
+        label_column,
+        mapping,
+        exclude_features,
+        queries,
+        k,
+        progress=progress,
+    )
+    _echo_result(version, result, as_json)
