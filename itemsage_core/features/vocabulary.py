@@ -14,7 +14,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -137,33 +136,70 @@ class Vocabulary:
         return cls(data["tokens"])
 
 
-def _top(counts: pd.Series, limit: int, min_count: int) -> list:
-    counts = counts[counts >= min_count]
-    frame = pd.DataFrame({"token": counts.index, "count": counts.to_numpy()})
-    frame = frame.sort_values(["count", "token"], ascending=[False, True], kind="stable")
-    return frame["token"].head(limit).tolist()
+COUNTS_SCHEMA = pa.schema(
+    [
+        pa.field("feature", pa.string()),
+        pa.field("kind", pa.string()),
+        pa.field("token", pa.string()),
+        pa.field("count", pa.int64()),
+    ]
+)
+_CODE_DIGITS = 20  # a trigram code as zero-padded decimal text: text order is code order
+
+
+def token_counts(table: pa.Table | pa.RecordBatch) -> pa.Table:
+    """How often each (feature, kind, token) occurs in a conformed catalog batch (COUNTS_SCHEMA).
+    A trigram's token is its code as 20-digit text. Counts of several batches add up (on Spark
+    too), and vocabulary_from_counts makes the vocabulary of their sums."""
+    parts = []
+    for feature in FEATURES:
+        toks = tokenize(as_array(table.column(feature)))
+        for kind, tokens in (("unigram", toks.unigrams), ("bigram", toks.bigrams)):
+            counted = pc.value_counts(tokens)
+            parts.append((feature, kind, counted.field("values"), counted.field("counts")))
+        codes, n = np.unique(toks.trigrams, return_counts=True)
+        texts = pa.array([str(c).zfill(_CODE_DIGITS) for c in codes.tolist()], pa.string())
+        parts.append((feature, "trigram", texts, pa.array(n, pa.int64())))
+    return pa.table(
+        {
+            "feature": pa.array([f for f, _, t, _ in parts for _ in range(len(t))], pa.string()),
+            "kind": pa.array([k for _, k, t, _ in parts for _ in range(len(t))], pa.string()),
+            "token": pa.concat_arrays([t.cast(pa.string()) for _, _, t, _ in parts]),
+            "count": pa.concat_arrays([c.cast(pa.int64()) for *_, c in parts]),
+        },
+        schema=COUNTS_SCHEMA,
+    )
+
+
+def vocabulary_from_counts(counts: pa.Table, config: VocabConfig = VocabConfig()) -> Vocabulary:
+    """The vocabulary of summed token counts (one row per (feature, kind, token)): per feature
+    and kind, the tokens seen at least min_count times, most frequent first, ties by text, the
+    first `limit`."""
+    kept = counts.filter(pc.greater_equal(counts.column("count"), config.min_count))
+    kept = kept.take(pc.sort_indices(kept, [("count", "descending"), ("token", "ascending")]))
+    tokens: dict[str, dict[str, list[str]]] = {f: {} for f in FEATURES}
+    for feature in FEATURES:
+        of_feature = kept.filter(pc.equal(kept.column("feature"), feature))
+        for kind in KINDS:
+            of_kind = of_feature.filter(pc.equal(of_feature.column("kind"), kind))
+            top = of_kind.column("token").to_pylist()[: config.limit(kind)]
+            if kind == "trigram":
+                top = trigram_text(np.array([int(t) for t in top], np.uint64))
+            tokens[feature][kind] = top
+    return Vocabulary(tokens)
+
+
+def sum_counts(counts: pa.Table) -> pa.Table:
+    """One row per (feature, kind, token), its counts added up."""
+    summed = counts.group_by(["feature", "kind", "token"]).aggregate([("count", "sum")])
+    return summed.rename_columns(["feature", "kind", "token", "count"]).cast(COUNTS_SCHEMA)
 
 
 def build_vocabulary(table: pa.Table, config: VocabConfig = VocabConfig()) -> Vocabulary:
     """Count every feature's tokens over a conformed catalog and keep the top-K of each kind."""
-    counts: dict[tuple[str, str], list[pd.Series]] = {(f, k): [] for f in FEATURES for k in KINDS}
-    for start in range(0, table.num_rows, CHUNK_ROWS):
-        chunk = table.slice(start, CHUNK_ROWS)
-        for feature in FEATURES:
-            toks = tokenize(as_array(chunk.column(feature)))
-            for kind, tokens in (("unigram", toks.unigrams), ("bigram", toks.bigrams)):
-                counted = pc.value_counts(tokens)
-                counts[feature, kind].append(
-                    pd.Series(
-                        counted.field("counts").to_numpy(),
-                        index=counted.field("values").to_pylist(),
-                    )
-                )
-            codes, n = np.unique(toks.trigrams, return_counts=True)
-            counts[feature, "trigram"].append(pd.Series(n, index=codes))
-    tokens: dict[str, dict[str, list[str]]] = {f: {} for f in FEATURES}
-    for (feature, kind), parts in counts.items():
-        total = pd.concat(parts).groupby(level=0).sum() if parts else pd.Series(dtype=np.int64)
-        top = _top(total, config.limit(kind), config.min_count)
-        tokens[feature][kind] = trigram_text(np.array(top, np.uint64)) if kind == "trigram" else top
-    return Vocabulary(tokens)
+    parts = [
+        token_counts(table.slice(start, CHUNK_ROWS))
+        for start in range(0, table.num_rows, CHUNK_ROWS)
+    ]
+    counts = pa.concat_tables(parts) if parts else COUNTS_SCHEMA.empty_table()
+    return vocabulary_from_counts(sum_counts(counts), config)
