@@ -1,4 +1,5 @@
-"""`itemsage train`, `evaluate` and `evaluate-catalog`: making a model and measuring it."""
+"""`itemsage prepare-training`, `train`, `evaluate` and `evaluate-catalog`: making a model and
+measuring it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import click
 
 from itemsage_cli.config_defaults import default
-from itemsage_cli.group import cli
+from itemsage_cli.group import cli, spark_options, write_summary
 from itemsage_core.contracts.catalog_contract import DEFAULT_IMAGE_DIM
 from itemsage_core.features.vocabulary import VocabConfig
 from itemsage_core.model.config import ModelConfig
@@ -21,6 +22,7 @@ from itemsage_core.training.config import (
     TrainConfig,
     TrainRun,
 )
+from itemsage_core.training.prepared_data import PrepareConfig
 
 
 def _parse_task_weights(values: tuple[str, ...]) -> tuple[tuple[str, float], ...]:
@@ -265,12 +267,7 @@ def _train_run(
     the model's shape, the vocabulary sizes; a bad combination is a usage error."""
     from itemsage_core.training.training_examples import parse_tasks
 
-    try:
-        uni, bi, tri = (int(x) for x in vocab_sizes.split(","))
-    except ValueError:
-        raise click.BadParameter(
-            f"'{vocab_sizes}' is not three integers UNI,BI,TRI", param_hint="--vocab"
-        ) from None
+    vocab = _vocab_config(vocab_sizes)
     if d_model % 8:
         raise click.BadParameter(f"{d_model} is not divisible by 8 heads", param_hint="--d-model")
     engagements = fields["engagements"]
@@ -300,7 +297,7 @@ def _train_run(
         out=Path(out_dir),
         train=config,
         model_options=tuple(model_options.items()),
-        vocab=VocabConfig(unigrams=uni, bigrams=bi, trigrams=tri),
+        vocab=vocab,
         hash_seed=seed,
         **{k: v for k, v in fields.items() if k not in train_fields},
     )
@@ -438,3 +435,107 @@ def evaluate_catalog_command(
         progress=progress,
     )
     _echo_result(version, result, as_json)
+
+
+def _vocab_config(sizes: str) -> VocabConfig:
+    """--vocab UNI,BI,TRI as a VocabConfig."""
+    try:
+        uni, bi, tri = (int(x) for x in sizes.split(","))
+    except ValueError:
+        raise click.BadParameter(
+            f"'{sizes}' is not three integers UNI,BI,TRI", param_hint="--vocab"
+        ) from None
+    return VocabConfig(unigrams=uni, bigrams=bi, trigrams=tri)
+
+
+@cli.command("prepare-training")
+@click.option("--catalog", required=True, help="Catalog Parquet: a file, directory or glob.")
+@click.option("--engagements", required=True, help="Engagement log Parquet.")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Directory to write the prepared data into (replaced once the new data is complete).",
+)
+@click.option(
+    "--mapping",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Column mapping TOML for the catalog.",
+)
+@click.option(
+    "--vocab",
+    "vocab_sizes",
+    default=",".join(str(default(VocabConfig, k)) for k in ("unigrams", "bigrams", "trigrams")),
+    show_default=True,
+    metavar="UNI,BI,TRI",
+    help="Top-K unigrams, bigrams, trigrams per text feature.",
+)
+@click.option(
+    "--holdout-fraction",
+    default=default(PrepareConfig, "holdout_fraction"),
+    show_default=True,
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    help="Share of the engagement log held out for evaluation.",
+)
+@click.option(
+    "--image-dim", default=DEFAULT_IMAGE_DIM, show_default=True, type=click.IntRange(min=1)
+)
+@click.option(
+    "--shards",
+    default=default(PrepareConfig, "shards"),
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Parquet files per part (0: one per task slot).",
+)
+@click.option(
+    "--seed",
+    default=default(PrepareConfig, "seed"),
+    show_default=True,
+    type=int,
+    help="Seed of the examples' shuffle.",
+)
+@click.option(
+    "--summary-json",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write the manifest to this file.",
+)
+@spark_options
+def prepare_training_command(
+    catalog: str,
+    engagements: str,
+    out: str,
+    mapping: str | None,
+    vocab_sizes: str,
+    holdout_fraction: float,
+    image_dim: int,
+    shards: int,
+    seed: int,
+    summary_json: str | None,
+    master: str | None,
+    conf: tuple[str, ...],
+) -> None:
+    """Prepare training data on Spark: validate the catalog and the engagement log, count the
+    vocabulary, encode the products and split the engagements into training and held-out
+    examples on the executors, and write them as shuffled Parquet shards with the vocabulary
+    and a manifest (counts, files, checksums). Prints the manifest."""
+    from itemsage_cli import preflight
+    from itemsage_cli.stages import progress
+    from jobs.spark_session import get_spark, parse_conf
+    from jobs.training_data import prepare_training
+
+    config = PrepareConfig(
+        catalog=catalog,
+        engagements=engagements,
+        out=out,
+        mapping=preflight.mapping(mapping),
+        vocab=_vocab_config(vocab_sizes),
+        holdout_fraction=holdout_fraction,
+        image_dim=image_dim,
+        shards=shards,
+        seed=seed,
+    )
+    preflight.catalog_path(catalog, config.mapping)
+    spark = get_spark("itemsage-prepare-training", master, parse_conf(conf))
+    write_summary(prepare_training(spark, config, progress=progress), summary_json)

@@ -1,14 +1,22 @@
-"""Training data prepared on Spark (docs/model.md): the catalog's valid products and the
-vocabulary counted over them on the executors, so that training data grows with the cluster,
-not with one machine. Only the counts' top-K per feature and token kind reach the driver."""
+"""Training data prepared on Spark (`itemsage prepare-training`, docs/model.md): both inputs
+validated, the vocabulary counted, the products encoded and the engagements turned into examples
+on the executors, written as shuffled Parquet shards, so that preparing grows with the cluster,
+not with one machine. Only counts and the vocabulary reach the driver."""
 
 from __future__ import annotations
 
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pyarrow as pa
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
 
-from itemsage_core.contracts.catalog_contract import DEFAULT_IMAGE_DIM
+from itemsage_core.contracts.catalog_contract import DEFAULT_IMAGE_DIM, PRODUCT_ID
 from itemsage_core.contracts.column_mapping import ColumnMapping
 from itemsage_core.embedding.embed_task import REASON
 from itemsage_core.features.text_tokens import KINDS
@@ -20,7 +28,33 @@ from itemsage_core.features.vocabulary import (
     token_counts,
     vocabulary_from_counts,
 )
+from itemsage_core.training.prepared_data import (
+    EXAMPLE_SCHEMA,
+    HELDOUT,
+    PRODUCT_SCHEMA,
+    TASK,
+    PrepareConfig,
+    example_rows,
+    product_rows,
+    task_names,
+    write_prepared_manifest,
+)
 from jobs.catalog_frame import catalog_ids, repeated_ids, with_reasons
+from jobs.spark_failures import spark_failures
+
+REPORT = "_report"  # the column carrying each engagement batch's validation counts
+
+
+def catalog_with_reasons(
+    spark: SparkSession,
+    catalog: str,
+    mapping: ColumnMapping | None = None,
+    image_dim: int = DEFAULT_IMAGE_DIM,
+) -> DataFrame:
+    """The catalog, mapped and conformed, with each row's `reason` (null: valid), the duplicate
+    rule over the whole catalog."""
+    repeated = repeated_ids(catalog_ids(spark, catalog, mapping))
+    return with_reasons(spark, catalog, mapping, repeated, image_dim)
 
 
 def valid_products(
@@ -30,8 +64,7 @@ def valid_products(
     image_dim: int = DEFAULT_IMAGE_DIM,
 ) -> DataFrame:
     """The catalog's valid rows, mapped and conformed (the rows validate_catalog keeps)."""
-    repeated = repeated_ids(catalog_ids(spark, catalog, mapping))
-    checked = with_reasons(spark, catalog, mapping, repeated, image_dim)
+    checked = catalog_with_reasons(spark, catalog, mapping, image_dim)
     return checked.where(F.col(REASON).isNull()).drop(REASON)
 
 
@@ -58,3 +91,136 @@ def vocabulary_on_spark(products: DataFrame, config: VocabConfig = VocabConfig()
     top = summed.withColumn("rank", F.row_number().over(order)).where(F.col("rank") <= limit)
     collected = top.select(*COUNTS_SCHEMA.names).toArrow()
     return vocabulary_from_counts(collected.cast(COUNTS_SCHEMA), config)
+
+
+def _example_task(holdout_fraction: float, query_dim: int):
+    """A task writing EXAMPLE_SCHEMA rows of its engagement batches, then one row per batch
+    that holds only the batch's validation report (as JSON)."""
+
+    def run(batches):
+        for batch in batches:
+            rows, report = example_rows(batch, holdout_fraction, query_dim)
+            yield from rows.append_column(REPORT, pa.nulls(rows.num_rows, pa.string())).to_batches()
+            summary = {"rows": report.rows, "valid": report.valid, "rules": report.rule_counts}
+            yield pa.RecordBatch.from_pylist(
+                [{REPORT: json.dumps(summary)}],
+                schema=EXAMPLE_SCHEMA.append(pa.field(REPORT, pa.string())),
+            )
+
+    return run
+
+
+def _product_task(vocab: Vocabulary, image_dim: int):
+    def run(batches):
+        for batch in batches:
+            yield from product_rows(batch, vocab, image_dim).to_batches()
+
+    return run
+
+
+def _reports_of(examples: DataFrame) -> dict:
+    """The engagement log's counts: rows, valid, rejected per rule."""
+    rows = valid = 0
+    rules: dict[str, int] = {}
+    for (text,) in examples.where(F.col(REPORT).isNotNull()).select(REPORT).collect():
+        part = json.loads(text)
+        rows, valid = rows + part["rows"], valid + part["valid"]
+        for rule, count in part["rules"].items():
+            rules[rule] = rules.get(rule, 0) + count
+    return {"rows": rows, "valid": valid, "rejected": rows - valid, "rules": rules}
+
+
+def prepare_training(spark: SparkSession, config: PrepareConfig, progress=print) -> dict:
+    """Validate both inputs, count the vocabulary, encode the products and split the examples
+    on the executors; write them as shuffled Parquet shards under `config.out` with the
+    vocabulary and a manifest (counts, files, checksums), written last. The data is written
+    beside `out` and moved into place once complete: a failed run leaves `out` as it was.
+    Returns the manifest."""
+    started = time.perf_counter()
+    out = Path(config.out)
+    staging = out.with_name(f".{out.name}.staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        left = f"{out} was left as it was"
+        with spark_failures("preparing the training data", left):
+            shards = config.shards or spark.sparkContext.defaultParallelism
+            ids, vocab, catalog_counts = _write_products(spark, config, staging, shards, progress)
+            counts = {**catalog_counts, **_write_examples(spark, config, staging, shards, ids)}
+        vocab.save(staging / "vocab.json")
+        seconds = time.perf_counter() - started
+        manifest = write_prepared_manifest(staging, config, vocab, counts, seconds)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    _replace(out, staging)
+    progress(f"prepared {counts['train_examples']} training examples in {out}")
+    return manifest
+
+
+def _write_products(
+    spark: SparkSession, config: PrepareConfig, staging: Path, shards: int, progress
+) -> tuple[DataFrame, Vocabulary, dict]:
+    """Write the valid products' encoder inputs; returns their ids (cached), the vocabulary and
+    the catalog's counts."""
+    checked = catalog_with_reasons(spark, config.catalog, config.mapping, config.image_dim)
+    checked.persist(StorageLevel.MEMORY_AND_DISK)
+    valid = dict(checked.groupBy(F.col(REASON).isNull()).count().collect())
+    products = checked.where(F.col(REASON).isNull()).drop(REASON)
+    vocab = vocabulary_on_spark(products, config.vocab)
+    progress(f"vocabulary of {vocab.size} tokens over {valid.get(True, 0)} valid products")
+    encoded = products.mapInArrow(
+        _product_task(vocab, config.image_dim), from_arrow_schema(PRODUCT_SCHEMA)
+    )
+    encoded.repartition(shards).write.parquet(str(staging / "products"))
+    ids = products.select(PRODUCT_ID).persist(StorageLevel.MEMORY_AND_DISK)
+    ids.count()  # cached before the catalog is let go
+    checked.unpersist()
+    counts = {"catalog_rows": sum(valid.values()), "valid_products": valid.get(True, 0)}
+    return ids, vocab, counts
+
+
+def _write_examples(
+    spark: SparkSession, config: PrepareConfig, staging: Path, shards: int, product_ids: DataFrame
+) -> dict:
+    """Write the training and held-out examples (shuffled) and the products' task counts;
+    returns the engagement log's counts."""
+    raw = spark.read.parquet(config.engagements)
+    examples = raw.mapInArrow(
+        _example_task(config.holdout_fraction, config.query_dim),
+        from_arrow_schema(EXAMPLE_SCHEMA.append(pa.field(REPORT, pa.string()))),
+    ).persist(StorageLevel.MEMORY_AND_DISK)
+    log = _reports_of(examples)
+    rows = examples.where(F.col(REPORT).isNull()).drop(REPORT)
+    known = rows.join(product_ids, PRODUCT_ID, "left_semi")
+    shuffled = known.repartition(shards).sortWithinPartitions(F.rand(config.seed))
+    for name, heldout in (("train", False), ("heldout", True)):
+        part = shuffled.where(F.col(HELDOUT) == heldout).drop(HELDOUT)
+        part.write.parquet(str(staging / name))
+    train = spark.read.parquet(str(staging / "train"))
+    per_product = train.groupBy(PRODUCT_ID, TASK).count()
+    per_product.repartition(shards).write.parquet(str(staging / "product_tasks"))
+    heldout = spark.read.parquet(str(staging / "heldout")).count()
+    per_task = {r[TASK]: r["count"] for r in train.groupBy(TASK).count().collect()}
+    unknown = log["valid"] - known.count()
+    examples.unpersist()
+    product_ids.unpersist()
+    return {
+        "engagement_rows": log["rows"],
+        "valid_engagements": log["valid"],
+        "rejected_engagements": log["rules"],
+        "unknown_product_engagements": unknown,
+        "train_examples": sum(per_task.values()),
+        "heldout_examples": heldout,
+        "train_task_counts": task_names(per_task),
+    }
+
+
+def _replace(out: Path, staging: Path) -> None:
+    """Put the complete `staging` directory in place of `out` (the previous data is removed only
+    once the new data is in place)."""
+    previous = out.with_name(f".{out.name}.previous")
+    shutil.rmtree(previous, ignore_errors=True)
+    if out.exists():
+        out.rename(previous)
+    staging.rename(out)
+    shutil.rmtree(previous, ignore_errors=True)

@@ -34,3 +34,111 @@ def test_vocabulary_on_spark_of_a_real_catalog(spark, flipkart_path, flipkart_ma
     for config in (VocabConfig(), SMALL):
         found = vocabulary_on_spark(products, config)
         assert found.tokens == build_vocabulary(valid, config).tokens
+
+
+def test_prepared_data_equals_the_in_process_data(spark, small_world, small_world_dir, tmp_path):
+    import json
+
+    import numpy as np
+
+    from itemsage_core.features.vocabulary import FEATURES, Vocabulary
+    from itemsage_core.training.prepared_data import PrepareConfig
+    from itemsage_core.training.trainer import prepare_data
+    from jobs.training_data import prepare_training
+
+    data = prepare_data(small_world.catalog, small_world.engagements, 0.1, vocab_config=SMALL)
+    out = tmp_path / "prepared"
+    config = PrepareConfig(
+        str(small_world_dir / "catalog"),
+        str(small_world_dir / "engagements"),
+        str(out),
+        vocab=SMALL,
+        shards=3,
+    )
+    manifest = prepare_training(spark, config, progress=lambda _: None)
+    assert Vocabulary.load(out / "vocab.json").tokens == data.vocab.tokens
+    for key in (
+        "catalog_rows",
+        "valid_products",
+        "engagement_rows",
+        "valid_engagements",
+        "unknown_product_engagements",
+        "train_examples",
+        "heldout_examples",
+    ):
+        assert manifest["counts"][key] == data.summary[key], key
+    assert json.loads((out / "manifest.json").read_text()) == manifest
+    assert {f["path"].split("/")[0] for f in manifest["files"]} == {
+        "products",
+        "train",
+        "heldout",
+        "product_tasks",
+    }
+
+    ids = data.features.product_ids.to_pylist()
+    for name, examples in (("train", data.train), ("heldout", data.heldout)):
+        expected = sorted(
+            (ids[p], int(t), q.tobytes())
+            for p, t, q in zip(examples.products, examples.tasks, examples.queries)
+        )
+        prepared = pq.read_table(out / name)
+        found = sorted(
+            (pid, task, np.asarray(query, np.float32).tobytes())
+            for pid, task, query in zip(
+                *(prepared.column(c).to_pylist() for c in ("product_id", "task", "query"))
+            )
+        )
+        assert found == expected, name
+
+    products = pq.read_table(out / "products").to_pylist()
+    assert len(products) == len(ids)
+    bags, per = data.features.bags, len(FEATURES)
+    row_of = {pid: row for row, pid in enumerate(ids)}
+    for product in products[::97]:
+        row = row_of[product["product_id"]]
+        for f in range(per):
+            start, stop = product["bag_offsets"][f], product["bag_offsets"][f + 1]
+            want = bags.ids[bags.offsets[row * per + f] : bags.offsets[row * per + f + 1]]
+            assert product["token_ids"][start:stop] == want.tolist()
+        first, last = data.features.image_offsets[row], data.features.image_offsets[row + 1]
+        images = np.asarray(product["image_values"], np.float32).reshape(-1, 256)
+        np.testing.assert_array_equal(images, data.features.image_values[first:last])
+
+
+def test_prepare_training_command(small_world_dir, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "prepared"
+    command = [
+        sys.executable,
+        "-m",
+        "itemsage_cli.main",
+        "prepare-training",
+        "--catalog",
+        str(small_world_dir / "catalog"),
+        "--engagements",
+        str(small_world_dir / "engagements"),
+        "--out",
+        str(out),
+        "--vocab",
+        "100,100,100",
+        "--master",
+        "local[2]",
+    ]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    manifest = json.loads(first.stdout)
+    assert manifest["counts"]["train_examples"] > 0 and manifest["vocab_tokens"] > 0
+    assert "prepared" in first.stderr  # progress lines go to stderr
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600)  # replaces out
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["counts"] == manifest["counts"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prepared"]  # no staging left
+    broken = [*command[:7], str(tmp_path / "no-such-log"), *command[8:]]
+    failed = subprocess.run(broken, capture_output=True, text=True, timeout=600)
+    assert failed.returncode == 1, failed.stderr
+    assert [line for line in failed.stderr.splitlines() if line.startswith("error:")]
+    assert json.loads((out / "manifest.json").read_text())["counts"] == manifest["counts"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prepared"]

@@ -1,0 +1,154 @@
+"""Training data as rows that can be prepared in parallel and streamed back (`itemsage
+prepare-training`, jobs/training_data.py): each function here works on one batch, so a Spark task
+(or one process) can run it; the layout is documented in docs/model.md.
+
+- products (PRODUCT_SCHEMA): a valid product's encoder inputs (its token ids per text feature as
+  one list with per-feature offsets, its image vectors flattened) and, per task, how many training
+  examples engage it (for the logQ correction, whatever task weights training then uses);
+- examples (EXAMPLE_SCHEMA): a valid engagement whose product is valid: the product, the task,
+  the unit-length query, split into training and held-out rows by the deterministic hash of
+  training_examples.holdout_mask.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from itemsage_core.contracts.catalog_contract import DEFAULT_IMAGE_DIM, PRODUCT_ID
+from itemsage_core.contracts.column_mapping import ColumnMapping
+from itemsage_core.contracts.engagement_contract import DEFAULT_QUERY_DIM, validate_engagements
+from itemsage_core.contracts.validation_report import ValidationReport
+from itemsage_core.features.product_features import encode_products
+from itemsage_core.features.vocabulary import FEATURES, VocabConfig, Vocabulary
+from itemsage_core.storage.files import sha256_file, write_atomic
+from itemsage_core.training.training_examples import TASKS, holdout_mask, task_ids
+
+TASK, QUERY, HELDOUT = "task", "query", "heldout"
+PRODUCT_SCHEMA = pa.schema(
+    [
+        pa.field(PRODUCT_ID, pa.string()),
+        pa.field("token_ids", pa.list_(pa.int32())),
+        pa.field("bag_offsets", pa.list_(pa.int32())),  # len(FEATURES) + 1, into token_ids
+        pa.field("image_values", pa.list_(pa.float32())),  # images x image_dim
+    ]
+)
+EXAMPLE_SCHEMA = pa.schema(
+    [
+        pa.field(PRODUCT_ID, pa.string()),
+        pa.field(TASK, pa.int16()),  # index in TASKS
+        pa.field(QUERY, pa.list_(pa.float32())),  # unit length
+        pa.field(HELDOUT, pa.bool_()),
+    ]
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareConfig:
+    """`itemsage prepare-training`'s options (docs/model.md)."""
+
+    catalog: str
+    engagements: str
+    out: str
+    mapping: ColumnMapping | None = None
+    vocab: VocabConfig = VocabConfig()
+    holdout_fraction: float = 0.1
+    image_dim: int = DEFAULT_IMAGE_DIM
+    query_dim: int = DEFAULT_QUERY_DIM
+    shards: int = 0  # 0: as many as the session's default parallelism
+    seed: int = 0
+
+
+def product_rows(batch: pa.Table | pa.RecordBatch, vocab: Vocabulary, image_dim: int) -> pa.Table:
+    """PRODUCT_SCHEMA rows of a batch of valid, conformed catalog rows."""
+    features = encode_products(batch, vocab, image_dim)
+    n, per_product = len(features), len(FEATURES)
+    bag_offsets = features.bags.offsets
+    starts = bag_offsets[: n * per_product + 1 : per_product]
+    tokens = pa.ListArray.from_arrays(
+        pa.array(starts, pa.int64()).cast(pa.int32()), pa.array(features.bags.ids, pa.int32())
+    )
+    relative = bag_offsets[: n * per_product].reshape(n, per_product) - starts[:-1, None]
+    relative = np.concatenate([relative, (starts[1:] - starts[:-1])[:, None]], axis=1)
+    offsets = pa.ListArray.from_arrays(
+        pa.array(np.arange(n + 1) * (per_product + 1), pa.int32()),
+        pa.array(relative.ravel(), pa.int32()),
+    )
+    image_starts = features.image_offsets * image_dim
+    images = pa.ListArray.from_arrays(
+        pa.array(image_starts, pa.int64()).cast(pa.int32()),
+        pa.array(features.image_values.ravel(), pa.float32()),
+    )
+    return pa.Table.from_arrays(
+        [features.product_ids.cast(pa.string()), tokens, offsets, images], schema=PRODUCT_SCHEMA
+    )
+
+
+def example_rows(
+    batch: pa.Table | pa.RecordBatch, holdout_fraction: float, query_dim: int
+) -> tuple[pa.Table, ValidationReport]:
+    """EXAMPLE_SCHEMA rows of the valid rows of a raw engagement-log batch, and the batch's
+    validation report (its rejected rows are counted, not returned)."""
+    log = validate_engagements(batch, query_dim)
+    valid = log.valid
+    queries = pc.list_flatten(valid.column("query_embedding")).to_numpy().astype(np.float32)
+    queries = queries.reshape(valid.num_rows, query_dim)
+    queries /= np.maximum(np.linalg.norm(queries, axis=1, keepdims=True), 1e-12)
+    query_column = pa.ListArray.from_arrays(
+        pa.array(np.arange(valid.num_rows + 1) * query_dim, pa.int32()),
+        pa.array(queries.ravel(), pa.float32()),
+    )
+    rows = pa.Table.from_arrays(
+        [
+            valid.column(PRODUCT_ID),
+            pa.array(task_ids(valid), pa.int16()),
+            query_column,
+            pa.array(holdout_mask(valid, holdout_fraction), pa.bool_()),
+        ],
+        schema=EXAMPLE_SCHEMA,
+    )
+    return rows, log.report
+
+
+def task_names(counts: dict[int, int]) -> dict[str, int]:
+    """Counts keyed by task index, keyed by task name (TASKS order)."""
+    return {TASKS[t]: counts[t] for t in sorted(counts)}
+
+
+FORMAT = "itemsage-training-data/1"
+MANIFEST = "manifest.json"
+
+
+def write_prepared_manifest(
+    directory: Path, config: object, vocab: Vocabulary, counts: dict, seconds: float
+) -> dict:
+    """Write `directory`'s manifest.json last: the format, the options, the counts, and every
+    data file with its size and SHA-256; returns it."""
+    files = [
+        {
+            "path": str(path.relative_to(directory)),
+            "bytes": path.stat().st_size,
+            "sha256": sha256_file(path),
+        }
+        for path in sorted(directory.rglob("*.parquet"))
+    ]
+    manifest = {
+        "format": FORMAT,
+        "options": {
+            k: (dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v)
+            for k, v in dataclasses.asdict(config).items()
+            if k not in ("mapping", "out")
+        },
+        "mapping": repr(getattr(config, "mapping", None)),
+        "vocab_tokens": vocab.size,
+        "counts": counts,
+        "files": files,
+        "seconds": seconds,
+    }
+    write_atomic(directory / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return manifest
