@@ -33,6 +33,9 @@ from itemsage_core.training.prepared_data import (
     HELDOUT,
     PRODUCT_SCHEMA,
     TASK,
+    TASK_COUNTS,
+    TASKS,
+    TRAIN_SCHEMA,
     PrepareConfig,
     example_rows,
     product_rows,
@@ -144,8 +147,10 @@ def prepare_training(spark: SparkSession, config: PrepareConfig, progress=print)
         left = f"{out} was left as it was"
         with spark_failures("preparing the training data", left):
             shards = config.shards or spark.sparkContext.defaultParallelism
-            ids, vocab, catalog_counts = _write_products(spark, config, staging, shards, progress)
-            counts = {**catalog_counts, **_write_examples(spark, config, staging, shards, ids)}
+            products, vocab, catalog_counts = _write_products(
+                spark, config, staging, shards, progress
+            )
+            counts = {**catalog_counts, **_write_examples(spark, config, staging, shards, products)}
         vocab.save(staging / "vocab.json")
         seconds = time.perf_counter() - started
         manifest = write_prepared_manifest(staging, config, vocab, counts, seconds)
@@ -160,8 +165,8 @@ def prepare_training(spark: SparkSession, config: PrepareConfig, progress=print)
 def _write_products(
     spark: SparkSession, config: PrepareConfig, staging: Path, shards: int, progress
 ) -> tuple[DataFrame, Vocabulary, dict]:
-    """Write the valid products' encoder inputs; returns their ids (cached), the vocabulary and
-    the catalog's counts."""
+    """Write the valid products' encoder inputs; returns them (cached, for the training
+    examples), the vocabulary and the catalog's counts."""
     checked = catalog_with_reasons(spark, config.catalog, config.mapping, config.image_dim)
     checked.persist(StorageLevel.MEMORY_AND_DISK)
     valid = dict(checked.groupBy(F.col(REASON).isNull()).count().collect())
@@ -171,18 +176,18 @@ def _write_products(
     encoded = products.mapInArrow(
         _product_task(vocab, config.image_dim), from_arrow_schema(PRODUCT_SCHEMA)
     )
+    encoded = encoded.persist(StorageLevel.MEMORY_AND_DISK)
     encoded.repartition(shards).write.parquet(str(staging / "products"))
-    ids = products.select(PRODUCT_ID).persist(StorageLevel.MEMORY_AND_DISK)
-    ids.count()  # cached before the catalog is let go
     checked.unpersist()
     counts = {"catalog_rows": sum(valid.values()), "valid_products": valid.get(True, 0)}
-    return ids, vocab, counts
+    return encoded, vocab, counts
 
 
 def _write_examples(
-    spark: SparkSession, config: PrepareConfig, staging: Path, shards: int, product_ids: DataFrame
+    spark: SparkSession, config: PrepareConfig, staging: Path, shards: int, products: DataFrame
 ) -> dict:
-    """Write the training and held-out examples (shuffled) and the products' task counts;
+    """Write the held-out examples and the training examples, each with its product's encoder
+    inputs and task counts (TRAIN_SCHEMA: a training step needs no other lookup), shuffled;
     returns the engagement log's counts."""
     raw = spark.read.parquet(config.engagements)
     examples = raw.mapInArrow(
@@ -191,28 +196,38 @@ def _write_examples(
     ).persist(StorageLevel.MEMORY_AND_DISK)
     log = _reports_of(examples)
     rows = examples.where(F.col(REPORT).isNull()).drop(REPORT)
-    known = rows.join(product_ids, PRODUCT_ID, "left_semi")
-    shuffled = known.repartition(shards).sortWithinPartitions(F.rand(config.seed))
-    for name, heldout in (("train", False), ("heldout", True)):
-        part = shuffled.where(F.col(HELDOUT) == heldout).drop(HELDOUT)
-        part.write.parquet(str(staging / name))
-    train = spark.read.parquet(str(staging / "train"))
-    per_product = train.groupBy(PRODUCT_ID, TASK).count()
-    per_product.repartition(shards).write.parquet(str(staging / "product_tasks"))
-    heldout = spark.read.parquet(str(staging / "heldout")).count()
-    per_task = {r[TASK]: r["count"] for r in train.groupBy(TASK).count().collect()}
+    known = rows.join(products.select(PRODUCT_ID), PRODUCT_ID, "left_semi")
+    heldout = known.where(F.col(HELDOUT)).drop(HELDOUT)
+    _shuffled(heldout, shards, config.seed).write.parquet(str(staging / "heldout"))
+    train = known.where(~F.col(HELDOUT)).drop(HELDOUT)
+    per_task_of_product = [F.sum((F.col(TASK) == t).cast("int")) for t in range(len(TASKS))]
+    task_counts = train.groupBy(PRODUCT_ID).agg(
+        F.array(*per_task_of_product).cast("array<int>").alias(TASK_COUNTS)
+    )
+    joined = train.join(products, PRODUCT_ID).join(task_counts, PRODUCT_ID)
+    _shuffled(joined.select(*TRAIN_SCHEMA.names), shards, config.seed).write.parquet(
+        str(staging / "train")
+    )
+    written = spark.read.parquet(str(staging / "train"))
+    per_task = {r[TASK]: r["count"] for r in written.groupBy(TASK).count().collect()}
+    heldout_count = spark.read.parquet(str(staging / "heldout")).count()
     unknown = log["valid"] - known.count()
     examples.unpersist()
-    product_ids.unpersist()
+    products.unpersist()
     return {
         "engagement_rows": log["rows"],
         "valid_engagements": log["valid"],
         "rejected_engagements": log["rules"],
         "unknown_product_engagements": unknown,
         "train_examples": sum(per_task.values()),
-        "heldout_examples": heldout,
+        "heldout_examples": heldout_count,
         "train_task_counts": task_names(per_task),
     }
+
+
+def _shuffled(rows: DataFrame, shards: int, seed: int) -> DataFrame:
+    """`rows` in `shards` partitions, in a random order within each (the files' row order)."""
+    return rows.repartition(shards).sortWithinPartitions(F.rand(seed))
 
 
 def _replace(out: Path, staging: Path) -> None:

@@ -68,12 +68,7 @@ def test_prepared_data_equals_the_in_process_data(spark, small_world, small_worl
     ):
         assert manifest["counts"][key] == data.summary[key], key
     assert json.loads((out / "manifest.json").read_text()) == manifest
-    assert {f["path"].split("/")[0] for f in manifest["files"]} == {
-        "products",
-        "train",
-        "heldout",
-        "product_tasks",
-    }
+    assert {f["path"].split("/")[0] for f in manifest["files"]} == {"products", "train", "heldout"}
 
     ids = data.features.product_ids.to_pylist()
     for name, examples in (("train", data.train), ("heldout", data.heldout)):
@@ -90,7 +85,18 @@ def test_prepared_data_equals_the_in_process_data(spark, small_world, small_worl
         )
         assert found == expected, name
 
+    train = pq.read_table(out / "train").to_pylist()
+    by_product = {}
+    for row in train:
+        by_product.setdefault(row["product_id"], []).append(row["task"])
     products = pq.read_table(out / "products").to_pylist()
+    inputs = {p["product_id"]: p for p in products}
+    for row in train[::50]:  # each training example carries its product's inputs and task counts
+        product = inputs[row["product_id"]]
+        for column in ("token_ids", "bag_offsets", "image_values"):
+            assert row[column] == product[column]
+        tasks = by_product[row["product_id"]]
+        assert row["task_counts"] == [tasks.count(t) for t in range(len(row["task_counts"]))]
     assert len(products) == len(ids)
     bags, per = data.features.bags, len(FEATURES)
     row_of = {pid: row for row, pid in enumerate(ids)}
@@ -142,3 +148,41 @@ def test_prepare_training_command(small_world_dir, tmp_path):
     assert [line for line in failed.stderr.splitlines() if line.startswith("error:")]
     assert json.loads((out / "manifest.json").read_text())["counts"] == manifest["counts"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prepared"]
+
+
+def test_two_processes_stream_every_prepared_example_once(spark, small_world_dir, tmp_path):
+    import numpy as np
+
+    from itemsage_core.training.prepared_data import PrepareConfig, task_count_vector
+    from itemsage_core.training.streaming import (
+        features_of,
+        row_groups,
+        shard_files,
+        shuffled_batches,
+        task_acceptance,
+        thinned,
+    )
+    from jobs.training_data import prepare_training
+
+    out = tmp_path / "prepared"
+    config = PrepareConfig(
+        str(small_world_dir / "catalog"),
+        str(small_world_dir / "engagements"),
+        str(out),
+        vocab=SMALL,
+        shards=4,
+    )
+    manifest = prepare_training(spark, config, progress=lambda _: None)
+    counts = task_count_vector(manifest["counts"]["train_task_counts"])
+    keep_all = task_acceptance(counts, {}, 1.0)  # the natural mix keeps every example
+    np.testing.assert_allclose(keep_all[counts > 0], 1.0)
+    streamed = []
+    for rank in range(2):
+        rng = np.random.default_rng(rank)
+        files = shard_files(out / "train", rank, 2)
+        for batch in shuffled_batches(thinned(row_groups(files, rng), keep_all, rng), 64, 500, rng):
+            assert len(features_of(batch, 256)) == batch.num_rows
+            streamed += batch.column("product_id").to_pylist()
+    written = pq.read_table(out / "train").column("product_id").to_pylist()
+    assert sorted(streamed) == sorted(written)
+    assert len(written) == manifest["counts"]["train_examples"]

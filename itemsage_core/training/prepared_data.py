@@ -3,11 +3,14 @@ prepare-training`, jobs/training_data.py): each function here works on one batch
 (or one process) can run it; the layout is documented in docs/model.md.
 
 - products (PRODUCT_SCHEMA): a valid product's encoder inputs (its token ids per text feature as
-  one list with per-feature offsets, its image vectors flattened) and, per task, how many training
-  examples engage it (for the logQ correction, whatever task weights training then uses);
+  one list with per-feature offsets, its image vectors flattened), for random negatives and
+  evaluation;
 - examples (EXAMPLE_SCHEMA): a valid engagement whose product is valid: the product, the task,
   the unit-length query, split into training and held-out rows by the deterministic hash of
-  training_examples.holdout_mask.
+  training_examples.holdout_mask;
+- training examples (TRAIN_SCHEMA): an example with its product's encoder inputs and, per task,
+  how many training examples engage that product (the logQ correction, for whatever task weights
+  training then uses), so that a training step streams them without another lookup.
 """
 
 from __future__ import annotations
@@ -38,12 +41,23 @@ PRODUCT_SCHEMA = pa.schema(
         pa.field("image_values", pa.list_(pa.float32())),  # images x image_dim
     ]
 )
+TASK_COUNTS = "task_counts"  # per task, the product's training examples (the logQ correction)
 EXAMPLE_SCHEMA = pa.schema(
     [
         pa.field(PRODUCT_ID, pa.string()),
         pa.field(TASK, pa.int16()),  # index in TASKS
         pa.field(QUERY, pa.list_(pa.float32())),  # unit length
         pa.field(HELDOUT, pa.bool_()),
+    ]
+)
+
+
+# A training example with its product: what a training step reads, without another lookup.
+TRAIN_SCHEMA = pa.schema(
+    [
+        *EXAMPLE_SCHEMA.remove(EXAMPLE_SCHEMA.get_field_index(HELDOUT)),
+        *PRODUCT_SCHEMA.remove(0),
+        pa.field(TASK_COUNTS, pa.list_(pa.int32())),  # len(TASKS)
     ]
 )
 
@@ -118,6 +132,11 @@ def example_rows(
 def task_names(counts: dict[int, int]) -> dict[str, int]:
     """Counts keyed by task index, keyed by task name (TASKS order)."""
     return {TASKS[t]: counts[t] for t in sorted(counts)}
+
+
+def task_count_vector(counts: dict[str, int]) -> np.ndarray:
+    """Counts keyed by task name (a manifest's) as one count per task, TASKS order."""
+    return np.array([counts.get(task, 0) for task in TASKS], np.int64)
 
 
 FORMAT = "itemsage-training-data/1"

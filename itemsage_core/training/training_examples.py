@@ -89,13 +89,28 @@ def build_examples(engagements: pa.Table, catalog_ids: pa.Array) -> tuple[Exampl
     return examples.subset(known), int((~known).sum())
 
 
+def _task_rates(counts: np.ndarray, weights: dict[str, float], exponent: float) -> np.ndarray:
+    """Per task, a draw weight per example giving task t a share ~ weight_t * count_t**exponent."""
+    counts = np.asarray(counts, np.float64)
+    present = np.where(counts > 0, counts, 1.0)
+    weight = np.array([weights.get(t, 1.0) for t in TASKS])
+    share = np.where(counts > 0, weight * present**exponent, 0.0)
+    return share / present
+
+
+def task_probabilities(
+    counts: np.ndarray, weights: dict[str, float], exponent: float
+) -> np.ndarray:
+    """Per task (TASKS order), the probability of drawing one given example of that task
+    (`counts`: examples per task), as sampling_probabilities gives it to each example."""
+    rates = _task_rates(counts, weights, exponent)
+    return rates / float((rates * np.asarray(counts, np.float64)).sum())
+
+
 def sampling_probabilities(
     tasks: np.ndarray, weights: dict[str, float], exponent: float
 ) -> np.ndarray:
     """Per-example probability of being drawn, giving task t a share ~ weight_t * count_t**exp."""
-    counts = np.bincount(tasks, minlength=len(TASKS)).astype(np.float64)
-    present = np.where(counts > 0, counts, 1.0)
-    weight = np.array([weights.get(t, 1.0) for t in TASKS])
-    share = np.where(counts > 0, weight * present**exponent, 0.0)
-    per_example = (share / present)[tasks]
+    rates = _task_rates(np.bincount(tasks, minlength=len(TASKS)), weights, exponent)
+    per_example = rates[tasks]
     return per_example / per_example.sum()

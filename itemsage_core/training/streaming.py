@@ -1,0 +1,145 @@
+"""Training examples streamed from prepared shards (`itemsage prepare-training`) with bounded
+memory: whatever the size of the catalog or the log, a process holds one row group being read,
+a shuffle buffer of at most `shuffle_buffer` examples, and a pool of at most `negatives` random
+products.
+
+Task mixing when streaming: the in-memory trainer draws example i of task t with probability
+p_t (training_examples.task_probabilities: task t gets a share ~ weight_t * count_t**exponent).
+A stream cannot draw with replacement, so it thins instead: each example of task t is kept with
+probability p_t / max(p), and the kept examples are shuffled. Task t's expected share of the kept
+examples is count_t * p_t / sum(count * p), the same share as the in-memory draws; a rare task is
+not repeated within an epoch, its examples are simply kept while the frequent tasks' are thinned.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from itemsage_core.contracts.catalog_contract import PRODUCT_ID
+from itemsage_core.errors import ItemSageError
+from itemsage_core.features.product_features import ProductFeatures
+from itemsage_core.features.vocabulary import FEATURES, TextBags
+from itemsage_core.training.prepared_data import TASK
+from itemsage_core.training.training_examples import TASKS, task_probabilities
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamConfig:
+    """Memory bounds of a stream."""
+
+    shuffle_buffer: int = 20_000  # examples held for shuffling
+    negatives: int = 50_000  # random products held for negatives
+
+
+def shard_files(directory: str | Path, rank: int = 0, world: int = 1) -> list[Path]:
+    """The Parquet files of `directory` that process `rank` of `world` reads (every world-th)."""
+    files = sorted(Path(directory).rglob("*.parquet"))
+    if len(files) < world:
+        raise ItemSageError(
+            f"{directory} has {len(files)} Parquet files for {world} training processes; "
+            f"prepare the data with --shards {world} or more"
+        )
+    return files[rank::world]
+
+
+def row_groups(files: list[Path], rng: np.random.Generator) -> Iterator[pa.Table]:
+    """Every row group of `files` once, the files and each file's row groups in a random order."""
+    for i in rng.permutation(len(files)):
+        handle = pq.ParquetFile(files[int(i)])
+        for group in rng.permutation(handle.num_row_groups):
+            yield handle.read_row_group(int(group))
+
+
+def task_acceptance(counts: np.ndarray, weights: dict[str, float], exponent: float) -> np.ndarray:
+    """Per task, the probability of keeping one of its examples (module docstring)."""
+    probabilities = task_probabilities(counts, weights, exponent)
+    return probabilities / probabilities.max()
+
+
+def thinned(
+    tables: Iterable[pa.Table], acceptance: np.ndarray, rng: np.random.Generator
+) -> Iterator[pa.Table]:
+    """Each table's examples, each kept with its task's `acceptance`."""
+    for table in tables:
+        tasks = table.column(TASK).to_numpy()
+        yield table.filter(pa.array(rng.random(len(tasks)) < acceptance[tasks]))
+
+
+def shuffled_batches(
+    tables: Iterable[pa.Table], batch_size: int, capacity: int, rng: np.random.Generator
+) -> Iterator[pa.Table]:
+    """Batches of `batch_size` rows drawn at random from a buffer that holds at most `capacity`
+    rows plus the table being added; every row comes out once (the last batch may be short)."""
+    buffer = None
+    for table in tables:
+        buffer = table if buffer is None else pa.concat_tables([buffer, table])
+        while buffer.num_rows >= max(capacity, batch_size):
+            batch, buffer = _draw(buffer, batch_size, rng)
+            yield batch
+    while buffer is not None and buffer.num_rows:
+        batch, buffer = _draw(buffer, min(batch_size, buffer.num_rows), rng)
+        yield batch
+
+
+def _draw(buffer: pa.Table, size: int, rng: np.random.Generator) -> tuple[pa.Table, pa.Table]:
+    """`size` random rows of `buffer`, and the rows left."""
+    picked = np.zeros(buffer.num_rows, bool)
+    picked[rng.choice(buffer.num_rows, size, replace=False)] = True
+    batch = buffer.filter(pa.array(picked)).take(rng.permutation(size))
+    return batch, buffer.filter(pa.array(~picked)).combine_chunks()
+
+
+def negative_pool(
+    files: list[Path], products: int, size: int, image_dim: int, rng: np.random.Generator
+) -> ProductFeatures:
+    """About `size` products (at most `size`) sampled uniformly from the product shards, which
+    hold `products` products in all: each kept with probability size / products."""
+    keep = min(1.0, size / max(products, 1))
+    parts, held = [], 0
+    for table in row_groups(files, rng):
+        sample = table.filter(pa.array(rng.random(table.num_rows) < keep))
+        parts.append(sample.slice(0, size - held))
+        held += parts[-1].num_rows
+        if held >= size:
+            break
+    if not held:
+        raise ItemSageError("the product shards hold no product to draw negatives from")
+    return features_of(pa.concat_tables(parts), image_dim)
+
+
+def features_of(rows: pa.Table, image_dim: int) -> ProductFeatures:
+    """The encoder inputs of prepared product rows (products or training examples)."""
+    tokens, starts = _flat(rows.column("token_ids"))
+    images, image_starts = _flat(rows.column("image_values"))
+    per_product = len(FEATURES)
+    relative = _flat(rows.column("bag_offsets"))[0].astype(np.int64)
+    offsets = (starts[:-1, None] + relative.reshape(-1, per_product + 1)[:, :per_product]).ravel()
+    return ProductFeatures(
+        product_ids=rows.column(PRODUCT_ID).combine_chunks(),
+        image_values=images.astype(np.float32, copy=False).reshape(-1, image_dim),
+        image_offsets=image_starts // image_dim,
+        bags=TextBags(ids=tokens.astype(np.int64), offsets=np.append(offsets, starts[-1])),
+    )
+
+
+def _flat(column: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """A list column's values and its row offsets into them (from 0), slices and chunks alike."""
+    lists = column.combine_chunks()
+    values = pc.list_flatten(lists).to_numpy(zero_copy_only=False)
+    lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False)
+    return values, np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
+
+
+def log_q(task_counts: pa.ChunkedArray, probabilities: np.ndarray) -> np.ndarray:
+    """log of each example's product sampling probability: sum over tasks of the product's
+    training examples of that task times one example's draw probability."""
+    counts = pc.list_flatten(task_counts).to_numpy().astype(np.float64)
+    q = counts.reshape(-1, len(TASKS)) @ probabilities
+    return np.log(np.maximum(q, 1e-12)).astype(np.float32)
