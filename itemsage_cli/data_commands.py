@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from itemsage_cli.config_defaults import default
-from itemsage_cli.group import cli, spark_options
+from itemsage_cli.group import catalog_option, cli, spark_options
 from itemsage_core.contracts.catalog_contract import DEFAULT_IMAGE_DIM
 from itemsage_core.synthetic.world import WorldConfig
 
@@ -47,7 +47,7 @@ def generate(out_dir: str, products: int, seed: int, engagements_per_product: fl
 
 
 @cli.command()
-@click.option("--catalog", required=True, help="Catalog Parquet: a file, directory or glob.")
+@catalog_option
 @click.option(
     "--mapping",
     type=click.Path(dir_okay=False),

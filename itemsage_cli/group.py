@@ -63,6 +63,18 @@ def cli(verbose: bool) -> None:
         os.environ.setdefault("ITEMSAGE_SPARK_LOG_LEVEL", "WARN")
 
 
+# Options several commands share, written once.
+catalog_option = click.option(
+    "--catalog", required=True, help="Catalog Parquet: a file, directory or glob."
+)
+mapping_option = click.option(
+    "--mapping",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Column mapping TOML for the catalog.",
+)
+
+
 def spark_options(fn: Callable) -> Callable:
     """--master and repeated --conf k=v, for commands that start Spark."""
     fn = click.option(

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from itemsage_cli.config_defaults import default
-from itemsage_cli.group import cli, spark_options, write_summary
+from itemsage_cli.group import catalog_option, cli, mapping_option, spark_options, write_summary
 from itemsage_core.contracts.catalog_contract import DEFAULT_IMAGE_DIM
 from itemsage_core.features.vocabulary import VocabConfig
 from itemsage_core.model.config import ModelConfig
@@ -43,8 +43,18 @@ def _parse_task_weights(values: tuple[str, ...]) -> tuple[tuple[str, float], ...
     return tuple(weights)
 
 
+vocab_option = click.option(
+    "--vocab",
+    "vocab_sizes",
+    default=",".join(str(default(VocabConfig, k)) for k in ("unigrams", "bigrams", "trigrams")),
+    show_default=True,
+    metavar="UNI,BI,TRI",
+    help="Top-K unigrams, bigrams, trigrams per text feature.",
+)
+
+
 @cli.command("train")
-@click.option("--catalog", required=True, help="Catalog Parquet: a file, directory or glob.")
+@catalog_option
 @click.option(
     "--engagements",
     default=None,
@@ -58,12 +68,7 @@ def _parse_task_weights(values: tuple[str, ...]) -> tuple[tuple[str, float], ...
     type=click.Path(file_okay=False),
     help="Model directory to write (replaced if it holds an earlier checkpoint).",
 )
-@click.option(
-    "--mapping",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Column mapping TOML for the catalog.",
-)
+@mapping_option
 @click.option(
     "--modalities",
     default="image,text",
@@ -184,14 +189,7 @@ def _parse_task_weights(values: tuple[str, ...]) -> tuple[tuple[str, float], ...
     show_default=True,
     type=click.IntRange(min=1),
 )
-@click.option(
-    "--vocab",
-    "vocab_sizes",
-    default=",".join(str(default(VocabConfig, k)) for k in ("unigrams", "bigrams", "trigrams")),
-    show_default=True,
-    metavar="UNI,BI,TRI",
-    help="Top-K unigrams, bigrams, trigrams per text feature.",
-)
+@vocab_option
 @click.option(
     "--vocab-catalog",
     "vocab_catalogs",
@@ -320,14 +318,9 @@ def _echo_result(model_version: str, result: object, as_json: bool) -> None:
     type=click.Path(file_okay=False),
     help="Model directory written by `itemsage train`.",
 )
-@click.option("--catalog", required=True, help="Catalog Parquet: a file, directory or glob.")
+@catalog_option
 @click.option("--engagements", required=True, help="Engagement log Parquet.")
-@click.option(
-    "--mapping",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Column mapping TOML for the catalog.",
-)
+@mapping_option
 @click.option(
     "--index-size",
     default=HELDOUT_INDEX_SIZE,
@@ -374,13 +367,8 @@ def evaluate_command(
     type=click.Path(file_okay=False),
     help="Model directory written by `itemsage train`.",
 )
-@click.option("--catalog", required=True, help="Catalog Parquet: a file, directory or glob.")
-@click.option(
-    "--mapping",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Column mapping TOML for the catalog.",
-)
+@catalog_option
+@mapping_option
 @click.option(
     "--label-column",
     required=True,
@@ -449,7 +437,7 @@ def _vocab_config(sizes: str) -> VocabConfig:
 
 
 @cli.command("prepare-training")
-@click.option("--catalog", required=True, help="Catalog Parquet: a file, directory or glob.")
+@catalog_option
 @click.option("--engagements", required=True, help="Engagement log Parquet.")
 @click.option(
     "--out",
@@ -457,20 +445,8 @@ def _vocab_config(sizes: str) -> VocabConfig:
     type=click.Path(file_okay=False),
     help="Directory to write the prepared data into (replaced once the new data is complete).",
 )
-@click.option(
-    "--mapping",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Column mapping TOML for the catalog.",
-)
-@click.option(
-    "--vocab",
-    "vocab_sizes",
-    default=",".join(str(default(VocabConfig, k)) for k in ("unigrams", "bigrams", "trigrams")),
-    show_default=True,
-    metavar="UNI,BI,TRI",
-    help="Top-K unigrams, bigrams, trigrams per text feature.",
-)
+@mapping_option
+@vocab_option
 @click.option(
     "--holdout-fraction",
     default=default(PrepareConfig, "holdout_fraction"),

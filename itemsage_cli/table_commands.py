@@ -5,13 +5,13 @@ from __future__ import annotations
 import click
 
 from itemsage_cli.config_defaults import default
-from itemsage_cli.group import cli, spark_options, write_summary
+from itemsage_cli.group import catalog_option, cli, mapping_option, spark_options, write_summary
 from itemsage_core.embedding.embed_run import EmbedConfig
 from jobs.embed_committers import COMMITTERS
 
 
 @cli.command()
-@click.option("--catalog", required=True, help="Catalog Parquet: a file, directory or glob.")
+@catalog_option
 @click.option(
     "--model",
     "model_dir",
@@ -27,12 +27,7 @@ from jobs.embed_committers import COMMITTERS
     help="Delta table of embeddings (path or s3://, gs://, abfs:// URI); the "
     "quarantine table is TABLE_URI + '_quarantine'.",
 )
-@click.option(
-    "--mapping",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Column mapping TOML for the catalog.",
-)
+@mapping_option
 @click.option(
     "--run-id",
     default=None,
