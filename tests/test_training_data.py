@@ -186,3 +186,40 @@ def test_two_processes_stream_every_prepared_example_once(spark, small_world_dir
     written = pq.read_table(out / "train").column("product_id").to_pylist()
     assert sorted(streamed) == sorted(written)
     assert len(written) == manifest["counts"]["train_examples"]
+
+
+def test_training_streams_prepared_data(spark, small_world_dir, tmp_path):
+    import numpy as np
+
+    from itemsage_core.features.vocabulary import Vocabulary
+    from itemsage_core.model.config import ModelConfig
+    from itemsage_core.model.inference import pick_device
+    from itemsage_core.training.config import TrainConfig
+    from itemsage_core.training.prepared_data import PrepareConfig
+    from itemsage_core.training.streamed_objective import StreamedEngagementObjective
+    from itemsage_core.training.streaming import StreamConfig
+    from itemsage_core.training.trainer import train_objectives
+    from jobs.training_data import prepare_training
+
+    out = tmp_path / "prepared"
+    config = PrepareConfig(
+        str(small_world_dir / "catalog"),
+        str(small_world_dir / "engagements"),
+        str(out),
+        vocab=SMALL,
+        shards=2,
+    )
+    prepare_training(spark, config, progress=lambda _: None)
+    vocab = Vocabulary.load(out / "vocab.json")
+    train_config = TrainConfig(epochs=3, batch_size=64, random_negatives=32, seed=0)
+    dev = pick_device("cpu")
+    objective = StreamedEngagementObjective(
+        out, train_config, dev, StreamConfig(shuffle_buffer=300, negatives=100)
+    )
+    assert len(objective.pool) <= 100
+    shape = {"d_model": 32, "ffn_dim": 64, "mlp_hidden": 32, "hash_buckets": 500}
+    model_config = ModelConfig.create(vocab.size, **shape)
+    model, history = train_objectives([(1.0, objective)], model_config, train_config, dev)
+    losses = [entry["loss"] for entry in history["history"]]
+    assert history["steps"] == 3 * objective.steps_per_epoch() and all(np.isfinite(losses))
+    assert losses[-1] < losses[0]

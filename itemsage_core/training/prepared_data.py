@@ -27,6 +27,7 @@ from itemsage_core.contracts.catalog_contract import DEFAULT_IMAGE_DIM, PRODUCT_
 from itemsage_core.contracts.column_mapping import ColumnMapping
 from itemsage_core.contracts.engagement_contract import DEFAULT_QUERY_DIM, validate_engagements
 from itemsage_core.contracts.validation_report import ValidationReport
+from itemsage_core.errors import ItemSageError
 from itemsage_core.features.product_features import encode_products
 from itemsage_core.features.vocabulary import FEATURES, VocabConfig, Vocabulary
 from itemsage_core.storage.files import sha256_file, write_atomic
@@ -170,4 +171,19 @@ def write_prepared_manifest(
         "seconds": seconds,
     }
     write_atomic(directory / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return manifest
+
+
+def read_prepared_manifest(directory: str | Path) -> dict:
+    """The manifest of prepared training data, or a one-line error naming the fix."""
+    path = Path(directory) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ItemSageError(
+            f"{directory} holds no complete prepared training data ({exc.__class__.__name__}: "
+            f"{path}); run `itemsage prepare-training --out {directory}`"
+        ) from None
+    if manifest.get("format") != FORMAT:
+        raise ItemSageError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
     return manifest

@@ -328,7 +328,18 @@ def train(
 ) -> tuple[ItemSageEncoder, dict]:
     """Train a fresh encoder; returns it (in eval mode) and the training history."""
     dev = pick_device(device)
-    objectives = objectives_for(data, config, dev)
+    return train_objectives(objectives_for(data, config, dev), model_config, config, dev, progress)
+
+
+def train_objectives(
+    objectives: list,
+    model_config: ModelConfig,
+    config: TrainConfig,
+    dev: torch.device,
+    progress: Progress | None = None,
+) -> tuple[ItemSageEncoder, dict]:
+    """Train a fresh encoder on (weight, objective) pairs (in memory, or streamed:
+    streamed_objective.py); returns it (in eval mode) and the training history."""
     previous = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(dev.type == "cpu")  # bit-reproducible on CPU
     try:
