@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from itemsage_cli.config_defaults import default
-from itemsage_cli.group import catalog_option, cli, spark_options
+from itemsage_cli.group import catalog_option, cli, json_option, spark_options
 from itemsage_core.contracts.catalog_contract import DEFAULT_IMAGE_DIM
 from itemsage_core.synthetic.world import WorldConfig
 
@@ -62,7 +62,7 @@ def generate(out_dir: str, products: int, seed: int, engagements_per_product: fl
     type=click.IntRange(min=1),
     help="Dimension of image and query embeddings.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@json_option
 @click.option(
     "--spark",
     "use_spark",

@@ -74,6 +74,31 @@ mapping_option = click.option(
     help="Column mapping TOML for the catalog.",
 )
 
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON object on stdout."
+)
+index_root_option = click.option(
+    "--index",
+    "index_root",
+    required=True,
+    type=click.Path(file_okay=False),
+    metavar="INDEX_ROOT",
+    help="Index root written by `itemsage build-index`.",
+)
+model_dir_option = click.option(
+    "--model",
+    "model_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Model directory written by `itemsage train`.",
+)
+summary_json_option = click.option(
+    "--summary-json",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Also write the run summary to this file.",
+)
+
 
 def spark_options(fn: Callable) -> Callable:
     """--master and repeated --conf k=v, for commands that start Spark."""

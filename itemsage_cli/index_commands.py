@@ -11,7 +11,13 @@ import click
 from index_builder.build_config import BuildIndexConfig
 from index_builder.index_reader import ShardedIndex, verify_current
 from itemsage_cli.config_defaults import default
-from itemsage_cli.group import cli, spark_options, write_summary
+from itemsage_cli.group import (
+    cli,
+    index_root_option,
+    spark_options,
+    summary_json_option,
+    write_summary,
+)
 
 
 @cli.command("build-index")
@@ -62,12 +68,7 @@ from itemsage_cli.group import cli, spark_options, write_summary
     metavar="NAME",
     help="Build only this surface (repeatable; default: every surface in the config).",
 )
-@click.option(
-    "--summary-json",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Also write the run summary to this file.",
-)
+@summary_json_option
 @spark_options
 def build_index(
     table_uri: str,
@@ -112,14 +113,7 @@ def build_index(
 
 
 @cli.command()
-@click.option(
-    "--index",
-    "index_root",
-    required=True,
-    type=click.Path(file_okay=False),
-    metavar="INDEX_ROOT",
-    help="Index root written by `itemsage build-index`.",
-)
+@index_root_option
 @click.option("--surface", required=True, help="Surface name, e.g. home.")
 @click.option("--product-id", default=None, help="Find the products nearest to this one.")
 @click.option(
@@ -226,14 +220,7 @@ def query(
 
 
 @cli.command("verify-index")
-@click.option(
-    "--index",
-    "index_root",
-    required=True,
-    type=click.Path(file_okay=False),
-    metavar="INDEX_ROOT",
-    help="Index root written by `itemsage build-index`.",
-)
+@index_root_option
 @click.option(
     "--surface", "surfaces", required=True, multiple=True, help="Surface to check (repeatable)."
 )
@@ -257,14 +244,7 @@ def verify_index(index_root: str, surfaces: tuple[str, ...], samples: int) -> No
 
 
 @cli.command("rollback-index")
-@click.option(
-    "--index",
-    "index_root",
-    required=True,
-    type=click.Path(file_okay=False),
-    metavar="INDEX_ROOT",
-    help="Index root written by `itemsage build-index`.",
-)
+@index_root_option
 @click.option("--surface", required=True, help="Surface to roll back.")
 @click.option(
     "--build",

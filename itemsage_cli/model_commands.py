@@ -10,7 +10,15 @@ from pathlib import Path
 import click
 
 from itemsage_cli.config_defaults import default
-from itemsage_cli.group import catalog_option, cli, mapping_option, spark_options, write_summary
+from itemsage_cli.group import (
+    catalog_option,
+    cli,
+    json_option,
+    mapping_option,
+    model_dir_option,
+    spark_options,
+    write_summary,
+)
 from itemsage_core.contracts.catalog_contract import DEFAULT_IMAGE_DIM
 from itemsage_core.features.vocabulary import VocabConfig
 from itemsage_core.model.config import ModelConfig
@@ -311,13 +319,7 @@ def _echo_result(model_version: str, result: object, as_json: bool) -> None:
 
 
 @cli.command("evaluate")
-@click.option(
-    "--model",
-    "model_dir",
-    required=True,
-    type=click.Path(file_okay=False),
-    help="Model directory written by `itemsage train`.",
-)
+@model_dir_option
 @catalog_option
 @click.option("--engagements", required=True, help="Engagement log Parquet.")
 @mapping_option
@@ -329,7 +331,7 @@ def _echo_result(model_version: str, result: object, as_json: bool) -> None:
     help="Rank among all catalog products up to this many, else a fixed sample.",
 )
 @click.option("-k", "k", default=RECALL_K, show_default=True, type=click.IntRange(min=1))
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@json_option
 def evaluate_command(
     model_dir: str,
     catalog: str,
@@ -360,13 +362,7 @@ def evaluate_command(
 
 
 @cli.command("evaluate-catalog")
-@click.option(
-    "--model",
-    "model_dir",
-    required=True,
-    type=click.Path(file_okay=False),
-    help="Model directory written by `itemsage train`.",
-)
+@model_dir_option
 @catalog_option
 @mapping_option
 @click.option(
@@ -392,7 +388,7 @@ def evaluate_command(
     help="Query products, a fixed random sample (seed 0).",
 )
 @click.option("-k", "k", default=RECALL_K, show_default=True, type=click.IntRange(min=1))
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout.")
+@json_option
 def evaluate_catalog_command(
     model_dir: str,
     catalog: str,

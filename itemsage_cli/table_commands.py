@@ -5,20 +5,22 @@ from __future__ import annotations
 import click
 
 from itemsage_cli.config_defaults import default
-from itemsage_cli.group import catalog_option, cli, mapping_option, spark_options, write_summary
+from itemsage_cli.group import (
+    catalog_option,
+    cli,
+    mapping_option,
+    model_dir_option,
+    spark_options,
+    summary_json_option,
+    write_summary,
+)
 from itemsage_core.embedding.embed_run import EmbedConfig
 from jobs.embed_committers import COMMITTERS
 
 
 @cli.command()
 @catalog_option
-@click.option(
-    "--model",
-    "model_dir",
-    required=True,
-    type=click.Path(file_okay=False),
-    help="Model directory written by `itemsage train`.",
-)
+@model_dir_option
 @click.option(
     "--table",
     "table_uri",
@@ -82,12 +84,7 @@ from jobs.embed_committers import COMMITTERS
     "share of the catalog's words: a model built for other text embeds it "
     "poorly. 0 turns the warning off.",
 )
-@click.option(
-    "--summary-json",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="Also write the run summary to this file.",
-)
+@summary_json_option
 @spark_options
 def embed(
     mapping: str | None,

@@ -51,6 +51,12 @@ FILES_SCHEMA = (
 Task = Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]
 
 
+def as_batch(described: list[dict]) -> Iterator[pa.RecordBatch]:
+    """A task's file descriptions as one FILES_SCHEMA batch (none when it wrote no file)."""
+    if described:
+        yield pa.RecordBatch.from_pylist(described)
+
+
 def _described(files: DataFrame) -> list[dict]:
     """The file descriptions a DataFrame of them holds, collected."""
     return [r.asDict() for r in files.collect()]
@@ -177,9 +183,7 @@ class IncrementalReader(CatalogReader):
         carried = self.current.join(unchanged, PRODUCT_ID, "left_semi")
 
         def run(batches):
-            described = carry_task(batches, target, run_id)
-            if described:
-                yield pa.RecordBatch.from_pylist(described)
+            yield from as_batch(carry_task(batches, target, run_id))
 
         return _described(carried.mapInArrow(run, FILES_SCHEMA))
 

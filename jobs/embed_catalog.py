@@ -40,7 +40,7 @@ from itemsage_core.embedding.embed_run import (
 from itemsage_core.embedding.embed_task import embed_task
 from itemsage_core.embedding.embeddings_table import committed_version, table_version
 from itemsage_core.model.checkpoint import CONFIG, read_checkpoint_manifest
-from jobs.catalog_readers import Task, catalog_reader
+from jobs.catalog_readers import Task, as_batch, catalog_reader
 from jobs.crash_points import crash_point
 from jobs.embed_committers import COMMITTERS
 from jobs.progress import stage_progress
@@ -114,11 +114,9 @@ def _embed_partition(
             device=_task_device(),
             precision=precision,
         )
-        described = embed_task(
-            batches, embedder, targets, run_id, started, image_dim, mapping, repeated
+        yield from as_batch(
+            embed_task(batches, embedder, targets, run_id, started, image_dim, mapping, repeated)
         )
-        if described:
-            yield pa.RecordBatch.from_pylist(described)
 
     return run
 

@@ -18,6 +18,12 @@ from pyspark.sql.pandas.types import from_arrow_schema
 
 from itemsage_core.contracts.catalog_contract import DEFAULT_IMAGE_DIM, PRODUCT_ID
 from itemsage_core.contracts.column_mapping import ColumnMapping
+from itemsage_core.contracts.engagement_contract import RULES as ENGAGEMENT_RULES
+from itemsage_core.contracts.validation_report import (
+    ValidationReport,
+    partial_counts,
+    summed_report,
+)
 from itemsage_core.embedding.embed_task import REASON
 from itemsage_core.features.text_tokens import KINDS
 from itemsage_core.features.vocabulary import (
@@ -48,26 +54,16 @@ from jobs.spark_failures import spark_failures
 REPORT = "_report"  # the column carrying each engagement batch's validation counts
 
 
-def catalog_with_reasons(
-    spark: SparkSession,
-    catalog: str,
-    mapping: ColumnMapping | None = None,
-    image_dim: int = DEFAULT_IMAGE_DIM,
-) -> DataFrame:
-    """The catalog, mapped and conformed, with each row's `reason` (null: valid), the duplicate
-    rule over the whole catalog."""
-    repeated = repeated_ids(catalog_ids(spark, catalog, mapping))
-    return with_reasons(spark, catalog, mapping, repeated, image_dim)
-
-
 def valid_products(
     spark: SparkSession,
     catalog: str,
     mapping: ColumnMapping | None = None,
     image_dim: int = DEFAULT_IMAGE_DIM,
 ) -> DataFrame:
-    """The catalog's valid rows, mapped and conformed (the rows validate_catalog keeps)."""
-    checked = catalog_with_reasons(spark, catalog, mapping, image_dim)
+    """The catalog's valid rows, mapped and conformed (the rows validate_catalog keeps: the
+    duplicate rule over the whole catalog)."""
+    repeated = repeated_ids(catalog_ids(spark, catalog, mapping))
+    checked = with_reasons(spark, catalog, mapping, repeated, image_dim)
     return checked.where(F.col(REASON).isNull()).drop(REASON)
 
 
@@ -104,9 +100,8 @@ def _example_task(holdout_fraction: float, query_dim: int):
         for batch in batches:
             rows, report = example_rows(batch, holdout_fraction, query_dim)
             yield from rows.append_column(REPORT, pa.nulls(rows.num_rows, pa.string())).to_batches()
-            summary = {"rows": report.rows, "valid": report.valid, "rules": report.rule_counts}
             yield pa.RecordBatch.from_pylist(
-                [{REPORT: json.dumps(summary)}],
+                [{REPORT: json.dumps(partial_counts(report))}],
                 schema=EXAMPLE_SCHEMA.append(pa.field(REPORT, pa.string())),
             )
 
@@ -121,16 +116,10 @@ def _product_task(vocab: Vocabulary, image_dim: int):
     return run
 
 
-def _reports_of(examples: DataFrame) -> dict:
-    """The engagement log's counts: rows, valid, rejected per rule."""
-    rows = valid = 0
-    rules: dict[str, int] = {}
-    for (text,) in examples.where(F.col(REPORT).isNotNull()).select(REPORT).collect():
-        part = json.loads(text)
-        rows, valid = rows + part["rows"], valid + part["valid"]
-        for rule, count in part["rules"].items():
-            rules[rule] = rules.get(rule, 0) + count
-    return {"rows": rows, "valid": valid, "rejected": rows - valid, "rules": rules}
+def _report_of(examples: DataFrame) -> ValidationReport:
+    """The engagement log's ValidationReport: the sum of its batches' partials."""
+    parts = examples.where(F.col(REPORT).isNotNull()).select(REPORT).collect()
+    return summed_report("engagements", ENGAGEMENT_RULES, [json.loads(p[0]) for p in parts])
 
 
 def prepare_training(spark: SparkSession, config: PrepareConfig, progress=print) -> dict:
@@ -167,19 +156,20 @@ def _write_products(
 ) -> tuple[DataFrame, Vocabulary, dict]:
     """Write the valid products' encoder inputs; returns them (cached, for the training
     examples), the vocabulary and the catalog's counts."""
-    checked = catalog_with_reasons(spark, config.catalog, config.mapping, config.image_dim)
-    checked.persist(StorageLevel.MEMORY_AND_DISK)
-    valid = dict(checked.groupBy(F.col(REASON).isNull()).count().collect())
-    products = checked.where(F.col(REASON).isNull()).drop(REASON)
+    products = valid_products(spark, config.catalog, config.mapping, config.image_dim)
+    products.persist(StorageLevel.MEMORY_AND_DISK)
+    counts = {
+        "catalog_rows": spark.read.parquet(config.catalog).count(),
+        "valid_products": products.count(),
+    }
     vocab = vocabulary_on_spark(products, config.vocab)
-    progress(f"vocabulary of {vocab.size} tokens over {valid.get(True, 0)} valid products")
+    progress(f"vocabulary of {vocab.size} tokens over {counts['valid_products']} valid products")
     encoded = products.mapInArrow(
         _product_task(vocab, config.image_dim), from_arrow_schema(PRODUCT_SCHEMA)
     )
     encoded = encoded.persist(StorageLevel.MEMORY_AND_DISK)
     encoded.repartition(shards).write.parquet(str(staging / "products"))
-    checked.unpersist()
-    counts = {"catalog_rows": sum(valid.values()), "valid_products": valid.get(True, 0)}
+    products.unpersist()
     return encoded, vocab, counts
 
 
@@ -194,7 +184,7 @@ def _write_examples(
         _example_task(config.holdout_fraction, config.query_dim),
         from_arrow_schema(EXAMPLE_SCHEMA.append(pa.field(REPORT, pa.string()))),
     ).persist(StorageLevel.MEMORY_AND_DISK)
-    log = _reports_of(examples)
+    log = _report_of(examples)
     rows = examples.where(F.col(REPORT).isNull()).drop(REPORT)
     known = rows.join(products.select(PRODUCT_ID), PRODUCT_ID, "left_semi")
     heldout = known.where(F.col(HELDOUT)).drop(HELDOUT)
@@ -211,14 +201,14 @@ def _write_examples(
     written = spark.read.parquet(str(staging / "train"))
     per_task = {r[TASK]: r["count"] for r in written.groupBy(TASK).count().collect()}
     heldout_count = spark.read.parquet(str(staging / "heldout")).count()
-    unknown = log["valid"] - known.count()
     examples.unpersist()
     products.unpersist()
     return {
-        "engagement_rows": log["rows"],
-        "valid_engagements": log["valid"],
-        "rejected_engagements": log["rules"],
-        "unknown_product_engagements": unknown,
+        "engagement_rows": log.rows,
+        "valid_engagements": log.valid,
+        "rejected_engagements": log.rule_counts,
+        # the valid engagements not written as examples: their product is not a valid one
+        "unknown_product_engagements": log.valid - sum(per_task.values()) - heldout_count,
         "train_examples": sum(per_task.values()),
         "heldout_examples": heldout_count,
         "train_task_counts": task_names(per_task),

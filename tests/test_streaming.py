@@ -22,7 +22,11 @@ from itemsage_core.training.streaming import (
     task_acceptance,
     thinned,
 )
-from itemsage_core.training.training_examples import TASKS, sampling_probabilities
+from itemsage_core.training.training_examples import (
+    TASKS,
+    sampling_probabilities,
+    task_probabilities,
+)
 
 
 @pytest.fixture(scope="module")
@@ -71,10 +75,12 @@ def test_thinning_gives_each_task_its_share():
     tasks = np.repeat([0, 5], [18_000, 2_000]).astype(np.int16)
     table = pa.table({"task": tasks})
     for exponent, share in ((1.0, 0.1), (0.0, 0.5), (0.5, 0.25)):
-        kept = pa.concat_tables(thinned([table], task_acceptance(counts, {}, exponent), rng))
+        kept = pa.concat_tables(
+            thinned([table], task_acceptance(task_probabilities(counts, {}, exponent)), rng)
+        )
         found = float(np.mean(kept.column("task").to_numpy() == 5))
         assert found == pytest.approx(share, abs=0.02), exponent
-    weighted = task_acceptance(counts, {TASKS[5]: 3.0}, 1.0)
+    weighted = task_acceptance(task_probabilities(counts, {TASKS[5]: 3.0}, 1.0))
     assert weighted[5] == 1.0 and weighted[0] == pytest.approx(2_000 * 3 / 18_000 / 1.0, rel=0.01)
 
 
@@ -109,8 +115,6 @@ def test_log_q_is_the_in_memory_correction():
     expected = np.log(np.maximum(np.bincount(products, weights=probabilities, minlength=50), 1e-12))
     per_product = np.zeros((50, len(TASKS)), np.int32)
     np.add.at(per_product, (products, tasks), 1)
-    from itemsage_core.training.training_examples import task_probabilities
-
     per_task = task_probabilities(np.bincount(tasks, minlength=len(TASKS)), weights, exponent)
     column = pa.chunked_array([pa.array(per_product.tolist(), pa.list_(pa.int32()))])
     np.testing.assert_allclose(log_q(column, per_task), expected.astype(np.float32), rtol=1e-5)

@@ -162,6 +162,7 @@ def test_two_processes_stream_every_prepared_example_once(spark, small_world_dir
         task_acceptance,
         thinned,
     )
+    from itemsage_core.training.training_examples import task_probabilities
     from jobs.training_data import prepare_training
 
     out = tmp_path / "prepared"
@@ -174,7 +175,9 @@ def test_two_processes_stream_every_prepared_example_once(spark, small_world_dir
     )
     manifest = prepare_training(spark, config, progress=lambda _: None)
     counts = task_count_vector(manifest["counts"]["train_task_counts"])
-    keep_all = task_acceptance(counts, {}, 1.0)  # the natural mix keeps every example
+    keep_all = task_acceptance(
+        task_probabilities(counts, {}, 1.0)
+    )  # the natural mix keeps every example
     np.testing.assert_allclose(keep_all[counts > 0], 1.0)
     streamed = []
     for rank in range(2):

@@ -10,7 +10,6 @@ from many tasks, into the catalog's ValidationReport.
 
 from __future__ import annotations
 
-import collections
 import os
 from collections.abc import Iterable, Iterator
 
@@ -30,7 +29,7 @@ from itemsage_core.contracts.catalog_contract import (
 )
 from itemsage_core.contracts.column_mapping import ColumnMapping, add_failures
 from itemsage_core.contracts.column_types import STRING, coerce
-from itemsage_core.contracts.validation_report import RowProblems, ValidationReport
+from itemsage_core.contracts.validation_report import RowProblems, ValidationReport, summed_report
 from itemsage_core.errors import ContractError
 from itemsage_core.storage.parquet_io import footers, read_row_group, row_groups_of
 
@@ -133,23 +132,11 @@ def check_batches(
 
 def catalog_report(partials: Iterable[dict]) -> ValidationReport:
     """The catalog's ValidationReport: the sum of check_batches partials."""
-    rows = rejected = 0
-    rules: collections.Counter = collections.Counter()
+    parts = list(partials)
     conversions: dict = {}
-    for part in partials:
-        rows += part["rows"]
-        rejected += part["rejected"]
-        rules.update(part["rule_counts"])
+    for part in parts:
         add_failures(conversions, part["conversions"])
-    return ValidationReport(
-        contract="catalog",
-        rows=rows,
-        valid=rows - rejected,
-        rejected=rejected,
-        rule_counts=dict(rules),
-        rules=RULES,
-        conversions=conversions,
-    )
+    return summed_report("catalog", RULES, parts, conversions)
 
 
 def validate_local_catalog(

@@ -164,6 +164,33 @@ def build_report(contract: str, rules: dict[str, Rule], problems: RowProblems) -
     )
 
 
+def partial_counts(report: ValidationReport) -> dict:
+    """A batch's report as a JSON-able partial (rows, rejected, rule_counts) for summed_report."""
+    return {"rows": report.rows, "rejected": report.rejected, "rule_counts": report.rule_counts}
+
+
+def summed_report(
+    contract: str, rules: dict[str, Rule], partials: list[dict], conversions: dict | None = None
+) -> ValidationReport:
+    """The report of a dataset checked batch by batch (in one process or many tasks): the sum of
+    its batches' partials, with the mapping's failed conversions already summed."""
+    rule_counts: dict[str, int] = {}
+    for part in partials:
+        for name, count in part["rule_counts"].items():
+            rule_counts[name] = rule_counts.get(name, 0) + count
+    rows = sum(p["rows"] for p in partials)
+    rejected = sum(p["rejected"] for p in partials)
+    return ValidationReport(
+        contract=contract,
+        rows=rows,
+        valid=rows - rejected,
+        rejected=rejected,
+        rule_counts=rule_counts,
+        rules=rules,
+        conversions=conversions or {},
+    )
+
+
 @dataclasses.dataclass
 class Validated:
     """A validated in-memory dataset: conformed valid rows, rejected rows with `reason`, report."""

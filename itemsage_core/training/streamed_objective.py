@@ -27,6 +27,7 @@ from itemsage_core.training.streaming import (
     row_groups,
     shard_files,
     shuffled_batches,
+    task_acceptance,
     thinned,
 )
 from itemsage_core.training.training_examples import TASKS, task_probabilities
@@ -63,7 +64,7 @@ class StreamedEngagementObjective:
         self.probabilities = task_probabilities(
             counts, dict(config.task_weights), config.task_exponent
         )
-        acceptance = self.probabilities / self.probabilities.max()
+        acceptance = task_acceptance(self.probabilities)
         self.examples = int(round(float((counts * acceptance).sum()) / world))
         self.config, self.dev, self.data_dir = config, dev, Path(data_dir)
         self.batch = min(config.batch_size, max(1, self.examples))

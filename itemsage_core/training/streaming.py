@@ -27,7 +27,7 @@ from itemsage_core.errors import ItemSageError
 from itemsage_core.features.product_features import ProductFeatures
 from itemsage_core.features.vocabulary import FEATURES, TextBags
 from itemsage_core.training.prepared_data import TASK
-from itemsage_core.training.training_examples import TASKS, task_probabilities
+from itemsage_core.training.training_examples import TASKS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,9 +57,9 @@ def row_groups(files: list[Path], rng: np.random.Generator) -> Iterator[pa.Table
             yield handle.read_row_group(int(group))
 
 
-def task_acceptance(counts: np.ndarray, weights: dict[str, float], exponent: float) -> np.ndarray:
-    """Per task, the probability of keeping one of its examples (module docstring)."""
-    probabilities = task_probabilities(counts, weights, exponent)
+def task_acceptance(probabilities: np.ndarray) -> np.ndarray:
+    """Per task, the probability of keeping one of its examples, from the probability of drawing
+    one in memory (training_examples.task_probabilities; module docstring)."""
     return probabilities / probabilities.max()
 
 
