@@ -117,9 +117,11 @@ def spark_options(fn: Callable) -> Callable:
     )(fn)
 
 
-def write_summary(summary: dict, summary_json: str | None) -> None:
-    """Print the run summary as JSON, and write it to `summary_json` when given."""
+def write_summary(summary: dict, summary_json: str | None, echo: bool = True) -> None:
+    """Print the run summary as JSON (unless not `echo`), and write it to `summary_json` when
+    given."""
     text = json.dumps(summary, indent=2, sort_keys=True)
     if summary_json:
         Path(summary_json).write_text(text + "\n")
-    click.echo(text)
+    if echo:
+        click.echo(text)

@@ -27,6 +27,8 @@ from itemsage_core.training.config import (
     CATALOG_QUERIES,
     HELDOUT_INDEX_SIZE,
     RECALL_K,
+    LoopConfig,
+    StreamConfig,
     TrainConfig,
     TrainRun,
 )
@@ -230,28 +232,189 @@ vocab_option = click.option(
     type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
     help="auto: bf16 autocast on CUDA, fp32 on CPU.",
 )
-def train_command(**options: object) -> None:
+@click.option(
+    "--num-processes",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Train data-parallel on Spark in this many processes (TorchDistributor, one task "
+    "slot each): prepares the data on the executors first, then streams it.",
+)
+@click.option(
+    "--prepared",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="With --num-processes/--master: where the training data is prepared "
+    "[default: OUT.prepared beside --out]; --resume reuses the data already there.",
+)
+@click.option(
+    "--max-steps",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Stop after this many steps (fewer than the epochs' when smaller).",
+)
+@click.option(
+    "--checkpoint-every",
+    default=default(LoopConfig, "checkpoint_every"),
+    show_default=True,
+    type=click.IntRange(min=0),
+    metavar="STEPS",
+    help="Save the whole training state every STEPS steps (0: never), for --resume.",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where the training state is saved [default: OUT.state beside --out].",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue from the last complete state in --state-dir (same options as the "
+    "killed run); starts afresh when there is none.",
+)
+@click.option(
+    "--shuffle-buffer",
+    default=default(StreamConfig, "shuffle_buffer"),
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Streaming: examples each process holds to shuffle.",
+)
+@click.option(
+    "--negative-pool",
+    default=default(StreamConfig, "negatives"),
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Streaming: random products each process holds to draw negatives from.",
+)
+@click.option(
+    "--summary-json",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write the run summary (data counts, history, held-out metrics, peak memory "
+    "per process, seconds per stage) to this file.",
+)
+@spark_options
+def train_command(
+    num_processes: int | None,
+    master: str | None,
+    conf: tuple[str, ...],
+    prepared: str | None,
+    max_steps: int | None,
+    checkpoint_every: int,
+    state_dir: str | None,
+    resume: bool,
+    shuffle_buffer: int,
+    negative_pool: int,
+    summary_json: str | None,
+    **options: object,
+) -> None:
     """Train an encoder on a catalog (and an engagement log); write a checkpoint directory.
 
     With --engagements: multi-task training on the log; holds out a deterministic slice of it
     and prints Recall@10 per task on that slice. Without: learns from the catalog's own text and
     images (check the result with `itemsage evaluate-catalog`). Prints loss and examples/s
     while training, then the checkpoint path and its model_version.
+
+    In one process by default; with --num-processes N (or --master URL) data-parallel on Spark:
+    the data is prepared on the executors (as `itemsage prepare-training`) and N processes
+    stream it (docs/training.md).
     """
     from itemsage_cli.stages import progress
-    from itemsage_core.training.model_runs import train_model
 
     run = _train_run(**options)
-    result = train_model(run, progress=progress)
-    if result.evaluation:
-        click.echo("\n".join(result.evaluation.lines()))
-    click.echo(f"model {result.model_version} written to {result.path}")
+    out = run.out
+    loop = LoopConfig(
+        max_steps=max_steps,
+        checkpoint_every=checkpoint_every,
+        state_dir=Path(state_dir) if state_dir else out.with_name(f"{out.name}.state"),
+        resume=resume,
+    )
+    run = dataclasses.replace(run, loop=loop)
+    if num_processes or master:
+        stream = StreamConfig(shuffle_buffer=shuffle_buffer, negatives=negative_pool)
+        data_dir = prepared or str(out.with_name(f"{out.name}.prepared"))
+        version, evaluation, summary = _train_on_spark(
+            run, stream, data_dir, num_processes or 1, master, conf
+        )
+    else:
+        from itemsage_core.training.model_runs import train_model
+
+        result = train_model(run, progress=progress)
+        version, evaluation, summary = result.model_version, result.evaluation, result.summary
+    if summary_json:
+        write_summary(summary, summary_json, echo=False)
+    if evaluation:
+        click.echo("\n".join(evaluation.lines()))
+    click.echo(f"model {version} written to {out}")
     if not run.engagements:
         mapping_flag = f" --mapping {run.mapping}" if run.mapping else ""
         click.echo(
-            f"check it: itemsage evaluate-catalog --model {result.path} --catalog "
+            f"check it: itemsage evaluate-catalog --model {out} --catalog "
             f"{run.catalog}{mapping_flag} --label-column COLUMN"
         )
+
+
+def _train_on_spark(
+    run: TrainRun,
+    stream: StreamConfig,
+    data_dir: str,
+    processes: int,
+    master: str | None,
+    conf: tuple[str, ...],
+) -> tuple:
+    """`train --num-processes`: prepare the data on Spark (or reuse it when resuming), then
+    train in `processes` processes; returns the model version, evaluation and summary."""
+    from itemsage_cli import preflight
+    from itemsage_cli.stages import progress
+    from itemsage_core.training.data_parallel import PreparedRun
+    from itemsage_core.training.model_runs import checkpoint_settings
+    from itemsage_core.training.prepared_data import MANIFEST
+    from jobs.distributed_training import train_on_spark
+    from jobs.spark_session import get_spark, parse_conf
+
+    unsupported = {
+        "--engagements (the catalog objective trains in one process)": not run.engagements,
+        "--catalog-task-weight": run.train.catalog_task_weight > 0,
+        "--vocab-catalog": bool(run.vocab_catalogs),
+        "--exclude-feature": bool(run.exclude_features),
+    }
+    missing = [name for name, hit in unsupported.items() if hit]
+    if missing:
+        raise click.UsageError(
+            f"training on Spark (--num-processes/--master) needs {missing[0]}"
+            if missing[0].startswith("--engagements")
+            else f"{missing[0]} is not supported with --num-processes/--master yet; "
+            "train in one process"
+        )
+    prepare = PrepareConfig(
+        catalog=run.catalog,
+        engagements=run.engagements,
+        out=data_dir,
+        mapping=preflight.mapping(run.mapping),
+        vocab=run.vocab,
+        holdout_fraction=run.train.holdout_fraction,
+        image_dim=run.image_dim,
+        seed=run.train.seed,
+    )
+    if run.loop.resume and (Path(data_dir) / MANIFEST).is_file():
+        prepare = None  # the killed run's data: its stream positions refer to these files
+    else:
+        preflight.catalog_path(run.catalog, prepare.mapping)
+    spark = get_spark("itemsage-train", master, parse_conf(conf))
+    spec = PreparedRun(
+        data_dir=data_dir,
+        out=str(run.out),
+        train=run.train,
+        model_options=run.model_options,
+        hash_seed=run.hash_seed,
+        settings=checkpoint_settings(run),
+        loop=run.loop,
+        stream=stream,
+        device=run.device,
+        threads=int(spark.sparkContext.getConf().get("spark.task.cpus", "1")),
+    )
+    result = train_on_spark(spark, spec, processes, prepare, progress)
+    return result["model_version"], result["evaluation"], result["summary"]
 
 
 def _train_run(
@@ -320,9 +483,16 @@ def _echo_result(model_version: str, result: object, as_json: bool) -> None:
 
 @cli.command("evaluate")
 @model_dir_option
-@catalog_option
-@click.option("--engagements", required=True, help="Engagement log Parquet.")
+@click.option("--catalog", default=None, help="Catalog Parquet: a file, directory or glob.")
+@click.option("--engagements", default=None, help="Engagement log Parquet.")
 @mapping_option
+@click.option(
+    "--prepared",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Instead of --catalog and --engagements: training data prepared by "
+    "prepare-training (or train --num-processes), streamed from its shards.",
+)
 @click.option(
     "--index-size",
     default=HELDOUT_INDEX_SIZE,
@@ -334,9 +504,10 @@ def _echo_result(model_version: str, result: object, as_json: bool) -> None:
 @json_option
 def evaluate_command(
     model_dir: str,
-    catalog: str,
-    engagements: str,
+    catalog: str | None,
+    engagements: str | None,
     mapping: str | None,
+    prepared: str | None,
     index_size: int,
     k: int,
     as_json: bool,
@@ -344,20 +515,30 @@ def evaluate_command(
     """Recall@K per task and overall on the held-out slice of an engagement log.
 
     The slice is chosen by the same deterministic rule as in training (docs/model.md), so
-    evaluating on the training log measures held-out examples only.
+    evaluating on the training log measures held-out examples only. Give --catalog and
+    --engagements, or --prepared DIR (the held-out examples prepared there).
     """
     from itemsage_cli.stages import progress
-    from itemsage_core.training.model_runs import evaluate_model
+    from itemsage_core.training.model_runs import evaluate_model, evaluate_prepared_model
 
-    version, result = evaluate_model(
-        Path(model_dir),
-        catalog,
-        engagements,
-        mapping,
-        index_size=index_size,
-        k=k,
-        progress=progress,
-    )
+    if prepared and (catalog or engagements):
+        raise click.UsageError("give --prepared, or --catalog and --engagements, not both")
+    if prepared:
+        version, result = evaluate_prepared_model(
+            Path(model_dir), prepared, index_size=index_size, k=k, progress=progress
+        )
+    elif catalog and engagements:
+        version, result = evaluate_model(
+            Path(model_dir),
+            catalog,
+            engagements,
+            mapping,
+            index_size=index_size,
+            k=k,
+            progress=progress,
+        )
+    else:
+        raise click.UsageError("give --catalog and --engagements, or --prepared DIR")
     _echo_result(version, result, as_json)
 
 

@@ -197,10 +197,9 @@ def test_training_streams_prepared_data(spark, small_world_dir, tmp_path):
     from itemsage_core.features.vocabulary import Vocabulary
     from itemsage_core.model.config import ModelConfig
     from itemsage_core.model.inference import pick_device
-    from itemsage_core.training.config import TrainConfig
+    from itemsage_core.training.config import StreamConfig, TrainConfig
     from itemsage_core.training.prepared_data import PrepareConfig
     from itemsage_core.training.streamed_objective import StreamedEngagementObjective
-    from itemsage_core.training.streaming import StreamConfig
     from itemsage_core.training.trainer import train_objectives
     from jobs.training_data import prepare_training
 

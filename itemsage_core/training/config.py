@@ -1,6 +1,8 @@
 """A training run's settings as plain data (no PyTorch), so the CLI can take its option
 defaults from here without loading the trainer: TrainConfig (optimisation and data), ViewConfig
-(the catalog objective's two views of a product), TrainRun (inputs, output, every setting)."""
+(the catalog objective's two views of a product), LoopConfig (how long a run goes, where it
+keeps its state to resume from), StreamConfig (the memory bounds of streaming), TrainRun
+(inputs, output, every setting)."""
 
 from __future__ import annotations
 
@@ -53,6 +55,26 @@ class TrainConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class LoopConfig:
+    """How far a run goes and how it survives a kill (training/train_state.py): the run stops
+    after `max_steps` (when set) and, with `state_dir`, saves its whole state there every
+    `checkpoint_every` steps; `resume` continues from the last complete state saved there."""
+
+    max_steps: int | None = None
+    checkpoint_every: int = 0  # 0: never
+    state_dir: Path | None = None
+    resume: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamConfig:
+    """Memory bounds of a stream of prepared data (training/streaming.py)."""
+
+    shuffle_buffer: int = 20_000  # examples held for shuffling
+    negatives: int = 50_000  # random products held for negatives
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainRun:
     """One training run: its inputs and output, and every setting (`itemsage train`'s options).
 
@@ -75,3 +97,4 @@ class TrainRun:
     vocab_catalogs: tuple[str, ...] = ()
     vocab_mappings: tuple[str, ...] = ()
     exclude_features: tuple[str, ...] = ()
+    loop: LoopConfig = LoopConfig()

@@ -4,20 +4,28 @@ Protocol (docs/model.md): the index is every valid catalog product, or, above `i
 fixed random sample of that many (seed 0) plus each example's engaged product. A held-out example's
 rank is 1 + the number of other index products whose score (cosine with the query) is >= the
 engaged product's: ties count against the model. Recall@K is the share of examples with rank <= K,
-per task and over all held-out examples.
+per task and over all held-out examples. `evaluate_prepared` follows it on prepared data, streamed.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import torch
 
+from itemsage_core.contracts.catalog_contract import PRODUCT_ID
 from itemsage_core.features.product_features import ProductFeatures
 from itemsage_core.model.encoder import ItemSageEncoder
 from itemsage_core.model.inference import embed_features
 from itemsage_core.training.config import HELDOUT_INDEX_SIZE, RECALL_K
+from itemsage_core.training.prepared_data import QUERY, TASK, read_prepared_manifest
+from itemsage_core.training.streaming import features_of, row_groups, shard_files
 from itemsage_core.training.training_examples import TASKS, Examples
 
 QUERY_CHUNK = 2048
@@ -81,16 +89,53 @@ def evaluate(
     index = embed_features(model, features, index_products, device=device)
     positive_rows = np.searchsorted(index_products, examples.products)
     hit = ranks(examples.queries, index, positive_rows) <= k
+    return _recall(hit, examples.tasks, k, len(index_products))
+
+
+def _recall(hit: np.ndarray, tasks: np.ndarray, k: int, index_size: int) -> Evaluation:
+    """Recall@k per task and overall from each example's hit."""
     per_task, counts = {}, {}
     for t, task in enumerate(TASKS):
-        mask = examples.tasks == t
+        mask = tasks == t
         if mask.any():
             per_task[task], counts[task] = float(hit[mask].mean()), int(mask.sum())
     return Evaluation(
         k=k,
-        index_size=len(index_products),
-        examples=len(examples),
+        index_size=index_size,
+        examples=len(hit),
         overall=float(hit.mean()) if len(hit) else 0.0,
         per_task=per_task,
         task_examples=counts,
     )
+
+
+def evaluate_prepared(
+    model: ItemSageEncoder,
+    data_dir: str | Path,
+    k: int = RECALL_K,
+    index_size: int = HELDOUT_INDEX_SIZE,
+    device=torch.device("cpu"),
+) -> Evaluation:
+    """`evaluate`'s protocol on prepared data (`itemsage prepare-training`): the held-out
+    examples against the product shards, read row group by row group. Above `index_size`
+    products the index is a random sample (each product kept with probability index_size / n,
+    seed 0) plus every engaged product, so memory is bounded by the index, not the catalog."""
+    data_dir = Path(data_dir)
+    manifest = read_prepared_manifest(data_dir)
+    products, image_dim = manifest["counts"]["valid_products"], manifest["options"]["image_dim"]
+    heldout = pq.read_table(shard_files(data_dir / "heldout"))
+    engaged = pc.unique(heldout.column(PRODUCT_ID))
+    keep, rng = min(1.0, index_size / max(products, 1)), np.random.default_rng(0)
+    ids, vectors = [], []
+    for rows in row_groups(shard_files(data_dir / "products"), np.random.default_rng(0)):
+        chosen = rng.random(rows.num_rows) < keep
+        if keep < 1:
+            chosen |= pc.is_in(rows.column(PRODUCT_ID), engaged).to_numpy()
+        rows = rows.filter(pa.array(chosen))
+        ids.append(rows.column(PRODUCT_ID).to_numpy(zero_copy_only=False))
+        vectors.append(embed_features(model, features_of(rows, image_dim), device=device))
+    index_ids = pd.Index(np.concatenate(ids))
+    queries = np.array(heldout.column(QUERY).combine_chunks().flatten(), np.float32)
+    positive_rows = index_ids.get_indexer(heldout.column(PRODUCT_ID).to_numpy(zero_copy_only=False))
+    hit = ranks(queries.reshape(heldout.num_rows, -1), np.concatenate(vectors), positive_rows) <= k
+    return _recall(hit, heldout.column(TASK).to_numpy(), k, len(index_ids))

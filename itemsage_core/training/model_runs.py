@@ -31,7 +31,7 @@ from itemsage_core.training.config import (
     RECALL_K,
     TrainRun,
 )
-from itemsage_core.training.evaluation import Evaluation, evaluate
+from itemsage_core.training.evaluation import Evaluation, evaluate, evaluate_prepared
 from itemsage_core.training.trainer import (
     Progress,
     TrainingData,
@@ -133,6 +133,17 @@ def _objective(run: TrainRun) -> str:
     return "engagements+catalog" if run.train.catalog_task_weight > 0 else "engagements"
 
 
+def checkpoint_settings(run: TrainRun) -> dict:
+    """The training settings a checkpoint records (its config.json beside the model's)."""
+    return {
+        "vocab": dataclasses.asdict(run.vocab),
+        "train": run.train.to_dict(),
+        "image_dim": run.image_dim,
+        "objective": _objective(run),
+        "excluded_features": list(run.exclude_features),
+    }
+
+
 def train_model(run: TrainRun, progress: Progress | None = None) -> TrainedModel:
     """Train, evaluate on the held-out slice of the log (when there is one), save a checkpoint."""
     started = time.perf_counter()
@@ -140,7 +151,11 @@ def train_model(run: TrainRun, progress: Progress | None = None) -> TrainedModel
     model_config = ModelConfig.create(
         data.vocab.size, hash_seed=run.hash_seed, image_dim=run.image_dim, **dict(run.model_options)
     )
-    model, history = train(data, model_config, run.train, progress=progress, device=run.device)
+    counts = {k: v for k, v in data.summary.items() if isinstance(v, int)}
+    fingerprint = {"model": model_config.to_dict(), "data": counts}
+    model, history = train(
+        data, model_config, run.train, progress, run.device, run.loop, fingerprint
+    )
     result = None
     if data.heldout is not None:
         if progress:
@@ -152,14 +167,7 @@ def train_model(run: TrainRun, progress: Progress | None = None) -> TrainedModel
         "heldout": result.to_dict() if result else None,
         "seconds": time.perf_counter() - started,
     }
-    settings = {
-        "vocab": dataclasses.asdict(run.vocab),
-        "train": run.train.to_dict(),
-        "image_dim": run.image_dim,
-        "objective": _objective(run),
-        "excluded_features": list(run.exclude_features),
-    }
-    version = save_checkpoint(run.out, model.cpu(), data.vocab, settings, summary)
+    version = save_checkpoint(run.out, model.cpu(), data.vocab, checkpoint_settings(run), summary)
     return TrainedModel(Path(run.out), version, result, summary)
 
 
@@ -187,6 +195,29 @@ def evaluate_model(
         progress(f"evaluating {checkpoint.model_version} on {len(data.heldout)} held-out examples")
     return checkpoint.model_version, evaluate(
         checkpoint.model, data.features, data.heldout, k=k, index_size=index_size
+    )
+
+
+def evaluate_prepared_model(
+    model_dir: Path,
+    data_dir: str,
+    index_size: int = HELDOUT_INDEX_SIZE,
+    k: int = RECALL_K,
+    progress: Progress | None = None,
+) -> tuple[str, Evaluation]:
+    """Recall@k of a checkpoint on the held-out examples of prepared data; the data must have
+    been prepared with the checkpoint's vocabulary (as `train --num-processes` does)."""
+    checkpoint = load_checkpoint(model_dir)
+    vocab = Vocabulary.load(Path(data_dir) / "vocab.json")
+    if vocab.to_json() != checkpoint.vocab.to_json():
+        raise ItemSageError(
+            f"{data_dir} was prepared with another vocabulary than {model_dir}'s; evaluate "
+            "with --catalog and --engagements, or prepare with the model's --vocab"
+        )
+    if progress:
+        progress(f"evaluating {checkpoint.model_version} on the held-out examples in {data_dir}")
+    return checkpoint.model_version, evaluate_prepared(
+        checkpoint.model, data_dir, k=k, index_size=index_size
     )
 
 

@@ -5,7 +5,9 @@ catalog or the log. It plugs into the trainer's one training loop (trainer.train
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -17,10 +19,9 @@ from itemsage_core.errors import ItemSageError
 from itemsage_core.model.encoder import ItemSageEncoder
 from itemsage_core.model.inference import autocast
 from itemsage_core.model.losses import LossParts, mixed_negative_loss
-from itemsage_core.training.config import TrainConfig
+from itemsage_core.training.config import StreamConfig, TrainConfig
 from itemsage_core.training.prepared_data import QUERY, read_prepared_manifest, task_count_vector
 from itemsage_core.training.streaming import (
-    StreamConfig,
     features_of,
     log_q,
     negative_pool,
@@ -65,29 +66,54 @@ class StreamedEngagementObjective:
             counts, dict(config.task_weights), config.task_exponent
         )
         acceptance = task_acceptance(self.probabilities)
-        self.examples = int(round(float((counts * acceptance).sum()) / world))
+        # An epoch is as many examples as the chosen tasks hold (as in memory), split over the
+        # processes; a pass over the shards keeps fewer (thinning), so an epoch spans passes.
+        self.examples = math.ceil(int(counts.sum()) / world)
+        self.kept = int(round(float((counts * acceptance).sum()) / world))
         self.config, self.dev, self.data_dir = config, dev, Path(data_dir)
         self.batch = min(config.batch_size, max(1, self.examples))
-        rng = np.random.default_rng([config.seed, rank])
-        products = shard_files(self.data_dir / "products")
         self.pool = negative_pool(
-            products, manifest["counts"]["valid_products"], stream.negatives, self.image_dim, rng
+            shard_files(self.data_dir / "products"),
+            manifest["counts"]["valid_products"],
+            stream.negatives,
+            self.image_dim,
+            np.random.default_rng([config.seed, rank]),
         )
         self.pool_keys = product_keys(self.pool.product_ids)
-        files = shard_files(self.data_dir / "train", rank, world)
+        self._files = shard_files(self.data_dir / "train", rank, world)
+        self._acceptance, self._stream, self._rank = acceptance, stream, rank
+        self._epoch, self._served = 0, 0
+        self._batches = self._epochs()
 
-        def epochs():
-            while True:
-                rows = thinned(row_groups(files, rng), acceptance, rng)
-                yield from shuffled_batches(rows, self.batch, stream.shuffle_buffer, rng)
+    def _epochs(self) -> Iterator[pa.Table]:
+        """Batches, pass after pass; pass e is drawn with its own RNG (seed, rank, e), so that a
+        resumed run (`restore`) redraws it and skips the batches already served."""
+        skip = self._served
+        while True:
+            rng = np.random.default_rng([self.config.seed, self._rank, self._epoch])
+            rows = thinned(row_groups(self._files, rng), self._acceptance, rng)
+            batches = shuffled_batches(rows, self.batch, self._stream.shuffle_buffer, rng)
+            for batch in itertools.islice(batches, skip, None):
+                self._served += 1
+                yield batch
+            self._epoch, self._served, skip = self._epoch + 1, 0, 0
 
-        self._batches = epochs()
+    def position(self) -> dict:
+        """Where the stream is: the pass and the batches of it served."""
+        return {"epoch": self._epoch, "batches": self._served}
+
+    def restore(self, position: dict) -> None:
+        self._epoch, self._served = position["epoch"], position["batches"]
+        self._batches = self._epochs()
 
     def __len__(self) -> int:
         return self.examples
 
     def describe(self) -> str:
-        return f"about {self.examples} engagement examples a pass, streamed from {self.data_dir}"
+        return (
+            f"{self.examples} engagement examples an epoch, streamed from {self.data_dir} "
+            f"(task mixing keeps about {self.kept} of a pass over the shards)"
+        )
 
     def steps_per_epoch(self) -> int:
         return math.ceil(self.examples / self.batch)

@@ -13,7 +13,6 @@ not repeated within an epoch, its examples are simply kept while the frequent ta
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -28,14 +27,6 @@ from itemsage_core.features.product_features import ProductFeatures
 from itemsage_core.features.vocabulary import FEATURES, TextBags
 from itemsage_core.training.prepared_data import TASK
 from itemsage_core.training.training_examples import TASKS
-
-
-@dataclasses.dataclass(frozen=True)
-class StreamConfig:
-    """Memory bounds of a stream."""
-
-    shuffle_buffer: int = 20_000  # examples held for shuffling
-    negatives: int = 50_000  # random products held for negatives
 
 
 def shard_files(directory: str | Path, rank: int = 0, world: int = 1) -> list[Path]:

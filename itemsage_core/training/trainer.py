@@ -26,6 +26,8 @@ from collections.abc import Callable
 import numpy as np
 import pyarrow as pa
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from itemsage_core.contracts.catalog_contract import (
     DEFAULT_IMAGE_DIM,
@@ -46,7 +48,8 @@ from itemsage_core.model.encoder import ItemSageEncoder
 from itemsage_core.model.inference import autocast, pick_device
 from itemsage_core.model.losses import LossParts, mixed_negative_loss
 from itemsage_core.training.catalog_views import view_pairs
-from itemsage_core.training.config import TrainConfig
+from itemsage_core.training.config import LoopConfig, TrainConfig
+from itemsage_core.training.train_state import TrainState, latest_train_state, save_train_state
 from itemsage_core.training.training_examples import (
     TASKS,
     Examples,
@@ -198,6 +201,12 @@ class EngagementObjective:
     def steps_per_epoch(self) -> int:
         return math.ceil(len(self.examples) / self.batch)
 
+    def position(self) -> dict:
+        return {}  # in memory: every draw comes from the trainer's RNG, saved with the state
+
+    def restore(self, position: dict) -> None:
+        pass
+
     def loss(self, model: ItemSageEncoder, rng: np.random.Generator) -> LossParts:
         batch, dev = self.batch, self.dev
         pick = rng.choice(len(self.examples), size=batch, p=self.probabilities)
@@ -250,6 +259,12 @@ class CatalogObjective:
 
     def steps_per_epoch(self) -> int:
         return math.ceil(len(self.features) / self.batch)
+
+    def position(self) -> dict:
+        return {}  # in memory: every draw comes from the trainer's RNG, saved with the state
+
+    def restore(self, position: dict) -> None:
+        pass
 
     def loss(self, model: ItemSageEncoder, rng: np.random.Generator) -> LossParts:
         b, dev, n = self.batch, self.dev, len(self.features)
@@ -325,10 +340,39 @@ def train(
     config: TrainConfig,
     progress: Progress | None = None,
     device: str = "auto",
+    loop: LoopConfig = LoopConfig(),
+    fingerprint: dict | None = None,
 ) -> tuple[ItemSageEncoder, dict]:
     """Train a fresh encoder; returns it (in eval mode) and the training history."""
     dev = pick_device(device)
-    return train_objectives(objectives_for(data, config, dev), model_config, config, dev, progress)
+    return train_objectives(
+        objectives_for(data, config, dev), model_config, config, dev, progress, loop, fingerprint
+    )
+
+
+class _DataParallel(DistributedDataParallel):
+    """DDP that lets the objectives read the encoder's temperature as they do unwrapped."""
+
+    @property
+    def temperature(self) -> torch.Tensor:
+        return self.module.temperature
+
+
+def process_group() -> tuple[int, int]:
+    """(rank, world size): of the torch.distributed process group when one is up, else (0, 1)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def gathered(value: object) -> list:
+    """`value` of every process of the group, in rank order (collective: every rank calls)."""
+    rank, world = process_group()
+    if world == 1:
+        return [value]
+    out = [None] * world
+    dist.all_gather_object(out, value)
+    return out
 
 
 def train_objectives(
@@ -337,15 +381,46 @@ def train_objectives(
     config: TrainConfig,
     dev: torch.device,
     progress: Progress | None = None,
+    loop: LoopConfig = LoopConfig(),
+    fingerprint: dict | None = None,
 ) -> tuple[ItemSageEncoder, dict]:
-    """Train a fresh encoder on (weight, objective) pairs (in memory, or streamed:
-    streamed_objective.py); returns it (in eval mode) and the training history."""
+    """Train a fresh encoder (or resume one: `loop`) on (weight, objective) pairs, in memory or
+    streamed (streamed_objective.py); data-parallel when a torch.distributed process group is
+    up, each process with its own objectives. Returns the encoder (in eval mode) and the
+    training history."""
     previous = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(dev.type == "cpu")  # bit-reproducible on CPU
     try:
-        return _train(objectives, model_config, config, dev, progress)
+        return _train(objectives, model_config, config, dev, progress, loop, fingerprint or {})
     finally:
         torch.use_deterministic_algorithms(previous)
+
+
+def _resumed(
+    loop: LoopConfig,
+    fingerprint: dict,
+    encoder: ItemSageEncoder,
+    optimizer: torch.optim.Optimizer,
+    rng: np.random.Generator,
+    objectives: list,
+    progress: Progress | None,
+) -> tuple[int, list]:
+    """The step to start from and the history so far: 0 and none, or those of the newest state
+    saved in `loop.state_dir`, loaded into the encoder, optimiser, RNGs and objectives."""
+    state = latest_train_state(loop.state_dir, fingerprint) if loop.resume else None
+    if state is None:
+        if loop.resume:
+            _log(progress, f"no saved state in {loop.state_dir}: starting from step 0")
+        return 0, []
+    rank, _ = process_group()
+    encoder.load_state_dict(state.model)
+    optimizer.load_state_dict(state.optimizer)
+    torch.set_rng_state(state.torch_rng)
+    rng.bit_generator.state = state.processes[rank]["rng"]
+    for (_, objective), position in zip(objectives, state.processes[rank]["positions"]):
+        objective.restore(position)
+    _log(progress, f"resuming from step {state.step}, saved in {loop.state_dir}")
+    return state.step, state.history
 
 
 def _train(
@@ -354,26 +429,37 @@ def _train(
     config: TrainConfig,
     dev: torch.device,
     progress: Progress | None,
+    loop: LoopConfig,
+    fingerprint: dict,
 ) -> tuple[ItemSageEncoder, dict]:
+    rank, world = process_group()
     torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed)
-    model = ItemSageEncoder(model_config).to(dev).train()
+    rng = np.random.default_rng(config.seed if world == 1 else [config.seed, rank])
+    encoder = ItemSageEncoder(model_config).to(dev).train()
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+        encoder.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
     steps_per_epoch = objectives[0][1].steps_per_epoch()
     total = steps_per_epoch * config.epochs
-    examples_per_step = sum(o.batch for _, o in objectives)
+    if loop.max_steps:
+        total = min(total, loop.max_steps)
+    fingerprint = {**fingerprint, "train": config.to_dict(), "world": world, "steps": total}
+    first, history = _resumed(loop, fingerprint, encoder, optimizer, rng, objectives, progress)
+    model = encoder
+    if world > 1:
+        model = _DataParallel(encoder, device_ids=[dev.index] if dev.type == "cuda" else None)
+    examples_per_step = sum(o.batch for _, o in objectives) * world
     _log(
         progress,
         "training on "
         + " + ".join((f"{w:g} x " if w != 1 else "") + o.describe() for w, o in objectives)
-        + f", {config.epochs} epochs of {steps_per_epoch} steps, device {dev}",
+        + (f" in each of {world} processes" if world > 1 else "")
+        + f", {total} steps ({steps_per_epoch} an epoch), device {dev}",
     )
-    history, started, last_report = [], time.perf_counter(), time.perf_counter()
+    started, last_report = time.perf_counter(), time.perf_counter()
     window = {"loss": 0.0, **{o.name: 0.0 for _, o in objectives}}
     window_steps = 0
-    for step in range(total):
+    for step in range(first, total):
         for group in optimizer.param_groups:
             group["lr"] = _learning_rate(config, step, total)
         parts = [
@@ -381,21 +467,21 @@ def _train(
         ]
         loss = sum(weight * part.total for weight, _, part in parts)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # under DDP the gradients are averaged over the processes here
         optimizer.step()
         window["loss"] += loss.item()
         for _, name, part in parts:
             window[name] += part.total.item()
         window_steps += 1
-        end_of_epoch = (step + 1) % steps_per_epoch == 0
-        if end_of_epoch or time.perf_counter() - last_report > 10:
+        done = step + 1 == total
+        if (step + 1) % steps_per_epoch == 0 or done or time.perf_counter() - last_report > 10:
             elapsed = time.perf_counter() - started
             entry = {
                 "step": step + 1,
                 "epoch": step / steps_per_epoch,
                 **{k: v / window_steps for k, v in window.items()},
-                "temperature": model.temperature.item(),
-                "examples_per_s": (step + 1) * examples_per_step / elapsed,
+                "temperature": encoder.temperature.item(),
+                "examples_per_s": (step + 1 - first) * examples_per_step / elapsed,
             }
             history.append(entry)
             losses = (
@@ -405,7 +491,7 @@ def _train(
             )
             _log(
                 progress,
-                f"epoch {step // steps_per_epoch + 1}/{config.epochs} step "
+                f"epoch {step // steps_per_epoch + 1}/{math.ceil(total / steps_per_epoch)} step "
                 f"{step % steps_per_epoch + 1}/{steps_per_epoch}: loss {entry['loss']:.4f}"
                 + (f" ({losses})" if losses else "")
                 + f", temperature {entry['temperature']:.4f}, "
@@ -413,10 +499,42 @@ def _train(
             )
             window = dict.fromkeys(window, 0.0)
             window_steps, last_report = 0, time.perf_counter()
-    model.eval()
-    return model, {
+        if loop.checkpoint_every and (step + 1) % loop.checkpoint_every == 0 and not done:
+            _save_state(loop, step + 1, encoder, optimizer, rng, objectives, history, fingerprint)
+    encoder.eval()
+    return encoder, {
         "history": history,
         "seconds": time.perf_counter() - started,
         "examples": len(objectives[0][1]),
         "steps": total,
+        "resumed_from_step": first,
+        "processes": world,
     }
+
+
+def _save_state(
+    loop: LoopConfig,
+    step: int,
+    encoder: ItemSageEncoder,
+    optimizer: torch.optim.Optimizer,
+    rng: np.random.Generator,
+    objectives: list,
+    history: list,
+    fingerprint: dict,
+) -> None:
+    """Save the run's state after `step` (rank 0 writes it, with every rank's RNG and stream
+    positions; the model and optimiser are the same in every rank)."""
+    processes = gathered(
+        {"rng": rng.bit_generator.state, "positions": [o.position() for _, o in objectives]}
+    )
+    if process_group()[0] == 0:
+        state = TrainState(
+            step=step,
+            model=encoder.state_dict(),
+            optimizer=optimizer.state_dict(),
+            torch_rng=torch.get_rng_state(),
+            processes=processes,
+            history=history,
+            fingerprint=fingerprint,
+        )
+        save_train_state(loop.state_dir, state)

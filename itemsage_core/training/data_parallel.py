@@ -1,0 +1,109 @@
+"""One process of data-parallel training on prepared data (`itemsage train --num-processes`, run
+by Spark's TorchDistributor in jobs/distributed_training.py, or by plain torchrun).
+
+The process joins the group torchrun describes (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT;
+gloo on CPU, nccl on CUDA), streams its own shards of the training examples
+(streamed_objective.py) through the trainer's one loop, whose DDP all-reduces the gradients;
+rank 0 then evaluates on the held-out examples (evaluation.evaluate_prepared) and writes the
+checkpoint in the one format (model/checkpoint.py). Without torchrun's variables it trains alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import resource
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from itemsage_core.features.vocabulary import Vocabulary
+from itemsage_core.model.checkpoint import save_checkpoint
+from itemsage_core.model.config import ModelConfig
+from itemsage_core.model.inference import pick_device
+from itemsage_core.training.config import HELDOUT_INDEX_SIZE, LoopConfig, StreamConfig, TrainConfig
+from itemsage_core.training.evaluation import evaluate_prepared
+from itemsage_core.training.prepared_data import read_prepared_manifest
+from itemsage_core.training.streamed_objective import StreamedEngagementObjective
+from itemsage_core.training.trainer import Progress, gathered, process_group, train_objectives
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedRun:
+    """A training run over prepared data: what every process needs (pickled to them)."""
+
+    data_dir: str
+    out: str
+    train: TrainConfig
+    model_options: tuple[tuple[str, object], ...]
+    hash_seed: int
+    settings: dict  # the checkpoint's training settings (model_runs.checkpoint_settings)
+    loop: LoopConfig = LoopConfig()
+    stream: StreamConfig = StreamConfig()
+    device: str = "auto"
+    threads: int = 0  # torch threads per process (0: torch's default)
+    index_size: int = HELDOUT_INDEX_SIZE
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory, MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _device(requested: str) -> torch.device:
+    """The process's device: its own GPU under torchrun (LOCAL_RANK), as `requested`."""
+    dev = pick_device(requested)
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(dev)
+    return dev
+
+
+def train_process(run: PreparedRun, progress: Progress | None = None) -> dict | None:
+    """Train as one process of the group; rank 0 returns the model version, the held-out
+    evaluation and the summary (the others None)."""
+    started = time.perf_counter()
+    if run.threads:
+        torch.set_num_threads(run.threads)
+    dev = _device(run.device)
+    grouped = "WORLD_SIZE" in os.environ and not dist.is_initialized()
+    if grouped:
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    try:
+        rank, world = process_group()
+        say = progress if rank == 0 else None
+        manifest = read_prepared_manifest(run.data_dir)
+        vocab = Vocabulary.load(Path(run.data_dir) / "vocab.json")
+        model_config = ModelConfig.create(
+            vocab.size,
+            hash_seed=run.hash_seed,
+            image_dim=manifest["options"]["image_dim"],
+            **dict(run.model_options),
+        )
+        objective = StreamedEngagementObjective(
+            run.data_dir, run.train, dev, run.stream, rank, world
+        )
+        fingerprint = {"model": model_config.to_dict(), "data": manifest["files"]}
+        model, history = train_objectives(
+            [(1.0, objective)], model_config, run.train, dev, say, run.loop, fingerprint
+        )
+        rss = gathered(peak_rss_mb())
+        if rank:
+            return None
+        if say:
+            say(f"evaluating on {manifest['counts']['heldout_examples']} held-out examples")
+        evaluation = evaluate_prepared(model, run.data_dir, index_size=run.index_size, device=dev)
+        summary = {
+            "data": manifest["counts"],
+            "training": history,
+            "heldout": evaluation.to_dict(),
+            "peak_rss_mb_per_process": rss,
+            "seconds": time.perf_counter() - started,
+        }
+        version = save_checkpoint(Path(run.out), model.cpu(), vocab, run.settings, summary)
+        return {"model_version": version, "evaluation": evaluation, "summary": summary}
+    finally:
+        if grouped:
+            dist.destroy_process_group()

@@ -1,0 +1,77 @@
+"""Data-parallel training on Spark (`itemsage train --num-processes N [--master URL]`): the
+training data prepared on the executors (jobs/training_data.py), then N training processes
+started by Spark's own TorchDistributor as one barrier stage (one torchrun per task, gloo on
+CPU executors, nccl on GPU ones), each streaming its shards (training/data_parallel.py)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from pyspark.ml.torch.distributor import TorchDistributor
+from pyspark.sql import SparkSession
+
+from itemsage_core.errors import ItemSageError
+from itemsage_core.training.data_parallel import PreparedRun, peak_rss_mb, train_process
+from itemsage_core.training.prepared_data import PrepareConfig, read_prepared_manifest
+from jobs.spark_failures import spark_failures
+from jobs.training_data import prepare_training
+
+GPU_AMOUNT = "spark.task.resource.gpu.amount"
+
+
+def check_slots(spark: SparkSession, processes: int, use_gpu: bool) -> None:
+    """One-line errors for a barrier stage that could never start."""
+    conf = spark.sparkContext.getConf()
+    if conf.get("spark.dynamicAllocation.enabled", "false").lower() == "true":
+        raise ItemSageError(
+            "distributed training runs as a barrier stage, which Spark refuses with dynamic "
+            "allocation: --conf spark.dynamicAllocation.enabled=false"
+        )
+    slots = spark.sparkContext.defaultParallelism // int(conf.get("spark.task.cpus", "1"))
+    if processes > slots:
+        raise ItemSageError(
+            f"--num-processes {processes} needs {processes} task slots at once and the "
+            f"cluster has {slots}: lower --num-processes or add executors"
+        )
+    if use_gpu and not conf.get(GPU_AMOUNT):
+        raise ItemSageError(
+            f"training on GPU executors needs --conf {GPU_AMOUNT}=1 (one GPU per process), "
+            "or --device cpu"
+        )
+
+
+def train_on_spark(
+    spark: SparkSession,
+    run: PreparedRun,
+    processes: int,
+    prepare: PrepareConfig | None,
+    progress=print,
+) -> dict:
+    """Prepare the data (unless `prepare` is None: reuse what `run.data_dir` holds), then train
+    in `processes` processes; returns rank 0's model version and summary, with the seconds of
+    each stage and the driver's peak memory."""
+    gpus = bool(spark.sparkContext.getConf().get(GPU_AMOUNT))
+    use_gpu = run.device.startswith("cuda") or (run.device == "auto" and gpus)
+    check_slots(spark, processes, use_gpu)
+    stages = {}
+    started = time.perf_counter()
+    if prepare is not None:
+        prepare_training(spark, prepare, progress)
+    else:
+        read_prepared_manifest(run.data_dir)
+        progress(f"reusing the training data prepared in {run.data_dir}")
+    stages["prepare_s"] = time.perf_counter() - started
+    Path(run.out).parent.mkdir(parents=True, exist_ok=True)
+    progress(
+        f"training in {processes} process{'es' if processes > 1 else ''} on "
+        f"{spark.sparkContext.master} ({'GPU' if use_gpu else 'CPU'}) through TorchDistributor"
+    )
+    started = time.perf_counter()
+    distributor = TorchDistributor(num_processes=processes, local_mode=False, use_gpu=use_gpu)
+    with spark_failures("training", f"{run.out} was left as it was"):
+        result = distributor.run(train_process, run, progress)
+    stages["train_s"] = time.perf_counter() - started
+    result["summary"]["stages"] = stages
+    result["summary"]["driver_peak_rss_mb"] = peak_rss_mb()
+    return result
