@@ -3,7 +3,7 @@
 #
 #   ./spark-submit.sh [--master URL] [--conf KEY=VALUE ...] [--dry-run] JOB [JOB ARGS...]
 #
-# JOB: validate, embed, build-index or prepare-training (each takes the `itemsage JOB`
+# JOB: validate, embed, build-index, prepare-training or train (each takes the `itemsage JOB`
 # options). The master comes from --master, else $SPARK_MASTER, else local[*]. The project is
 # shipped to executors as a zip (--py-files); their Python (with the dependencies installed) is
 # $PYSPARK_PYTHON, else the driver's: $PYSPARK_DRIVER_PYTHON, else this project's .venv.
@@ -33,8 +33,8 @@ done
 [ $# -gt 0 ] || { usage >&2; exit 2; }
 job=$1; shift
 case "$job" in
-  validate|embed|build-index|prepare-training) entry="$HERE/itemsage_cli/spark_entry.py" ;;
-  *) echo "spark-submit.sh: unknown job '$job' (jobs: validate, embed, build-index, prepare-training)" >&2; exit 2 ;;
+  validate|embed|build-index|prepare-training|train) entry="$HERE/itemsage_cli/spark_entry.py" ;;
+  *) echo "spark-submit.sh: unknown job '$job' (jobs: validate, embed, build-index, prepare-training, train)" >&2; exit 2 ;;
 esac
 
 # The driver's Python (this machine) and the executors' (the same unless PYSPARK_PYTHON names

@@ -36,42 +36,64 @@ MODES = {
 }
 
 
-def tree_rss_mb(root: int) -> float:
-    """Resident memory of `root` and every descendant, MB (from /proc)."""
+def tree_rss(root: int) -> dict[str, float]:
+    """Resident memory (MB) of `root` and every descendant, summed per kind of process."""
     children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
+    rss: dict[int, tuple[str, int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             stat = Path(f"/proc/{entry}/stat").read_text()
             status = Path(f"/proc/{entry}/status").read_text()
+            command = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
         parent = int(stat.rsplit(")", 1)[1].split()[1])
         children.setdefault(parent, []).append(int(entry))
         for line in status.splitlines():
             if line.startswith("VmRSS:"):
-                rss[int(entry)] = int(line.split()[1])
-    total, todo = 0, [root]
+                rss[int(entry)] = (_kind(command), int(line.split()[1]))
+    total: dict[str, float] = {}
+    todo = [root]
     while todo:
         pid = todo.pop()
-        total += rss.get(pid, 0)
+        kind, kb = rss.get(pid, ("gone", 0))
+        total[kind] = total.get(kind, 0) + kb / 1024
         todo += children.get(pid, [])
-    return total / 1024
+    return total
 
 
-def run_measured(command: list[str], log: Path) -> tuple[float, float]:
-    """Run `command`; returns (seconds, peak RSS of its process tree in MB)."""
+def _kind(command: list[bytes]) -> str:
+    """A short name for a process of the tree, from its command line."""
+    text = b" ".join(command).decode(errors="replace")
+    for marker, kind in (
+        ("java", "spark-jvm"),
+        ("torch_run_process_wrapper", "torchrun-wrapper"),
+        ("torch.distributed.run", "torchrun-agent"),
+        ("pyspark.daemon", "pyspark-worker"),
+        ("pyspark/daemon", "pyspark-worker"),
+        ("itemsage_cli.main", "cli-driver"),
+    ):
+        if marker in text:
+            return kind
+    return "training-process" if "train.py" in text else text[:40]
+
+
+def run_measured(command: list[str], log: Path) -> tuple[float, float, dict]:
+    """Run `command`; returns (seconds, peak RSS of its process tree in MB, that peak's split
+    by kind of process)."""
     started = time.perf_counter()
     with log.open("w") as out:
         process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-        peak = 0.0
+        peak, split = 0.0, {}
 
         def sample():
-            nonlocal peak
+            nonlocal peak, split
             while process.poll() is None:
-                peak = max(peak, tree_rss_mb(process.pid))
+                now = tree_rss(process.pid)
+                if sum(now.values()) > peak:
+                    peak, split = sum(now.values()), now
                 time.sleep(0.2)
 
         sampler = threading.Thread(target=sample, daemon=True)
@@ -80,7 +102,7 @@ def run_measured(command: list[str], log: Path) -> tuple[float, float]:
         sampler.join()
     if process.returncode:
         raise SystemExit(f"{' '.join(command[3:5])} failed; see {log}")
-    return time.perf_counter() - started, peak
+    return time.perf_counter() - started, peak, split
 
 
 def itemsage(*args: str) -> list[str]:
@@ -116,12 +138,13 @@ def bench_size(products: int, max_steps: int, workdir: Path, progress) -> dict:
             str(summary_file),
             *extra,
         )
-        seconds, peak = run_measured(command, workdir / f"train-{products}-{mode}.log")
+        seconds, peak, split = run_measured(command, workdir / f"train-{products}-{mode}.log")
         summary = json.loads(summary_file.read_text())
         last = summary["training"]["history"][-1]
         results[mode] = {
             "seconds": seconds,
             "peak_rss_tree_mb": peak,
+            "peak_split_mb": {k: round(v) for k, v in sorted(split.items()) if v >= 1},
             "examples_per_s": last["examples_per_s"],
             "steps": summary["training"]["steps"],
             "final_loss": last["loss"],

@@ -315,9 +315,9 @@ def train_command(
     images (check the result with `itemsage evaluate-catalog`). Prints loss and examples/s
     while training, then the checkpoint path and its model_version.
 
-    In one process by default; with --num-processes N (or --master URL) data-parallel on Spark:
-    the data is prepared on the executors (as `itemsage prepare-training`) and N processes
-    stream it (docs/training.md).
+    In one process by default; with --num-processes N (or --master URL, or under
+    spark-submit.sh) data-parallel on Spark: the data is prepared on the executors (as
+    `itemsage prepare-training`) and N processes stream it (docs/training.md).
     """
     from itemsage_cli.stages import progress
 
@@ -330,7 +330,9 @@ def train_command(
         resume=resume,
     )
     run = dataclasses.replace(run, loop=loop)
-    if num_processes or master:
+    from jobs.spark_session import under_spark_submit
+
+    if num_processes or master or under_spark_submit():
         stream = StreamConfig(shuffle_buffer=shuffle_buffer, negatives=negative_pool)
         data_dir = prepared or str(out.with_name(f"{out.name}.prepared"))
         version, evaluation, summary = _train_on_spark(

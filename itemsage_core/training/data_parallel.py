@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import resource
+import threading
 import time
 from pathlib import Path
 
@@ -61,10 +62,25 @@ def _device(requested: str) -> torch.device:
     return dev
 
 
+def _exit_with_parent() -> None:
+    """End this process when its parent (torchrun's agent) dies: torchrun starts its workers in
+    sessions of their own, so a run killed by SIGKILL would otherwise leave them training on."""
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
+
+
 def train_process(run: PreparedRun, progress: Progress | None = None) -> dict | None:
     """Train as one process of the group; rank 0 returns the model version, the held-out
     evaluation and the summary (the others None)."""
     started = time.perf_counter()
+    if "TORCHELASTIC_RUN_ID" in os.environ:
+        _exit_with_parent()
     if run.threads:
         torch.set_num_threads(run.threads)
     dev = _device(run.device)

@@ -1,0 +1,152 @@
+"""`itemsage train --num-processes 2 --master local[2]` on real local Spark: the data prepared on
+the executors, two training processes through TorchDistributor (DDP over gloo), rank 0's
+checkpoint and held-out evaluation; the evaluation equals `evaluate --prepared` and agrees with
+the in-process protocol; a run whose whole process group is killed resumes to a valid model
+and leaves no training process behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from itemsage_core.model.checkpoint import load_checkpoint
+
+pytestmark = pytest.mark.spark
+
+TINY = ["--d-model", "32", "--ffn-dim", "64", "--hash-buckets", "2000", "--vocab", "2000,2000,500"]
+
+
+def train_command(world: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "itemsage_cli.main",
+        "train",
+        "--catalog",
+        str(world / "catalog"),
+        "--engagements",
+        str(world / "engagements"),
+        "--out",
+        str(out),
+        "--batch-size",
+        "32",
+        "--random-negatives",
+        "16",
+        "--summary-json",
+        str(out.with_name("summary.json")),
+        *TINY,
+        *extra,
+    ]
+
+
+def itemsage_json(*args: str) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-m", "itemsage_cli.main", *args, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout)
+
+
+def test_two_processes_train_and_evaluate(small_world_dir, tmp_path):
+    out = tmp_path / "model"
+    command = train_command(
+        small_world_dir, out, "--master", "local[2]", "--num-processes", "2", "--epochs", "3"
+    )
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "in each of 2 processes" in done.stdout + done.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["training"]["processes"] == 2
+    assert len(summary["peak_rss_mb_per_process"]) == 2
+    assert set(summary["stages"]) == {"prepare_s", "train_s"}
+    assert summary["data"]["train_examples"] + summary["data"]["heldout_examples"] > 0
+    checkpoint = load_checkpoint(out)
+    assert checkpoint.config["objective"] == "engagements"
+    heldout = summary["heldout"]
+    assert heldout["index_size"] == 400
+    assert heldout["overall"] > 0.1  # random ranking: 10 / 400 = 0.025
+
+    prepared = itemsage_json("evaluate", "--model", str(out), "--prepared", f"{out}.prepared")
+    assert prepared["overall"] == heldout["overall"]
+    assert prepared["model_version"] == checkpoint.model_version
+    in_process = itemsage_json(
+        "evaluate",
+        "--model",
+        str(out),
+        "--catalog",
+        str(small_world_dir / "catalog"),
+        "--engagements",
+        str(small_world_dir / "engagements"),
+    )
+    assert in_process["examples"] == heldout["examples"]
+    assert in_process["task_examples"] == heldout["task_examples"]
+    assert abs(in_process["overall"] - heldout["overall"]) <= 0.01
+
+
+def processes_of(marker: str) -> list[int]:
+    """The processes whose environment holds MARKER=marker (every descendant of a command run
+    with it inherits it)."""
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if f"MARKER={marker}".encode() in environ.read_bytes().split(b"\0"):
+                found.append(int(environ.parent.name))
+        except OSError:
+            pass
+    return found
+
+
+def test_a_killed_distributed_run_resumes(small_world_dir, tmp_path):
+    out, state = tmp_path / "model", tmp_path / "model.state"
+    command = train_command(
+        small_world_dir,
+        out,
+        "--master",
+        "local[2]",
+        "--num-processes",
+        "2",
+        "--epochs",
+        "6",
+        "--checkpoint-every",
+        "3",
+    )
+    marker = {**os.environ, "MARKER": str(tmp_path)}
+    killed = subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env=marker,
+    )
+    deadline = time.monotonic() + 600
+    while not list(state.glob("step-*/state.json")) and time.monotonic() < deadline:
+        assert killed.poll() is None, "the run ended before saving a state"
+        time.sleep(0.1)
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait()
+    assert not out.exists()
+    # torchrun's workers run in sessions of their own: they must end with their agent.
+    deadline = time.monotonic() + 30
+    while processes_of(str(tmp_path)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not processes_of(str(tmp_path))
+
+    done = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    output = done.stdout + done.stderr
+    assert "reusing the training data prepared in" in output
+    assert "resuming from step" in output
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["training"]["resumed_from_step"] >= 3
+    assert summary["training"]["processes"] == 2
+    assert load_checkpoint(out).model_version in output
