@@ -20,25 +20,29 @@ from jobs.training_data import prepare_training
 GPU_AMOUNT = "spark.task.resource.gpu.amount"
 
 
-def check_slots(spark: SparkSession, processes: int, use_gpu: bool) -> None:
-    """One-line errors for a barrier stage that could never start."""
+def check_slots(spark: SparkSession, processes: int, use_gpu: bool, wait_s: float = 60) -> None:
+    """One-line errors for a barrier stage that could never start. Task slots are counted from
+    the registered executors, waiting up to `wait_s` for a cluster that is still starting."""
     conf = spark.sparkContext.getConf()
     if conf.get("spark.dynamicAllocation.enabled", "false").lower() == "true":
         raise ItemSageError(
             "distributed training runs as a barrier stage, which Spark refuses with dynamic "
             "allocation: --conf spark.dynamicAllocation.enabled=false"
         )
-    slots = spark.sparkContext.defaultParallelism // int(conf.get("spark.task.cpus", "1"))
-    if processes > slots:
-        raise ItemSageError(
-            f"--num-processes {processes} needs {processes} task slots at once and the "
-            f"cluster has {slots}: lower --num-processes or add executors"
-        )
     if use_gpu and not conf.get(GPU_AMOUNT):
         raise ItemSageError(
             f"training on GPU executors needs --conf {GPU_AMOUNT}=1 (one GPU per process), "
             "or --device cpu"
         )
+    cpus = int(conf.get("spark.task.cpus", "1"))
+    deadline = time.monotonic() + wait_s
+    while (slots := spark.sparkContext.defaultParallelism // cpus) < processes:
+        if time.monotonic() > deadline:
+            raise ItemSageError(
+                f"--num-processes {processes} needs {processes} task slots at once and the "
+                f"cluster has {slots}: lower --num-processes or add executors"
+            )
+        time.sleep(1)
 
 
 def train_on_spark(
@@ -53,7 +57,8 @@ def train_on_spark(
     each stage and the driver's peak memory."""
     gpus = bool(spark.sparkContext.getConf().get(GPU_AMOUNT))
     use_gpu = run.device.startswith("cuda") or (run.device == "auto" and gpus)
-    check_slots(spark, processes, use_gpu)
+    local = spark.sparkContext.master.startswith("local")
+    check_slots(spark, processes, use_gpu, wait_s=0 if local else 60)
     stages = {}
     started = time.perf_counter()
     if prepare is not None:

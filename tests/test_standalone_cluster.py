@@ -194,6 +194,55 @@ def test_embed_job_on_a_standalone_cluster(
         assert loaded.search(got[0], k=1)[0][0] == rows.column("product_id")[0].as_py()
 
 
+def test_training_on_a_standalone_cluster(cluster, tmp_path, small_world_dir):
+    """`train --num-processes 2` under spark-submit: one training process on each worker (each
+    has one task slot, and the barrier stage needs both at once)."""
+    out, summary_file = tmp_path / "model", tmp_path / "summary.json"
+    result = subprocess.run(
+        [
+            str(SCRIPT),
+            "--master",
+            cluster["url"],
+            "--conf",
+            "spark.executor.memory=1g",
+            "train",
+            "--catalog",
+            str(small_world_dir / "catalog"),
+            "--engagements",
+            str(small_world_dir / "engagements"),
+            "--out",
+            str(out),
+            "--num-processes",
+            "2",
+            "--batch-size",
+            "32",
+            "--random-negatives",
+            "16",
+            "--max-steps",
+            "6",
+            "--d-model",
+            "32",
+            "--ffn-dim",
+            "64",
+            "--hash-buckets",
+            "2000",
+            "--vocab",
+            "2000,2000,500",
+            "--summary-json",
+            str(summary_file),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    summary = json.loads(summary_file.read_text())
+    assert summary["training"]["processes"] == 2 and summary["training"]["steps"] == 6
+    assert len(summary["peak_rss_mb_per_process"]) == 2
+    assert summary["heldout"]["index_size"] == 400
+    assert read_checkpoint_manifest(out)["model_version"] in result.stdout
+
+
 def executor_pid(work_dir: Path, executor_id: str) -> int | None:
     """The JVM of executor `executor_id` of the newest application on the cluster."""
     app = sorted(p.name for p in work_dir.glob("app-*"))[-1]
