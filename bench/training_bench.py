@@ -159,7 +159,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--products", type=int, nargs="+", default=[20_000, 200_000])
     parser.add_argument("--max-steps", type=int, default=60)
-    parser.add_argument("--workdir", type=Path, default=ROOT / "bench" / "results" / "training-work")
+    parser.add_argument(
+        "--workdir", type=Path, default=ROOT / "bench" / "results" / "training-work"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "training.json")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)

@@ -287,6 +287,14 @@ vocab_option = click.option(
     help="Streaming: random products each process holds to draw negatives from.",
 )
 @click.option(
+    "--neighbour-max-df",
+    default=default(PrepareConfig, "neighbour_max_df"),
+    show_default=True,
+    type=click.IntRange(min=2),
+    help="On Spark, catalog objective: terms held by more products make no neighbour pairs "
+    "(lexical neighbours found through shared terms; docs/training.md).",
+)
+@click.option(
     "--summary-json",
     type=click.Path(dir_okay=False),
     default=None,
@@ -305,6 +313,7 @@ def train_command(
     resume: bool,
     shuffle_buffer: int,
     negative_pool: int,
+    neighbour_max_df: int,
     summary_json: str | None,
     **options: object,
 ) -> None:
@@ -336,7 +345,7 @@ def train_command(
         stream = StreamConfig(shuffle_buffer=shuffle_buffer, negatives=negative_pool)
         data_dir = prepared or str(out.with_name(f"{out.name}.prepared"))
         version, evaluation, summary = _train_on_spark(
-            run, stream, data_dir, num_processes or 1, master, conf
+            run, stream, data_dir, neighbour_max_df, num_processes or 1, master, conf
         )
     else:
         from itemsage_core.training.model_runs import train_model
@@ -360,6 +369,7 @@ def _train_on_spark(
     run: TrainRun,
     stream: StreamConfig,
     data_dir: str,
+    neighbour_max_df: int,
     processes: int,
     master: str | None,
     conf: tuple[str, ...],
@@ -374,20 +384,15 @@ def _train_on_spark(
     from jobs.distributed_training import train_on_spark
     from jobs.spark_session import get_spark, parse_conf
 
-    unsupported = {
-        "--engagements (the catalog objective trains in one process)": not run.engagements,
-        "--catalog-task-weight": run.train.catalog_task_weight > 0,
-        "--vocab-catalog": bool(run.vocab_catalogs),
-        "--exclude-feature": bool(run.exclude_features),
-    }
-    missing = [name for name, hit in unsupported.items() if hit]
-    if missing:
-        raise click.UsageError(
-            f"training on Spark (--num-processes/--master) needs {missing[0]}"
-            if missing[0].startswith("--engagements")
-            else f"{missing[0]} is not supported with --num-processes/--master yet; "
-            "train in one process"
-        )
+    for flag, given in (
+        ("--vocab-catalog", run.vocab_catalogs),
+        ("--exclude-feature", run.exclude_features),
+    ):
+        if given:
+            raise click.UsageError(
+                f"{flag} is not supported with --num-processes/--master yet; train in one process"
+            )
+    catalog_task = not run.engagements or run.train.catalog_task_weight > 0
     prepare = PrepareConfig(
         catalog=run.catalog,
         engagements=run.engagements,
@@ -397,6 +402,8 @@ def _train_on_spark(
         holdout_fraction=run.train.holdout_fraction,
         image_dim=run.image_dim,
         seed=run.train.seed,
+        neighbours=run.train.neighbours if catalog_task else 0,
+        neighbour_max_df=neighbour_max_df,
     )
     if run.loop.resume and (Path(data_dir) / MANIFEST).is_file():
         prepare = None  # the killed run's data: its stream positions refer to these files
@@ -414,6 +421,7 @@ def _train_on_spark(
         stream=stream,
         device=run.device,
         threads=int(spark.sparkContext.getConf().get("spark.task.cpus", "1")),
+        engagements=bool(run.engagements),
     )
     result = train_on_spark(spark, spec, processes, prepare, progress)
     return result["model_version"], result["evaluation"], result["summary"]
@@ -617,7 +625,11 @@ def _vocab_config(sizes: str) -> VocabConfig:
 
 @cli.command("prepare-training")
 @catalog_option
-@click.option("--engagements", required=True, help="Engagement log Parquet.")
+@click.option(
+    "--engagements",
+    default=None,
+    help="Engagement log Parquet (without it: the catalog objective's data only).",
+)
 @click.option(
     "--out",
     required=True,
@@ -651,6 +663,28 @@ def _vocab_config(sizes: str) -> VocabConfig:
     help="Seed of the examples' shuffle.",
 )
 @click.option(
+    "--neighbours",
+    default=default(PrepareConfig, "neighbours"),
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Catalog objective: find each product's K nearest lexical neighbours and write "
+    "catalog pairs (0: none).",
+)
+@click.option(
+    "--neighbour-max-df",
+    default=default(PrepareConfig, "neighbour_max_df"),
+    show_default=True,
+    type=click.IntRange(min=2),
+    help="Terms held by more products make no neighbour pairs (docs/training.md).",
+)
+@click.option(
+    "--pairs-per-product",
+    default=default(PrepareConfig, "pairs_per_product"),
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Catalog pairs written per product, each with a neighbour drawn at random.",
+)
+@click.option(
     "--summary-json",
     type=click.Path(dir_okay=False),
     default=None,
@@ -659,7 +693,7 @@ def _vocab_config(sizes: str) -> VocabConfig:
 @spark_options
 def prepare_training_command(
     catalog: str,
-    engagements: str,
+    engagements: str | None,
     out: str,
     mapping: str | None,
     vocab_sizes: str,
@@ -667,14 +701,18 @@ def prepare_training_command(
     image_dim: int,
     shards: int,
     seed: int,
+    neighbours: int,
+    neighbour_max_df: int,
+    pairs_per_product: int,
     summary_json: str | None,
     master: str | None,
     conf: tuple[str, ...],
 ) -> None:
     """Prepare training data on Spark: validate the catalog and the engagement log, count the
     vocabulary, encode the products and split the engagements into training and held-out
-    examples on the executors, and write them as shuffled Parquet shards with the vocabulary
-    and a manifest (counts, files, checksums). Prints the manifest."""
+    examples on the executors (with --neighbours, also catalog pairs for the catalog
+    objective), and write them as shuffled Parquet shards with the vocabulary and a manifest
+    (counts, files, checksums). Prints the manifest."""
     from itemsage_cli import preflight
     from itemsage_cli.stages import progress
     from jobs.spark_session import get_spark, parse_conf
@@ -690,7 +728,12 @@ def prepare_training_command(
         image_dim=image_dim,
         shards=shards,
         seed=seed,
+        neighbours=neighbours,
+        neighbour_max_df=neighbour_max_df,
+        pairs_per_product=pairs_per_product,
     )
+    if not engagements and not neighbours:
+        raise click.UsageError("give --engagements, --neighbours K, or both")
     preflight.catalog_path(catalog, config.mapping)
     spark = get_spark("itemsage-prepare-training", master, parse_conf(conf))
     write_summary(prepare_training(spark, config, progress=progress), summary_json)

@@ -35,8 +35,10 @@ from itemsage_core.features.vocabulary import (
     vocabulary_from_counts,
 )
 from itemsage_core.training.prepared_data import (
+    CATALOG_PAIR_SCHEMA,
     EXAMPLE_SCHEMA,
     HELDOUT,
+    PARTNER,
     PRODUCT_SCHEMA,
     TASK,
     TASK_COUNTS,
@@ -49,6 +51,7 @@ from itemsage_core.training.prepared_data import (
     write_prepared_manifest,
 )
 from jobs.catalog_frame import catalog_ids, repeated_ids, with_reasons
+from jobs.lexical_neighbours import lexical_neighbours_on_spark
 from jobs.spark_failures import spark_failures
 
 REPORT = "_report"  # the column carrying each engagement batch's validation counts
@@ -136,10 +139,17 @@ def prepare_training(spark: SparkSession, config: PrepareConfig, progress=print)
         left = f"{out} was left as it was"
         with spark_failures("preparing the training data", left):
             shards = config.shards or spark.sparkContext.defaultParallelism
-            products, vocab, catalog_counts = _write_products(
+            valid, products, vocab, counts = _write_products(
                 spark, config, staging, shards, progress
             )
-            counts = {**catalog_counts, **_write_examples(spark, config, staging, shards, products)}
+            if config.neighbours:
+                counts.update(
+                    _write_catalog_pairs(config, staging, shards, valid, products, counts)
+                )
+            valid.unpersist()
+            if config.engagements:
+                counts.update(_write_examples(spark, config, staging, shards, products))
+            products.unpersist()
         vocab.save(staging / "vocab.json")
         seconds = time.perf_counter() - started
         manifest = write_prepared_manifest(staging, config, vocab, counts, seconds)
@@ -147,15 +157,19 @@ def prepare_training(spark: SparkSession, config: PrepareConfig, progress=print)
         shutil.rmtree(staging, ignore_errors=True)
         raise
     _replace(out, staging)
-    progress(f"prepared {counts['train_examples']} training examples in {out}")
+    progress(
+        f"prepared {counts.get('train_examples', 0)} training examples"
+        + (f" and {counts['catalog_pairs']} catalog pairs" if config.neighbours else "")
+        + f" in {out}"
+    )
     return manifest
 
 
 def _write_products(
     spark: SparkSession, config: PrepareConfig, staging: Path, shards: int, progress
-) -> tuple[DataFrame, Vocabulary, dict]:
-    """Write the valid products' encoder inputs; returns them (cached, for the training
-    examples), the vocabulary and the catalog's counts."""
+) -> tuple[DataFrame, DataFrame, Vocabulary, dict]:
+    """Write the valid products' encoder inputs; returns the valid products and their encoder
+    inputs (both cached, for what follows), the vocabulary and the catalog's counts."""
     products = valid_products(spark, config.catalog, config.mapping, config.image_dim)
     products.persist(StorageLevel.MEMORY_AND_DISK)
     counts = {
@@ -169,8 +183,47 @@ def _write_products(
     )
     encoded = encoded.persist(StorageLevel.MEMORY_AND_DISK)
     encoded.repartition(shards).write.parquet(str(staging / "products"))
-    products.unpersist()
-    return encoded, vocab, counts
+    return products, encoded, vocab, counts
+
+
+def _write_catalog_pairs(
+    config: PrepareConfig,
+    staging: Path,
+    shards: int,
+    valid: DataFrame,
+    encoded: DataFrame,
+    counts: dict,
+) -> dict:
+    """Write `pairs_per_product` catalog pairs per product, each with one of its lexical
+    neighbours drawn at random (itself when it has none), both products' encoder inputs in
+    the row (CATALOG_PAIR_SCHEMA), shuffled; returns their counts."""
+    near = lexical_neighbours_on_spark(
+        valid, counts["valid_products"], config.neighbours, config.neighbour_max_df
+    )
+    draws = F.explode(F.array_repeat(F.lit(0), config.pairs_per_product)).alias("draw")
+    drawn = encoded.select(PRODUCT_ID).select(PRODUCT_ID, draws).join(near, PRODUCT_ID, "left")
+    pick = F.floor(F.rand(config.seed) * F.size("neighbours")).cast("int")
+    partner = F.coalesce(F.get(F.col("neighbours"), pick), F.col(PRODUCT_ID))
+    pairs = drawn.select(PRODUCT_ID, partner.alias("partner"))
+    partner_inputs = encoded.select(
+        *(F.col(name).alias(PARTNER + name) for name in PRODUCT_SCHEMA.names)
+    )
+    rows = pairs.join(encoded, PRODUCT_ID).join(
+        partner_inputs, F.col("partner") == F.col(PARTNER + PRODUCT_ID)
+    )
+    _shuffled(rows.select(*CATALOG_PAIR_SCHEMA.names), shards, config.seed).write.parquet(
+        str(staging / "catalog_pairs")
+    )
+    written = (
+        near.select(F.size("neighbours").alias("k"))
+        .agg(F.count("*").alias("with"), F.avg("k").alias("mean"))
+        .first()
+    )
+    return {
+        "catalog_pairs": counts["valid_products"] * config.pairs_per_product,
+        "products_with_neighbours": written["with"],
+        "mean_neighbours": float(written["mean"] or 0.0),
+    }
 
 
 def _write_examples(
@@ -202,7 +255,6 @@ def _write_examples(
     per_task = {r[TASK]: r["count"] for r in written.groupBy(TASK).count().collect()}
     heldout_count = spark.read.parquet(str(staging / "heldout")).count()
     examples.unpersist()
-    products.unpersist()
     return {
         "engagement_rows": log.rows,
         "valid_engagements": log.valid,

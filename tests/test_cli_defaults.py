@@ -10,14 +10,18 @@ import pytest
 
 from itemsage_cli import main, model_commands
 from itemsage_core.embedding.embed_run import EmbedConfig
-from itemsage_core.training.config import CATALOG_EPOCHS, TrainConfig, TrainRun
+from itemsage_core.training.config import CATALOG_EPOCHS, LoopConfig, TrainConfig, TrainRun
+from itemsage_core.training.prepared_data import PrepareConfig
 
 REQUIRED = {
     "train": ["--catalog", "c", "--out", "m"],
     "embed": ["--catalog", "c", "--model", "m", "--table", "t"],
+    "prepare-training": ["--catalog", "c", "--out", "d"],
 }
-# Options that _train_run turns into other values (parsed lists, the model's shape).
-CONVERTED = set(inspect.signature(model_commands._train_run).parameters) - {"fields"}
+# Options train_command itself makes into the LoopConfig, the StreamConfig and the run on Spark;
+# then those _train_run turns into other values (parsed lists, the model's shape).
+OWN = set(inspect.signature(model_commands.train_command.callback).parameters) - {"options"}
+CONVERTED = OWN | set(inspect.signature(model_commands._train_run).parameters) - {"fields"}
 
 
 def given(command: str, *args: str) -> dict:
@@ -26,16 +30,25 @@ def given(command: str, *args: str) -> dict:
 
 
 @pytest.mark.parametrize(
-    ("command", "config"), [("train", TrainConfig), ("train", TrainRun), ("embed", EmbedConfig)]
+    ("command", "config"),
+    [
+        ("train", TrainConfig),
+        ("train", TrainRun),
+        ("train", LoopConfig),
+        ("embed", EmbedConfig),
+        ("prepare-training", PrepareConfig),
+    ],
 )
 def test_option_defaults_are_the_dataclass_defaults(command, config):
     values = given(command)
+    converted = CONVERTED if config is not LoopConfig else set()
     shared = [
         f
         for f in dataclasses.fields(config)
-        if f.name in values and f.name not in CONVERTED and f.default is not dataclasses.MISSING
+        if f.name in values and f.name not in converted and f.default is not dataclasses.MISSING
     ]
-    assert len(shared) >= 5, f"{command} shares few options with {config.__name__}"
+    minimum = 3 if config is LoopConfig else 5  # LoopConfig has 4 fields
+    assert len(shared) >= minimum, f"{command} shares few options with {config.__name__}"
     for field in shared:
         assert values[field.name] == field.default, field.name
 
@@ -48,7 +61,8 @@ def test_every_train_option_reaches_the_run():
 
 
 def test_train_run_from_options_keeps_every_value():
-    run = model_commands._train_run(**given("train", "--batch-size", "64", "--device", "cpu"))
+    values = given("train", "--batch-size", "64", "--device", "cpu")
+    run = model_commands._train_run(**{k: v for k, v in values.items() if k not in OWN})
     assert (run.catalog, str(run.out), run.device, run.train.batch_size) == ("c", "m", "cpu", 64)
     assert run.train.epochs == CATALOG_EPOCHS  # no engagement log: the catalog objective
     assert run.train.tasks == TrainConfig().tasks and run.vocab == TrainRun("c", "m").vocab

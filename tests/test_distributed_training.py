@@ -150,3 +150,30 @@ def test_a_killed_distributed_run_resumes(small_world_dir, tmp_path):
     assert summary["training"]["resumed_from_step"] >= 3
     assert summary["training"]["processes"] == 2
     assert load_checkpoint(out).model_version in output
+
+
+def test_the_catalog_objective_trains_on_two_processes(small_world_dir, tmp_path):
+    out = tmp_path / "model"
+    command = train_command(
+        small_world_dir, out, "--master", "local[2]", "--num-processes", "2", "--epochs", "4"
+    )
+    command.remove("--engagements")
+    command.remove(str(small_world_dir / "engagements"))
+    done = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "paired with a lexical neighbour" in done.stdout + done.stderr
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["heldout"] is None and summary["training"]["processes"] == 2
+    assert summary["data"]["catalog_pairs"] == 800
+    assert load_checkpoint(out).config["objective"] == "catalog"
+    quality = itemsage_json(
+        "evaluate-catalog",
+        "--model",
+        str(out),
+        "--catalog",
+        str(small_world_dir / "catalog"),
+        "--label-column",
+        "product_type",
+    )
+    for scores in quality["agreement"].values():
+        assert scores["itemsage"] > scores["random"]

@@ -100,11 +100,11 @@ def test_negative_pool_is_bounded_and_drawn_from_every_shard(products, tmp_path)
     for i in range(4):
         pq.write_table(rows.slice(i * 100, 100), tmp_path / f"part-{i}.parquet", row_group_size=20)
     rng = np.random.default_rng(2)
-    pool = negative_pool(sorted(tmp_path.glob("*.parquet")), rows.num_rows, 60, 256, rng)
-    assert 30 <= len(pool) <= 60
-    assert len(set(pool.product_ids.to_pylist())) == len(pool)
-    whole = negative_pool(sorted(tmp_path.glob("*.parquet")), rows.num_rows, 10_000, 256, rng)
-    assert len(whole) == rows.num_rows
+    pool = negative_pool(sorted(tmp_path.glob("*.parquet")), rows.num_rows, 60, rng)
+    assert 30 <= pool.num_rows <= 60
+    assert len(set(pool.column("product_id").to_pylist())) == pool.num_rows
+    whole = negative_pool(sorted(tmp_path.glob("*.parquet")), rows.num_rows, 10_000, rng)
+    assert whole.num_rows == rows.num_rows
 
 
 def test_log_q_is_the_in_memory_correction():

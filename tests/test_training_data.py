@@ -218,10 +218,69 @@ def test_training_streams_prepared_data(spark, small_world_dir, tmp_path):
     objective = StreamedEngagementObjective(
         out, train_config, dev, StreamConfig(shuffle_buffer=300, negatives=100)
     )
-    assert len(objective.pool) <= 100
+    assert objective.pool.num_rows <= 100
     shape = {"d_model": 32, "ffn_dim": 64, "mlp_hidden": 32, "hash_buckets": 500}
     model_config = ModelConfig.create(vocab.size, **shape)
     model, history = train_objectives([(1.0, objective)], model_config, train_config, dev)
     losses = [entry["loss"] for entry in history["history"]]
     assert history["steps"] == 3 * objective.steps_per_epoch() and all(np.isfinite(losses))
     assert losses[-1] < losses[0]
+
+
+def test_lexical_neighbours_on_spark_are_the_exact_tfidf_ones(spark, small_world, small_world_dir):
+    import numpy as np
+
+    from itemsage_core.contracts.catalog_contract import TEXT_FEATURES, validate_catalog
+    from itemsage_core.features.lexical_neighbours import feature_text, tfidf_matrix
+    from jobs.lexical_neighbours import lexical_neighbours_on_spark
+    from jobs.training_data import valid_products
+
+    valid = validate_catalog(small_world.catalog).valid
+    matrix = tfidf_matrix(feature_text(valid, list(TEXT_FEATURES)))
+    scores = (matrix @ matrix.T).toarray()
+    np.fill_diagonal(scores, -1)
+    row = {p: i for i, p in enumerate(valid.column("product_id").to_pylist())}
+    products = valid_products(spark, str(small_world_dir / "catalog"))
+    # no cap: exact; the synthetic world's commonest term is in fewer than 400 products
+    near = lexical_neighbours_on_spark(products, len(row), 5, 400).toPandas()
+    assert len(near) == len(row)
+    for product, neighbours, found in zip(near.product_id, near.neighbours, near.scores):
+        i = row[product]
+        best = np.sort(scores[i][scores[i] > 0])[::-1][:5]
+        np.testing.assert_allclose(found, [scores[i, row[b]] for b in neighbours], atol=1e-9)
+        np.testing.assert_allclose(found, best, atol=1e-9)  # the best, best first
+    capped = lexical_neighbours_on_spark(products, len(row), 5, 5).toPandas()
+    for found in capped.scores:
+        assert list(found) == sorted(found, reverse=True) and len(found) <= 5
+
+
+def test_catalog_pairs_hold_a_product_and_one_of_its_neighbours(spark, small_world_dir, tmp_path):
+    from itemsage_core.training.prepared_data import (
+        CATALOG_PAIR_SCHEMA,
+        PRODUCT_SCHEMA,
+        PrepareConfig,
+        partners_of,
+    )
+    from jobs.lexical_neighbours import lexical_neighbours_on_spark
+    from jobs.training_data import prepare_training, valid_products
+
+    out = tmp_path / "prepared"
+    config = PrepareConfig(
+        str(small_world_dir / "catalog"), None, str(out), vocab=SMALL, shards=2, neighbours=4
+    )
+    manifest = prepare_training(spark, config, progress=lambda _: None)
+    counts = manifest["counts"]
+    assert counts["catalog_pairs"] == 2 * counts["valid_products"] == 800
+    assert "train_examples" not in counts and not (out / "train").exists()
+    pairs = pq.read_table(out / "catalog_pairs")
+    assert pairs.schema.names == CATALOG_PAIR_SCHEMA.names and pairs.num_rows == 800
+    near = lexical_neighbours_on_spark(
+        valid_products(spark, str(small_world_dir / "catalog")), 400, 4, 1000
+    ).toPandas()
+    allowed = dict(zip(near.product_id, near.neighbours))
+    products = {r["product_id"]: r for r in pq.read_table(out / "products").to_pylist()}
+    partners = partners_of(pairs).to_pylist()
+    for product, partner in zip(pairs.select(PRODUCT_SCHEMA.names).to_pylist(), partners):
+        assert partner["product_id"] in allowed.get(product["product_id"], [product["product_id"]])
+        assert partner == products[partner["product_id"]]
+        assert product == products[product["product_id"]]

@@ -4,9 +4,15 @@ The text of a product is its text features, normalised as the tokeniser does (te
 joined by spaces; TF-IDF is scikit-learn's over word unigrams and bigrams with sublinear tf.
 It is the lexical baseline of `evaluate-catalog` and the source of the catalog objective's
 neighbour positives (trainer.CatalogObjective).
+
+`term_counts` gives the same terms per product as rows, so that TF-IDF and the neighbours can be
+computed on Spark (jobs/lexical_neighbours.py) with scikit-learn's formulas: a term's weight is
+(1 + ln tf) x (ln((1 + n) / (1 + df)) + 1), each product's weights scaled to unit length.
 """
 
 from __future__ import annotations
+
+import collections
 
 import numpy as np
 import pyarrow as pa
@@ -34,12 +40,37 @@ def feature_text(table: pa.Table | pa.RecordBatch, features: list[str]) -> list[
     return [" ".join(p for p in parts if p) for parts in zip(*columns)]
 
 
-def tfidf_matrix(texts: list[str]):
-    """(n, terms) sparse TF-IDF rows, unit length (empty texts give zero rows)."""
+TERM_COUNTS_SCHEMA = pa.schema(
+    [pa.field("product_id", pa.string()), pa.field("term", pa.string()), pa.field("tf", pa.int32())]
+)
+
+
+def _vectorizer():
     from sklearn.feature_extraction.text import TfidfVectorizer
 
+    return TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
+
+
+def term_counts(table: pa.Table | pa.RecordBatch, features: list[str]) -> pa.Table:
+    """TERM_COUNTS_SCHEMA rows: each product's TF-IDF terms (as tfidf_matrix analyses its
+    text) with their counts."""
+    analyse = _vectorizer().build_analyzer()
+    ids, terms, counts = [], [], []
+    for product, text in zip(table.column("product_id").to_pylist(), feature_text(table, features)):
+        for term, count in collections.Counter(analyse(text)).items():
+            ids.append(product)
+            terms.append(term)
+            counts.append(count)
+    return pa.Table.from_arrays(
+        [pa.array(ids, pa.string()), pa.array(terms, pa.string()), pa.array(counts, pa.int32())],
+        schema=TERM_COUNTS_SCHEMA,
+    )
+
+
+def tfidf_matrix(texts: list[str]):
+    """(n, terms) sparse TF-IDF rows, unit length (empty texts give zero rows)."""
     try:
-        return TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True).fit_transform(texts)
+        return _vectorizer().fit_transform(texts)
     except ValueError:  # no text at all: every product is a zero row
         from scipy.sparse import csr_matrix
 

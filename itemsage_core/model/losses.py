@@ -47,3 +47,24 @@ def mixed_negative_loss(
     random_logits = torch.cat([positive_logit, negative_logits], dim=1)
     random = F.cross_entropy(random_logits, torch.zeros_like(targets))
     return LossParts(total=in_batch + random, in_batch=in_batch, random=random)
+
+
+def symmetric_pair_loss(
+    first: torch.Tensor,
+    second: torch.Tensor,
+    first_ids: torch.Tensor,
+    second_ids: torch.Tensor,
+    others: torch.Tensor,
+    other_ids: torch.Tensor,
+    temperature: torch.Tensor,
+) -> LossParts:
+    """The catalog objective's loss: each of two views pulled towards the other against the
+    batch and `others`, both ways round, averaged; uniform sampling, so no logQ correction."""
+    uniform = torch.zeros(len(first), device=first.device)
+    one = mixed_negative_loss(first, second, second_ids, uniform, others, other_ids, temperature)
+    two = mixed_negative_loss(second, first, first_ids, uniform, others, other_ids, temperature)
+    return LossParts(
+        total=(one.total + two.total) / 2,
+        in_batch=(one.in_batch + two.in_batch) / 2,
+        random=(one.random + two.random) / 2,
+    )

@@ -2,10 +2,11 @@
 by Spark's TorchDistributor in jobs/distributed_training.py, or by plain torchrun).
 
 The process joins the group torchrun describes (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT;
-gloo on CPU, nccl on CUDA), streams its own shards of the training examples
-(streamed_objective.py) through the trainer's one loop, whose DDP all-reduces the gradients;
-rank 0 then evaluates on the held-out examples (evaluation.evaluate_prepared) and writes the
-checkpoint in the one format (model/checkpoint.py). Without torchrun's variables it trains alone.
+gloo on CPU, nccl on CUDA), streams its own shards of the training examples and/or catalog
+pairs (streamed_objective.py) through the trainer's one loop, whose DDP all-reduces the
+gradients; rank 0 then evaluates on the held-out examples (evaluation.evaluate_prepared) and
+writes the checkpoint in the one format (model/checkpoint.py). Without torchrun's variables it
+trains alone.
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ from itemsage_core.model.inference import pick_device
 from itemsage_core.training.config import HELDOUT_INDEX_SIZE, LoopConfig, StreamConfig, TrainConfig
 from itemsage_core.training.evaluation import evaluate_prepared
 from itemsage_core.training.prepared_data import read_prepared_manifest
-from itemsage_core.training.streamed_objective import StreamedEngagementObjective
+from itemsage_core.training.streamed_objective import (
+    StreamedCatalogObjective,
+    StreamedEngagementObjective,
+)
 from itemsage_core.training.trainer import Progress, gathered, process_group, train_objectives
 
 
@@ -41,6 +45,7 @@ class PreparedRun:
     model_options: tuple[tuple[str, object], ...]
     hash_seed: int
     settings: dict  # the checkpoint's training settings (model_runs.checkpoint_settings)
+    engagements: bool = True  # False: the catalog objective alone
     loop: LoopConfig = LoopConfig()
     stream: StreamConfig = StreamConfig()
     device: str = "auto"
@@ -51,6 +56,19 @@ class PreparedRun:
 def peak_rss_mb() -> float:
     """This process's peak resident memory, MB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def streamed_objectives(run: PreparedRun, dev: torch.device, rank: int, world: int) -> list:
+    """(weight, objective) pairs, as trainer.objectives_for chooses them in memory: engagements
+    when the run has them (plus the catalog objective at `catalog_task_weight`), else the
+    catalog objective alone."""
+    args = (run.data_dir, run.train, dev, run.stream, rank, world)
+    if not run.engagements:
+        return [(1.0, StreamedCatalogObjective(*args))]
+    pairs = [(1.0, StreamedEngagementObjective(*args))]
+    if run.train.catalog_task_weight > 0:
+        pairs.append((run.train.catalog_task_weight, StreamedCatalogObjective(*args)))
+    return pairs
 
 
 def _device(requested: str) -> torch.device:
@@ -98,23 +116,30 @@ def train_process(run: PreparedRun, progress: Progress | None = None) -> dict | 
             image_dim=manifest["options"]["image_dim"],
             **dict(run.model_options),
         )
-        objective = StreamedEngagementObjective(
-            run.data_dir, run.train, dev, run.stream, rank, world
-        )
         fingerprint = {"model": model_config.to_dict(), "data": manifest["files"]}
         model, history = train_objectives(
-            [(1.0, objective)], model_config, run.train, dev, say, run.loop, fingerprint
+            streamed_objectives(run, dev, rank, world),
+            model_config,
+            run.train,
+            dev,
+            say,
+            run.loop,
+            fingerprint,
         )
         rss = gathered(peak_rss_mb())
         if rank:
             return None
-        if say:
-            say(f"evaluating on {manifest['counts']['heldout_examples']} held-out examples")
-        evaluation = evaluate_prepared(model, run.data_dir, index_size=run.index_size, device=dev)
+        evaluation = None
+        if run.engagements:
+            if say:
+                say(f"evaluating on {manifest['counts']['heldout_examples']} held-out examples")
+            evaluation = evaluate_prepared(
+                model, run.data_dir, index_size=run.index_size, device=dev
+            )
         summary = {
             "data": manifest["counts"],
             "training": history,
-            "heldout": evaluation.to_dict(),
+            "heldout": evaluation.to_dict() if evaluation else None,
             "peak_rss_mb_per_process": rss,
             "seconds": time.perf_counter() - started,
         }

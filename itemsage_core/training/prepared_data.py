@@ -10,7 +10,9 @@ prepare-training`, jobs/training_data.py): each function here works on one batch
   training_examples.holdout_mask;
 - training examples (TRAIN_SCHEMA): an example with its product's encoder inputs and, per task,
   how many training examples engage that product (the logQ correction, for whatever task weights
-  training then uses), so that a training step streams them without another lookup.
+  training then uses), so that a training step streams them without another lookup;
+- catalog pairs (CATALOG_PAIR_SCHEMA): a product and a partner for the catalog objective, both
+  with their encoder inputs.
 """
 
 from __future__ import annotations
@@ -63,12 +65,27 @@ TRAIN_SCHEMA = pa.schema(
 )
 
 
+# A product with a partner for the catalog objective (one of its lexical neighbours, or itself
+# when it has none): both products' encoder inputs, the partner's under PARTNER-prefixed names.
+PARTNER = "partner_"
+CATALOG_PAIR_SCHEMA = pa.schema(
+    [*PRODUCT_SCHEMA, *(field.with_name(PARTNER + field.name) for field in PRODUCT_SCHEMA)]
+)
+
+
+def partners_of(pairs: pa.Table) -> pa.Table:
+    """The partners of CATALOG_PAIR_SCHEMA rows, as PRODUCT_SCHEMA rows."""
+    return pa.Table.from_arrays(
+        [pairs.column(PARTNER + name) for name in PRODUCT_SCHEMA.names], schema=PRODUCT_SCHEMA
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class PrepareConfig:
     """`itemsage prepare-training`'s options (docs/model.md)."""
 
     catalog: str
-    engagements: str
+    engagements: str | None
     out: str
     mapping: ColumnMapping | None = None
     vocab: VocabConfig = VocabConfig()
@@ -77,6 +94,9 @@ class PrepareConfig:
     query_dim: int = DEFAULT_QUERY_DIM
     shards: int = 0  # 0: as many as the session's default parallelism
     seed: int = 0
+    neighbours: int = 0  # lexical neighbours per product for the catalog objective (0: none)
+    neighbour_max_df: int = 1000  # terms in more products make no pairs (docs/training.md)
+    pairs_per_product: int = 2  # catalog pairs written per product, each a random neighbour
 
 
 def product_rows(batch: pa.Table | pa.RecordBatch, vocab: Vocabulary, image_dim: int) -> pa.Table:

@@ -1,13 +1,12 @@
-"""The engagement objective over prepared data streamed from its shards (training/streaming.py):
-the same mixed-negative loss and logQ correction as trainer.EngagementObjective, with positives
-from the stream and random negatives from a bounded pool, so that memory does not grow with the
-catalog or the log. It plugs into the trainer's one training loop (trainer.train_objectives)."""
+"""The two objectives over prepared data streamed from its shards (training/streaming.py), with
+the losses of their in-memory twins (trainer.EngagementObjective, trainer.CatalogObjective):
+positives (or catalog pairs) from the stream, random negatives from a bounded pool, so that
+memory does not grow with the catalog or the log. They plug into the trainer's one training loop
+(trainer.train_objectives)."""
 
 from __future__ import annotations
 
-import itertools
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,21 +14,26 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
+from itemsage_core.contracts.catalog_contract import PRODUCT_ID
 from itemsage_core.errors import ItemSageError
 from itemsage_core.model.encoder import ItemSageEncoder
 from itemsage_core.model.inference import autocast
-from itemsage_core.model.losses import LossParts, mixed_negative_loss
+from itemsage_core.model.losses import LossParts, mixed_negative_loss, symmetric_pair_loss
+from itemsage_core.training.catalog_views import view_pairs
 from itemsage_core.training.config import StreamConfig, TrainConfig
-from itemsage_core.training.prepared_data import QUERY, read_prepared_manifest, task_count_vector
+from itemsage_core.training.prepared_data import (
+    QUERY,
+    partners_of,
+    read_prepared_manifest,
+    task_count_vector,
+)
 from itemsage_core.training.streaming import (
+    ShardStream,
     features_of,
     log_q,
     negative_pool,
-    row_groups,
     shard_files,
-    shuffled_batches,
     task_acceptance,
-    thinned,
 )
 from itemsage_core.training.training_examples import TASKS, task_probabilities
 
@@ -42,7 +46,42 @@ def product_keys(product_ids: pa.Array | pa.ChunkedArray) -> torch.Tensor:
     return torch.from_numpy(pd.util.hash_array(ids, hash_key=_ID_KEY).view(np.int64))
 
 
-class StreamedEngagementObjective:
+class _Streamed:
+    """What both streamed objectives share: the manifest, the pool of random negatives (seeded
+    by process), the stream of batches and its position."""
+
+    def __init__(self, data_dir, config: TrainConfig, dev, stream: StreamConfig, rank: int):
+        self.manifest = read_prepared_manifest(data_dir)
+        self.image_dim = self.manifest["options"]["image_dim"]
+        self.config, self.dev, self.data_dir = config, dev, Path(data_dir)
+        self.pool = negative_pool(
+            shard_files(self.data_dir / "products"),
+            self.manifest["counts"]["valid_products"],
+            stream.negatives,
+            np.random.default_rng([config.seed, rank]),
+        )
+        self.pool_keys = product_keys(self.pool.column(PRODUCT_ID))
+        self.stream: ShardStream
+
+    def negatives(self, rng: np.random.Generator) -> tuple[pa.Table, torch.Tensor]:
+        """`random_negatives` rows of the pool and their keys."""
+        picks = rng.integers(self.pool.num_rows, size=self.config.random_negatives)
+        return self.pool.take(picks), self.pool_keys[torch.from_numpy(picks)].to(self.dev)
+
+    def __len__(self) -> int:
+        return self.examples
+
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.examples / self.batch)
+
+    def position(self) -> dict:
+        return self.stream.position()
+
+    def restore(self, position: dict) -> None:
+        self.stream.restore(position)
+
+
+class StreamedEngagementObjective(_Streamed):
     """Engagement pairs streamed from `data_dir` (process `rank` of `world` reads its shards)."""
 
     name = "engagements"
@@ -56,9 +95,8 @@ class StreamedEngagementObjective:
         rank: int = 0,
         world: int = 1,
     ):
-        manifest = read_prepared_manifest(data_dir)
-        self.image_dim = manifest["options"]["image_dim"]
-        counts = task_count_vector(manifest["counts"]["train_task_counts"])
+        super().__init__(data_dir, config, dev, stream, rank)
+        counts = task_count_vector(self.manifest["counts"].get("train_task_counts", {}))
         counts[[TASKS.index(t) for t in TASKS if t not in config.tasks]] = 0
         if not counts.sum():
             raise ItemSageError(f"no training examples for tasks {', '.join(config.tasks)}")
@@ -70,44 +108,14 @@ class StreamedEngagementObjective:
         # processes; a pass over the shards keeps fewer (thinning), so an epoch spans passes.
         self.examples = math.ceil(int(counts.sum()) / world)
         self.kept = int(round(float((counts * acceptance).sum()) / world))
-        self.config, self.dev, self.data_dir = config, dev, Path(data_dir)
         self.batch = min(config.batch_size, max(1, self.examples))
-        self.pool = negative_pool(
-            shard_files(self.data_dir / "products"),
-            manifest["counts"]["valid_products"],
-            stream.negatives,
-            self.image_dim,
-            np.random.default_rng([config.seed, rank]),
+        self.stream = ShardStream(
+            shard_files(self.data_dir / "train", rank, world),
+            self.batch,
+            stream.shuffle_buffer,
+            [config.seed, rank],
+            acceptance,
         )
-        self.pool_keys = product_keys(self.pool.product_ids)
-        self._files = shard_files(self.data_dir / "train", rank, world)
-        self._acceptance, self._stream, self._rank = acceptance, stream, rank
-        self._epoch, self._served = 0, 0
-        self._batches = self._epochs()
-
-    def _epochs(self) -> Iterator[pa.Table]:
-        """Batches, pass after pass; pass e is drawn with its own RNG (seed, rank, e), so that a
-        resumed run (`restore`) redraws it and skips the batches already served."""
-        skip = self._served
-        while True:
-            rng = np.random.default_rng([self.config.seed, self._rank, self._epoch])
-            rows = thinned(row_groups(self._files, rng), self._acceptance, rng)
-            batches = shuffled_batches(rows, self.batch, self._stream.shuffle_buffer, rng)
-            for batch in itertools.islice(batches, skip, None):
-                self._served += 1
-                yield batch
-            self._epoch, self._served, skip = self._epoch + 1, 0, 0
-
-    def position(self) -> dict:
-        """Where the stream is: the pass and the batches of it served."""
-        return {"epoch": self._epoch, "batches": self._served}
-
-    def restore(self, position: dict) -> None:
-        self._epoch, self._served = position["epoch"], position["batches"]
-        self._batches = self._epochs()
-
-    def __len__(self) -> int:
-        return self.examples
 
     def describe(self) -> str:
         return (
@@ -115,25 +123,94 @@ class StreamedEngagementObjective:
             f"(task mixing keeps about {self.kept} of a pass over the shards)"
         )
 
-    def steps_per_epoch(self) -> int:
-        return math.ceil(self.examples / self.batch)
-
     def loss(self, model: ItemSageEncoder, rng: np.random.Generator) -> LossParts:
-        rows, dev = next(self._batches), self.dev
-        positives = features_of(rows, self.image_dim)
-        picks = rng.integers(len(self.pool), size=self.config.random_negatives)
+        rows, dev = next(self.stream), self.dev
+        negatives, negative_keys = self.negatives(rng)
+        inputs = features_of(
+            pa.concat_tables([rows.select(negatives.column_names), negatives]), self.image_dim
+        )
         queries = np.array(rows.column(QUERY).combine_chunks().flatten(), np.float32)
         with autocast(dev, self.config.precision):
-            vectors = model(positives.batch().to(dev)).float()
-            negatives = model(self.pool.batch(picks).to(dev)).float()
-        keys = product_keys(positives.product_ids).to(dev)
+            vectors = model(inputs.batch().to(dev)).float()
+        keys = product_keys(rows.column(PRODUCT_ID)).to(dev)
         correction = log_q(rows.column("task_counts"), self.probabilities)
         return mixed_negative_loss(
             torch.from_numpy(queries.reshape(rows.num_rows, -1)).to(dev),
-            vectors,
+            vectors[: rows.num_rows],
             keys,
             torch.from_numpy(correction).to(dev),
-            negatives,
-            self.pool_keys[torch.from_numpy(picks)].to(dev),
+            vectors[rows.num_rows :],
+            negative_keys,
+            model.temperature,
+        )
+
+
+class StreamedCatalogObjective(_Streamed):
+    """The catalog objective streamed from `data_dir`: its catalog pairs (a product and one of
+    its lexical neighbours, prepared with --neighbours), or its products alone (each paired
+    with itself); process `rank` of `world` reads its shards."""
+
+    name = "catalog"
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        config: TrainConfig,
+        dev: torch.device,
+        stream: StreamConfig = StreamConfig(),
+        rank: int = 0,
+        world: int = 1,
+    ):
+        super().__init__(data_dir, config, dev, stream, rank)
+        self.paired = bool(self.manifest["options"]["neighbours"])
+        if config.neighbours and not self.paired:
+            raise ItemSageError(
+                f"the catalog objective pairs products with lexical neighbours, and {data_dir} "
+                "was prepared without them: prepare with --neighbours K, or train with "
+                "--neighbours 0"
+            )
+        # An epoch is as many products as the catalog holds, as in memory.
+        self.examples = math.ceil(self.manifest["counts"]["valid_products"] / world)
+        self.batch = min(config.batch_size, max(2, self.examples))
+        directory = "catalog_pairs" if self.paired and config.neighbours else "products"
+        self.stream = ShardStream(
+            shard_files(self.data_dir / directory, rank, world),
+            self.batch,
+            stream.shuffle_buffer,
+            [config.seed, rank, 1],
+        )
+
+    def describe(self) -> str:
+        partner = (
+            f"{self.config.neighbour_share:.0%} of them paired with a lexical neighbour"
+            if self.paired and self.config.neighbours
+            else "two views of each"
+        )
+        return (
+            f"{self.examples} catalog products an epoch ({partner}), streamed from {self.data_dir}"
+        )
+
+    def loss(self, model: ItemSageEncoder, rng: np.random.Generator) -> LossParts:
+        rows, dev = next(self.stream), self.dev
+        b = rows.num_rows
+        picks = rows.select(self.pool.column_names)
+        if self.paired and self.config.neighbours:
+            swap = rng.random(b) < self.config.neighbour_share
+            both = pa.concat_tables([picks, partners_of(rows)])
+            partners = both.take(np.where(swap, np.arange(b) + b, np.arange(b)))
+        else:
+            swap, partners = np.zeros(b, bool), picks
+        negatives, negative_keys = self.negatives(rng)
+        inputs = features_of(pa.concat_tables([picks, partners, negatives]), self.image_dim)
+        viewed = view_pairs(inputs.batch(), b, rng, self.config.views, same=~swap).to(dev)
+        with autocast(dev, self.config.precision):
+            vectors = model(viewed).float()
+        return symmetric_pair_loss(
+            vectors[:b],
+            vectors[b : 2 * b],
+            product_keys(picks.column(PRODUCT_ID)).to(dev),
+            product_keys(partners.column(PRODUCT_ID)).to(dev),
+            vectors[2 * b :],
+            negative_keys,
             model.temperature,
         )

@@ -13,6 +13,7 @@ not repeated within an epoch, its examples are simply kept while the frequent ta
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -88,10 +89,10 @@ def _draw(buffer: pa.Table, size: int, rng: np.random.Generator) -> tuple[pa.Tab
 
 
 def negative_pool(
-    files: list[Path], products: int, size: int, image_dim: int, rng: np.random.Generator
-) -> ProductFeatures:
-    """About `size` products (at most `size`) sampled uniformly from the product shards, which
-    hold `products` products in all: each kept with probability size / products."""
+    files: list[Path], products: int, size: int, rng: np.random.Generator
+) -> pa.Table:
+    """About `size` product rows (at most `size`) sampled uniformly from the product shards,
+    which hold `products` products in all: each kept with probability size / products."""
     keep = min(1.0, size / max(products, 1))
     parts, held = [], 0
     for table in row_groups(files, rng):
@@ -102,7 +103,51 @@ def negative_pool(
             break
     if not held:
         raise ItemSageError("the product shards hold no product to draw negatives from")
-    return features_of(pa.concat_tables(parts), image_dim)
+    return pa.concat_tables(parts).combine_chunks()
+
+
+class ShardStream:
+    """Batches of rows from `files`, pass after pass, each pass drawn with its own RNG (`seed`
+    and the pass number): files and row groups in a random order, rows kept with their task's
+    `acceptance` when given (thinning), shuffled in a bounded buffer. A resumed run (`restore`)
+    redraws the pass it stopped in and skips the batches already served."""
+
+    def __init__(
+        self,
+        files: list[Path],
+        batch: int,
+        buffer: int,
+        seed: list[int],
+        acceptance: np.ndarray | None = None,
+    ):
+        self.files, self.batch, self.buffer, self.seed = files, batch, buffer, seed
+        self.acceptance = acceptance
+        self.restore({"epoch": 0, "batches": 0})
+
+    def _passes(self) -> Iterator[pa.Table]:
+        skip = self._served
+        while True:
+            rng = np.random.default_rng([*self.seed, self._epoch])
+            rows = row_groups(self.files, rng)
+            if self.acceptance is not None:
+                rows = thinned(rows, self.acceptance, rng)
+            for batch in itertools.islice(
+                shuffled_batches(rows, self.batch, self.buffer, rng), skip, None
+            ):
+                self._served += 1
+                yield batch
+            self._epoch, self._served, skip = self._epoch + 1, 0, 0
+
+    def __next__(self) -> pa.Table:
+        return next(self._batches)
+
+    def position(self) -> dict:
+        """Where the stream is: the pass and the batches of it served."""
+        return {"epoch": self._epoch, "batches": self._served}
+
+    def restore(self, position: dict) -> None:
+        self._epoch, self._served = position["epoch"], position["batches"]
+        self._batches = self._passes()
 
 
 def features_of(rows: pa.Table, image_dim: int) -> ProductFeatures:

@@ -46,7 +46,7 @@ from itemsage_core.features.vocabulary import VocabConfig, Vocabulary, build_voc
 from itemsage_core.model.config import ModelConfig
 from itemsage_core.model.encoder import ItemSageEncoder
 from itemsage_core.model.inference import autocast, pick_device
-from itemsage_core.model.losses import LossParts, mixed_negative_loss
+from itemsage_core.model.losses import LossParts, mixed_negative_loss, symmetric_pair_loss
 from itemsage_core.training.catalog_views import view_pairs
 from itemsage_core.training.config import LoopConfig, TrainConfig
 from itemsage_core.training.train_state import TrainState, latest_train_state, save_train_state
@@ -282,31 +282,15 @@ class CatalogObjective:
         with autocast(dev, self.config.precision):
             vectors = model(inputs).float()
         first, second, others = vectors[:b], vectors[b : 2 * b], vectors[2 * b :]
-        other_ids = torch.from_numpy(negatives).to(dev)
-        uniform = torch.zeros(b, device=dev)  # uniform sampling: no logQ correction
         # Each way round, negatives that are the positive's own product are masked.
-        one = mixed_negative_loss(
+        return symmetric_pair_loss(
             first,
             second,
-            torch.from_numpy(partners).to(dev),
-            uniform,
-            others,
-            other_ids,
-            model.temperature,
-        )
-        two = mixed_negative_loss(
-            second,
-            first,
             torch.from_numpy(picks).to(dev),
-            uniform,
+            torch.from_numpy(partners).to(dev),
             others,
-            other_ids,
+            torch.from_numpy(negatives).to(dev),
             model.temperature,
-        )
-        return LossParts(
-            total=(one.total + two.total) / 2,
-            in_batch=(one.in_batch + two.in_batch) / 2,
-            random=(one.random + two.random) / 2,
         )
 
 
