@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from itemsage_cli.config_defaults import default
 from itemsage_cli.group import (
@@ -341,7 +342,14 @@ def train_command(
     run = dataclasses.replace(run, loop=loop)
     from jobs.spark_session import under_spark_submit
 
-    if num_processes or master or under_spark_submit():
+    spark_only = ("prepared", "shuffle_buffer", "negative_pool", "neighbour_max_df", "conf")
+    on_spark = bool(num_processes or master or under_spark_submit())
+    context = click.get_current_context()
+    for name in spark_only:
+        if not on_spark and context.get_parameter_source(name) == ParameterSource.COMMANDLINE:
+            flag = "--" + name.replace("_", "-")
+            raise click.UsageError(f"{flag} is for training on Spark: add --num-processes N")
+    if on_spark:
         stream = StreamConfig(shuffle_buffer=shuffle_buffer, negatives=negative_pool)
         data_dir = prepared or str(out.with_name(f"{out.name}.prepared"))
         version, evaluation, summary = _train_on_spark(
@@ -380,7 +388,11 @@ def _train_on_spark(
     from itemsage_cli.stages import progress
     from itemsage_core.training.data_parallel import PreparedRun
     from itemsage_core.training.model_runs import checkpoint_settings
-    from itemsage_core.training.prepared_data import MANIFEST
+    from itemsage_core.training.prepared_data import (
+        MANIFEST,
+        changed_preparation,
+        read_prepared_manifest,
+    )
     from jobs.distributed_training import train_on_spark
     from jobs.spark_session import get_spark, parse_conf
 
@@ -406,6 +418,12 @@ def _train_on_spark(
         neighbour_max_df=neighbour_max_df,
     )
     if run.loop.resume and (Path(data_dir) / MANIFEST).is_file():
+        changed = changed_preparation(read_prepared_manifest(data_dir), prepare)
+        if changed:
+            raise click.UsageError(
+                f"--resume goes on with the data prepared in {data_dir}, which other options "
+                f"made ({', '.join(changed)} differ): resume with the run's own options"
+            )
         prepare = None  # the killed run's data: its stream positions refer to these files
     else:
         preflight.catalog_path(run.catalog, prepare.mapping)
@@ -531,8 +549,10 @@ def evaluate_command(
     from itemsage_cli.stages import progress
     from itemsage_core.training.model_runs import evaluate_model, evaluate_prepared_model
 
-    if prepared and (catalog or engagements):
-        raise click.UsageError("give --prepared, or --catalog and --engagements, not both")
+    if prepared and (catalog or engagements or mapping):
+        raise click.UsageError(
+            "give --prepared, or --catalog and --engagements (and --mapping), not both"
+        )
     if prepared:
         version, result = evaluate_prepared_model(
             Path(model_dir), prepared, index_size=index_size, k=k, progress=progress

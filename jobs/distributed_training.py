@@ -5,6 +5,7 @@ CPU executors, nccl on GPU ones), each streaming its shards (training/data_paral
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -57,6 +58,7 @@ def train_on_spark(
     each stage and the driver's peak memory."""
     gpus = bool(spark.sparkContext.getConf().get(GPU_AMOUNT))
     use_gpu = run.device.startswith("cuda") or (run.device == "auto" and gpus)
+    run = dataclasses.replace(run, device="cuda" if use_gpu else "cpu")  # not each executor's
     local = spark.sparkContext.master.startswith("local")
     check_slots(spark, processes, use_gpu, wait_s=0 if local else 60)
     stages = {}

@@ -6,6 +6,9 @@ products are compared through the terms they share: a term held by df products m
 pairs, so terms held by more than `max_df` products (the commonest words, with the lowest
 weights) make none. Their weight still counts in each product's norm. With `max_df` at or above
 the catalog size the result is exact; docs/training.md gives the measured effect of the cap.
+Unlike the in-process `lexical_neighbours`, which always gives k (padding with products of
+score 0, ties by row order, float32 scores), a product here gets only neighbours with a positive
+score, ties broken by id, scores in float64.
 """
 
 from __future__ import annotations
@@ -28,9 +31,10 @@ def unit_tfidf(products: DataFrame, n: int) -> DataFrame:
     terms = products.select(PRODUCT_ID, *TEXT_FEATURES).mapInArrow(
         count, from_arrow_schema(TERM_COUNTS_SCHEMA)
     )
-    df = terms.groupBy("term").agg(F.count("*").alias("df"))
+    # windows, not a join: the terms are analysed once
+    counted = terms.withColumn("df", F.count("*").over(Window.partitionBy("term")))
     idf = F.log(F.lit(1.0 + n) / (1.0 + F.col("df"))) + 1.0
-    weighted = terms.join(df, "term").withColumn("w", (1.0 + F.log("tf")) * idf)
+    weighted = counted.withColumn("w", (1.0 + F.log("tf")) * idf)
     norm = F.sqrt(F.sum(F.col("w") * F.col("w")).over(Window.partitionBy(PRODUCT_ID)))
     return weighted.withColumn("w", F.col("w") / norm).select(PRODUCT_ID, "term", "df", "w")
 

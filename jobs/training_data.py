@@ -199,11 +199,12 @@ def _write_catalog_pairs(
     the row (CATALOG_PAIR_SCHEMA), shuffled; returns their counts."""
     near = lexical_neighbours_on_spark(
         valid, counts["valid_products"], config.neighbours, config.neighbour_max_df
-    )
-    draws = F.explode(F.array_repeat(F.lit(0), config.pairs_per_product)).alias("draw")
+    ).persist(StorageLevel.MEMORY_AND_DISK)
+    draws = F.posexplode(F.array_repeat(F.lit(0), config.pairs_per_product)).alias("draw", "_")
     drawn = encoded.select(PRODUCT_ID).select(PRODUCT_ID, draws).join(near, PRODUCT_ID, "left")
-    pick = F.floor(F.rand(config.seed) * F.size("neighbours")).cast("int")
-    partner = F.coalesce(F.get(F.col("neighbours"), pick), F.col(PRODUCT_ID))
+    # a neighbour drawn by a hash of (product, draw, seed): the same on every run and retry
+    pick = F.pmod(F.xxhash64(PRODUCT_ID, "draw", F.lit(config.seed)), F.size("neighbours"))
+    partner = F.coalesce(F.get(F.col("neighbours"), pick.cast("int")), F.col(PRODUCT_ID))
     pairs = drawn.select(PRODUCT_ID, partner.alias("partner"))
     partner_inputs = encoded.select(
         *(F.col(name).alias(PARTNER + name) for name in PRODUCT_SCHEMA.names)
@@ -219,6 +220,7 @@ def _write_catalog_pairs(
         .agg(F.count("*").alias("with"), F.avg("k").alias("mean"))
         .first()
     )
+    near.unpersist()
     return {
         "catalog_pairs": counts["valid_products"] * config.pairs_per_product,
         "products_with_neighbours": written["with"],

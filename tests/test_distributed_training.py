@@ -141,6 +141,10 @@ def test_a_killed_distributed_run_resumes(small_world_dir, tmp_path):
         time.sleep(0.5)
     assert not processes_of(str(tmp_path))
 
+    other = subprocess.run(
+        [*command, "--resume", "--holdout-fraction", "0.2"], capture_output=True, text=True
+    )
+    assert other.returncode == 2 and "holdout_fraction differ" in other.stderr
     done = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     output = done.stdout + done.stderr

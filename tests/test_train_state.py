@@ -68,6 +68,41 @@ def test_a_damaged_state_is_passed_over_and_another_runs_state_refused(data, tmp
         train(data, tiny(data), other, device="cpu", loop=resume)
 
 
+def test_a_run_that_does_not_resume_clears_earlier_states(data, tmp_path):
+    loop = LoopConfig(checkpoint_every=5, state_dir=tmp_path / "state", max_steps=12)
+    train(data, tiny(data), CONFIG, device="cpu", loop=loop)
+    assert sorted(p.name for p in loop.state_dir.iterdir()) == ["step-00000005", "step-00000010"]
+    shorter = dataclasses.replace(loop, max_steps=7)
+    train(data, tiny(data), CONFIG, device="cpu", loop=shorter)
+    assert sorted(p.name for p in loop.state_dir.iterdir()) == ["step-00000005"]
+    _, history = train(
+        data, tiny(data), CONFIG, device="cpu", loop=dataclasses.replace(shorter, resume=True)
+    )
+    assert history["resumed_from_step"] == 5
+
+
+def test_streaming_options_need_a_run_on_spark(small_world_dir, tmp_path):
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "itemsage_cli.main",
+            "train",
+            "--catalog",
+            str(small_world_dir / "catalog"),
+            "--out",
+            str(tmp_path / "m"),
+            "--shuffle-buffer",
+            "100",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert "--shuffle-buffer is for training on Spark: add --num-processes N" in done.stderr
+
+
 def test_no_state_to_resume_from_starts_afresh(data, tmp_path):
     loop = LoopConfig(max_steps=3, state_dir=tmp_path / "none", resume=True)
     lines = []

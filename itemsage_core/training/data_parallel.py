@@ -65,9 +65,11 @@ def streamed_objectives(run: PreparedRun, dev: torch.device, rank: int, world: i
     args = (run.data_dir, run.train, dev, run.stream, rank, world)
     if not run.engagements:
         return [(1.0, StreamedCatalogObjective(*args))]
-    pairs = [(1.0, StreamedEngagementObjective(*args))]
+    engagements = StreamedEngagementObjective(*args)
+    pairs = [(1.0, engagements)]
     if run.train.catalog_task_weight > 0:
-        pairs.append((run.train.catalog_task_weight, StreamedCatalogObjective(*args)))
+        pool = (engagements.pool, engagements.pool_keys)  # one pool of negatives per process
+        pairs.append((run.train.catalog_task_weight, StreamedCatalogObjective(*args, pool)))
     return pairs
 
 
@@ -116,7 +118,11 @@ def train_process(run: PreparedRun, progress: Progress | None = None) -> dict | 
             image_dim=manifest["options"]["image_dim"],
             **dict(run.model_options),
         )
-        fingerprint = {"model": model_config.to_dict(), "data": manifest["files"]}
+        fingerprint = {
+            "model": model_config.to_dict(),
+            "data": manifest["files"],
+            "stream": dataclasses.asdict(run.stream),
+        }
         model, history = train_objectives(
             streamed_objectives(run, dev, rank, world),
             model_config,

@@ -20,12 +20,19 @@ import pyarrow.parquet as pq
 import torch
 
 from itemsage_core.contracts.catalog_contract import PRODUCT_ID
+from itemsage_core.errors import ItemSageError
 from itemsage_core.features.product_features import ProductFeatures
 from itemsage_core.model.encoder import ItemSageEncoder
 from itemsage_core.model.inference import embed_features
 from itemsage_core.training.config import HELDOUT_INDEX_SIZE, RECALL_K
 from itemsage_core.training.prepared_data import QUERY, TASK, read_prepared_manifest
-from itemsage_core.training.streaming import features_of, row_groups, shard_files
+from itemsage_core.training.streaming import (
+    EVALUATION,
+    features_of,
+    row_groups,
+    shard_files,
+    tagged_rng,
+)
 from itemsage_core.training.training_examples import TASKS, Examples
 
 QUERY_CHUNK = 2048
@@ -117,25 +124,36 @@ def evaluate_prepared(
     device=torch.device("cpu"),
 ) -> Evaluation:
     """`evaluate`'s protocol on prepared data (`itemsage prepare-training`): the held-out
-    examples against the product shards, read row group by row group. Above `index_size`
-    products the index is a random sample (each product kept with probability index_size / n,
-    seed 0) plus every engaged product, so memory is bounded by the index, not the catalog."""
+    examples against the product shards, both read row group by row group. Above `index_size`
+    products the index is a random sample (each product kept with probability index_size / n)
+    plus every engaged product, so memory is bounded by the index, not by the catalog or the
+    log."""
     data_dir = Path(data_dir)
     manifest = read_prepared_manifest(data_dir)
     products, image_dim = manifest["counts"]["valid_products"], manifest["options"]["image_dim"]
-    heldout = pq.read_table(shard_files(data_dir / "heldout"))
-    engaged = pc.unique(heldout.column(PRODUCT_ID))
-    keep, rng = min(1.0, index_size / max(products, 1)), np.random.default_rng(0)
+    heldout = shard_files(data_dir / "heldout")
+    engaged = pc.unique(pq.read_table(heldout, columns=[PRODUCT_ID]).column(PRODUCT_ID))
+    keep, rng = min(1.0, index_size / max(products, 1)), tagged_rng(0, EVALUATION)
     ids, vectors = [], []
-    for rows in row_groups(shard_files(data_dir / "products"), np.random.default_rng(0)):
+    for rows in row_groups(shard_files(data_dir / "products"), rng):
         chosen = rng.random(rows.num_rows) < keep
         if keep < 1:
             chosen |= pc.is_in(rows.column(PRODUCT_ID), engaged).to_numpy()
         rows = rows.filter(pa.array(chosen))
         ids.append(rows.column(PRODUCT_ID).to_numpy(zero_copy_only=False))
         vectors.append(embed_features(model, features_of(rows, image_dim), device=device))
-    index_ids = pd.Index(np.concatenate(ids))
-    queries = np.array(heldout.column(QUERY).combine_chunks().flatten(), np.float32)
-    positive_rows = index_ids.get_indexer(heldout.column(PRODUCT_ID).to_numpy(zero_copy_only=False))
-    hit = ranks(queries.reshape(heldout.num_rows, -1), np.concatenate(vectors), positive_rows) <= k
-    return _recall(hit, heldout.column(TASK).to_numpy(), k, len(index_ids))
+    index_ids, index = pd.Index(np.concatenate(ids)), np.concatenate(vectors)
+    hits, tasks = [], []
+    for path in heldout:
+        examples = pq.ParquetFile(path)
+        for group in range(examples.num_row_groups):
+            rows = examples.read_row_group(group)
+            positive_rows = index_ids.get_indexer(rows.column(PRODUCT_ID).to_numpy(False))
+            if (positive_rows < 0).any():
+                raise ItemSageError(f"{path} engages a product that {data_dir} does not hold")
+            queries = np.array(rows.column(QUERY).combine_chunks().flatten(), np.float32)
+            queries = queries.reshape(rows.num_rows, -1)
+            hits.append(ranks(queries, index, positive_rows) <= k)
+            tasks.append(rows.column(TASK).to_numpy())
+    hit, task = np.concatenate([np.zeros(0, bool), *hits]), np.concatenate([[], *tasks])
+    return _recall(hit, task, k, len(index_ids))

@@ -164,8 +164,23 @@ FORMAT = "itemsage-training-data/1"
 MANIFEST = "manifest.json"
 
 
+def preparation(config: PrepareConfig) -> dict:
+    """What a manifest records of the options that made the data (all but `out`), as JSON."""
+    options = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("mapping", "out")}
+    return json.loads(json.dumps({"options": options, "mapping": repr(config.mapping)}))
+
+
+def changed_preparation(manifest: dict, config: PrepareConfig) -> list[str]:
+    """The options of `config` that differ from those that prepared `manifest`'s data."""
+    now = preparation(config)
+    then = {"options": manifest.get("options", {}), "mapping": manifest.get("mapping")}
+    keys = {*now["options"], *then["options"]}
+    changed = [k for k in sorted(keys) if now["options"].get(k) != then["options"].get(k)]
+    return changed + (["mapping"] if now["mapping"] != then["mapping"] else [])
+
+
 def write_prepared_manifest(
-    directory: Path, config: object, vocab: Vocabulary, counts: dict, seconds: float
+    directory: Path, config: PrepareConfig, vocab: Vocabulary, counts: dict, seconds: float
 ) -> dict:
     """Write `directory`'s manifest.json last: the format, the options, the counts, and every
     data file with its size and SHA-256; returns it."""
@@ -179,12 +194,7 @@ def write_prepared_manifest(
     ]
     manifest = {
         "format": FORMAT,
-        "options": {
-            k: (dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v)
-            for k, v in dataclasses.asdict(config).items()
-            if k not in ("mapping", "out")
-        },
-        "mapping": repr(getattr(config, "mapping", None)),
+        **preparation(config),
         "vocab_tokens": vocab.size,
         "counts": counts,
         "files": files,

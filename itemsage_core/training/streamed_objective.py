@@ -28,11 +28,15 @@ from itemsage_core.training.prepared_data import (
     task_count_vector,
 )
 from itemsage_core.training.streaming import (
+    CATALOG_PASSES,
+    ENGAGEMENT_PASSES,
+    NEGATIVE_POOL,
     ShardStream,
     features_of,
     log_q,
     negative_pool,
     shard_files,
+    tagged_rng,
     task_acceptance,
 )
 from itemsage_core.training.training_examples import TASKS, task_probabilities
@@ -47,20 +51,30 @@ def product_keys(product_ids: pa.Array | pa.ChunkedArray) -> torch.Tensor:
 
 
 class _Streamed:
-    """What both streamed objectives share: the manifest, the pool of random negatives (seeded
-    by process), the stream of batches and its position."""
+    """What both streamed objectives share: the manifest, the pool of random negatives (drawn
+    once per process: `pool` passes another objective's), the stream of batches."""
 
-    def __init__(self, data_dir, config: TrainConfig, dev, stream: StreamConfig, rank: int):
+    def __init__(
+        self,
+        data_dir,
+        config: TrainConfig,
+        dev,
+        stream: StreamConfig,
+        rank: int,
+        pool: tuple[pa.Table, torch.Tensor] | None,
+    ):
         self.manifest = read_prepared_manifest(data_dir)
         self.image_dim = self.manifest["options"]["image_dim"]
         self.config, self.dev, self.data_dir = config, dev, Path(data_dir)
-        self.pool = negative_pool(
-            shard_files(self.data_dir / "products"),
-            self.manifest["counts"]["valid_products"],
-            stream.negatives,
-            np.random.default_rng([config.seed, rank]),
-        )
-        self.pool_keys = product_keys(self.pool.column(PRODUCT_ID))
+        if pool is None:
+            rows = negative_pool(
+                shard_files(self.data_dir / "products"),
+                self.manifest["counts"]["valid_products"],
+                stream.negatives,
+                tagged_rng(config.seed, NEGATIVE_POOL, rank),
+            )
+            pool = rows, product_keys(rows.column(PRODUCT_ID))
+        self.pool, self.pool_keys = pool
         self.stream: ShardStream
 
     def negatives(self, rng: np.random.Generator) -> tuple[pa.Table, torch.Tensor]:
@@ -94,8 +108,9 @@ class StreamedEngagementObjective(_Streamed):
         stream: StreamConfig = StreamConfig(),
         rank: int = 0,
         world: int = 1,
+        pool: tuple[pa.Table, torch.Tensor] | None = None,
     ):
-        super().__init__(data_dir, config, dev, stream, rank)
+        super().__init__(data_dir, config, dev, stream, rank, pool)
         counts = task_count_vector(self.manifest["counts"].get("train_task_counts", {}))
         counts[[TASKS.index(t) for t in TASKS if t not in config.tasks]] = 0
         if not counts.sum():
@@ -113,7 +128,7 @@ class StreamedEngagementObjective(_Streamed):
             shard_files(self.data_dir / "train", rank, world),
             self.batch,
             stream.shuffle_buffer,
-            [config.seed, rank],
+            (config.seed, ENGAGEMENT_PASSES, rank),
             acceptance,
         )
 
@@ -160,9 +175,10 @@ class StreamedCatalogObjective(_Streamed):
         stream: StreamConfig = StreamConfig(),
         rank: int = 0,
         world: int = 1,
+        pool: tuple[pa.Table, torch.Tensor] | None = None,
     ):
-        super().__init__(data_dir, config, dev, stream, rank)
-        self.paired = bool(self.manifest["options"]["neighbours"])
+        super().__init__(data_dir, config, dev, stream, rank, pool)
+        self.paired = bool(self.manifest["options"].get("neighbours"))
         if config.neighbours and not self.paired:
             raise ItemSageError(
                 f"the catalog objective pairs products with lexical neighbours, and {data_dir} "
@@ -177,7 +193,7 @@ class StreamedCatalogObjective(_Streamed):
             shard_files(self.data_dir / directory, rank, world),
             self.batch,
             stream.shuffle_buffer,
-            [config.seed, rank, 1],
+            (config.seed, CATALOG_PASSES, rank),
         )
 
     def describe(self) -> str:
@@ -194,22 +210,24 @@ class StreamedCatalogObjective(_Streamed):
         rows, dev = next(self.stream), self.dev
         b = rows.num_rows
         picks = rows.select(self.pool.column_names)
+        partners = picks
         if self.paired and self.config.neighbours:
             swap = rng.random(b) < self.config.neighbour_share
             both = pa.concat_tables([picks, partners_of(rows)])
             partners = both.take(np.where(swap, np.arange(b) + b, np.arange(b)))
-        else:
-            swap, partners = np.zeros(b, bool), picks
         negatives, negative_keys = self.negatives(rng)
         inputs = features_of(pa.concat_tables([picks, partners, negatives]), self.image_dim)
-        viewed = view_pairs(inputs.batch(), b, rng, self.config.views, same=~swap).to(dev)
+        pick_keys = product_keys(picks.column(PRODUCT_ID))
+        partner_keys = product_keys(partners.column(PRODUCT_ID))
+        same = (pick_keys == partner_keys).numpy()  # a product without neighbours: itself
+        viewed = view_pairs(inputs.batch(), b, rng, self.config.views, same=same).to(dev)
         with autocast(dev, self.config.precision):
             vectors = model(viewed).float()
         return symmetric_pair_loss(
             vectors[:b],
             vectors[b : 2 * b],
-            product_keys(picks.column(PRODUCT_ID)).to(dev),
-            product_keys(partners.column(PRODUCT_ID)).to(dev),
+            pick_keys.to(dev),
+            partner_keys.to(dev),
             vectors[2 * b :],
             negative_keys,
             model.temperature,

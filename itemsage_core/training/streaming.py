@@ -1,7 +1,7 @@
 """Training examples streamed from prepared shards (`itemsage prepare-training`) with bounded
 memory: whatever the size of the catalog or the log, a process holds one row group being read,
-a shuffle buffer of at most `shuffle_buffer` examples, and a pool of at most `negatives` random
-products.
+per objective a shuffle buffer of at most `shuffle_buffer` rows, and one pool of at most
+`negatives` random products.
 
 Task mixing when streaming: the in-memory trainer draws example i of task t with probability
 p_t (training_examples.task_probabilities: task t gets a share ~ weight_t * count_t**exponent).
@@ -13,7 +13,6 @@ not repeated within an epoch, its examples are simply kept while the frequent ta
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -28,6 +27,15 @@ from itemsage_core.features.product_features import ProductFeatures
 from itemsage_core.features.vocabulary import FEATURES, TextBags
 from itemsage_core.training.prepared_data import TASK
 from itemsage_core.training.training_examples import TASKS
+
+# Tags of the random streams a training process draws (tagged_rng), so that no two share numbers.
+TRAINER, NEGATIVE_POOL, ENGAGEMENT_PASSES, CATALOG_PASSES, EVALUATION = range(1, 6)
+
+
+def tagged_rng(seed: int, tag: int, rank: int = 0, index: int = 0) -> np.random.Generator:
+    """The random stream `tag` of process `rank` (its `index`-th, e.g. a pass) for a run's seed:
+    distinct for every (tag, rank, index), and never one of default_rng(seed)'s."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(tag, rank, index)))
 
 
 def shard_files(directory: str | Path, rank: int = 0, world: int = 1) -> list[Path]:
@@ -107,17 +115,17 @@ def negative_pool(
 
 
 class ShardStream:
-    """Batches of rows from `files`, pass after pass, each pass drawn with its own RNG (`seed`
-    and the pass number): files and row groups in a random order, rows kept with their task's
-    `acceptance` when given (thinning), shuffled in a bounded buffer. A resumed run (`restore`)
-    redraws the pass it stopped in and skips the batches already served."""
+    """Batches of rows from `files`, pass after pass, pass e drawn with tagged_rng(seed, tag,
+    rank, e): files and row groups in a random order, rows kept with their task's `acceptance`
+    when given (thinning), shuffled in a bounded buffer. A resumed run (`restore`) redraws the
+    pass it stopped in and skips the batches already served (reading them again)."""
 
     def __init__(
         self,
         files: list[Path],
         batch: int,
         buffer: int,
-        seed: list[int],
+        seed: tuple[int, int, int],  # (run seed, tag, rank)
         acceptance: np.ndarray | None = None,
     ):
         self.files, self.batch, self.buffer, self.seed = files, batch, buffer, seed
@@ -127,15 +135,22 @@ class ShardStream:
     def _passes(self) -> Iterator[pa.Table]:
         skip = self._served
         while True:
-            rng = np.random.default_rng([*self.seed, self._epoch])
+            rng = tagged_rng(*self.seed, self._epoch)
             rows = row_groups(self.files, rng)
             if self.acceptance is not None:
                 rows = thinned(rows, self.acceptance, rng)
-            for batch in itertools.islice(
-                shuffled_batches(rows, self.batch, self.buffer, rng), skip, None
-            ):
-                self._served += 1
-                yield batch
+            served = 0
+            for batch in shuffled_batches(rows, self.batch, self.buffer, rng):
+                served += 1
+                if served > skip:
+                    self._served += 1
+                    yield batch
+            if not served:  # or every process of the group would wait for this one forever
+                raise ItemSageError(
+                    f"{len(self.files)} training files of process {self.seed[2]} "
+                    f"({self.files[0].parent if self.files else 'none'}) hold no row to train "
+                    "on: prepare the data again, or train on fewer processes"
+                )
             self._epoch, self._served, skip = self._epoch + 1, 0, 0
 
     def __next__(self) -> pa.Table:

@@ -2,13 +2,14 @@
 resume (`itemsage train --resume`): model weights, optimiser moments, the step, each process's
 random state and stream position, the history so far. JSON and safetensors only, never pickle.
 
-    STATE_DIR/step-00000040/state.safetensors   model.* and optimizer.* tensors, the torch RNG
+    STATE_DIR/step-00000040/state.safetensors   model.* and optimizer.* tensors
     STATE_DIR/step-00000040/state.json          step, run fingerprint, optimiser settings, per
-                                                process RNG and stream positions, history,
-                                                sha256 of state.safetensors
+                                                process RNG states (numpy, torch, CUDA) and
+                                                stream positions, history, sha256 of the tensors
 
 A state is written into a temporary sibling directory and renamed into place, so a kill leaves
-a complete state or none; resuming takes the newest complete one; the KEEP newest are kept.
+a complete state or none; resuming takes the newest complete one; the KEEP newest are kept, and
+a run that does not resume clears the states of earlier runs (`clear_train_states`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -28,7 +30,6 @@ from itemsage_core.storage.files import sha256_file
 
 STATE_JSON, STATE_TENSORS, PREFIX = "state.json", "state.safetensors", "step-"
 KEEP = 2
-RNG = "torch_rng"
 
 
 @dataclasses.dataclass
@@ -38,8 +39,7 @@ class TrainState:
     step: int
     model: dict[str, torch.Tensor]
     optimizer: dict  # a torch optimizer's state_dict
-    torch_rng: torch.Tensor
-    processes: list[dict]  # per rank: numpy RNG state ("rng"), objective "positions"
+    processes: list[dict]  # per rank: RNG states (random_state) and objective "positions"
     history: list[dict]
     fingerprint: dict  # the settings a resumed run must share
 
@@ -51,7 +51,6 @@ def save_train_state(directory: str | Path, state: TrainState) -> Path:
     for index, values in state.optimizer["state"].items():
         for key, value in values.items():
             tensors[f"optimizer.{index}.{key}"] = torch.as_tensor(value).cpu().contiguous()
-    tensors[RNG] = state.torch_rng
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / f"{PREFIX}{state.step:08d}"
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=directory))
@@ -74,6 +73,34 @@ def save_train_state(directory: str | Path, state: TrainState) -> Path:
     for old in _saved(directory)[:-KEEP]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def random_state(rng: np.random.Generator) -> dict:
+    """This process's RNG states as JSON: numpy's `rng`, torch's CPU (and CUDA) generators."""
+    state = {
+        "numpy": rng.bit_generator.state,
+        "torch": torch.get_rng_state().numpy().tobytes().hex(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state().numpy().tobytes().hex()
+    return state
+
+
+def set_random_state(rng: np.random.Generator, state: dict) -> None:
+    """Put back what random_state saved."""
+    rng.bit_generator.state = state["numpy"]
+    torch.set_rng_state(torch.frombuffer(bytearray.fromhex(state["torch"]), dtype=torch.uint8))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(
+            torch.frombuffer(bytearray.fromhex(state["cuda"]), dtype=torch.uint8)
+        )
+
+
+def clear_train_states(directory: str | Path) -> None:
+    """Remove the states an earlier run left in `directory` (a run that does not resume starts
+    its own history there)."""
+    for old in Path(directory).glob(f"{PREFIX}*"):
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _saved(directory: Path) -> list[Path]:
@@ -115,7 +142,6 @@ def _loaded(path: Path, meta: dict) -> TrainState:
         step=meta["step"],
         model=model,
         optimizer={"state": moments, "param_groups": meta["param_groups"]},
-        torch_rng=tensors[RNG],
         processes=meta["processes"],
         history=meta["history"],
         fingerprint=meta["fingerprint"],

@@ -49,7 +49,15 @@ from itemsage_core.model.inference import autocast, pick_device
 from itemsage_core.model.losses import LossParts, mixed_negative_loss, symmetric_pair_loss
 from itemsage_core.training.catalog_views import view_pairs
 from itemsage_core.training.config import LoopConfig, TrainConfig
-from itemsage_core.training.train_state import TrainState, latest_train_state, save_train_state
+from itemsage_core.training.streaming import TRAINER, tagged_rng
+from itemsage_core.training.train_state import (
+    TrainState,
+    clear_train_states,
+    latest_train_state,
+    random_state,
+    save_train_state,
+    set_random_state,
+)
 from itemsage_core.training.training_examples import (
     TASKS,
     Examples,
@@ -392,6 +400,12 @@ def _resumed(
     """The step to start from and the history so far: 0 and none, or those of the newest state
     saved in `loop.state_dir`, loaded into the encoder, optimiser, RNGs and objectives."""
     state = latest_train_state(loop.state_dir, fingerprint) if loop.resume else None
+    steps = set(gathered(state.step if state else None))
+    if len(steps) > 1:  # every process must go on from the same step, or they wait forever
+        raise ItemSageError(
+            f"the training processes found different states in {loop.state_dir} (steps "
+            f"{sorted(steps, key=str)}): --state-dir must be one directory they all share"
+        )
     if state is None:
         if loop.resume:
             _log(progress, f"no saved state in {loop.state_dir}: starting from step 0")
@@ -399,8 +413,7 @@ def _resumed(
     rank, _ = process_group()
     encoder.load_state_dict(state.model)
     optimizer.load_state_dict(state.optimizer)
-    torch.set_rng_state(state.torch_rng)
-    rng.bit_generator.state = state.processes[rank]["rng"]
+    set_random_state(rng, state.processes[rank]["random_state"])
     for (_, objective), position in zip(objectives, state.processes[rank]["positions"]):
         objective.restore(position)
     _log(progress, f"resuming from step {state.step}, saved in {loop.state_dir}")
@@ -418,7 +431,11 @@ def _train(
 ) -> tuple[ItemSageEncoder, dict]:
     rank, world = process_group()
     torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed if world == 1 else [config.seed, rank])
+    rng = (
+        np.random.default_rng(config.seed) if world == 1 else tagged_rng(config.seed, TRAINER, rank)
+    )
+    if loop.state_dir and not loop.resume and rank == 0:
+        clear_train_states(loop.state_dir)
     encoder = ItemSageEncoder(model_config).to(dev).train()
     optimizer = torch.optim.AdamW(
         encoder.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
@@ -509,14 +526,13 @@ def _save_state(
     """Save the run's state after `step` (rank 0 writes it, with every rank's RNG and stream
     positions; the model and optimiser are the same in every rank)."""
     processes = gathered(
-        {"rng": rng.bit_generator.state, "positions": [o.position() for _, o in objectives]}
+        {"random_state": random_state(rng), "positions": [o.position() for _, o in objectives]}
     )
     if process_group()[0] == 0:
         state = TrainState(
             step=step,
             model=encoder.state_dict(),
             optimizer=optimizer.state_dict(),
-            torch_rng=torch.get_rng_state(),
             processes=processes,
             history=history,
             fingerprint=fingerprint,
