@@ -64,6 +64,16 @@ vocab_option = click.option(
 )
 
 
+neighbour_max_df_option = click.option(
+    "--neighbour-max-df",
+    default=default(PrepareConfig, "neighbour_max_df"),
+    show_default=True,
+    type=click.IntRange(min=2),
+    help="Catalog objective on Spark: terms held by more products make no lexical neighbour "
+    "pairs (docs/training.md).",
+)
+
+
 @cli.command("train")
 @catalog_option
 @click.option(
@@ -287,14 +297,7 @@ vocab_option = click.option(
     type=click.IntRange(min=1),
     help="Streaming: random products each process holds to draw negatives from.",
 )
-@click.option(
-    "--neighbour-max-df",
-    default=default(PrepareConfig, "neighbour_max_df"),
-    show_default=True,
-    type=click.IntRange(min=2),
-    help="On Spark, catalog objective: terms held by more products make no neighbour pairs "
-    "(lexical neighbours found through shared terms; docs/training.md).",
-)
+@neighbour_max_df_option
 @click.option(
     "--summary-json",
     type=click.Path(dir_okay=False),
@@ -690,13 +693,7 @@ def _vocab_config(sizes: str) -> VocabConfig:
     help="Catalog objective: find each product's K nearest lexical neighbours and write "
     "catalog pairs (0: none).",
 )
-@click.option(
-    "--neighbour-max-df",
-    default=default(PrepareConfig, "neighbour_max_df"),
-    show_default=True,
-    type=click.IntRange(min=2),
-    help="Terms held by more products make no neighbour pairs (docs/training.md).",
-)
+@neighbour_max_df_option
 @click.option(
     "--pairs-per-product",
     default=default(PrepareConfig, "pairs_per_product"),

@@ -120,3 +120,36 @@ def s3_endpoint():
     finally:
         server.terminate()
         server.wait()
+
+
+@pytest.fixture(scope="session")
+def tiny_train_args():
+    """`itemsage train`'s arguments for a tiny model (d_model 32) of a world directory (its
+    catalog/, and engagements/ unless engagements=False), a summary written beside `out`."""
+
+    def args(world: Path, out: Path, *extra: str, engagements: bool = True) -> list[str]:
+        log = ["--engagements", str(world / "engagements")] if engagements else []
+        return [
+            "--catalog",
+            str(world / "catalog"),
+            *log,
+            "--out",
+            str(out),
+            "--batch-size",
+            "32",
+            "--random-negatives",
+            "16",
+            "--d-model",
+            "32",
+            "--ffn-dim",
+            "64",
+            "--hash-buckets",
+            "2000",
+            "--vocab",
+            "2000,2000,500",
+            "--summary-json",
+            str(out.with_name("summary.json")),
+            *extra,
+        ]
+
+    return args

@@ -20,35 +20,12 @@ from itemsage_core.model.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.spark
 
-TINY = ["--d-model", "32", "--ffn-dim", "64", "--hash-buckets", "2000", "--vocab", "2000,2000,500"]
-
-
-def train_command(world: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "itemsage_cli.main",
-        "train",
-        "--catalog",
-        str(world / "catalog"),
-        "--engagements",
-        str(world / "engagements"),
-        "--out",
-        str(out),
-        "--batch-size",
-        "32",
-        "--random-negatives",
-        "16",
-        "--summary-json",
-        str(out.with_name("summary.json")),
-        *TINY,
-        *extra,
-    ]
+ITEMSAGE = [sys.executable, "-m", "itemsage_cli.main"]
 
 
 def itemsage_json(*args: str) -> dict:
     done = subprocess.run(
-        [sys.executable, "-m", "itemsage_cli.main", *args, "--json"],
+        [*ITEMSAGE, *args, "--json"],
         capture_output=True,
         text=True,
         timeout=600,
@@ -57,11 +34,15 @@ def itemsage_json(*args: str) -> dict:
     return json.loads(done.stdout)
 
 
-def test_two_processes_train_and_evaluate(small_world_dir, tmp_path):
+def test_two_processes_train_and_evaluate(small_world_dir, tiny_train_args, tmp_path):
     out = tmp_path / "model"
-    command = train_command(
-        small_world_dir, out, "--master", "local[2]", "--num-processes", "2", "--epochs", "3"
-    )
+    command = [
+        *ITEMSAGE,
+        "train",
+        *tiny_train_args(
+            small_world_dir, out, "--master", "local[2]", "--num-processes", "2", "--epochs", "3"
+        ),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "in each of 2 processes" in done.stdout + done.stderr
@@ -106,20 +87,24 @@ def processes_of(marker: str) -> list[int]:
     return found
 
 
-def test_a_killed_distributed_run_resumes(small_world_dir, tmp_path):
+def test_a_killed_distributed_run_resumes(small_world_dir, tiny_train_args, tmp_path):
     out, state = tmp_path / "model", tmp_path / "model.state"
-    command = train_command(
-        small_world_dir,
-        out,
-        "--master",
-        "local[2]",
-        "--num-processes",
-        "2",
-        "--epochs",
-        "6",
-        "--checkpoint-every",
-        "3",
-    )
+    command = [
+        *ITEMSAGE,
+        "train",
+        *tiny_train_args(
+            small_world_dir,
+            out,
+            "--master",
+            "local[2]",
+            "--num-processes",
+            "2",
+            "--epochs",
+            "6",
+            "--checkpoint-every",
+            "3",
+        ),
+    ]
     marker = {**os.environ, "MARKER": str(tmp_path)}
     killed = subprocess.Popen(
         command,
@@ -156,13 +141,14 @@ def test_a_killed_distributed_run_resumes(small_world_dir, tmp_path):
     assert load_checkpoint(out).model_version in output
 
 
-def test_the_catalog_objective_trains_on_two_processes(small_world_dir, tmp_path):
+def test_the_catalog_objective_trains_on_two_processes(small_world_dir, tiny_train_args, tmp_path):
     out = tmp_path / "model"
-    command = train_command(
-        small_world_dir, out, "--master", "local[2]", "--num-processes", "2", "--epochs", "4"
-    )
-    command.remove("--engagements")
-    command.remove(str(small_world_dir / "engagements"))
+    arguments = ("--master", "local[2]", "--num-processes", "2", "--epochs", "4")
+    command = [
+        *ITEMSAGE,
+        "train",
+        *tiny_train_args(small_world_dir, out, *arguments, engagements=False),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "paired with a lexical neighbour" in done.stdout + done.stderr

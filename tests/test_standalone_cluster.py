@@ -194,10 +194,10 @@ def test_embed_job_on_a_standalone_cluster(
         assert loaded.search(got[0], k=1)[0][0] == rows.column("product_id")[0].as_py()
 
 
-def test_training_on_a_standalone_cluster(cluster, tmp_path, small_world_dir):
+def test_training_on_a_standalone_cluster(cluster, tmp_path, small_world_dir, tiny_train_args):
     """`train --num-processes 2` under spark-submit: one training process on each worker (each
     has one task slot, and the barrier stage needs both at once)."""
-    out, summary_file = tmp_path / "model", tmp_path / "summary.json"
+    out = tmp_path / "model"
     result = subprocess.run(
         [
             str(SCRIPT),
@@ -206,37 +206,14 @@ def test_training_on_a_standalone_cluster(cluster, tmp_path, small_world_dir):
             "--conf",
             "spark.executor.memory=1g",
             "train",
-            "--catalog",
-            str(small_world_dir / "catalog"),
-            "--engagements",
-            str(small_world_dir / "engagements"),
-            "--out",
-            str(out),
-            "--num-processes",
-            "2",
-            "--batch-size",
-            "32",
-            "--random-negatives",
-            "16",
-            "--max-steps",
-            "6",
-            "--d-model",
-            "32",
-            "--ffn-dim",
-            "64",
-            "--hash-buckets",
-            "2000",
-            "--vocab",
-            "2000,2000,500",
-            "--summary-json",
-            str(summary_file),
+            *tiny_train_args(small_world_dir, out, "--num-processes", "2", "--max-steps", "6"),
         ],
         capture_output=True,
         text=True,
         timeout=900,
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    summary = json.loads(summary_file.read_text())
+    summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["training"]["processes"] == 2 and summary["training"]["steps"] == 6
     assert len(summary["peak_rss_mb_per_process"]) == 2
     assert summary["heldout"]["index_size"] == 400

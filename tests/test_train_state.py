@@ -23,7 +23,7 @@ from itemsage_core.training.train_state import STATE_TENSORS
 from itemsage_core.training.trainer import prepare_data, train
 
 CONFIG = TrainConfig(epochs=2, batch_size=32, random_negatives=16, warmup_steps=3)
-TINY = ["--d-model", "32", "--ffn-dim", "64", "--hash-buckets", "2000", "--vocab", "2000,2000,500"]
+ITEMSAGE = [sys.executable, "-m", "itemsage_cli.main"]
 
 
 @pytest.fixture(scope="module")
@@ -83,18 +83,8 @@ def test_a_run_that_does_not_resume_clears_earlier_states(data, tmp_path):
 
 def test_streaming_options_need_a_run_on_spark(small_world_dir, tmp_path):
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "itemsage_cli.main",
-            "train",
-            "--catalog",
-            str(small_world_dir / "catalog"),
-            "--out",
-            str(tmp_path / "m"),
-            "--shuffle-buffer",
-            "100",
-        ],
+        [*ITEMSAGE, "train", "--catalog", str(small_world_dir / "catalog"), "--out", "m"]
+        + ["--shuffle-buffer", "100"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -111,33 +101,12 @@ def test_no_state_to_resume_from_starts_afresh(data, tmp_path):
     assert any("no saved state" in line for line in lines)
 
 
-def test_a_run_killed_by_sigkill_resumes_to_a_valid_model(small_world_dir, tmp_path):
+def test_a_run_killed_by_sigkill_resumes_to_a_valid_model(
+    small_world_dir, tiny_train_args, tmp_path
+):
     out, state = tmp_path / "model", tmp_path / "model.state"
-    command = [
-        sys.executable,
-        "-m",
-        "itemsage_cli.main",
-        "train",
-        "--catalog",
-        str(small_world_dir / "catalog"),
-        "--engagements",
-        str(small_world_dir / "engagements"),
-        "--out",
-        str(out),
-        "--batch-size",
-        "32",
-        "--random-negatives",
-        "16",
-        "--epochs",
-        "4",
-        "--checkpoint-every",
-        "4",
-        "--max-steps",
-        "200",
-        "--summary-json",
-        str(tmp_path / "summary.json"),
-        *TINY,
-    ]
+    arguments = ("--epochs", "4", "--checkpoint-every", "4", "--max-steps", "200")
+    command = [*ITEMSAGE, "train", *tiny_train_args(small_world_dir, out, *arguments)]
     killed = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
     while not list(state.glob("step-*/state.json")) and time.monotonic() < deadline:

@@ -56,12 +56,13 @@ class _Streamed:
 
     def __init__(
         self,
-        data_dir,
+        data_dir: str | Path,
         config: TrainConfig,
-        dev,
-        stream: StreamConfig,
-        rank: int,
-        pool: tuple[pa.Table, torch.Tensor] | None,
+        dev: torch.device,
+        stream: StreamConfig = StreamConfig(),
+        rank: int = 0,
+        world: int = 1,
+        pool: tuple[pa.Table, torch.Tensor] | None = None,
     ):
         self.manifest = read_prepared_manifest(data_dir)
         self.image_dim = self.manifest["options"]["image_dim"]
@@ -75,7 +76,11 @@ class _Streamed:
             )
             pool = rows, product_keys(rows.column(PRODUCT_ID))
         self.pool, self.pool_keys = pool
-        self.stream: ShardStream
+        self.stream = self.shard_stream(stream, rank, world)
+
+    def shard_stream(self, stream: StreamConfig, rank: int, world: int) -> ShardStream:
+        """The objective's stream of batches for process `rank` of `world` (and its sizes)."""
+        raise NotImplementedError
 
     def negatives(self, rng: np.random.Generator) -> tuple[pa.Table, torch.Tensor]:
         """`random_negatives` rows of the pool and their keys."""
@@ -100,17 +105,8 @@ class StreamedEngagementObjective(_Streamed):
 
     name = "engagements"
 
-    def __init__(
-        self,
-        data_dir: str | Path,
-        config: TrainConfig,
-        dev: torch.device,
-        stream: StreamConfig = StreamConfig(),
-        rank: int = 0,
-        world: int = 1,
-        pool: tuple[pa.Table, torch.Tensor] | None = None,
-    ):
-        super().__init__(data_dir, config, dev, stream, rank, pool)
+    def shard_stream(self, stream: StreamConfig, rank: int, world: int) -> ShardStream:
+        config = self.config
         counts = task_count_vector(self.manifest["counts"].get("train_task_counts", {}))
         counts[[TASKS.index(t) for t in TASKS if t not in config.tasks]] = 0
         if not counts.sum():
@@ -124,7 +120,7 @@ class StreamedEngagementObjective(_Streamed):
         self.examples = math.ceil(int(counts.sum()) / world)
         self.kept = int(round(float((counts * acceptance).sum()) / world))
         self.batch = min(config.batch_size, max(1, self.examples))
-        self.stream = ShardStream(
+        return ShardStream(
             shard_files(self.data_dir / "train", rank, world),
             self.batch,
             stream.shuffle_buffer,
@@ -167,21 +163,13 @@ class StreamedCatalogObjective(_Streamed):
 
     name = "catalog"
 
-    def __init__(
-        self,
-        data_dir: str | Path,
-        config: TrainConfig,
-        dev: torch.device,
-        stream: StreamConfig = StreamConfig(),
-        rank: int = 0,
-        world: int = 1,
-        pool: tuple[pa.Table, torch.Tensor] | None = None,
-    ):
-        super().__init__(data_dir, config, dev, stream, rank, pool)
+    def shard_stream(self, stream: StreamConfig, rank: int, world: int) -> ShardStream:
+        config = self.config
         self.paired = bool(self.manifest["options"].get("neighbours"))
         if config.neighbours and not self.paired:
             raise ItemSageError(
-                f"the catalog objective pairs products with lexical neighbours, and {data_dir} "
+                f"the catalog objective pairs products with lexical neighbours, and "
+                f"{self.data_dir} "
                 "was prepared without them: prepare with --neighbours K, or train with "
                 "--neighbours 0"
             )
@@ -189,7 +177,7 @@ class StreamedCatalogObjective(_Streamed):
         self.examples = math.ceil(self.manifest["counts"]["valid_products"] / world)
         self.batch = min(config.batch_size, max(2, self.examples))
         directory = "catalog_pairs" if self.paired and config.neighbours else "products"
-        self.stream = ShardStream(
+        return ShardStream(
             shard_files(self.data_dir / directory, rank, world),
             self.batch,
             stream.shuffle_buffer,
