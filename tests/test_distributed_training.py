@@ -87,6 +87,7 @@ def processes_of(marker: str) -> list[int]:
     return found
 
 
+@pytest.mark.faults
 def test_a_killed_distributed_run_resumes(small_world_dir, tiny_train_args, tmp_path):
     out, state = tmp_path / "model", tmp_path / "model.state"
     command = [

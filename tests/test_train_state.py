@@ -101,6 +101,7 @@ def test_no_state_to_resume_from_starts_afresh(data, tmp_path):
     assert any("no saved state" in line for line in lines)
 
 
+@pytest.mark.faults
 def test_a_run_killed_by_sigkill_resumes_to_a_valid_model(
     small_world_dir, tiny_train_args, tmp_path
 ):
