@@ -15,12 +15,20 @@ from itemsage_core.errors import ItemSageError
 _PYTHON_ERROR = re.compile(r"^([A-Za-z_][\w.]*): (.*)$", re.M)  # unindented, after the frames
 _CAUSED_BY = re.compile(r"^Caused by: [\w.$]+: (?!Traceback)(.+)$", re.M)
 _TRACEBACK = "Traceback (most recent call last)"
+_OUT_OF_MEMORY = re.compile(r"java\.lang\.OutOfMemoryError: [^\n]*")
 
 
 def root_cause(exc: BaseException) -> str:
-    """The Python exception of the last task traceback in `exc`, else the deepest JVM cause,
-    else the first line of the message."""
+    """A JVM out of memory (with the setting to raise), else the Python exception of the last
+    task traceback in `exc`, else the deepest JVM cause, else the first line of the message."""
     text = str(exc)
+    memory = _OUT_OF_MEMORY.search(text)
+    if memory:
+        return (
+            f"a Spark JVM ran out of memory ({memory.group(0).strip()}): raise "
+            "spark.driver.memory (local[*]) or spark.executor.memory, e.g. "
+            "--conf spark.driver.memory=8g"
+        )
     for tail in reversed(text.split(_TRACEBACK)[1:]):  # the last traceback that has an error
         found = _PYTHON_ERROR.search(tail)
         if found:

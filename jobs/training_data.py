@@ -54,7 +54,11 @@ from jobs.catalog_frame import catalog_ids, repeated_ids, with_reasons
 from jobs.lexical_neighbours import lexical_neighbours_on_spark
 from jobs.spark_failures import spark_failures
 
-REPORT = "_report"  # the column carrying each engagement batch's validation counts
+REPORT = "_report"
+# Products and examples carry their image vectors (~4 KB a row): cached on disk, so that the
+# JVM's heap stays free for the shuffles and sorts (in memory they made a 4 GB local JVM run out
+# of heap at 200k products).
+CACHED = StorageLevel.DISK_ONLY  # the column carrying each engagement batch's validation counts
 
 
 def valid_products(
@@ -171,7 +175,7 @@ def _write_products(
     """Write the valid products' encoder inputs; returns the valid products and their encoder
     inputs (both cached, for what follows), the vocabulary and the catalog's counts."""
     products = valid_products(spark, config.catalog, config.mapping, config.image_dim)
-    products.persist(StorageLevel.MEMORY_AND_DISK)
+    products.persist(CACHED)
     counts = {
         "catalog_rows": spark.read.parquet(config.catalog).count(),
         "valid_products": products.count(),
@@ -181,7 +185,7 @@ def _write_products(
     encoded = products.mapInArrow(
         _product_task(vocab, config.image_dim), from_arrow_schema(PRODUCT_SCHEMA)
     )
-    encoded = encoded.persist(StorageLevel.MEMORY_AND_DISK)
+    encoded = encoded.persist(CACHED)
     encoded.repartition(shards).write.parquet(str(staging / "products"))
     return products, encoded, vocab, counts
 
@@ -199,7 +203,7 @@ def _write_catalog_pairs(
     the row (CATALOG_PAIR_SCHEMA), shuffled; returns their counts."""
     near = lexical_neighbours_on_spark(
         valid, counts["valid_products"], config.neighbours, config.neighbour_max_df
-    ).persist(StorageLevel.MEMORY_AND_DISK)
+    ).persist(CACHED)
     draws = F.posexplode(F.array_repeat(F.lit(0), config.pairs_per_product)).alias("draw", "_")
     drawn = encoded.select(PRODUCT_ID).select(PRODUCT_ID, draws).join(near, PRODUCT_ID, "left")
     # a neighbour drawn by a hash of (product, draw, seed): the same on every run and retry
@@ -238,7 +242,7 @@ def _write_examples(
     examples = raw.mapInArrow(
         _example_task(config.holdout_fraction, config.query_dim),
         from_arrow_schema(EXAMPLE_SCHEMA.append(pa.field(REPORT, pa.string()))),
-    ).persist(StorageLevel.MEMORY_AND_DISK)
+    ).persist(CACHED)
     log = _report_of(examples)
     rows = examples.where(F.col(REPORT).isNull()).drop(REPORT)
     known = rows.join(products.select(PRODUCT_ID), PRODUCT_ID, "left_semi")

@@ -36,3 +36,16 @@ def test_root_causes():
     assert root_cause(Exception(JVM)) == "b.parquet is not a Parquet file"
     assert root_cause(Exception("one line\nmore")) == "one line"
     assert root_cause(ValueError("")) == "ValueError"
+
+
+def test_an_out_of_memory_jvm_names_the_setting_to_raise():
+    text = (
+        "An error occurred while calling o542.parquet.\n: org.apache.spark.SparkException: Job "
+        "aborted due to stage failure: Lost task 1.0 in stage 12.0 (TID 40) (127.0.0.1 executor "
+        "driver): java.lang.OutOfMemoryError: Java heap space\n\tat java.base/x.y(Z.java:1)\n"
+    )
+    assert root_cause(Exception(text)) == (
+        "a Spark JVM ran out of memory (java.lang.OutOfMemoryError: Java heap space): raise "
+        "spark.driver.memory (local[*]) or spark.executor.memory, e.g. "
+        "--conf spark.driver.memory=8g"
+    )
