@@ -142,6 +142,7 @@ def train_process(run: PreparedRun, progress: Progress | None = None) -> dict | 
             evaluation = evaluate_prepared(
                 model, run.data_dir, index_size=run.index_size, device=dev
             )
+        rss[0] = peak_rss_mb()  # rank 0's peak after the evaluation too
         summary = {
             "data": manifest["counts"],
             "training": history,
