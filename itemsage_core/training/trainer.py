@@ -13,6 +13,10 @@ Two objectives, one training step (both through the mixed-negative loss of losse
   together against the other products of the batch and random catalog negatives, symmetrically.
   Uniform sampling needs no logQ correction. docs/model.md gives the designs measured.
 
+The one training loop (`train_objectives`) runs these objectives in memory or their streamed
+twins (streamed_objective.py), saves and resumes the whole state (train_state.py), and runs
+data-parallel under DDP when a torch.distributed process group is up (data_parallel.py).
+
 Reproducible for a seed on CPU (same machine and thread count).
 """
 
