@@ -17,7 +17,7 @@ class BuildIndexConfig:
     """What to build from, where to, and which surfaces."""
 
     table_uri: str  # the embeddings Delta table
-    index_root: str  # one directory per surface, seen by the driver and every executor
+    index_root: str  # one directory per surface: a local path or an object-store URI
     surfaces: tuple[Surface, ...]
     catalog: str | None = None  # catalog Parquet whose columns the surface filters use
     mapping: ColumnMapping | None = None  # column mapping of the catalog

@@ -5,22 +5,22 @@ build stays). release_surface does all of it for a planned surface."""
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 
+from index_builder.build_files import manifest_files
 from index_builder.layout import (
-    CENTROIDS,
     FORMAT,
-    build_dir,
+    Pointer,
+    PublishConflict,
+    build_key,
     switch_current,
     write_build_manifest,
 )
 from index_builder.plan import SurfaceFailure, SurfacePlan
 from index_builder.surfaces import Surface
-from itemsage_core.storage.files import sha256_file
+from itemsage_core.storage.store import Store, as_store
 
 
 def numbered_shards(entries: list[dict], group_clusters: list[int] | None) -> list[dict]:
@@ -38,7 +38,6 @@ def numbered_shards(entries: list[dict], group_clusters: list[int] | None) -> li
 def assemble_manifest(
     surface: Surface,
     build_id: str,
-    directory: Path,
     entries: list[dict],
     *,
     table_uri: str,
@@ -49,12 +48,12 @@ def assemble_manifest(
     group_clusters: list[int] | None,
     seconds: dict,
     routing_recall: float | None = None,
+    centroids: dict | None = None,
 ) -> dict:
     """The manifest of a build (docs/indexes.md) from its shards' entries."""
     shards = numbered_shards(entries, group_clusters)
     recalls = np.array([e["recall_at_10"] for e in shards])
     counts = np.array([e["count"] for e in shards])
-    centroids = directory / CENTROIDS
     return {
         "format": FORMAT,
         "surface": surface.name,
@@ -67,11 +66,7 @@ def assemble_manifest(
         "params": {**surface.params(), "space": "ip", "dim": dim, "shards": len(shards)},
         "products": int(counts.sum()),
         "shards": shards,
-        "centroids": (
-            {"path": CENTROIDS, "sha256": sha256_file(centroids)}
-            if group_clusters is not None
-            else None
-        ),
+        "centroids": centroids,
         "recall_at_10": {
             "min": float(recalls.min()),
             "mean": float((recalls * counts).sum() / counts.sum()),
@@ -85,11 +80,23 @@ def assemble_manifest(
     }
 
 
-def release_build(
-    index_root: str | Path, surface: Surface, directory: Path, manifest: dict
-) -> dict:
-    """Publish the build if every shard (and k-means routing) reached `min_recall`, else delete
-    it; the result (status `published`, or `failed` with a `reason`)."""
+def missing_files(store: Store, key: str, manifest: dict) -> list[str]:
+    """The files the manifest lists that the build directory lacks (or holds at another size)."""
+    present = store.sizes(key)
+
+    def arrived(described: dict) -> bool:
+        size = present.get(described["path"])
+        return size is not None and size == described.get("bytes", size)
+
+    return [d["path"] for _, d in manifest_files(manifest) if not arrived(d)]
+
+
+def release_build(index_root: str | Store, surface: Surface, manifest: dict, base: Pointer) -> dict:
+    """Publish the build over `base` (CURRENT when it started) if every shard (and k-means
+    routing) reached `min_recall` and every file arrived, else delete it; the result (status
+    `published`, or `failed` with a `reason`)."""
+    store = as_store(index_root)
+    key = build_key(surface.name, manifest["build_id"])
     result = {
         "build_id": manifest["build_id"],
         "products": manifest["products"],
@@ -107,18 +114,26 @@ def release_build(
     routing = manifest["routing_recall"]
     if routing is not None and routing < surface.min_recall:
         low["k-means routing"] = routing
+    missing = missing_files(store, key, manifest)
+    reason = None
     if low:
-        shutil.rmtree(directory)
         below = ", ".join(f"{what} {value:.3f}" for what, value in low.items())
-        return {
-            **result,
-            "status": "failed",
-            "below_min_recall": low,
-            "reason": f"recall gate: recall@10 below min_recall {surface.min_recall} ({below})",
-        }
-    write_build_manifest(directory, manifest)
-    deleted = switch_current(index_root, surface.name, manifest["build_id"], surface.keep_builds)
-    return {**result, "status": "published", "deleted_builds": deleted}
+        reason = f"recall gate: recall@10 below min_recall {surface.min_recall} ({below})"
+        result["below_min_recall"] = low
+    elif missing:
+        reason = f"{len(missing)} files never arrived in {store.path(key)} (e.g. {missing[0]})"
+    if reason is None:
+        write_build_manifest(store, key, manifest)
+        try:
+            deleted = switch_current(
+                store, surface.name, manifest["build_id"], base, surface.keep_builds
+            )
+        except PublishConflict as exc:
+            reason = str(exc)
+        else:
+            return {**result, "status": "published", "deleted_builds": deleted}
+    store.delete(key)
+    return {**result, "status": "failed", "reason": reason}
 
 
 def release_surface(
@@ -130,24 +145,23 @@ def release_surface(
 ) -> dict:
     """The plan's manifest from its shards' entries (and the run's `provenance`), released past
     the recall gate: the release result, or SurfaceFailure with the build deleted."""
-    directory = build_dir(index_root, plan.surface.name, plan.build_id)
     manifest = assemble_manifest(
         plan.surface,
         plan.build_id,
-        directory,
         entries,
         model_version=plan.model_version,
         dim=plan.dim,
         group_clusters=plan.group_clusters,
         routing_recall=plan.routing_recall,
+        centroids=plan.centroids_file,
         **provenance,
     )
     if manifest["products"] != plan.products:
-        shutil.rmtree(directory)
+        Store(index_root).delete(build_key(plan.surface.name, plan.build_id))
         raise SurfaceFailure(
             f"shards hold {manifest['products']} products, {plan.products} were eligible"
         )
-    result = release_build(index_root, plan.surface, directory, manifest)
+    result = release_build(index_root, plan.surface, manifest, plan.base)
     if result["status"] != "published":
         raise SurfaceFailure(result["reason"], result)
     recall = manifest["recall_at_10"]

@@ -6,23 +6,29 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from index_builder.build_files import local_build
 from index_builder.layout import (
     CENTROIDS,
-    MANIFEST_SUM,
-    build_dir,
+    Pointer,
     build_ids,
-    current_build_id,
+    build_key,
+    current_pointer,
+    is_complete,
     read_build_manifest,
     switch_current,
 )
 from index_builder.shard_build import load_shard
 from itemsage_core.errors import ItemSageError
-from itemsage_core.storage.files import sha256_file
+from itemsage_core.storage.store import Store, as_store
+
+Root = str | os.PathLike | Store
+LOAD_ERRORS = (ItemSageError, OSError, RuntimeError, ValueError)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,17 +63,19 @@ class ShardedIndex:
     centroids: np.ndarray | None
 
     @classmethod
-    def load(cls, directory: Path) -> ShardedIndex:
-        """Load one complete build; any missing, truncated or corrupted file is an error."""
-        manifest = read_build_manifest(directory)
+    def load(
+        cls, root: Root, surface: str, build_id: str, cache_dir: str | Path | None = None
+    ) -> ShardedIndex:
+        """Load one complete build (from an object store through `cache_dir`); any missing,
+        truncated or corrupted file is an error."""
+        store = as_store(root)
+        manifest = read_build_manifest(store, build_key(surface, build_id))
+        directory = local_build(store, manifest, cache_dir)
         dim = manifest["params"]["dim"]
         loaded = [load_shard(directory, entry, dim) for entry in manifest["shards"]]
         centroids = None
         if manifest.get("centroids"):
-            path = directory / CENTROIDS
-            if not path.is_file() or sha256_file(path) != manifest["centroids"]["sha256"]:
-                raise ItemSageError(f"{path} is missing or does not match its checksum")
-            centroids = np.load(path, allow_pickle=False)
+            centroids = np.load(directory / CENTROIDS, allow_pickle=False)
         for index, _ in loaded:
             index.set_ef(manifest["params"]["ef_search"])
         return cls(
@@ -132,21 +140,25 @@ class ShardedIndex:
 
 
 def load_published(
-    root: str | Path, surface: str, warn: Callable[[str], None] = print
+    root: Root,
+    surface: str,
+    warn: Callable[[str], None] = print,
+    cache_dir: str | Path | None = None,
 ) -> ShardedIndex:
     """The surface's current build; if it cannot be loaded, the newest build that can (with a
     warning naming what was wrong). An error when no build is usable."""
-    current = current_build_id(root, surface)
+    store = as_store(root)
+    current = current_pointer(store, surface).build_id
     candidates = ([current] if current else []) + [
-        b for b in build_ids(root, surface) if b != current
+        b for b in build_ids(store, surface) if b != current
     ]
     problems = []
     if current is None:
-        problems.append(f"{Path(root) / surface} has no CURRENT build")
+        problems.append(f"{store.path(surface)} has no CURRENT build")
     for build_id in candidates:
         try:
-            loaded = ShardedIndex.load(build_dir(root, surface, build_id))
-        except (ItemSageError, OSError, RuntimeError, ValueError) as exc:
+            loaded = ShardedIndex.load(store, surface, build_id, cache_dir)
+        except LOAD_ERRORS as exc:
             problems.append(f"build {build_id}: {exc}")
             continue
         if problems:
@@ -156,33 +168,36 @@ def load_published(
             )
         return loaded
     raise ItemSageError(
-        f"no usable build of surface {surface!r} under {root}: "
+        f"no usable build of surface {surface!r} under {store.uri}: "
         + ("; ".join(problems) or "no builds")
     )
 
 
-def roll_back(root: str | Path, surface: str, build_id: str | None = None) -> dict:
+def roll_back(
+    root: Root, surface: str, build_id: str | None = None, cache_dir: str | Path | None = None
+) -> dict:
     """Point the surface's CURRENT at an earlier build (default: the newest complete build older
     than the current one that loads with every checksum); deletes no complete build."""
-    current = current_build_id(root, surface)
+    store = as_store(root)
+    base: Pointer = current_pointer(store, surface)
+    current = base.build_id
     candidates = (
         [build_id]
         if build_id
         else [
             b
-            for b in build_ids(root, surface)
-            if (current is None or b < current)
-            and (build_dir(root, surface, b) / MANIFEST_SUM).is_file()
+            for b in build_ids(store, surface)
+            if (current is None or b < current) and is_complete(store, surface, b)
         ]
     )
     problems = []
     for candidate in candidates:
         try:
-            ShardedIndex.load(build_dir(root, surface, candidate))
-        except (ItemSageError, OSError, RuntimeError, ValueError) as exc:
+            ShardedIndex.load(store, surface, candidate, cache_dir)
+        except LOAD_ERRORS as exc:
             problems.append(f"build {candidate}: {exc}")
             continue
-        switch_current(root, surface, candidate, keep=len(build_ids(root, surface)))
+        switch_current(store, surface, candidate, base, keep=len(build_ids(store, surface)))
         return {"surface": surface, "previous": current, "current": candidate, "skipped": problems}
     raise ItemSageError(
         f"surface {surface!r}: no usable build to roll back to from "
@@ -210,13 +225,16 @@ def read_vector(path: str | Path) -> np.ndarray:
     return vector.reshape(-1).astype(np.float32)
 
 
-def verify_current(root: str | Path, surface: str, samples: int = 20) -> dict:
+def verify_current(
+    root: Root, surface: str, samples: int = 20, cache_dir: str | Path | None = None
+) -> dict:
     """Check the surface's CURRENT build as serving will load it (no fallback): every checksum,
     then `samples` products (spread over the shards) must each find their own vector first."""
-    current = current_build_id(root, surface)
+    store = as_store(root)
+    current = current_pointer(store, surface).build_id
     if current is None:
-        raise ItemSageError(f"{Path(root) / surface} has no CURRENT build")
-    index = ShardedIndex.load(build_dir(root, surface, current))
+        raise ItemSageError(f"{store.path(surface)} has no CURRENT build")
+    index = ShardedIndex.load(store, surface, current, cache_dir)
     picked = [
         ids.ids[i]
         for ids in index.ids

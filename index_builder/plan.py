@@ -5,15 +5,19 @@ surface that cannot be built (build_run records it; the other surfaces go on).""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+import hashlib
+import io
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from index_builder.layout import CENTROIDS, build_dir, new_build_id
+from index_builder.layout import CENTROIDS, Pointer, build_key, current_pointer, new_build_id
 from index_builder.partitioning import ClusterPlan, routing_recall, train_centroids, unpack_group
 from index_builder.shard_build import ShardParams, build_group_shards
 from index_builder.surfaces import Surface
 from itemsage_core.errors import ItemSageError
+from itemsage_core.storage.store import Store
 
 ROUTING_QUERIES = 1000  # sample queries measuring k-means routing recall
 
@@ -31,18 +35,35 @@ class SurfaceFailure(ItemSageError):
 class GroupBuild:
     """What a build task needs to build any group of one surface's plan."""
 
-    directory: str
+    store: Store  # the index root (pickled as its URI)
+    key: str  # the build's directory under it
     params: ShardParams
     max_size: int
     dim: int
 
-    def build(self, group: int, packed: list[tuple[bytes, bytes]], threads: int) -> list[dict]:
-        """The group's shards from its packed parts (partitioning.pack_groups), written into the
-        build directory; their manifest entries."""
+    def build(
+        self,
+        group: int,
+        packed: list[tuple[bytes, bytes]],
+        threads: int,
+        scratch: str | None = None,
+        uploaded: Callable[[str], None] = lambda name: None,
+    ) -> list[dict]:
+        """The group's shards from its packed parts (partitioning.pack_groups), written into a
+        temporary directory under `scratch`, then each file uploaded into the build directory
+        (`uploaded(name)` after each); their manifest entries."""
         ids, vectors = unpack_group(packed, self.dim)
-        return build_group_shards(
-            ids, vectors, group, self.max_size, self.directory, self.params, threads
-        )
+        with tempfile.TemporaryDirectory(prefix="itemsage-shards-", dir=scratch) as local:
+            entries = build_group_shards(
+                ids, vectors, group, self.max_size, local, self.params, threads
+            )
+            for entry in entries:
+                for described in entry["files"].values():
+                    self.store.upload(
+                        f"{local}/{described['path']}", f"{self.key}/{described['path']}"
+                    )
+                    uploaded(described["path"])
+        return entries
 
 
 @dataclasses.dataclass
@@ -59,6 +80,8 @@ class SurfacePlan:
     centroids: np.ndarray | None = None
     clusters: ClusterPlan | None = None
     routing_recall: float | None = None  # share of the top 10 in the routed clusters
+    base: Pointer | None = None  # CURRENT when the build started: it publishes only over this
+    centroids_file: dict | None = None  # k-means: the centroids' manifest entry
 
     @classmethod
     def from_stats(
@@ -138,13 +161,21 @@ class SurfacePlan:
         )
 
     def start_build(self, index_root: str) -> GroupBuild:
-        """Create the new build directory (k-means: with the centroids); what its tasks need."""
-        directory = build_dir(index_root, self.surface.name, self.build_id)
-        directory.mkdir(parents=True)
+        """Note the surface's CURRENT (the build will publish only over it); k-means: write the
+        centroids into the new build directory. What its tasks need."""
+        store = Store(index_root)
+        key = build_key(self.surface.name, self.build_id)
+        self.base = current_pointer(store, self.surface.name)
         if self.centroids is not None:
-            np.save(directory / CENTROIDS, self.centroids, allow_pickle=False)
+            buffer = io.BytesIO()
+            np.save(buffer, self.centroids, allow_pickle=False)
+            store.write_bytes(f"{key}/{CENTROIDS}", buffer.getvalue())
+            self.centroids_file = {
+                "path": CENTROIDS,
+                "sha256": hashlib.sha256(buffer.getvalue()).hexdigest(),
+            }
         s = self.surface
         params = ShardParams(
             s.M, s.ef_construction, s.ef_search, s.recall_queries, s.query_noise, s.seed
         )
-        return GroupBuild(str(directory), params, s.target_shard_size, self.dim)
+        return GroupBuild(store, key, params, s.target_shard_size, self.dim)

@@ -191,19 +191,10 @@ def build_group_shards(
 
 
 def load_shard(build_dir: str | Path, entry: dict, dim: int):
-    """Verify a shard's files against its manifest entry, then load (index, id map table with
-    `product_id` and `label`)."""
+    """Load a shard whose files were checked against its manifest entry (build_files): (index,
+    id map table with `product_id` and `label`)."""
     import hnswlib
 
-    for described in entry["files"].values():
-        path = Path(build_dir) / described["path"]
-        if not path.is_file():
-            raise ItemSageError(f"shard {entry['shard']}: {path} is missing")
-        if path.stat().st_size != described["bytes"] or sha256_file(path) != described["sha256"]:
-            raise ItemSageError(
-                f"shard {entry['shard']}: {path} does not match its checksum in "
-                "the manifest (truncated or corrupted)"
-            )
     index = hnswlib.Index(space="ip", dim=dim)
     index.load_index(
         str(Path(build_dir) / entry["files"]["index"]["path"]), max_elements=entry["vectors"]

@@ -77,14 +77,28 @@ mapping_option = click.option(
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON object on stdout."
 )
-index_root_option = click.option(
-    "--index",
-    "index_root",
-    required=True,
-    type=click.Path(file_okay=False),
-    metavar="INDEX_ROOT",
-    help="Index root written by `itemsage build-index`.",
-)
+
+
+def index_root_option(command):
+    """--index INDEX_ROOT and --cache-dir, for the commands that read builds."""
+    command = click.option(
+        "--cache-dir",
+        type=click.Path(file_okay=False),
+        default=None,
+        help="Where builds read from an object store are kept, one directory per build id, "
+        "so each is downloaded once [default: $ITEMSAGE_CACHE_DIR, else "
+        "~/.cache/itemsage/indexes].",
+    )(command)
+    return click.option(
+        "--index",
+        "index_root",
+        required=True,
+        metavar="INDEX_ROOT",
+        help="Index root written by `itemsage build-index`: a path or an object-store URI "
+        "(s3://, gs://, abfs://, hdfs://).",
+    )(command)
+
+
 model_dir_option = click.option(
     "--model",
     "model_dir",

@@ -39,9 +39,9 @@ from itemsage_cli.group import (
     "--out",
     "index_root",
     required=True,
-    type=click.Path(file_okay=False),
     metavar="INDEX_ROOT",
-    help="Index root: one directory per surface (a path every executor can see).",
+    help="Index root, one directory per surface: a local path in local mode; on a cluster an "
+    "object-store URI (s3://, gs://, abfs://, hdfs://) or a shared mount.",
 )
 @click.option(
     "--catalog",
@@ -165,6 +165,7 @@ def query(
     mapping: str | None,
     show: str,
     as_json: bool,
+    cache_dir: str | None,
 ) -> None:
     """Query a surface's current index build (checksums verified on load).
 
@@ -185,7 +186,9 @@ def query(
 
         parquet_files(catalog)  # a wrong path fails before the index loads
         column_mapping = load_mapping(mapping) if mapping else None
-    index = load_published(index_root, surface, warn=lambda m: click.echo(m, err=True))
+    index = load_published(
+        index_root, surface, warn=lambda m: click.echo(m, err=True), cache_dir=cache_dir
+    )
     vector = index.vector_of(product_id) if product_id else read_vector(vector_file)
     results = index.search(vector, k, exclude=product_id)
     columns = [c.strip() for c in show.split(",") if c.strip()] if catalog else []
@@ -231,7 +234,9 @@ def query(
     type=click.IntRange(min=1),
     help="Products per surface that must find themselves.",
 )
-def verify_index(index_root: str, surfaces: tuple[str, ...], samples: int) -> None:
+def verify_index(
+    index_root: str, surfaces: tuple[str, ...], samples: int, cache_dir: str | None
+) -> None:
     """Check the CURRENT build of surfaces exactly as serving loads it (exit 1 if unusable).
 
     Verifies every file's checksum (no fallback to older builds) and that sample products find
@@ -240,7 +245,7 @@ def verify_index(index_root: str, surfaces: tuple[str, ...], samples: int) -> No
     from index_builder.index_reader import verify_current
 
     for surface in surfaces:
-        click.echo(json.dumps(verify_current(index_root, surface, samples)))
+        click.echo(json.dumps(verify_current(index_root, surface, samples, cache_dir)))
 
 
 @cli.command("rollback-index")
@@ -252,9 +257,11 @@ def verify_index(index_root: str, surfaces: tuple[str, ...], samples: int) -> No
     default=None,
     help="Build id to serve (default: the newest complete build older than CURRENT).",
 )
-def rollback_index(index_root: str, surface: str, build_id: str | None) -> None:
+def rollback_index(
+    index_root: str, surface: str, build_id: str | None, cache_dir: str | None
+) -> None:
     """Serve an earlier build of a surface: checks every file of it, then moves CURRENT
     atomically. Deletes nothing; the next build-index publishes a new build as usual."""
     from index_builder.index_reader import roll_back
 
-    click.echo(json.dumps(roll_back(index_root, surface, build_id)))
+    click.echo(json.dumps(roll_back(index_root, surface, build_id, cache_dir)))

@@ -4,9 +4,10 @@ hnswlib shards (a group over the target size is cut into several) -> recall gate
 atomic publish.
 
 The driver plans (counts; k-means centroids from a bounded sample, the only vectors it sees)
-and publishes (manifest, CURRENT). Executors write shard files straight into the new
-build directory, so INDEX_ROOT must be a path the driver and every executor see (local disk in
-local mode; a shared mount on a cluster). A surface that cannot be built (SurfaceFailure: its
+and publishes (manifest, CURRENT). Executors build shards on their local disk and upload the
+files into the new build directory, so INDEX_ROOT is any root the driver and every executor can
+reach: a local path in local mode, an object store (s3://, gs://, abfs://, hdfs://) or a shared
+mount on a cluster. A surface that cannot be built (SurfaceFailure: its
 filter does not apply or matches nothing, its recall gate fails, ...) publishes nothing and keeps
 its current build; the others still publish. docs/indexes.md has the layout and the config.
 This module is the Spark wiring only; the planning and the release are index_builder's.
@@ -17,6 +18,7 @@ from __future__ import annotations
 import difflib
 import functools
 import json
+import os
 import re
 import time
 from collections import defaultdict
@@ -36,8 +38,10 @@ from index_builder.plan import GroupBuild, SurfaceFailure, SurfacePlan
 from index_builder.surfaces import Surface
 from itemsage_core.contracts.catalog_contract import IMAGE_EMBEDDINGS, PRODUCT_ID
 from itemsage_core.errors import ItemSageError
+from itemsage_core.storage.store import Store
 from itemsage_core.storage.uris import absolute_uri
 from jobs.catalog_frame import read_catalog, repeated_ids_frame
+from jobs.crash_points import crash_point
 from jobs.delta_frame import read_delta
 from jobs.progress import stage_progress
 from jobs.spark_failures import spark_failures
@@ -60,14 +64,15 @@ def build_indexes(
     table, version = read_embeddings(spark, table_uri, config.table_version)
     names = ", ".join(s.name for s in config.surfaces)
     progress(f"building {names} from {table_uri} version {version}")
-    run = BuildRun(table_uri, version, catalog, config.index_root, started, progress)
+    index_root = Store(config.index_root).uri
+    run = BuildRun(table_uri, version, catalog, index_root, started, progress)
     frame = read_catalog(spark, catalog, config.mapping).drop(IMAGE_EMBEDDINGS) if catalog else None
     columns = table if frame is None else table.join(frame, PRODUCT_ID, "left")
     checked = run.each(config.surfaces, applicable, columns, bool(catalog))
     attributes = catalog_attributes(frame, checked) if frame is not None else None
     planned = run.each(checked, plan_surface, table, attributes, version, progress)
     run.lap("plan_s")
-    built = build_all_shards(spark, planned, config.index_root, progress) if planned else {}
+    built = build_all_shards(spark, planned, index_root, progress) if planned else {}
     run.lap("build_s")
     if attributes is not None:
         attributes.unpersist()
@@ -227,7 +232,14 @@ def _build_task(builds: dict[str, GroupBuild]):
         (surface, group), _ = records[0]
         context = TaskContext.get()
         threads = max(1, context.cpus() if context else 1)
-        for entry in builds[surface].build(group, [packed for _, packed in records], threads):
+        # Spark's local directories (SPARK_LOCAL_DIRS, set for Python workers) hold the shards
+        # until they are uploaded.
+        scratch = (os.environ.get("SPARK_LOCAL_DIRS") or "").split(",")[0] or None
+        packed = [packed for _, packed in records]
+        entries = builds[surface].build(
+            group, packed, threads, scratch, lambda _: crash_point("between_shard_uploads")
+        )
+        for entry in entries:
             yield surface, json.dumps(entry)
 
     return build
@@ -239,8 +251,8 @@ def build_all_shards(
     index_root: str,
     progress: Callable[[str], None],
 ) -> dict[str, list[dict]]:
-    """Every group of every plan built by its own task, all in one Spark stage, into the plan's
-    new build directory; each surface's shard entries."""
+    """Every group of every plan built by its own task, all in one Spark stage, and uploaded
+    into the plan's new build directory; each surface's shard entries."""
     builds = {plan.surface.name: plan.start_build(index_root) for plan, _ in planned}
     grouped = functools.reduce(DataFrame.unionByName, [g for _, g in planned])
     # One partition per group, so that every group is built by its own task (hash partitioning

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -13,11 +14,12 @@ import pytest
 from deltalake import DeltaTable
 
 from index_builder.build_config import BuildIndexConfig
-from index_builder.layout import build_dir, current_build_id, read_build_manifest
+from index_builder.layout import build_key, current_build_id, read_build_manifest
 from index_builder.surfaces import load_surfaces
 from itemsage_core.embedding.embed_run import EmbedConfig
 from itemsage_core.embedding.embeddings_table import read_table
 from itemsage_core.storage.parquet_io import write_parquet_dataset
+from itemsage_core.storage.store import Store
 from jobs.build_indexes import build_indexes
 from jobs.embed_catalog import embed_catalog
 
@@ -40,6 +42,18 @@ probe_clusters = 3
 filter = "in_stock AND price < 40"
 shards = 2
 """
+
+
+def build_dir(root, surface: str, build_id: str) -> Path:
+    """A build's directory under a local index root."""
+    return Path(root) / build_key(surface, build_id)
+
+
+def manifest_of(directory: Path) -> dict:
+    """The checked manifest of the build in a local directory."""
+    return read_build_manifest(
+        Store(directory.parents[2]), build_key(directory.parent.parent.name, directory.name)
+    )
 
 
 def quiet(_):
@@ -95,7 +109,7 @@ def test_every_eligible_product_in_exactly_one_shard_per_surface(
         result = summary["surfaces"][surface]
         assert result["status"] == "published", result
         directory = build_dir(root, surface, current_build_id(root, surface))
-        manifest = read_build_manifest(directory)
+        manifest = manifest_of(directory)
         assert manifest["table"] == {"uri": table_uri, "version": 0}
         assert manifest["params"]["ef_search"] == 64 and manifest["params"]["dim"] == 256
         shards = shard_ids(directory, manifest)
@@ -112,7 +126,7 @@ def test_every_eligible_product_in_exactly_one_shard_per_surface(
         index = hnswlib.Index(space="ip", dim=256)
         index.load_index(str(directory / first["files"]["index"]["path"]))
         assert np.allclose(index.get_items([0])[0], by_id[shards[0][0]], atol=1e-6)
-    closeup = read_build_manifest(build_dir(root, "closeup", current_build_id(root, "closeup")))
+    closeup = manifest_of(build_dir(root, "closeup", current_build_id(root, "closeup")))
     assert closeup["centroids"] and {s["cluster"] for s in closeup["shards"]} <= {0, 1, 2}
     assert len(closeup["shards"]) >= 7  # 400 products in shards of <= 60
     # An oversized cluster is planned as several groups (tasks), from its true size.
@@ -139,7 +153,7 @@ def test_query_cli_gives_cosine_scores_best_first(spark, embedded, small_world_d
         ),
         progress=quiet,
     )
-    manifest = read_build_manifest(build_dir(root, "search", current_build_id(root, "search")))
+    manifest = manifest_of(build_dir(root, "search", current_build_id(root, "search")))
     product = shard_ids(build_dir(root, "search", manifest["build_id"]), manifest)[0][0]
     run = subprocess.run(
         [
@@ -263,7 +277,7 @@ def test_a_pinned_table_version_reproduces_an_earlier_build(
             progress=quiet,
         )
         directory = build_dir(root, "closeup", summary["surfaces"]["closeup"]["build_id"])
-        manifest = read_build_manifest(directory)
+        manifest = manifest_of(directory)
         assert manifest["table"]["version"] == version
         content = (
             shard_ids(directory, manifest),

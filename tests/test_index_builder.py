@@ -15,7 +15,13 @@ import pytest
 from index_builder import layout as index_layout
 from index_builder.build_release import assemble_manifest, release_build
 from index_builder.index_reader import ShardedIndex, load_published, read_vector, roll_back
-from index_builder.layout import CURRENT, build_dir, current_build_id, surface_dir
+from index_builder.layout import (
+    build_key,
+    current_build_id,
+    current_pointer,
+    pointer_name,
+    surface_key,
+)
 from index_builder.partitioning import (
     ClusterPlan,
     hash_groups,
@@ -33,6 +39,11 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 def unit_vectors(n: int, dim: int = 32, seed: int = 0) -> np.ndarray:
     vectors = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def build_dir(root, surface: str, build_id: str) -> Path:
+    """A build's directory under a local index root."""
+    return Path(root) / build_key(surface, build_id)
 
 
 def ids(n: int, prefix: str = "P") -> pa.Array:
@@ -144,6 +155,7 @@ def build_and_release(
 ) -> dict:
     """What the Spark job does, in-process: group, build, manifest, gate, publish."""
     build_id = index_layout.new_build_id(version)
+    base = current_pointer(root, surface.name)
     directory = build_dir(root, surface.name, build_id)
     directory.mkdir(parents=True)
     params = ShardParams(
@@ -169,7 +181,6 @@ def build_and_release(
     manifest = assemble_manifest(
         surface,
         build_id,
-        directory,
         entries,
         table_uri="t",
         table_version=version,
@@ -179,7 +190,7 @@ def build_and_release(
         group_clusters=None,
         seconds={},
     )
-    return release_build(root, surface, directory, manifest)
+    return release_build(root, surface, manifest, base)
 
 
 def test_query_results_equal_exact_search_on_a_small_index(tmp_path):
@@ -256,12 +267,12 @@ def test_damaged_builds_are_detected_and_the_newest_valid_one_answers(tmp_path):
 
     shard.write_bytes(original[: len(original) // 2])  # truncated
     with pytest.raises(ItemSageError, match="does not match its checksum"):
-        ShardedIndex.load(directory)
+        ShardedIndex.load(tmp_path, "home", newer["build_id"])
     flipped = bytearray(original)
     flipped[len(flipped) // 3] ^= 0xFF
     shard.write_bytes(bytes(flipped))  # one flipped byte
     with pytest.raises(ItemSageError, match="truncated or corrupted"):
-        ShardedIndex.load(directory)
+        ShardedIndex.load(tmp_path, "home", newer["build_id"])
     warnings = []
     assert (
         load_published(tmp_path, "home", warnings.append).manifest["build_id"] == older["build_id"]
@@ -273,9 +284,10 @@ def test_damaged_builds_are_detected_and_the_newest_valid_one_answers(tmp_path):
         (directory / "manifest.json").read_text().replace('"home"', '"hom3"', 1)
     )
     with pytest.raises(ItemSageError, match="manifest.json does not match its checksum"):
-        ShardedIndex.load(directory)
+        ShardedIndex.load(tmp_path, "home", newer["build_id"])
 
-    (surface_dir(tmp_path, "home") / CURRENT).write_text("20991231T000000000000Z-v9\n")
+    seq = current_pointer(tmp_path, "home").seq + 1  # a pointer to a build that is not there
+    (tmp_path / "home" / pointer_name(seq)).write_text('{"build_id": "20991231T000000000000Z-v9"}')
     warnings.clear()
     assert (
         load_published(tmp_path, "home", warnings.append).manifest["build_id"] == older["build_id"]
@@ -346,7 +358,7 @@ def test_no_usable_build_is_one_clear_error(tmp_path):
         load_published(tmp_path, "home")
 
 
-def test_an_unfinished_build_is_invisible_and_publish_switches_by_rename(tmp_path, monkeypatch):
+def test_an_unfinished_build_is_invisible_and_publish_is_one_create(tmp_path, monkeypatch):
     vectors, product_ids = unit_vectors(100), ids(100)
     first = build_and_release(tmp_path, Surface("home"), vectors, product_ids)
     unfinished = build_dir(tmp_path, "home", index_layout.new_build_id(5))
@@ -354,26 +366,70 @@ def test_an_unfinished_build_is_invisible_and_publish_switches_by_rename(tmp_pat
     (unfinished / "shard-00000-00.hnsw").write_bytes(b"partial")
     assert load_published(tmp_path, "home").manifest["build_id"] == first["build_id"]
 
-    rename = os.replace
-
     def crash_on_switch(src, dst):
-        if Path(dst).name == CURRENT:
-            raise OSError("killed during the switch")
-        rename(src, dst)
+        raise OSError("killed during the switch")
 
-    monkeypatch.setattr(os, "replace", crash_on_switch)  # the one step that moves CURRENT
+    monkeypatch.setattr(os, "link", crash_on_switch)  # the one step that moves CURRENT
     with pytest.raises(OSError, match="killed during the switch"):
         build_and_release(tmp_path, Surface("home"), vectors, product_ids, version=6)
+    monkeypatch.undo()
     assert current_build_id(tmp_path, "home") == first["build_id"]
     assert load_published(tmp_path, "home").manifest["build_id"] == first["build_id"]
+    assert [p.name for p in (tmp_path / "home").iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_build_published_over_a_moved_current_is_refused(tmp_path):
+    """Optimistic concurrency: a build publishes only over the pointer it started from."""
+    vectors, product_ids = unit_vectors(100), ids(100)
+    first = build_and_release(tmp_path, Surface("home"), vectors, product_ids)
+    base = current_pointer(tmp_path, "home")
+    second = build_and_release(tmp_path, Surface("home"), vectors, product_ids, version=1)
+    assert second["status"] == "published" and base.build_id == first["build_id"]
+    late = index_layout.new_build_id(2)
+    late_dir = build_dir(tmp_path, "home", late)
+    late_dir.mkdir()
+    entries = build_group_shards(
+        product_ids, vectors, 0, 1000, late_dir, ShardParams(16, 100, 64, 50, 0.3, 0)
+    )
+    manifest = assemble_manifest(
+        Surface("home"),
+        late,
+        entries,
+        table_uri="t",
+        table_version=2,
+        catalog=None,
+        model_version="m",
+        dim=vectors.shape[1],
+        group_clusters=None,
+        seconds={},
+    )
+    result = release_build(tmp_path, Surface("home"), manifest, base)
+    assert result["status"] == "failed" and "CURRENT moved while build" in result["reason"]
+    assert f"now {second['build_id']} is current" in result["reason"]
+    assert current_build_id(tmp_path, "home") == second["build_id"]
+    assert not late_dir.exists()  # the loser's build is deleted; the winner's serves
+    assert load_published(tmp_path, "home").manifest["build_id"] == second["build_id"]
+
+
+def test_a_legacy_current_file_is_read_and_replaced_on_the_next_publish(tmp_path):
+    vectors, product_ids = unit_vectors(100), ids(100)
+    first = build_and_release(tmp_path, Surface("home"), vectors, product_ids)
+    for pointer in (tmp_path / "home").glob("CURRENT-*"):
+        pointer.unlink()
+    (tmp_path / "home" / "CURRENT").write_text(first["build_id"] + "\n")  # format 1's pointer
+    assert current_pointer(tmp_path, "home") == index_layout.Pointer(0, first["build_id"])
+    assert load_published(tmp_path, "home").manifest["build_id"] == first["build_id"]
+    second = build_and_release(tmp_path, Surface("home"), vectors, product_ids, version=1)
+    assert current_pointer(tmp_path, "home") == index_layout.Pointer(1, second["build_id"])
+    assert not (tmp_path / "home" / "CURRENT").exists()
 
 
 def test_surface_names_cannot_leave_the_index_root(tmp_path):
     for name in ("../outside", "/etc", "home/../../x", ""):
         with pytest.raises(ItemSageError, match="invalid surface name"):
-            surface_dir(tmp_path, name)
+            surface_key(name)
     with pytest.raises(ItemSageError, match="invalid build id"):
-        build_dir(tmp_path, "home", "../../etc")
+        build_key("home", "../../etc")
 
 
 def test_query_vectors_read_from_npy_json_and_text(tmp_path):
@@ -421,7 +477,8 @@ def test_verify_checks_the_current_build_without_falling_back(tmp_path):
     shard.write_bytes(shard.read_bytes()[:-10])
     with pytest.raises(ItemSageError, match="truncated or corrupted"):
         verify_current(tmp_path, "home")
-    (surface_dir(tmp_path, "home") / CURRENT).unlink()
+    for pointer in (tmp_path / "home").glob("CURRENT-*"):
+        pointer.unlink()
     with pytest.raises(ItemSageError, match="has no CURRENT build"):
         verify_current(tmp_path, "home")
 

@@ -1,0 +1,198 @@
+"""Indexes on an object store: a real S3 API (moto's server on 127.0.0.1), no filesystem shared
+between the processes. Builds are uploaded, published by create-if-absent pointers (S3
+`If-None-Match: *`), read back through a local cache, verified and rolled back on s3://."""
+
+from __future__ import annotations
+
+import threading
+
+import boto3
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from index_builder import layout
+from index_builder.build_release import assemble_manifest, release_build
+from index_builder.index_reader import ShardedIndex, load_published, roll_back, verify_current
+from index_builder.plan import GroupBuild
+from index_builder.shard_build import ShardParams
+from index_builder.surfaces import Surface
+from itemsage_core.errors import ItemSageError
+from itemsage_core.storage.arrow_ipc import to_ipc
+from itemsage_core.storage.store import Store
+
+pytest.importorskip("moto.server", reason="moto[server] is in the dev extra")
+ROOT = "s3://lake/indexes"
+
+
+def s3_env(endpoint: str) -> dict[str, str]:
+    return {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "s3cr3t-value",
+        "AWS_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ALLOW_HTTP": "true",
+        "AWS_S3_ALLOW_UNSAFE_RENAME": "true",
+    }
+
+
+@pytest.fixture
+def s3(s3_endpoint, monkeypatch, tmp_path):
+    """The S3 environment set for this process, an empty index root, and a client to inspect it."""
+    for name, value in s3_env(s3_endpoint).items():
+        monkeypatch.setenv(name, value)
+    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+    Store(ROOT).delete("")
+    return client
+
+
+def keys(client, prefix: str) -> list[str]:
+    found = client.list_objects_v2(Bucket="lake", Prefix=prefix).get("Contents", [])
+    return sorted(o["Key"] for o in found)
+
+
+def vectors_and_ids(n: int, dim: int = 32, seed: int = 0) -> tuple[np.ndarray, pa.Array]:
+    vectors = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors, pa.array([f"P{i:05d}" for i in range(n)])
+
+
+def build(root, surface: Surface, vectors, product_ids, version: int, scratch):
+    """A build as the job makes it: one group built on local disk and uploaded by GroupBuild,
+    then its manifest; returns (manifest, the pointer the build started from)."""
+    build_id = layout.new_build_id(version)
+    base = layout.current_pointer(root, surface.name)
+    params = ShardParams(16, 100, 64, 100, 0.3, 0)
+    task = GroupBuild(Store(root), layout.build_key(surface.name, build_id), params, 60, 32)
+    packed = (to_ipc(pa.table({"product_id": product_ids})), vectors.tobytes())
+    entries = task.build(0, [packed], threads=1, scratch=str(scratch))
+    manifest = assemble_manifest(
+        surface,
+        build_id,
+        entries,
+        table_uri="t",
+        table_version=version,
+        catalog=None,
+        model_version="m",
+        dim=32,
+        group_clusters=None,
+        seconds={},
+    )
+    return manifest, base
+
+
+def publish(root, surface, vectors, product_ids, version, scratch) -> dict:
+    manifest, base = build(root, surface, vectors, product_ids, version, scratch)
+    return release_build(root, surface, manifest, base)
+
+
+def test_a_build_on_s3_answers_like_the_same_build_on_a_local_path(s3, tmp_path):
+    vectors, product_ids = vectors_and_ids(200)
+    surface = Surface("home")
+    on_s3 = publish(ROOT, surface, vectors, product_ids, 0, tmp_path)
+    local = publish(tmp_path / "local", surface, vectors, product_ids, 0, tmp_path)
+    assert on_s3["status"] == local["status"] == "published" and on_s3["shards"] == 4
+    prefix = f"indexes/home/builds/{on_s3['build_id']}/"
+    assert f"{prefix}manifest.json.sha256" in keys(s3, prefix)
+    assert keys(s3, "indexes/home/CURRENT") == ["indexes/home/CURRENT-0000000001"]
+    cache = tmp_path / "cache"
+    remote = load_published(ROOT, "home", cache_dir=cache)
+    same = load_published(tmp_path / "local", "home")
+    for q in range(0, 200, 20):
+        assert remote.search(vectors[q], k=10) == same.search(vectors[q], k=10)
+    assert remote.directory == cache / "home" / on_s3["build_id"]
+    assert verify_current(ROOT, "home", cache_dir=cache)["found_themselves"] == 20
+
+
+def test_the_cache_fetches_a_build_once_and_a_damaged_cached_file_again(s3, tmp_path):
+    vectors, product_ids = vectors_and_ids(200)
+    built = publish(ROOT, Surface("home"), vectors, product_ids, 0, tmp_path)
+    cache = tmp_path / "cache"
+    first = load_published(ROOT, "home", cache_dir=cache)
+    shard = sorted(first.directory.glob("*.hnsw"))[0]
+    fetched = {p.name: p.stat().st_mtime_ns for p in first.directory.iterdir()}
+    load_published(ROOT, "home", cache_dir=cache)  # a hit: nothing fetched again
+    assert {p.name: p.stat().st_mtime_ns for p in first.directory.iterdir()} == fetched
+    original = shard.read_bytes()
+    shard.write_bytes(original[:-7])  # damaged on the serving host's disk
+    again = load_published(ROOT, "home", cache_dir=cache)
+    assert shard.read_bytes() == original and again.manifest["build_id"] == built["build_id"]
+    assert again.search(vectors[3], k=1)[0][0] == "P00003"
+
+
+def test_a_corrupted_object_is_detected_and_the_newest_valid_build_answers(s3, tmp_path):
+    vectors, product_ids = vectors_and_ids(200)
+    older = publish(ROOT, Surface("home"), vectors, product_ids, 0, tmp_path)
+    newer = publish(ROOT, Surface("home"), vectors, product_ids, 1, tmp_path)
+    shard = keys(s3, f"indexes/home/builds/{newer['build_id']}/shard-00000-01.hnsw")[0]
+    body = bytearray(s3.get_object(Bucket="lake", Key=shard)["Body"].read())
+    body[len(body) // 2] ^= 0xFF
+    s3.put_object(Bucket="lake", Key=shard, Body=bytes(body))
+    with pytest.raises(ItemSageError, match="does not match its checksum"):
+        ShardedIndex.load(ROOT, "home", newer["build_id"], tmp_path / "cache")
+    warnings = []
+    loaded = load_published(ROOT, "home", warnings.append, cache_dir=tmp_path / "cache")
+    assert loaded.manifest["build_id"] == older["build_id"]
+    assert "instead of the current one" in warnings[0] and "s3://lake/indexes/home" in warnings[0]
+    with pytest.raises(ItemSageError, match="truncated or corrupted"):
+        verify_current(ROOT, "home", cache_dir=tmp_path / "cache")
+    rolled = roll_back(ROOT, "home", cache_dir=tmp_path / "cache")
+    assert rolled["current"] == older["build_id"] and rolled["previous"] == newer["build_id"]
+    assert layout.current_pointer(ROOT, "home").seq == 3
+
+
+def test_retention_and_killed_build_clean_up_work_on_s3(s3, tmp_path):
+    vectors, product_ids = vectors_and_ids(60)
+    surface = Surface("home", keep_builds=2)
+    killed = layout.build_key("home", layout.new_build_id(0))
+    Store(ROOT).write_bytes(f"{killed}/shard-00000-00.hnsw", b"partial")
+    results = [publish(ROOT, surface, vectors, product_ids, v, tmp_path) for v in range(1, 4)]
+    assert layout.build_ids(ROOT, "home") == [results[2]["build_id"], results[1]["build_id"]]
+    assert keys(s3, killed) == []
+    assert results[0]["deleted_builds"] == [killed.rsplit("/", 1)[1]]
+
+
+def at_once(calls: list) -> list:
+    """Run the calls in threads released together; their results."""
+    start, results = threading.Barrier(len(calls)), [None] * len(calls)
+
+    def run(i: int) -> None:
+        start.wait()
+        results[i] = calls[i]()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def test_racing_publishers_on_s3_one_wins_and_the_other_is_told(s3, tmp_path):
+    """Two builds started from the same CURRENT publish at the same moment, five times over:
+    every time S3's If-None-Match lets exactly one create the next pointer."""
+    vectors, product_ids = vectors_and_ids(60)
+    surface = Surface("home")
+    publish(ROOT, surface, vectors, product_ids, 0, tmp_path)
+    for round_ in range(5):
+        made = [build(ROOT, surface, vectors, product_ids, round_, tmp_path) for _ in range(2)]
+        assert made[0][1] == made[1][1]  # both started from the same pointer
+        results = at_once([lambda m=m: release_build(ROOT, surface, *m) for m in made])
+        statuses = sorted(r["status"] for r in results)
+        assert statuses == ["failed", "published"], results
+        winner, loser = sorted(results, key=lambda r: r["status"] != "published")
+        assert "CURRENT moved while build" in loser["reason"]
+        assert layout.current_build_id(ROOT, "home") == winner["build_id"]
+        assert keys(s3, f"indexes/home/builds/{loser['build_id']}/") == []
+        assert (
+            load_published(ROOT, "home", cache_dir=tmp_path / "c").manifest["build_id"]
+            == (winner["build_id"])
+        )
+
+
+def test_no_secret_enters_a_store_text_or_pickle(s3):
+    import pickle
+
+    store = Store(ROOT)
+    store.names("")  # the filesystem (and its credentials) exists now
+    assert "s3cr3t-value" not in repr(store) + str(pickle.dumps(store))
