@@ -2,8 +2,9 @@
 
 Set ITEMSAGE_CRASH_AT=<point> in the run's environment; the process kills itself with SIGKILL
 (no cleanup, no finally blocks) when it reaches that point. A point reached in an executor
-(GROUP_POINTS) kills the whole process group instead: the driver, its JVM and every worker of a
-run started in its own session, as a lost machine would. Unset, this does nothing.
+(SESSION_POINTS) kills the whole run instead, as a lost machine would: the process groups of its
+session (the driver and its JVM) and of the executor's own (Spark's Python workers); start such
+a run in its own session. Unset, this does nothing.
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ import signal
 
 ENV = "ITEMSAGE_CRASH_AT"
 POINTS = ("before_write", "after_write", "before_commit")
-GROUP_POINTS = ("between_shard_uploads",)
+SESSION_POINTS = ("between_shard_uploads",)
 
 
 def crash_point(name: str) -> None:
-    assert name in POINTS + GROUP_POINTS, name
+    assert name in POINTS + SESSION_POINTS, name
     if os.environ.get(ENV) != name:
         return
-    if name in GROUP_POINTS:
+    if name in SESSION_POINTS:
+        os.killpg(os.getsid(0), signal.SIGKILL)
         os.killpg(os.getpgrp(), signal.SIGKILL)
     os.kill(os.getpid(), signal.SIGKILL)

@@ -1,14 +1,19 @@
 """A Delta table version as a Spark DataFrame, without Delta's JVM connector: deltalake lists the
-version's data files and Spark reads them as Parquet (our tables use neither deletion vectors nor
-column mapping, so the files are the version's rows)."""
+version's data files (our tables use neither deletion vectors nor column mapping, so the files
+are the version's rows). Spark reads local files as Parquet; files on an object store are read
+by the executors through pyarrow's filesystems, so no Hadoop connector (hadoop-aws, ...) is
+needed and credentials come from the environment, as when the embedding job writes them."""
 
 from __future__ import annotations
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.pandas.types import from_arrow_schema
 
+from itemsage_core.embedding.embeddings_table import filesystem_of
 from itemsage_core.errors import ItemSageError
+from itemsage_core.storage.uris import is_local_path
 
 
 def read_delta(
@@ -28,9 +33,26 @@ def read_delta(
     except DeltaError as exc:  # e.g. a version that does not exist (or was vacuumed)
         raise ItemSageError(f"cannot read {table_uri} at version {version}: {exc}") from None
     files = table.file_uris()
+    schema = pa.schema(table.schema().to_arrow())
     if not files:
-        schema = from_arrow_schema(pa.schema(table.schema().to_arrow()))
-        return spark.createDataFrame([], schema), table.version()
-    # Hadoop's S3 connector is s3a://; the other object stores keep their scheme.
-    files = ["s3a://" + f[len("s3://") :] if f.startswith("s3://") else f for f in files]
-    return spark.read.parquet(*files), table.version()
+        return spark.createDataFrame([], from_arrow_schema(schema)), table.version()
+    if is_local_path(table_uri):
+        return spark.read.parquet(*files), table.version()
+    return arrow_scan(spark, files, schema), table.version()
+
+
+def arrow_scan(spark: SparkSession, files: list[str], schema: pa.Schema) -> DataFrame:
+    """The rows of Parquet files named by URIs, each file read by one task through pyarrow."""
+    tasks = min(len(files), spark.sparkContext.defaultParallelism)
+    paths = spark.createDataFrame([(f,) for f in files], "path string").repartition(tasks)
+
+    def read(batches):
+        for batch in batches:
+            for uri in batch.column("path").to_pylist():
+                fs, path = filesystem_of(uri)
+                for part in pq.ParquetFile(path, filesystem=fs).iter_batches(batch_size=8192):
+                    yield from (
+                        pa.Table.from_batches([part]).select(schema.names).cast(schema).to_batches()
+                    )
+
+    return paths.mapInArrow(read, from_arrow_schema(schema))

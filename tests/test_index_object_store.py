@@ -4,6 +4,11 @@ between the processes. Builds are uploaded, published by create-if-absent pointe
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 
 import boto3
@@ -17,6 +22,7 @@ from index_builder.index_reader import ShardedIndex, load_published, roll_back, 
 from index_builder.plan import GroupBuild
 from index_builder.shard_build import ShardParams
 from index_builder.surfaces import Surface
+from itemsage_core.embedding.embeddings_table import read_table
 from itemsage_core.errors import ItemSageError
 from itemsage_core.storage.arrow_ipc import to_ipc
 from itemsage_core.storage.store import Store
@@ -196,3 +202,100 @@ def test_no_secret_enters_a_store_text_or_pickle(s3):
     store = Store(ROOT)
     store.names("")  # the filesystem (and its credentials) exists now
     assert "s3cr3t-value" not in repr(store) + str(pickle.dumps(store))
+
+
+SURFACES = """
+[defaults]
+target_shard_size = 120
+[surfaces.home]
+shards = 2
+[surfaces.closeup]
+sharding = "kmeans"
+shards = 2
+probe_clusters = 2
+"""
+
+
+def itemsage(*args: str, env: dict, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "itemsage_cli.main", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+        **kwargs,
+    )
+
+
+@pytest.mark.spark
+def test_embed_build_query_verify_kill_and_rollback_entirely_on_s3(
+    s3, s3_endpoint, tmp_path, small_world_dir, tiny_model_dir
+):
+    env = {**os.environ, **s3_env(s3_endpoint), "ITEMSAGE_CACHE_DIR": str(tmp_path / "cache")}
+    (tmp_path / "surfaces.toml").write_text(SURFACES)
+    table = "s3://lake/embeddings"
+    outputs = []
+
+    def run(*args: str, **kwargs) -> subprocess.CompletedProcess:
+        done = itemsage(*args, env=env, **kwargs)
+        outputs.append(done.stdout + done.stderr)
+        return done
+
+    embedded = run(
+        "embed", "--catalog", str(small_world_dir / "catalog"), "--model", str(tiny_model_dir),
+        "--table", table, "--master", "local[1]",
+    )  # fmt: skip
+    assert embedded.returncode == 0, embedded.stderr[-3000:]
+
+    def build_index(out: str, **kwargs) -> subprocess.CompletedProcess:
+        return run(
+            "build-index", "--table", table, "--surfaces", str(tmp_path / "surfaces.toml"),
+            "--out", out, "--master", "local[1]", **kwargs,
+        )  # fmt: skip
+
+    first = build_index(ROOT)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert build_index(str(tmp_path / "local")).returncode == 0
+    builds = {s: layout.current_build_id(ROOT, s) for s in ("home", "closeup")}
+    product = read_table(table, columns=["product_id"]).column(0)[7].as_py()
+    for surface in ("home", "closeup"):
+        answers = []
+        for root in (ROOT, str(tmp_path / "local")):
+            args = ("--index", root, "--surface", surface, "--product-id", product, "-k", "5")
+            answered = run("query", *args, "--json")
+            assert answered.returncode == 0, answered.stderr[-3000:]
+            answers.append(json.loads(answered.stdout))
+        assert answers[0] == answers[1] and len(answers[0]) == 5
+    assert (tmp_path / "cache" / "closeup" / builds["closeup"] / "centroids.npy").is_file()
+    verified = run("verify-index", "--index", ROOT, "--surface", "home", "--surface", "closeup")
+    assert verified.returncode == 0, verified.stderr[-3000:]
+    assert [json.loads(line)["build_id"] for line in verified.stdout.splitlines()] == list(
+        builds.values()
+    )
+
+    # A build killed (driver, JVM and workers) between two shard uploads publishes nothing.
+    killed = itemsage(
+        "build-index", "--table", table, "--surfaces", str(tmp_path / "surfaces.toml"),
+        "--out", ROOT, "--master", "local[1]",
+        env={**env, "ITEMSAGE_CRASH_AT": "between_shard_uploads"}, start_new_session=True,
+    )  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL
+    partial = [b for b in layout.build_ids(ROOT, "home") if b > builds["home"]]
+    assert len(partial) == 1
+    assert not layout.is_complete(Store(ROOT), "home", partial[0])
+    assert keys(s3, f"indexes/home/builds/{partial[0]}/shard-")  # some shards were uploaded
+    assert {s: layout.current_build_id(ROOT, s) for s in builds} == builds
+
+    rerun = build_index(ROOT)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert partial[0] not in layout.build_ids(ROOT, "home")  # the killed build is cleaned up
+    assert layout.current_build_id(ROOT, "home") != builds["home"]
+    rolled = run("rollback-index", "--index", ROOT, "--surface", "home")
+    assert rolled.returncode == 0, rolled.stderr[-3000:]
+    assert json.loads(rolled.stdout)["current"] == builds["home"]
+    assert layout.current_build_id(ROOT, "home") == builds["home"]
+    for text in outputs:
+        assert "s3cr3t-value" not in text
+    for key in keys(s3, "indexes/"):
+        if key.endswith(("manifest.json", "/CURRENT-0000000001")):
+            assert b"s3cr3t" not in s3.get_object(Bucket="lake", Key=key)["Body"].read()

@@ -61,7 +61,7 @@ def quarantine_uri(table_uri: str) -> str:
     return table_uri.rstrip("/") + QUARANTINE_SUFFIX
 
 
-def _filesystem(table_uri: str) -> tuple[pafs.FileSystem, str]:
+def filesystem_of(table_uri: str) -> tuple[pafs.FileSystem, str]:
     """The filesystem and root path of a local path or an object-store URI."""
     if not urlparse(table_uri).scheme or len(urlparse(table_uri).scheme) == 1:
         return pafs.LocalFileSystem(), str(table_uri)
@@ -90,7 +90,7 @@ def file_stats(table: pa.Table) -> str:
 
 def write_data_file(table_uri: str, table: pa.Table, run_id: str) -> dict:
     """Write `table` as one Parquet file under the table root; describe it for the commit."""
-    fs, root = _filesystem(table_uri)
+    fs, root = filesystem_of(table_uri)
     name = f"part-{run_id}-{uuid.uuid4().hex}.snappy.parquet"
     fs.create_dir(root, recursive=True)
     path = f"{root.rstrip('/')}/{name}"
@@ -107,7 +107,7 @@ def write_data_file(table_uri: str, table: pa.Table, run_id: str) -> dict:
 
 def remove_tree(uri: str) -> None:
     """Delete a directory (local or object store) and everything under it, if it exists."""
-    fs, path = _filesystem(uri)
+    fs, path = filesystem_of(uri)
     if fs.get_file_info(path).type != pafs.FileType.NotFound:
         fs.delete_dir(path)
 
@@ -140,7 +140,7 @@ def _read_filesystem(table_uri: str, storage_options: dict | None) -> pafs.FileS
     if storage_options and scheme in ("s3", "s3a"):
         fs, root = _s3_filesystem(storage_options), table_uri.split("://", 1)[1]
     else:
-        fs, root = _filesystem(table_uri)
+        fs, root = filesystem_of(table_uri)
     return pafs.SubTreeFileSystem(root.rstrip("/"), fs)
 
 
