@@ -10,7 +10,7 @@ AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
 WORKDIR ?= itemsage-demo
 PYTEST_ARGS ?=
 
-.PHONY: help venv java airflow-venv demo demo-flipkart lint test test-fast bench bench-full bench-catalog bench-training clean
+.PHONY: help venv java airflow-venv demo demo-flipkart lint test test-fast bench bench-full bench-catalog bench-training bench-store clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -68,6 +68,9 @@ bench-full: venv ## benchmarks at 100k and 1M products
 # Real-catalog quality: trained on the Flipkart sample alone vs TF-IDF and random (docs/model.md).
 bench-training: venv ## training in one process vs on Spark (1 and 2 processes), 20k and 200k
 	$(PY) bench/training_bench.py --products 20000 200000
+
+bench-store: venv ## the index job and first query, INDEX_ROOT local vs s3:// (moto), 100k
+	$(PY) bench/index_store_bench.py --products 100000
 
 bench-catalog: venv ## real-catalog quality vs TF-IDF and random
 	$(PY) bench/catalog_quality.py

@@ -26,6 +26,7 @@ from index_builder.layout import current_build_id
 from index_builder.partitioning import vectors_of
 from index_builder.shard_build import exact_top_k, gate_queries, new_hnsw_index, recall_at_k
 from itemsage_core.embedding.embeddings_table import read_table
+from itemsage_core.storage.store import Store
 
 
 def surface_vectors(index) -> tuple[pa.Array, np.ndarray]:
@@ -104,7 +105,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--json", default=None, help="write the results here too")
     args = parser.parse_args()
-    surfaces = sorted(p.name for p in Path(args.index).iterdir() if (p / "CURRENT").exists())
+    surfaces = [s for s in Store(args.index).names("") if current_build_id(args.index, s)]
     results = [bench_surface(args.index, s, args.queries) for s in surfaces]
     columns = [
         ("surface", "{}"),

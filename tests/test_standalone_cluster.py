@@ -121,7 +121,7 @@ def cluster(tmp_path_factory):
 
 
 def test_embed_job_on_a_standalone_cluster(
-    cluster, tmp_path, small_world, small_world_dir, tiny_model_dir
+    cluster, tmp_path, small_world, small_world_dir, tiny_model_dir, s3_endpoint, monkeypatch
 ):
     table_uri = tmp_path / "embeddings"
     summary_file = tmp_path / "summary.json"
@@ -163,11 +163,21 @@ def test_embed_job_on_a_standalone_cluster(
     executors = list((cluster["logs"] / "work").glob("app-*/*/stderr"))
     assert len(executors) >= 2
 
-    # The index job on the same cluster: shards built by executors, published by the driver.
+    # The index job on the same cluster, into a real S3 API: shards built and uploaded by the
+    # executors (credentials through spark.executorEnv), published by the driver.
     surfaces = tmp_path / "surfaces.toml"
     surfaces.write_text(
         '[surfaces.closeup]\nsharding = "kmeans"\nshards = 2\n[surfaces.search]\nshards = 2\n'
     )
+    s3 = {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": s3_endpoint,
+    }
+    for name, value in s3.items():
+        monkeypatch.setenv(name, value)
+    executor_env = [a for k, v in s3.items() for a in ("--conf", f"spark.executorEnv.{k}={v}")]
     built = subprocess.run(
         [
             str(SCRIPT),
@@ -175,13 +185,14 @@ def test_embed_job_on_a_standalone_cluster(
             cluster["url"],
             "--conf",
             "spark.executor.memory=1g",
+            *executor_env,
             "build-index",
             "--table",
             str(table_uri),
             "--surfaces",
             str(surfaces),
             "--out",
-            str(tmp_path / "index"),
+            "s3://lake/indexes",
         ],
         capture_output=True,
         text=True,
@@ -189,7 +200,7 @@ def test_embed_job_on_a_standalone_cluster(
     )
     assert built.returncode == 0, built.stdout[-4000:] + built.stderr[-4000:]
     for surface in ("closeup", "search"):
-        loaded = load_published(tmp_path / "index", surface)
+        loaded = load_published("s3://lake/indexes", surface, cache_dir=tmp_path / "cache")
         assert loaded.manifest["products"] == 400 and len(loaded.manifest["shards"]) >= 2
         assert loaded.search(got[0], k=1)[0][0] == rows.column("product_id")[0].as_py()
 

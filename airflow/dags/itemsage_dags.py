@@ -10,6 +10,8 @@ variables that the command quotes ("$VAR"), so no value is ever parsed by the sh
 path or a surface name cannot inject commands. Configure with Airflow Variables (or the
 defaults below): itemsage_home (the project checkout), itemsage_catalog, itemsage_mapping,
 itemsage_model, itemsage_table, itemsage_surfaces, itemsage_index_root, itemsage_spark_master.
+Tables and indexes live on an object store by default (no shared mount between the Airflow
+worker, the driver and the executors); credentials come from each machine's environment.
 docs/airflow.md has the recipe.
 """
 
@@ -39,12 +41,12 @@ def _var(name: str, default: str) -> str:
 ENV = {
     "ITEMSAGE_HOME": _var("home", "/opt/itemsage"),
     "SPARK_MASTER": _var("spark_master", "local[*]"),
-    "CATALOG": _var("catalog", "/data/catalog"),
+    "CATALOG": _var("catalog", "s3a://itemsage/catalog"),
     "MAPPING": _var("mapping", ""),
     "MODEL": _var("model", "/models/current"),
-    "TABLE": _var("table", "/data/tables/embeddings"),
+    "TABLE": _var("table", "s3://itemsage/tables/embeddings"),
     "SURFACES_TOML": _var("surfaces", "/opt/itemsage/conf/surfaces.toml"),
-    "INDEX_ROOT": _var("index_root", "/data/indexes"),
+    "INDEX_ROOT": _var("index_root", "s3://itemsage/indexes"),
 }
 SUBMIT = '"$ITEMSAGE_HOME/spark-submit.sh"'
 MAPPING_ARG = '${MAPPING:+--mapping "$MAPPING"}'

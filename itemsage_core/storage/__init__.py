@@ -1,2 +1,3 @@
-"""Bytes on disks and object stores: local files (checksums, atomic writes), URIs, Parquet
-footers and row groups, Arrow IPC. Imports only `itemsage_core.errors`."""
+"""Bytes on disks and object stores: local files (checksums, atomic writes), a root directory on
+any filesystem (store), URIs, Parquet footers and row groups, Arrow IPC. Imports only
+`itemsage_core.errors`."""
