@@ -99,7 +99,8 @@ def main() -> None:
     try:
         import boto3
 
-        env = {**os.environ, **S3, "AWS_ENDPOINT_URL": endpoint}
+        os.environ.update(S3)
+        env = {**os.environ, "AWS_ENDPOINT_URL": endpoint}
         boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(
             Bucket="bench"
         )
