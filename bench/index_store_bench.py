@@ -4,9 +4,10 @@
 
 A Delta table of N unit vectors (256-d, drawn around 200 centres, so that HNSW meets its recall
 gate as on real embeddings) is written locally; then, each as a fresh `itemsage` process on
-local[2]: `build-index` into a local root and into `s3://` (moto's S3 server on 127.0.0.1, the
-API the tests use: an in-memory Python server, slower than a real store), and `query` with an
-empty cache (the first query: download, checksums, load) and again with the cache filled.
+local[2]: `build-index` into a local root and into `s3://` (moto's S3 server on 127.0.0.1 in
+this process, the API the tests use: an in-memory Python server, slower than a real store), and
+`query` with an empty cache (the first query: download, checksums, load) and again with the
+cache filled. Each root is built and queried `--rounds` times, alternating, and the median kept.
 """
 
 from __future__ import annotations
@@ -23,9 +24,20 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+from moto.server import ThreadedMotoServer
 
 ROOT = Path(__file__).resolve().parents[1]
 SURFACES = "[surfaces.all]\nshards = 2\nM = 16\nef_construction = 200\nef_search = 64\n"
+# The build loaded with an empty cache, timed inside a fresh process (no interpreter start-up).
+LOAD = """
+import json, sys, time
+from index_builder.build_files import manifest_files
+from index_builder.index_reader import load_published
+started = time.perf_counter()
+index = load_published(sys.argv[1], "all", cache_dir=sys.argv[2])
+print(json.dumps({"load_s": time.perf_counter() - started,
+                  "build_mb": sum(d["bytes"] for _, d in manifest_files(index.manifest)) / 2**20}))
+"""
 S3 = {
     "AWS_ACCESS_KEY_ID": "bench",
     "AWS_SECRET_ACCESS_KEY": "bench",
@@ -55,24 +67,6 @@ def write_table(uri: str, products: int, dim: int = 256, seed: int = 0) -> str:
     return ids[0]
 
 
-def moto_server() -> tuple[subprocess.Popen, str]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    return server, f"http://127.0.0.1:{port}"
-
-
 def timed(args: list[str], env: dict) -> tuple[float, str]:
     started = time.perf_counter()
     done = subprocess.run(
@@ -84,9 +78,41 @@ def timed(args: list[str], env: dict) -> tuple[float, str]:
     return seconds, done.stdout
 
 
+def bench_root(root: str, table: str, work: Path, product: str, env: dict, round_: int) -> dict:
+    """One build into `root`, then the query command with an empty cache and with it filled,
+    and the build loaded by a fresh process with an empty cache (download, checksums, load),
+    timed inside that process."""
+    build_s, _ = timed(
+        ["build-index", "--table", table, "--surfaces", str(work / "surfaces.toml"),
+         "--out", root, "--master", "local[2]"],
+        env,
+    )  # fmt: skip
+    cache = work / f"cache-{round_}-{root.split(':')[0]}"
+    query = ["query", "--index", root, "--surface", "all", "--product-id", product, "--json",
+             "--cache-dir", str(cache)]  # fmt: skip
+    first_s, answer = timed(query, env)
+    again_s, again = timed(query, env)
+    assert json.loads(answer) == json.loads(again)
+    loaded = subprocess.run(
+        [sys.executable, "-c", LOAD, root, str(work / f"load-{round_}-{root.split(':')[0]}")],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return {
+        "build_index_s": build_s,
+        "first_query_s": first_s,
+        "cached_query_s": again_s,
+        **json.loads(loaded.stdout),
+        "answer": json.loads(answer),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--products", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--json", default=str(ROOT / "bench" / "results" / "index_store.json"))
     args = parser.parse_args()
@@ -95,7 +121,12 @@ def main() -> None:
     table = str(work / "embeddings")
     first_id = write_table(table, args.products)
     (work / "surfaces.toml").write_text(SURFACES)
-    server, endpoint = moto_server()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = ThreadedMotoServer("127.0.0.1", port, verbose=False)  # in this process, a thread
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
     try:
         import boto3
 
@@ -104,43 +135,31 @@ def main() -> None:
         boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(
             Bucket="bench"
         )
-        rows = []
-        for name, root in (("local", str(work / "indexes")), ("s3", "s3://bench/indexes")):
-            build_s, _ = timed(
-                ["build-index", "--table", table, "--surfaces", str(work / "surfaces.toml"),
-                 "--out", root, "--master", "local[2]"],
-                env,
-            )  # fmt: skip
-            cache = work / f"cache-{name}"
-            query = ["query", "--index", root, "--surface", "all", "--product-id", first_id,
-                     "--json", "--cache-dir", str(cache)]  # fmt: skip
-            first_s, answer = timed(query, env)
-            again_s, again = timed(query, env)
-            assert json.loads(answer) == json.loads(again)
-            rows.append(
-                {
-                    "root": name,
-                    "products": args.products,
-                    "build_index_s": round(build_s, 1),
-                    "first_query_s": round(first_s, 2),
-                    "cached_query_s": round(again_s, 2),
-                    "answer": json.loads(answer),
-                }
-            )
+        runs = {"local": [], "s3": []}
+        roots = {"local": str(work / "indexes"), "s3": "s3://bench/indexes"}
+        for round_ in range(args.rounds):
+            for name in sorted(roots, reverse=bool(round_ % 2)):  # alternate the order
+                runs[name].append(bench_root(roots[name], table, work, first_id, env, round_))
     finally:
-        server.terminate()
-        server.wait()
-    assert rows[0]["answer"] == rows[1]["answer"], "local and s3 builds answer differently"
-    print("root  | products | build-index s | first query s | cached query s")
+        server.stop()
+    answers = {name: [r.pop("answer") for r in rows] for name, rows in runs.items()}
+    assert all(a == answers["local"][0] for a in answers["local"] + answers["s3"]), (
+        "local and s3 builds answer differently"
+    )
+    rows = [
+        {"root": name, "products": args.products, "rounds": args.rounds}
+        | {key: float(np.median([r[key] for r in rows])) for key in rows[0]}
+        for name, rows in runs.items()
+    ]
+    print("root  | products | build-index s | first query s | cached query s | load s | MB")
     for row in rows:
         print(
-            f"{row['root']:5} | {row['products']} | {row['build_index_s']} | "
-            f"{row['first_query_s']} | {row['cached_query_s']}"
+            f"{row['root']:5} | {row['products']} | {row['build_index_s']:.1f} | "
+            f"{row['first_query_s']:.2f} | {row['cached_query_s']:.2f} | {row['load_s']:.2f} | "
+            f"{row['build_mb']:.0f}"
         )
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(
-        json.dumps([{k: v for k, v in r.items() if k != "answer"} for r in rows], indent=2) + "\n"
-    )
+    Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from index_builder.layout import (
     Pointer,
     PublishConflict,
     build_key,
+    retain,
     switch_current,
     write_build_manifest,
 )
@@ -125,15 +126,24 @@ def release_build(index_root: str | Store, surface: Surface, manifest: dict, bas
     if reason is None:
         write_build_manifest(store, key, manifest)
         try:
-            deleted = switch_current(
-                store, surface.name, manifest["build_id"], base, surface.keep_builds
-            )
+            switch_current(store, surface.name, manifest["build_id"], base)
         except PublishConflict as exc:
+            if exc.created:  # a pointer names the build: it stays (retention removes it later)
+                return {**result, "status": "failed", "reason": str(exc)}
             reason = str(exc)
         else:
-            return {**result, "status": "published", "deleted_builds": deleted}
+            return {**result, "status": "published", **_retained(store, surface, manifest)}
     store.delete(key)
     return {**result, "status": "failed", "reason": reason}
+
+
+def _retained(store: Store, surface: Surface, manifest: dict) -> dict:
+    """Retention after a publish: the deleted builds, or a warning (the publish stands)."""
+    try:
+        deleted = retain(store, surface.name, manifest["build_id"], surface.keep_builds)
+    except OSError as exc:
+        return {"deleted_builds": [], "warning": f"old builds not deleted: {exc}"}
+    return {"deleted_builds": deleted}
 
 
 def release_surface(
@@ -161,7 +171,10 @@ def release_surface(
         raise SurfaceFailure(
             f"shards hold {manifest['products']} products, {plan.products} were eligible"
         )
-    result = release_build(index_root, plan.surface, manifest, plan.base)
+    try:
+        result = release_build(index_root, plan.surface, manifest, plan.base)
+    except OSError as exc:  # the store failed: what was written stays for retention to remove
+        raise SurfaceFailure(f"publishing into {index_root} failed: {exc}") from None
     if result["status"] != "published":
         raise SurfaceFailure(result["reason"], result)
     recall = manifest["recall_at_10"]

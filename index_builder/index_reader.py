@@ -21,6 +21,7 @@ from index_builder.layout import (
     current_pointer,
     is_complete,
     read_build_manifest,
+    retain,
     switch_current,
 )
 from index_builder.shard_build import load_shard
@@ -70,12 +71,12 @@ class ShardedIndex:
         truncated or corrupted file is an error."""
         store = as_store(root)
         manifest = read_build_manifest(store, build_key(surface, build_id))
-        directory = local_build(store, manifest, cache_dir)
         dim = manifest["params"]["dim"]
-        loaded = [load_shard(directory, entry, dim) for entry in manifest["shards"]]
-        centroids = None
-        if manifest.get("centroids"):
-            centroids = np.load(directory / CENTROIDS, allow_pickle=False)
+        with local_build(store, manifest, cache_dir) as directory:
+            loaded = [load_shard(directory, entry, dim) for entry in manifest["shards"]]
+            centroids = None
+            if manifest.get("centroids"):
+                centroids = np.load(directory / CENTROIDS, allow_pickle=False)
         for index, _ in loaded:
             index.set_ef(manifest["params"]["ef_search"])
         return cls(
@@ -197,7 +198,8 @@ def roll_back(
         except LOAD_ERRORS as exc:
             problems.append(f"build {candidate}: {exc}")
             continue
-        switch_current(store, surface, candidate, base, keep=len(build_ids(store, surface)))
+        switch_current(store, surface, candidate, base)
+        retain(store, surface, candidate, keep=len(build_ids(store, surface)))
         return {"surface": surface, "previous": current, "current": candidate, "skipped": problems}
     raise ItemSageError(
         f"surface {surface!r}: no usable build to roll back to from "

@@ -32,17 +32,23 @@ from itemsage_core.storage.store import Store, as_store
 
 MANIFEST = "manifest.json"
 MANIFEST_SUM = "manifest.json.sha256"
-LEGACY_CURRENT = "CURRENT"  # the pointer of builds published before format 2 (seq 0)
+LEGACY_CURRENT = "CURRENT"  # the one-line pointer of roots published before CURRENT-N (seq 0)
 POINTER = re.compile(r"^CURRENT-(\d{10})$")
 POINTERS_KEPT = 100  # pointer history kept per surface (newest first)
 CENTROIDS = "centroids.npy"
 FORMAT = "itemsage-index/1"
 SHARD_FIELDS = {"shard", "count", "vectors", "files", "recall_at_10"}
 BUILD_ID = re.compile(r"^\d{8}T\d{12}Z-v\d+$")
+FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # a file directly in its build directory
 
 
 class PublishConflict(ItemSageError):
-    """CURRENT moved (another publisher, or a rollback) after this build started."""
+    """CURRENT moved (another publisher, or a rollback) after this build started; `created`:
+    whether this publisher's pointer exists all the same (its build must then stay)."""
+
+    def __init__(self, message: str, created: bool):
+        super().__init__(message)
+        self.created = created
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,6 +115,15 @@ def read_build_manifest(store: Store, key: str) -> dict:
         raise ItemSageError(
             f"{where}/{MANIFEST} lacks {', '.join(missing)} (written by another version?)"
         )
+    surface, _, build_id = key.split("/")
+    if (parsed["surface"], parsed["build_id"]) != (surface, build_id):
+        raise ItemSageError(
+            f"{where}/{MANIFEST} describes build {parsed['build_id']} of {parsed['surface']!r}"
+        )
+    paths = [f["path"] for shard in parsed["shards"] for f in shard["files"].values()]
+    paths += [parsed["centroids"]["path"]] if parsed.get("centroids") else []
+    if not all(isinstance(p, str) and FILE_NAME.match(p) for p in paths):
+        raise ItemSageError(f"{where}/{MANIFEST} names a file outside its build directory")
     return parsed
 
 
@@ -148,14 +163,9 @@ def is_complete(store: Store, surface: str, build_id: str) -> bool:
     return store.exists(f"{build_key(surface, build_id)}/{MANIFEST_SUM}")
 
 
-def switch_current(
-    root: str | os.PathLike | Store, surface: str, build_id: str, base: Pointer, keep: int
-) -> list[str]:
-    """Point CURRENT at a complete build by creating the pointer after `base` (the pointer the
-    build or rollback started from); PublishConflict when CURRENT has moved since. Then delete
-    all but the newest `keep` complete builds and any incomplete build older than this one;
-    returns the deleted build ids."""
-    store = as_store(root)
+def switch_current(store: Store, surface: str, build_id: str, base: Pointer) -> None:
+    """Point CURRENT at a complete build by creating the pointer after `base` (CURRENT when the
+    build or rollback started); PublishConflict when CURRENT has moved since."""
     read_build_manifest(store, build_key(surface, build_id))
     seq = base.seq + 1
     body = json.dumps(
@@ -167,23 +177,49 @@ def switch_current(
             "token": uuid.uuid4().hex,  # tells this publisher's pointer from another's
         }
     ).encode()
-    name = f"{surface}/{pointer_name(seq)}"
-    created = store.create(name, body)
-    # Read back: on a store without atomic create-if-absent, a racer may have replaced it.
-    now = current_pointer(store, surface)
-    if not created or now.seq != seq or store.read_bytes(name) != body:
+    failure = None
+    try:
+        store.create(f"{surface}/{pointer_name(seq)}", body)
+    except OSError as exc:  # the outcome is unknown (e.g. a retried request): read back
+        failure = exc
+    if not _won(store, surface, seq, body, build_id):
+        if failure is not None:
+            raise failure
+        now = current_pointer(store, surface)
         raise PublishConflict(
-            f"surface {surface!r}: CURRENT moved while build {build_id} was made (it started "
-            f"from {base.build_id or 'no build'}, now {now.build_id} is current, pointer "
+            f"surface {surface!r}: CURRENT moved while build {build_id} was being published (it "
+            f"started from {base.build_id or 'no build'}, now {now.build_id} is current, pointer "
             f"{pointer_name(now.seq)}): another build-index or rollback-index ran at the same "
-            "time; nothing was published by this run, rerun it to build from the new state"
+            "time; nothing was published, rerun to start from the new state",
+            created=_read(store, f"{surface}/{pointer_name(seq)}") == body,
         )
-    return _retain(store, surface, build_id, keep)
 
 
-def _retain(store: Store, surface: str, build_id: str, keep: int) -> list[str]:
-    """Delete all but the newest `keep` complete builds, incomplete builds older than the current
-    one (killed runs), the legacy CURRENT and pointers beyond POINTERS_KEPT."""
+def _read(store: Store, key: str) -> bytes | None:
+    try:
+        return store.read_bytes(key)
+    except FileNotFoundError:
+        return None
+
+
+def _won(store: Store, surface: str, seq: int, body: bytes, build_id: str) -> bool:
+    """Whether pointer `seq` is this publisher's (`body`: read back, since a store without
+    atomic create-if-absent may let a racer replace it) and the pointers after it, if any,
+    descend from it."""
+    if _read(store, f"{surface}/{pointer_name(seq)}") != body:
+        return False
+    seqs, _ = _pointers(store, surface)
+    if seqs[-1] == seq:
+        return True
+    following = _read(store, f"{surface}/{pointer_name(seq + 1)}")
+    return following is not None and json.loads(following)["previous"] == build_id
+
+
+def retain(store: Store, surface: str, build_id: str, keep: int) -> list[str]:
+    """After `build_id` was published: delete all but the newest `keep` complete builds,
+    incomplete builds older than it (killed runs), the legacy CURRENT and pointers beyond
+    POINTERS_KEPT; never the build CURRENT names at the moment of deleting (a rollback may have
+    just published an old one). Returns the deleted build ids."""
     deleted, kept = [], 0
     for other in build_ids(store, surface):
         if other >= build_id:
@@ -192,11 +228,13 @@ def _retain(store: Store, surface: str, build_id: str, keep: int) -> list[str]:
         if kept < keep and is_complete(store, surface, other):
             kept += 1
             continue
+        if current_pointer(store, surface).build_id == other:
+            continue
         store.delete(build_key(surface, other))
         deleted.append(other)
     seqs, legacy = _pointers(store, surface)
     for seq in seqs[:-POINTERS_KEPT]:
         store.delete(f"{surface}/{pointer_name(seq)}")
-    if legacy:
+    if legacy and seqs:
         store.delete(f"{surface}/{LEGACY_CURRENT}")
     return deleted

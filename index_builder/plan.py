@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
-from index_builder.layout import CENTROIDS, Pointer, build_key, current_pointer, new_build_id
+from index_builder.layout import CENTROIDS, Pointer, build_key, new_build_id
 from index_builder.partitioning import ClusterPlan, routing_recall, train_centroids, unpack_group
 from index_builder.shard_build import ShardParams, build_group_shards
 from index_builder.surfaces import Surface
@@ -48,21 +48,23 @@ class GroupBuild:
         threads: int,
         scratch: str | None = None,
         uploaded: Callable[[str], None] = lambda name: None,
+        attempt: str = "",
     ) -> list[dict]:
         """The group's shards from its packed parts (partitioning.pack_groups), written into a
         temporary directory under `scratch`, then each file uploaded into the build directory
-        (`uploaded(name)` after each); their manifest entries."""
+        (`uploaded(name)` after each); their manifest entries. A retried task names its files
+        after its `attempt`, so a lingering earlier attempt never overwrites the files whose
+        checksums the manifest records."""
         ids, vectors = unpack_group(packed, self.dim)
         with tempfile.TemporaryDirectory(prefix="itemsage-shards-", dir=scratch) as local:
             entries = build_group_shards(
                 ids, vectors, group, self.max_size, local, self.params, threads
             )
-            for entry in entries:
-                for described in entry["files"].values():
-                    self.store.upload(
-                        f"{local}/{described['path']}", f"{self.key}/{described['path']}"
-                    )
-                    uploaded(described["path"])
+            for described in (d for entry in entries for d in entry["files"].values()):
+                name = f"a{attempt}-{described['path']}" if attempt else described["path"]
+                self.store.upload(f"{local}/{described['path']}", f"{self.key}/{name}")
+                described["path"] = name
+                uploaded(name)
         return entries
 
 
@@ -160,12 +162,13 @@ class SurfacePlan:
             f"{self.surface.probe_clusters} clusters keeps {self.routing_recall:.3f} of the top 10"
         )
 
-    def start_build(self, index_root: str) -> GroupBuild:
-        """Note the surface's CURRENT (the build will publish only over it); k-means: write the
-        centroids into the new build directory. What its tasks need."""
+    def start_build(self, index_root: str, base: Pointer) -> GroupBuild:
+        """Note `base`, the surface's CURRENT when the run started (the build will publish only
+        over it); k-means: write the centroids into the new build directory. What its tasks
+        need."""
         store = Store(index_root)
         key = build_key(self.surface.name, self.build_id)
-        self.base = current_pointer(store, self.surface.name)
+        self.base = base
         if self.centroids is not None:
             buffer = io.BytesIO()
             np.save(buffer, self.centroids, allow_pickle=False)

@@ -261,7 +261,8 @@ def rollback_index(
     index_root: str, surface: str, build_id: str | None, cache_dir: str | None
 ) -> None:
     """Serve an earlier build of a surface: checks every file of it, then moves CURRENT
-    atomically. Deletes nothing; the next build-index publishes a new build as usual."""
+    atomically. Deletes no complete build; the next build-index publishes a new build as
+    usual."""
     from index_builder.index_reader import roll_back
 
     click.echo(json.dumps(roll_back(index_root, surface, build_id, cache_dir)))

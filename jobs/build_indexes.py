@@ -33,6 +33,7 @@ from pyspark.sql import functions as F
 
 from index_builder.build_config import BuildIndexConfig
 from index_builder.build_run import BuildRun
+from index_builder.layout import Pointer, current_pointer
 from index_builder.partitioning import hash_groups, nearest_centroids, pack_groups, vectors_of
 from index_builder.plan import GroupBuild, SurfaceFailure, SurfacePlan
 from index_builder.surfaces import Surface
@@ -59,12 +60,14 @@ def build_indexes(
     publishes nothing and its current build stays; the others still publish. Every filter is
     checked before any surface is planned."""
     started = time.perf_counter()
+    index_root = Store(config.index_root).uri
+    # Each surface publishes only over the build current now, before anything is read.
+    bases = {s.name: current_pointer(index_root, s.name) for s in config.surfaces}
     table_uri = absolute_uri(config.table_uri)
     catalog = config.catalog and absolute_uri(config.catalog)
     table, version = read_embeddings(spark, table_uri, config.table_version)
     names = ", ".join(s.name for s in config.surfaces)
     progress(f"building {names} from {table_uri} version {version}")
-    index_root = Store(config.index_root).uri
     run = BuildRun(table_uri, version, catalog, index_root, started, progress)
     frame = read_catalog(spark, catalog, config.mapping).drop(IMAGE_EMBEDDINGS) if catalog else None
     columns = table if frame is None else table.join(frame, PRODUCT_ID, "left")
@@ -72,7 +75,7 @@ def build_indexes(
     attributes = catalog_attributes(frame, checked) if frame is not None else None
     planned = run.each(checked, plan_surface, table, attributes, version, progress)
     run.lap("plan_s")
-    built = build_all_shards(spark, planned, index_root, progress) if planned else {}
+    built = build_all_shards(spark, planned, index_root, bases, progress) if planned else {}
     run.lap("build_s")
     if attributes is not None:
         attributes.unpersist()
@@ -236,8 +239,14 @@ def _build_task(builds: dict[str, GroupBuild]):
         # until they are uploaded.
         scratch = (os.environ.get("SPARK_LOCAL_DIRS") or "").split(",")[0] or None
         packed = [packed for _, packed in records]
+        attempts = (context.stageAttemptNumber(), context.attemptNumber()) if context else (0, 0)
         entries = builds[surface].build(
-            group, packed, threads, scratch, lambda _: crash_point("between_shard_uploads")
+            group,
+            packed,
+            threads,
+            scratch,
+            lambda _: crash_point("between_shard_uploads"),
+            attempt="" if attempts == (0, 0) else "{}.{}".format(*attempts),
         )
         for entry in entries:
             yield surface, json.dumps(entry)
@@ -249,11 +258,13 @@ def build_all_shards(
     spark: SparkSession,
     planned: list[tuple[SurfacePlan, DataFrame]],
     index_root: str,
+    bases: dict[str, Pointer],
     progress: Callable[[str], None],
 ) -> dict[str, list[dict]]:
     """Every group of every plan built by its own task, all in one Spark stage, and uploaded
-    into the plan's new build directory; each surface's shard entries."""
-    builds = {plan.surface.name: plan.start_build(index_root) for plan, _ in planned}
+    into the plan's new build directory (to be published only over its surface's pointer in
+    `bases`); each surface's shard entries."""
+    builds = {p.surface.name: p.start_build(index_root, bases[p.surface.name]) for p, _ in planned}
     grouped = functools.reduce(DataFrame.unionByName, [g for _, g in planned])
     # One partition per group, so that every group is built by its own task (hash partitioning
     # of the DataFrame API can put two groups in one task, which then builds them in turn).

@@ -1,8 +1,9 @@
 """A Delta table version as a Spark DataFrame, without Delta's JVM connector: deltalake lists the
 version's data files (our tables use neither deletion vectors nor column mapping, so the files
-are the version's rows). Spark reads local files as Parquet; files on an object store are read
-by the executors through pyarrow's filesystems, so no Hadoop connector (hadoop-aws, ...) is
-needed and credentials come from the environment, as when the embedding job writes them."""
+are the version's rows). Spark reads local and HDFS files as Parquet; files on an object store
+(S3, GCS, Azure) are read by the executors through pyarrow's filesystems, so no Hadoop connector
+(hadoop-aws, ...) is needed and credentials come from the environment, as when the embedding job
+writes them."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pyspark.sql.pandas.types import from_arrow_schema
 
 from itemsage_core.embedding.embeddings_table import filesystem_of
 from itemsage_core.errors import ItemSageError
-from itemsage_core.storage.uris import is_local_path
+from itemsage_core.storage.uris import is_object_store
 
 
 def read_delta(
@@ -36,7 +37,7 @@ def read_delta(
     schema = pa.schema(table.schema().to_arrow())
     if not files:
         return spark.createDataFrame([], from_arrow_schema(schema)), table.version()
-    if is_local_path(table_uri):
+    if not is_object_store(table_uri):
         return spark.read.parquet(*files), table.version()
     return arrow_scan(spark, files, schema), table.version()
 

@@ -11,9 +11,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from index_helpers import ids, manifest_for, unit_vectors
 
 from index_builder import layout as index_layout
-from index_builder.build_release import assemble_manifest, release_build
+from index_builder.build_release import release_build
 from index_builder.index_reader import ShardedIndex, load_published, read_vector, roll_back
 from index_builder.layout import (
     build_key,
@@ -36,18 +37,9 @@ from itemsage_core.errors import ItemSageError
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
-def unit_vectors(n: int, dim: int = 32, seed: int = 0) -> np.ndarray:
-    vectors = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-
-
 def build_dir(root, surface: str, build_id: str) -> Path:
     """A build's directory under a local index root."""
     return Path(root) / build_key(surface, build_id)
-
-
-def ids(n: int, prefix: str = "P") -> pa.Array:
-    return pa.array([f"{prefix}{i:05d}" for i in range(n)])
 
 
 def test_shipped_surfaces_configs_parse():
@@ -178,18 +170,7 @@ def build_and_release(
             directory,
             params,
         )
-    manifest = assemble_manifest(
-        surface,
-        build_id,
-        entries,
-        table_uri="t",
-        table_version=version,
-        catalog=None,
-        model_version="m",
-        dim=vectors.shape[1],
-        group_clusters=None,
-        seconds={},
-    )
+    manifest = manifest_for(surface, build_id, entries, version, vectors.shape[1])
     return release_build(root, surface, manifest, base)
 
 
@@ -391,18 +372,7 @@ def test_a_build_published_over_a_moved_current_is_refused(tmp_path):
     entries = build_group_shards(
         product_ids, vectors, 0, 1000, late_dir, ShardParams(16, 100, 64, 50, 0.3, 0)
     )
-    manifest = assemble_manifest(
-        Surface("home"),
-        late,
-        entries,
-        table_uri="t",
-        table_version=2,
-        catalog=None,
-        model_version="m",
-        dim=vectors.shape[1],
-        group_clusters=None,
-        seconds={},
-    )
+    manifest = manifest_for(Surface("home"), late, entries, 2, vectors.shape[1])
     result = release_build(tmp_path, Surface("home"), manifest, base)
     assert result["status"] == "failed" and "CURRENT moved while build" in result["reason"]
     assert f"now {second['build_id']} is current" in result["reason"]

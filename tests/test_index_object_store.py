@@ -12,12 +12,12 @@ import sys
 import threading
 
 import boto3
-import numpy as np
 import pyarrow as pa
 import pytest
+from index_helpers import ids, manifest_for, unit_vectors
 
 from index_builder import layout
-from index_builder.build_release import assemble_manifest, release_build
+from index_builder.build_release import release_build
 from index_builder.index_reader import ShardedIndex, load_published, roll_back, verify_current
 from index_builder.plan import GroupBuild
 from index_builder.shard_build import ShardParams
@@ -57,12 +57,6 @@ def keys(client, prefix: str) -> list[str]:
     return sorted(o["Key"] for o in found)
 
 
-def vectors_and_ids(n: int, dim: int = 32, seed: int = 0) -> tuple[np.ndarray, pa.Array]:
-    vectors = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors, pa.array([f"P{i:05d}" for i in range(n)])
-
-
 def build(root, surface: Surface, vectors, product_ids, version: int, scratch):
     """A build as the job makes it: one group built on local disk and uploaded by GroupBuild,
     then its manifest; returns (manifest, the pointer the build started from)."""
@@ -72,18 +66,7 @@ def build(root, surface: Surface, vectors, product_ids, version: int, scratch):
     task = GroupBuild(Store(root), layout.build_key(surface.name, build_id), params, 60, 32)
     packed = (to_ipc(pa.table({"product_id": product_ids})), vectors.tobytes())
     entries = task.build(0, [packed], threads=1, scratch=str(scratch))
-    manifest = assemble_manifest(
-        surface,
-        build_id,
-        entries,
-        table_uri="t",
-        table_version=version,
-        catalog=None,
-        model_version="m",
-        dim=32,
-        group_clusters=None,
-        seconds={},
-    )
+    manifest = manifest_for(surface, build_id, entries, version, 32)
     return manifest, base
 
 
@@ -93,7 +76,7 @@ def publish(root, surface, vectors, product_ids, version, scratch) -> dict:
 
 
 def test_a_build_on_s3_answers_like_the_same_build_on_a_local_path(s3, tmp_path):
-    vectors, product_ids = vectors_and_ids(200)
+    vectors, product_ids = unit_vectors(200), ids(200)
     surface = Surface("home")
     on_s3 = publish(ROOT, surface, vectors, product_ids, 0, tmp_path)
     local = publish(tmp_path / "local", surface, vectors, product_ids, 0, tmp_path)
@@ -106,12 +89,13 @@ def test_a_build_on_s3_answers_like_the_same_build_on_a_local_path(s3, tmp_path)
     same = load_published(tmp_path / "local", "home")
     for q in range(0, 200, 20):
         assert remote.search(vectors[q], k=10) == same.search(vectors[q], k=10)
-    assert remote.directory == cache / "home" / on_s3["build_id"]
+    assert remote.directory.parent.parent.parent == cache  # <cache>/<root>/home/<build_id>
+    assert remote.directory.parts[-2:] == ("home", on_s3["build_id"])
     assert verify_current(ROOT, "home", cache_dir=cache)["found_themselves"] == 20
 
 
 def test_the_cache_fetches_a_build_once_and_a_damaged_cached_file_again(s3, tmp_path):
-    vectors, product_ids = vectors_and_ids(200)
+    vectors, product_ids = unit_vectors(200), ids(200)
     built = publish(ROOT, Surface("home"), vectors, product_ids, 0, tmp_path)
     cache = tmp_path / "cache"
     first = load_published(ROOT, "home", cache_dir=cache)
@@ -127,7 +111,7 @@ def test_the_cache_fetches_a_build_once_and_a_damaged_cached_file_again(s3, tmp_
 
 
 def test_a_corrupted_object_is_detected_and_the_newest_valid_build_answers(s3, tmp_path):
-    vectors, product_ids = vectors_and_ids(200)
+    vectors, product_ids = unit_vectors(200), ids(200)
     older = publish(ROOT, Surface("home"), vectors, product_ids, 0, tmp_path)
     newer = publish(ROOT, Surface("home"), vectors, product_ids, 1, tmp_path)
     shard = keys(s3, f"indexes/home/builds/{newer['build_id']}/shard-00000-01.hnsw")[0]
@@ -148,7 +132,7 @@ def test_a_corrupted_object_is_detected_and_the_newest_valid_build_answers(s3, t
 
 
 def test_retention_and_killed_build_clean_up_work_on_s3(s3, tmp_path):
-    vectors, product_ids = vectors_and_ids(60)
+    vectors, product_ids = unit_vectors(60), ids(60)
     surface = Surface("home", keep_builds=2)
     killed = layout.build_key("home", layout.new_build_id(0))
     Store(ROOT).write_bytes(f"{killed}/shard-00000-00.hnsw", b"partial")
@@ -177,7 +161,7 @@ def at_once(calls: list) -> list:
 def test_racing_publishers_on_s3_one_wins_and_the_other_is_told(s3, tmp_path):
     """Two builds started from the same CURRENT publish at the same moment, five times over:
     every time S3's If-None-Match lets exactly one create the next pointer."""
-    vectors, product_ids = vectors_and_ids(60)
+    vectors, product_ids = unit_vectors(60), ids(60)
     surface = Surface("home")
     publish(ROOT, surface, vectors, product_ids, 0, tmp_path)
     for round_ in range(5):
@@ -266,7 +250,7 @@ def test_embed_build_query_verify_kill_and_rollback_entirely_on_s3(
             assert answered.returncode == 0, answered.stderr[-3000:]
             answers.append(json.loads(answered.stdout))
         assert answers[0] == answers[1] and len(answers[0]) == 5
-    assert (tmp_path / "cache" / "closeup" / builds["closeup"] / "centroids.npy").is_file()
+    assert list((tmp_path / "cache").glob(f"*/closeup/{builds['closeup']}/centroids.npy"))
     verified = run("verify-index", "--index", ROOT, "--surface", "home", "--surface", "closeup")
     assert verified.returncode == 0, verified.stderr[-3000:]
     assert [json.loads(line)["build_id"] for line in verified.stdout.splitlines()] == list(
@@ -299,3 +283,43 @@ def test_embed_build_query_verify_kill_and_rollback_entirely_on_s3(
     for key in keys(s3, "indexes/"):
         if key.endswith(("manifest.json", "/CURRENT-0000000001")):
             assert b"s3cr3t" not in s3.get_object(Bucket="lake", Key=key)["Body"].read()
+
+
+def test_the_cache_keeps_two_builds_and_never_evicts_one_in_use(s3, tmp_path):
+    import fcntl
+
+    vectors, product_ids = unit_vectors(60), ids(60)
+    cache, loaded = tmp_path / "cache", []
+    for version in range(3):
+        publish(ROOT, Surface("home"), vectors, product_ids, version, tmp_path)
+        loaded.append(load_published(ROOT, "home", cache_dir=cache).directory)
+    assert [d.exists() for d in loaded] == [False, True, True]
+    with open(loaded[1] / ".lock") as held:  # another process loading build 1
+        fcntl.flock(held, fcntl.LOCK_SH)
+        publish(ROOT, Surface("home"), vectors, product_ids, 3, tmp_path)
+        newest = load_published(ROOT, "home", cache_dir=cache).directory
+    assert [d.exists() for d in (*loaded, newest)] == [False, True, True, True]
+
+
+def test_a_retried_task_uploads_its_own_files(s3, tmp_path):
+    vectors, product_ids = unit_vectors(60), ids(60)
+    key = layout.build_key("home", layout.new_build_id(0))
+    task = GroupBuild(Store(ROOT), key, ShardParams(16, 100, 64, 100, 0.3, 0), 60, 32)
+    packed = (to_ipc(pa.table({"product_id": product_ids})), vectors.tobytes())
+    (entry,) = task.build(0, [packed], threads=1, scratch=str(tmp_path), attempt="0.1")
+    assert [f["path"] for f in entry["files"].values()] == [
+        "a0.1-shard-00000-00.hnsw",
+        "a0.1-shard-00000-00.ids.parquet",
+    ]
+    assert Store(ROOT).names(key) == ["a0.1-shard-00000-00.hnsw", "a0.1-shard-00000-00.ids.parquet"]
+
+
+def test_a_manifest_naming_a_file_outside_its_build_is_refused(s3, tmp_path):
+    vectors, product_ids = unit_vectors(60), ids(60)
+    built = publish(ROOT, Surface("home"), vectors, product_ids, 0, tmp_path)
+    key = layout.build_key("home", built["build_id"])
+    manifest = json.loads(Store(ROOT).read_bytes(f"{key}/manifest.json"))
+    manifest["shards"][0]["files"]["index"]["path"] = "../../../escape.hnsw"
+    layout.write_build_manifest(Store(ROOT), key, manifest)
+    with pytest.raises(ItemSageError, match="names a file outside its build directory"):
+        ShardedIndex.load(ROOT, "home", built["build_id"], tmp_path / "cache")

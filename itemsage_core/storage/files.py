@@ -1,9 +1,10 @@
-"""Files on a local (or mounted) filesystem: checksums and atomic writes."""
+"""Files on a local (or mounted) filesystem: checksums and atomic, durable writes."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import uuid
 from pathlib import Path
 
 
@@ -15,18 +16,44 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def write_atomic(path: str | Path, text: str) -> None:
-    """Write `text` to a temporary file beside `path`, flush it to disk, then rename it over
-    `path`: a reader sees the old content or the new, never a part."""
-    path = Path(path)
-    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(staging, "w", encoding="utf-8") as handle:
-        handle.write(text)
+def _staged(path: Path, data: bytes) -> Path:
+    """`data` in a new temporary file beside `path`, flushed to disk."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with open(staging, "wb") as handle:
+        handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())
-    os.replace(staging, path)
-    directory = os.open(path.parent, os.O_RDONLY)
+    return staging
+
+
+def _sync_directory(directory: Path) -> None:
+    handle = os.open(directory, os.O_RDONLY)
     try:
-        os.fsync(directory)
+        os.fsync(handle)
     finally:
-        os.close(directory)
+        os.close(handle)
+
+
+def write_atomic(path: str | Path, data: str | bytes) -> None:
+    """Write `data` to a temporary file beside `path`, flush it to disk, then rename it over
+    `path`: a reader sees the old content or the new, never a part, even after a power loss."""
+    path = Path(path)
+    staging = _staged(path, data.encode() if isinstance(data, str) else data)
+    os.replace(staging, path)
+    _sync_directory(path.parent)
+
+
+def create_atomic(path: str | Path, data: bytes) -> bool:
+    """Create `path` holding `data` unless it exists (False then), in one step: a fully written
+    temporary file is hard-linked to the name, which fails when the name exists."""
+    path = Path(path)
+    staging = _staged(path, data)
+    try:
+        os.link(staging, path)
+    except FileExistsError:
+        return False
+    finally:
+        staging.unlink()
+    _sync_directory(path.parent)
+    return True

@@ -18,10 +18,11 @@ import uuid
 from pathlib import Path
 
 from itemsage_core.errors import ItemSageError
-from itemsage_core.storage.uris import absolute_uri, is_local_path
+from itemsage_core.storage.files import create_atomic, write_atomic
+from itemsage_core.storage.uris import absolute_uri, scheme
 
 # How each store's fsspec implementation creates an object only if it is absent, atomically.
-# Any other protocol falls back to fsspec's check-then-write (not atomic: docs/operations.md).
+# Any other protocol gets a check, then a write (not atomic: docs/indexes.md).
 CREATE_IF_ABSENT = {
     "s3": {"mode": "create"},
     "s3a": {"mode": "create"},
@@ -51,9 +52,9 @@ class Store:
 
     def __init__(self, root: str | os.PathLike):
         text = os.fspath(root)
-        self.local = is_local_path(text) or text.startswith("file://")
+        self.protocol = scheme(text)
+        self.local = self.protocol == "file"
         self.uri = absolute_uri(text.removeprefix("file://")) if self.local else text.rstrip("/")
-        self.protocol = "file" if self.local else self.uri.split("://", 1)[0].lower()
 
     def __repr__(self) -> str:
         return f"Store({self.uri!r})"
@@ -75,11 +76,6 @@ class Store:
             fix = f" (pip install 'itemsage-spark[{extra}]')" if extra else ""
             raise ItemSageError(f"cannot open {self.uri}: {exc}{fix}") from None
 
-    @property
-    def atomic_create(self) -> bool:
-        """Whether `create` is one atomic create-if-absent on this store."""
-        return self.local or self.protocol in CREATE_IF_ABSENT
-
     def path(self, key: str) -> str:
         """The key's full path, as the filesystem (or a person) names it."""
         return f"{self.uri}/{key}" if key else self.uri
@@ -92,45 +88,34 @@ class Store:
         return Path(self.path(key))
 
     def exists(self, key: str) -> bool:
-        return self.fs.exists(self._fs_path(key))
+        """Whether the key exists, never from a cached listing."""
+        path = self._fs_path(key)
+        self.fs.invalidate_cache(path)
+        return self.fs.exists(path)
 
     def read_bytes(self, key: str) -> bytes:
         return self.fs.cat_file(self._fs_path(key))
 
     def write_bytes(self, key: str, data: bytes) -> None:
         """Write (or replace) one file; a reader sees the old bytes or the new, never a part."""
-        if not self.local:
+        if self.local:
+            write_atomic(self.local_path(key), data)
+        else:
             self.fs.pipe_file(self._fs_path(key), data)
-            return
-        path = self.local_path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        staging.write_bytes(data)
-        os.replace(staging, path)
 
     def create(self, key: str, data: bytes) -> bool:
-        """Create the file with `data` unless it exists (False then). Atomic where the store
-        can (`atomic_create`): of two racing creators exactly one gets True."""
-        if not self.local:
-            try:
-                self.fs.pipe_file(
-                    self._fs_path(key),
-                    data,
-                    **CREATE_IF_ABSENT.get(self.protocol, {"mode": "create"}),
-                )
-            except FileExistsError:
-                return False
-            return True
-        path = self.local_path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        staging.write_bytes(data)
+        """Create the file with `data` unless it exists (False then): one atomic
+        create-if-absent on local disks, S3, GCS and Azure (of two racing creators exactly one
+        gets True); elsewhere a check, then a write."""
+        if self.local:
+            return create_atomic(self.local_path(key), data)
+        conditional = CREATE_IF_ABSENT.get(self.protocol)
+        if conditional is None and self.exists(key):
+            return False
         try:
-            os.link(staging, path)  # fails when the name exists; readers never see a part
+            self.fs.pipe_file(self._fs_path(key), data, **(conditional or {}))
         except FileExistsError:
             return False
-        finally:
-            staging.unlink()
         return True
 
     def upload(self, local_file: str | Path, key: str) -> None:

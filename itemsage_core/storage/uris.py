@@ -4,10 +4,22 @@ from __future__ import annotations
 
 import os
 
+# Object stores (S3, GCS, Azure): no rename, no Hadoop connector needed to read them from Python.
+OBJECT_STORES = ("s3", "s3a", "gs", "gcs", "abfs", "abfss", "az")
+
 
 def is_local_path(uri: str) -> bool:
     """True for a filesystem path, False for a URI with a scheme (s3://, gs://, file://, ...)."""
     return "://" not in uri
+
+
+def scheme(uri: str) -> str:
+    """The URI's scheme, lower case; `file` for a local path."""
+    return uri.split("://", 1)[0].lower() if "://" in uri else "file"
+
+
+def is_object_store(uri: str) -> bool:
+    return scheme(uri) in OBJECT_STORES
 
 
 def absolute_uri(uri: str) -> str:
