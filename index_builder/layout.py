@@ -5,8 +5,9 @@ filesystem (a local path or an object store: itemsage_core.storage.store):
                                                       highest-numbered names the current build
     INDEX_ROOT/<surface>/builds/<build_id>/manifest.json
     INDEX_ROOT/<surface>/builds/<build_id>/manifest.json.sha256   written last: the build is whole
-    INDEX_ROOT/<surface>/builds/<build_id>/shard-GGGGG-PP.hnsw     group G, part P (shard_build)
-    INDEX_ROOT/<surface>/builds/<build_id>/shard-GGGGG-PP.ids.parquet   product_id, label
+    INDEX_ROOT/<surface>/builds/<build_id>/aT-shard-GGGGG-PP.hnsw  group G, part P (shard_build),
+                                                                 uploaded by task attempt T
+    INDEX_ROOT/<surface>/builds/<build_id>/aT-shard-GGGGG-PP.ids.parquet   product_id, label
     INDEX_ROOT/<surface>/builds/<build_id>/centroids.npy          k-means sharding only
 
 A build is written under its own new build id. Publishing never renames or overwrites: it creates

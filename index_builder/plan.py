@@ -52,9 +52,10 @@ class GroupBuild:
     ) -> list[dict]:
         """The group's shards from its packed parts (partitioning.pack_groups), written into a
         temporary directory under `scratch`, then each file uploaded into the build directory
-        (`uploaded(name)` after each); their manifest entries. A retried task names its files
-        after its `attempt`, so a lingering earlier attempt never overwrites the files whose
-        checksums the manifest records."""
+        (`uploaded(name)` after each); their manifest entries. Files are named after the task's
+        `attempt` (a Spark task attempt id, unique in the application), so an earlier attempt
+        still running after a retry never overwrites the files whose checksums the manifest
+        records."""
         ids, vectors = unpack_group(packed, self.dim)
         with tempfile.TemporaryDirectory(prefix="itemsage-shards-", dir=scratch) as local:
             entries = build_group_shards(

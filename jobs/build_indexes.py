@@ -239,14 +239,13 @@ def _build_task(builds: dict[str, GroupBuild]):
         # until they are uploaded.
         scratch = (os.environ.get("SPARK_LOCAL_DIRS") or "").split(",")[0] or None
         packed = [packed for _, packed in records]
-        attempts = (context.stageAttemptNumber(), context.attemptNumber()) if context else (0, 0)
         entries = builds[surface].build(
             group,
             packed,
             threads,
             scratch,
             lambda _: crash_point("between_shard_uploads"),
-            attempt="" if attempts == (0, 0) else "{}.{}".format(*attempts),
+            attempt=str(context.taskAttemptId()) if context else "",
         )
         for entry in entries:
             yield surface, json.dumps(entry)

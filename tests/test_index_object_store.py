@@ -267,7 +267,8 @@ def test_embed_build_query_verify_kill_and_rollback_entirely_on_s3(
     partial = [b for b in layout.build_ids(ROOT, "home") if b > builds["home"]]
     assert len(partial) == 1
     assert not layout.is_complete(Store(ROOT), "home", partial[0])
-    assert keys(s3, f"indexes/home/builds/{partial[0]}/shard-")  # some shards were uploaded
+    uploaded = keys(s3, f"indexes/home/builds/{partial[0]}/")
+    assert uploaded and all("-shard-" in k for k in uploaded)  # some shards, no manifest
     assert {s: layout.current_build_id(ROOT, s) for s in builds} == builds
 
     rerun = build_index(ROOT)
@@ -306,12 +307,12 @@ def test_a_retried_task_uploads_its_own_files(s3, tmp_path):
     key = layout.build_key("home", layout.new_build_id(0))
     task = GroupBuild(Store(ROOT), key, ShardParams(16, 100, 64, 100, 0.3, 0), 60, 32)
     packed = (to_ipc(pa.table({"product_id": product_ids})), vectors.tobytes())
-    (entry,) = task.build(0, [packed], threads=1, scratch=str(tmp_path), attempt="0.1")
+    (entry,) = task.build(0, [packed], threads=1, scratch=str(tmp_path), attempt="17")
     assert [f["path"] for f in entry["files"].values()] == [
-        "a0.1-shard-00000-00.hnsw",
-        "a0.1-shard-00000-00.ids.parquet",
+        "a17-shard-00000-00.hnsw",
+        "a17-shard-00000-00.ids.parquet",
     ]
-    assert Store(ROOT).names(key) == ["a0.1-shard-00000-00.hnsw", "a0.1-shard-00000-00.ids.parquet"]
+    assert Store(ROOT).names(key) == ["a17-shard-00000-00.hnsw", "a17-shard-00000-00.ids.parquet"]
 
 
 def test_a_manifest_naming_a_file_outside_its_build_is_refused(s3, tmp_path):
