@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -124,6 +125,7 @@ def main() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # the server's request log
     server = ThreadedMotoServer("127.0.0.1", port, verbose=False)  # in this process, a thread
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
