@@ -1,0 +1,61 @@
+"""One shard updated in place of a rebuild: the product set, tombstones, duplicates, recall."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from index_helpers import ids, unit_vectors
+
+from index_builder.shard_build import ShardParams, build_group_shards, load_shard
+from index_builder.shard_update import update_shard
+
+PARAMS = ShardParams(16, 200, 64, 200, 0.1, 0)
+
+
+def test_an_updated_shard_holds_the_new_product_set_and_passes_the_gate(tmp_path):
+    vectors, product_ids = unit_vectors(2000, dim=32), ids(2000)
+    (base,) = build_group_shards(product_ids, vectors, 0, 5000, tmp_path, PARAMS)
+    removed = product_ids.slice(0, 150)  # deleted, or whose vectors changed (re-added below)
+    changed = product_ids.slice(100, 50)
+    new_ids = pa.concat_arrays([changed, ids(120, prefix="N")])
+    new_vectors = unit_vectors(170, dim=32, seed=1)
+    new_vectors[-1] = vectors[1500]  # a new product identical to a live one shares its label
+    out = tmp_path / "new"
+    out.mkdir()
+    entry = update_shard(tmp_path, base, removed, new_ids, new_vectors, out, PARAMS, 32)
+
+    expected = (set(product_ids.to_pylist()) - set(removed.to_pylist())) | set(new_ids.to_pylist())
+    index, table = load_shard(out, {**entry, "shard": 0}, 32)
+    assert set(table.column("product_id").to_pylist()) == expected
+    assert entry["count"] == len(expected) == 2000 - 150 + 170
+    assert entry["changes"] == {"removed": 150, "added": 170}
+    labels = dict(zip(*(table.column(c).to_pylist() for c in ("product_id", "label"))))
+    assert labels["N00119"] == labels["P01500"]  # the duplicate joined the existing point
+    assert entry["tombstones"] == 0  # 150 points deleted, 169 new ones took their slots
+    assert entry["vectors"] - entry["tombstones"] == len(set(labels.values()))
+    assert entry["recall_at_10"] >= 0.95
+    # No removed product is ever found, and a changed product is found by its new vector.
+    found = index.knn_query(vectors[:100], k=10)[0]
+    assert not set(found.ravel()) & (set(range(2000)) - set(labels.values()))
+    top = index.knn_query(new_vectors[0], k=1)[0][0][0]
+    assert top == labels[changed[0].as_py()]
+    assert json.loads(json.dumps(entry))  # a manifest entry
+
+
+def test_tombstones_are_counted_when_removals_outnumber_additions(tmp_path):
+    vectors, product_ids = unit_vectors(500, dim=16), ids(500)
+    (base,) = build_group_shards(product_ids, vectors, 0, 5000, tmp_path, PARAMS)
+    out = tmp_path / "new"
+    out.mkdir()
+    entry = update_shard(
+        tmp_path, base, product_ids.slice(0, 100), ids(0), np.empty((0, 16), np.float32), out,
+        PARAMS, 16,
+    )  # fmt: skip
+    assert entry["count"] == 400 and entry["tombstones"] == 100 and entry["vectors"] == 500
+    index, table = load_shard(out, {**entry, "shard": 0}, 16)
+    assert pq.read_table(out / entry["files"]["ids"]["path"]).num_rows == 400
+    found = index.knn_query(vectors[:100], k=5)[0]
+    assert not set(found.ravel()) & set(range(100))  # deleted points are never returned
