@@ -22,6 +22,7 @@ class BuildIndexConfig:
     catalog: str | None = None  # catalog Parquet whose columns the surface filters use
     mapping: ColumnMapping | None = None  # column mapping of the catalog
     table_version: int | None = None  # the Delta version to build from; None: the latest
+    incremental: bool = False  # refresh each surface's current build instead of rebuilding
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "surfaces", tuple(self.surfaces))

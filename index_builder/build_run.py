@@ -72,9 +72,15 @@ class BuildRun:
             "seconds": dict(self.seconds),
         }
 
-    def release(self, plans: Iterable[SurfacePlan], entries: Mapping[str, list[dict]]) -> dict:
-        """Release every plan's build (its shards' `entries`) past its recall gate; the summary,
-        with the run's total seconds."""
+    def release(
+        self,
+        plans: Iterable[SurfacePlan],
+        entries: Mapping[str, list[dict]],
+        refreshes: Iterable[tuple[Surface, Callable[[dict], dict]]] = (),
+    ) -> dict:
+        """Release every plan's build (its shards' `entries`), and every refreshed build
+        (`refreshes`: its surface, and what releases it given the run's provenance), past its
+        recall gate; the summary, with the run's total seconds."""
         provenance = self.provenance()
         for plan in plans:
             name = plan.surface.name
@@ -89,5 +95,9 @@ class BuildRun:
             )
             if result is not None:
                 self.summary["surfaces"][name] = result
+        for surface, release in refreshes:
+            result = self.attempt(surface, release, provenance)
+            if result is not None:
+                self.summary["surfaces"][surface.name] = result
         self.summary["seconds"] = time.perf_counter() - self.started
         return self.summary

@@ -46,6 +46,8 @@ class Surface:
     probe_clusters: int = 2  # clusters a k-means query visits
     keep_builds: int = 3
     seed: int = 0
+    max_tombstone_share: float = 0.2  # build-index --incremental: rebuild past this share ...
+    max_shard_growth: float = 1.5  # ... or a shard past this many times target_shard_size
 
     def __post_init__(self) -> None:
         problems = []
@@ -71,6 +73,10 @@ class Surface:
             problems.append("min_recall must be within [0, 1]")
         if not self.query_noise >= 0.0:
             problems.append("query_noise must be >= 0")
+        if not 0.0 <= self.max_tombstone_share < 1.0:
+            problems.append("max_tombstone_share must be within [0, 1)")
+        if not self.max_shard_growth >= 1.0:
+            problems.append("max_shard_growth must be >= 1")
         if problems:
             raise ItemSageError(f"surface {self.name!r}: " + "; ".join(problems))
 

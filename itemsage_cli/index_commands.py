@@ -68,6 +68,13 @@ from itemsage_cli.group import (
     metavar="NAME",
     help="Build only this surface (repeatable; default: every surface in the config).",
 )
+@click.option(
+    "--incremental/--full",
+    default=default(BuildIndexConfig, "incremental"),
+    show_default=True,
+    help="--incremental: apply the table's changes since each surface's current build to it "
+    "(rebuilding a surface that cannot be refreshed, and saying why); --full: rebuild.",
+)
 @summary_json_option
 @spark_options
 def build_index(
@@ -78,6 +85,7 @@ def build_index(
     mapping: str | None,
     table_version: int | None,
     only: tuple[str, ...],
+    incremental: bool,
     summary_json: str | None,
     master: str | None,
     conf: tuple[str, ...],
@@ -98,7 +106,13 @@ def build_index(
     surfaces = load_surfaces(surfaces_path, only)
     preflight.table(table_uri)
     config = BuildIndexConfig(
-        table_uri, index_root, surfaces, catalog, preflight.mapping(mapping), table_version
+        table_uri,
+        index_root,
+        surfaces,
+        catalog,
+        preflight.mapping(mapping),
+        table_version,
+        incremental,
     )
     if catalog:
         preflight.catalog_path(catalog, config.mapping)

@@ -36,6 +36,7 @@ from index_builder.build_run import BuildRun
 from index_builder.layout import Pointer, current_pointer
 from index_builder.partitioning import hash_groups, nearest_centroids, pack_groups, vectors_of
 from index_builder.plan import GroupBuild, SurfaceFailure, SurfacePlan
+from index_builder.refresh_plan import Rebuild
 from index_builder.surfaces import Surface
 from itemsage_core.contracts.catalog_contract import IMAGE_EMBEDDINGS, PRODUCT_ID
 from itemsage_core.errors import ItemSageError
@@ -45,6 +46,7 @@ from jobs.catalog_frame import read_catalog, repeated_ids_frame
 from jobs.crash_points import crash_point
 from jobs.delta_frame import read_delta
 from jobs.progress import stage_progress
+from jobs.refresh_indexes import RefreshPlan, plan_refresh, refresh_shards, release_refresh
 from jobs.spark_failures import spark_failures
 
 # The rows pack_groups makes: vectors travel from the grouping step to the build tasks as raw
@@ -73,13 +75,74 @@ def build_indexes(
     columns = table if frame is None else table.join(frame, PRODUCT_ID, "left")
     checked = run.each(config.surfaces, applicable, columns, bool(catalog))
     attributes = catalog_attributes(frame, checked) if frame is not None else None
-    planned = run.each(checked, plan_surface, table, attributes, version, progress)
+    refreshes, full, rebuilt = [], checked, {}
+    if config.incremental:
+        refreshes, rebuilt = plan_refreshes(
+            spark, checked, table, attributes, bases, index_root, table_uri, version, run
+        )
+        full = [s for s in checked if s.name in rebuilt]
+    planned = run.each(full, plan_surface, table, attributes, version, progress)
     run.lap("plan_s")
     built = build_all_shards(spark, planned, index_root, bases, progress) if planned else {}
+    refreshed = refresh_shards(spark, refreshes, index_root) if refreshes else {}
     run.lap("build_s")
     if attributes is not None:
         attributes.unpersist()
-    return run.release([plan for plan, _ in planned], built)
+    summary = run.release(
+        [plan for plan, _ in planned],
+        built,
+        [(p.surface, release_refresh(p, refreshed[p.surface.name], index_root, progress))
+         for p in refreshes],
+    )  # fmt: skip
+    for name, reason in rebuilt.items():
+        summary["surfaces"].get(name, {})["rebuilt_because"] = reason
+    return summary
+
+
+def plan_refreshes(
+    spark: SparkSession,
+    surfaces: list[Surface],
+    table: DataFrame,
+    attributes: DataFrame | None,
+    bases: dict[str, Pointer],
+    index_root: str,
+    table_uri: str,
+    version: int,
+    run: BuildRun,
+) -> tuple[list[RefreshPlan], dict[str, str]]:
+    """The refresh plan of each surface that can be refreshed, and the reason each other one
+    is rebuilt."""
+    plans, rebuilt = [], {}
+    store = Store(index_root)
+    for surface in surfaces:
+        eligible = eligible_rows(table, surface, attributes, "content_hash")
+        models = [r[0] for r in eligible.select("model_version").distinct().limit(2).collect()]
+        try:
+            if len(models) != 1:
+                raise Rebuild("not one model version among the eligible products")
+            plans.append(
+                plan_refresh(
+                    spark,
+                    surface,
+                    bases[surface.name],
+                    store,
+                    eligible,
+                    table_uri,
+                    version,
+                    models[0],
+                )  # fmt: skip
+            )
+        except Rebuild as exc:
+            rebuilt[surface.name] = str(exc)
+            run.progress(f"{surface.name}: rebuilt from scratch: {exc}")
+            continue
+        added, removed = (sum(c[i] for c in plans[-1].counts.values()) for i in (0, 1))
+        run.progress(
+            f"{surface.name}: refreshing build {plans[-1].base['build_id']}: {added} products "
+            f"added, {removed} removed, in {len(plans[-1].counts)} of "
+            f"{len(plans[-1].base['shards'])} shards"
+        )
+    return plans, rebuilt
 
 
 def read_embeddings(
@@ -150,12 +213,15 @@ def catalog_attributes(catalog: DataFrame, surfaces: list[Surface]) -> DataFrame
     return attributes.join(repeated, PRODUCT_ID, "left_anti").persist(StorageLevel.MEMORY_AND_DISK)
 
 
-def eligible_rows(table: DataFrame, surface: Surface, attributes: DataFrame | None) -> DataFrame:
-    """product_id, embedding, model_version of the products the surface serves."""
+def eligible_rows(
+    table: DataFrame, surface: Surface, attributes: DataFrame | None, *extra: str
+) -> DataFrame:
+    """product_id, embedding, model_version (and the `extra` table columns) of the products the
+    surface serves."""
     rows = table
     if attributes is not None and referenced(attributes.columns[1:], [surface.filter]):
         rows = table.join(attributes, PRODUCT_ID, "left")
-    return filtered(rows, surface).select(PRODUCT_ID, "embedding", "model_version")
+    return filtered(rows, surface).select(PRODUCT_ID, "embedding", "model_version", *extra)
 
 
 def plan_surface(

@@ -127,6 +127,19 @@ class Store:
         else:
             self.fs.put_file(str(local_file), self._fs_path(key))
 
+    def copy(self, source: str, key: str) -> None:
+        """Copy a file within the root (a hard link on local disks, a server-side copy on
+        object stores: no bytes pass through this process)."""
+        if not self.local:
+            self.fs.copy(self._fs_path(source), self._fs_path(key))
+            return
+        target = self.local_path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(self.local_path(source), target)
+        except OSError:  # a filesystem without hard links
+            shutil.copyfile(self.local_path(source), target)
+
     def download(self, key: str, local_file: str | Path) -> None:
         """Copy the key to a local file, whole or not at all (a temporary name, then a rename)."""
         target = Path(local_file)

@@ -1,0 +1,123 @@
+"""`build-index --incremental`: a night's changes applied to the published build, on local Spark."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from deltalake import write_deltalake
+
+from index_builder.build_config import BuildIndexConfig
+from index_builder.index_reader import load_published
+from index_builder.surfaces import parse_surfaces
+from jobs.build_indexes import build_indexes
+
+pytestmark = pytest.mark.spark
+DIM = 32
+SURFACES = {
+    "defaults": {"target_shard_size": 1200, "recall_queries": 100},
+    "surfaces": {
+        "home": {"filter": "in_stock", "shards": 3},
+        "closeup": {"sharding": "kmeans", "shards": 3, "probe_clusters": 2},
+    },
+}
+
+
+def quiet(_: str) -> None:
+    pass
+
+
+def world(n: int, seed: int = 0) -> dict:
+    """Products P00000.. with clustered unit vectors, a content hash and an in_stock flag."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((20, DIM)).astype(np.float32)
+    vectors = centres[rng.integers(0, 20, n)] + 0.5 * rng.standard_normal((n, DIM)).astype(
+        np.float32
+    )
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    ids = [f"P{i:05d}" for i in range(n)]
+    return {
+        "product_id": ids,
+        "embedding": list(vectors),
+        "content_hash": [f"h-{i}" for i in ids],
+        "in_stock": [True] * n,
+    }
+
+
+def write(uri: str, rows: dict) -> None:
+    table = pa.table(
+        {
+            "product_id": rows["product_id"],
+            "embedding": pa.array(rows["embedding"], pa.list_(pa.float32())),
+            "model_version": ["m1"] * len(rows["product_id"]),
+            "content_hash": rows["content_hash"],
+            "in_stock": rows["in_stock"],
+        }
+    )
+    write_deltalake(uri, table, mode="overwrite")
+
+
+def churn(rows: dict, seed: int, share: float = 0.01) -> dict:
+    """The next night: `share` of the products removed, changed (new vector and hash), added
+    and flipped out of stock (each)."""
+    rng = np.random.default_rng(seed)
+    n = len(rows["product_id"])
+    k = max(1, int(share * n))
+    picked = rng.permutation(n)
+    removed, changed, flipped = picked[:k], picked[k : 2 * k], picked[2 * k : 3 * k]
+    out = {key: list(values) for key, values in rows.items()}
+    for i in changed:
+        vector = rng.standard_normal(DIM).astype(np.float32)
+        out["embedding"][i] = vector / np.linalg.norm(vector)
+        out["content_hash"][i] = f"h-{seed}-{i}"
+    for i in flipped:
+        out["in_stock"][i] = not out["in_stock"][i]
+    keep = np.setdiff1d(np.arange(n), removed)
+    out = {key: [values[i] for i in keep] for key, values in out.items()}
+    new = world(k, seed=seed + 100)
+    new["product_id"] = [f"N{seed}-{i}" for i in range(k)]
+    new["content_hash"] = [f"h-{p}" for p in new["product_id"]]
+    return {key: out[key] + new[key] for key in out}
+
+
+def product_sets(root) -> dict[str, set[str]]:
+    return {
+        s: {pid for ids in load_published(root, s).ids for pid in ids.ids.tolist()}
+        for s in ("home", "closeup")
+    }
+
+
+def test_a_one_percent_churn_refresh_equals_a_full_build(spark, tmp_path):
+    surfaces = list(parse_surfaces(SURFACES).values())
+    table = str(tmp_path / "embeddings")
+    rows = world(3000)
+    write(table, rows)
+    root = tmp_path / "indexes"
+    first = build_indexes(spark, BuildIndexConfig(table, str(root), surfaces), progress=quiet)
+    assert all(s["status"] == "published" for s in first["surfaces"].values())
+
+    night = churn(rows, seed=1)
+    write(table, night)
+    refreshed = build_indexes(
+        spark, BuildIndexConfig(table, str(root), surfaces, incremental=True), progress=quiet
+    )
+    full = build_indexes(
+        spark, BuildIndexConfig(table, str(tmp_path / "full"), surfaces), progress=quiet
+    )
+    for name in ("home", "closeup"):
+        result = refreshed["surfaces"][name]
+        assert result["status"] == "published" and result["mode"] == "incremental", result
+        assert result["recall_at_10"]["min"] >= 0.95
+        assert result["lineage"]["base_build"] == first["surfaces"][name]["build_id"]
+    assert product_sets(root) == product_sets(tmp_path / "full")
+    in_stock = {p for p, s in zip(night["product_id"], night["in_stock"]) if s}
+    assert product_sets(root)["home"] == in_stock
+    assert refreshed["surfaces"]["home"]["lineage"]["removed"] == 30 + 30 + 30  # gone, changed, out
+    assert refreshed["surfaces"]["home"]["lineage"]["added"] == 30 + 30  # new, changed
+    # No removed product is ever returned; a changed product is found by its new vector.
+    index = load_published(root, "home")
+    gone = set(rows["product_id"]) - in_stock
+    position = {p: i for i, p in enumerate(night["product_id"])}
+    for pid in list(in_stock)[:50]:
+        found = index.search(night["embedding"][position[pid]], k=10)
+        assert found[0][0] == pid and not {p for p, _ in found} & gone
