@@ -44,12 +44,12 @@ def world(n: int, seed: int = 0) -> dict:
     }
 
 
-def write(uri: str, rows: dict) -> None:
+def write(uri: str, rows: dict, model: str = "m1") -> None:
     table = pa.table(
         {
             "product_id": rows["product_id"],
             "embedding": pa.array(rows["embedding"], pa.list_(pa.float32())),
-            "model_version": ["m1"] * len(rows["product_id"]),
+            "model_version": [model] * len(rows["product_id"]),
             "content_hash": rows["content_hash"],
             "in_stock": rows["in_stock"],
         }
@@ -121,3 +121,59 @@ def test_a_one_percent_churn_refresh_equals_a_full_build(spark, tmp_path):
     for pid in list(in_stock)[:50]:
         found = index.search(night["embedding"][position[pid]], k=10)
         assert found[0][0] == pid and not {p for p, _ in found} & gone
+
+
+def refresh(spark, table: str, root, surfaces) -> dict:
+    config = BuildIndexConfig(table, str(root), surfaces, incremental=True)
+    return build_indexes(spark, config, progress=quiet)["surfaces"]
+
+
+def test_each_rebuild_trigger_fires_and_says_why(spark, tmp_path):
+    table, root = str(tmp_path / "embeddings"), tmp_path / "indexes"
+    surfaces = list(parse_surfaces(SURFACES).values())
+    rows = world(2000)
+    write(table, rows)
+    first = refresh(spark, table, root, surfaces)  # nothing published yet: a full build
+    assert first["home"]["rebuilt_because"] == "no published build to refresh"
+
+    def rebuilt(surfaces=surfaces, **changes) -> dict:
+        write(table, {**rows, **changes})
+        return {
+            name: result.get("rebuilt_because")
+            for name, result in refresh(spark, table, root, surfaces).items()
+        }
+
+    gone = {key: values[:1500] for key, values in rows.items()}  # a quarter removed
+    assert "deleted points" in rebuilt(**gone)["home"]
+    grown = world(7000)  # each of the 3 shards past 1.5 x 1200 products
+    assert "products (max_shard_growth 1.5" in rebuilt(**grown)["home"]
+    write(table, rows, model="m2")
+    assert refresh(spark, table, root, surfaces)["home"]["rebuilt_because"] == (
+        "the model changed (m1 -> m2)"
+    )
+    more = {**SURFACES, "defaults": {**SURFACES["defaults"], "M": 24}}
+    assert (
+        refresh(spark, table, root, list(parse_surfaces(more).values()))["home"]["rebuilt_because"]
+        == "surface parameters changed: M 16 -> 24"
+    )
+
+
+def test_new_vectors_that_k_means_routing_would_miss_trigger_a_rebuild(spark, tmp_path):
+    table, root = str(tmp_path / "embeddings"), tmp_path / "indexes"
+    config = {"surfaces": {"closeup": {"sharding": "kmeans", "shards": 3, "probe_clusters": 1}}}
+    surfaces = list(parse_surfaces(config).values())
+    rng = np.random.default_rng(0)
+    centres = np.eye(3, DIM, dtype=np.float32)  # three tight, far apart clusters
+    vectors = centres[np.arange(3000) % 3] + 0.05 * rng.standard_normal((3000, DIM))
+    rows = world(3000)
+    rows["embedding"] = list(
+        (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    )
+    write(table, rows)
+    assert refresh(spark, table, root, surfaces)["closeup"]["status"] == "published"
+    spread = world(1500, seed=7)  # vectors all over the sphere, between the clusters
+    spread["product_id"] = [f"S{i:05d}" for i in range(1500)]
+    spread["content_hash"] = [f"h-{p}" for p in spread["product_id"]]
+    write(table, {key: rows[key] + spread[key] for key in rows})
+    reason = refresh(spark, table, root, surfaces)["closeup"]["rebuilt_because"]
+    assert reason.startswith("k-means routing keeps ") and "below min_recall 0.95" in reason
