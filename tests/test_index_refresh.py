@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -9,6 +14,7 @@ from deltalake import write_deltalake
 
 from index_builder.build_config import BuildIndexConfig
 from index_builder.index_reader import load_published
+from index_builder.layout import current_build_id
 from index_builder.surfaces import parse_surfaces
 from jobs.build_indexes import build_indexes
 
@@ -80,10 +86,10 @@ def churn(rows: dict, seed: int, share: float = 0.01) -> dict:
     return {key: out[key] + new[key] for key in out}
 
 
-def product_sets(root) -> dict[str, set[str]]:
+def product_sets(root, surfaces=("home", "closeup")) -> dict[str, set[str]]:
     return {
         s: {pid for ids in load_published(root, s).ids for pid in ids.ids.tolist()}
-        for s in ("home", "closeup")
+        for s in surfaces
     }
 
 
@@ -104,6 +110,7 @@ def test_a_one_percent_churn_refresh_equals_a_full_build(spark, tmp_path):
     full = build_indexes(
         spark, BuildIndexConfig(table, str(tmp_path / "full"), surfaces), progress=quiet
     )
+    assert all(s["status"] == "published" for s in full["surfaces"].values())
     for name in ("home", "closeup"):
         result = refreshed["surfaces"][name]
         assert result["status"] == "published" and result["mode"] == "incremental", result
@@ -177,3 +184,66 @@ def test_new_vectors_that_k_means_routing_would_miss_trigger_a_rebuild(spark, tm
     write(table, {key: rows[key] + spread[key] for key in rows})
     reason = refresh(spark, table, root, surfaces)["closeup"]["rebuilt_because"]
     assert reason.startswith("k-means routing keeps ") and "below min_recall 0.95" in reason
+
+
+def test_five_nights_stay_within_the_gate_then_tombstones_trigger_a_rebuild(spark, tmp_path):
+    """Five nights each remove 100 of 3,000 products and add none: deleted points accumulate
+    (17% of each shard after five nights); the sixth removes 300 more, which takes the shards
+    past max_tombstone_share (20%): that night is a full rebuild."""
+    table, root = str(tmp_path / "embeddings"), tmp_path / "indexes"
+    surfaces = [next(iter(parse_surfaces(SURFACES).values()))]  # home
+    rows = world(3000)
+    write(table, rows)
+    refresh(spark, table, root, surfaces)
+    order = np.random.default_rng(5).permutation(3000)
+    nights = []
+    for removed in (100, 200, 300, 400, 500, 800):
+        keep = np.sort(order[: 3000 - removed])
+        write(table, {key: [values[i] for i in keep] for key, values in rows.items()})
+        nights.append(refresh(spark, table, root, surfaces)["home"])
+        assert nights[-1]["status"] == "published"
+        assert product_sets(root, ("home",))["home"] == {rows["product_id"][i] for i in keep}
+    assert [n.get("mode") for n in nights] == ["incremental"] * 5 + [None]
+    assert all(n["recall_at_10"]["min"] >= 0.95 for n in nights)
+    tombstones = [n["lineage"]["tombstones"] for n in nights[:5]]
+    assert tombstones == [100, 200, 300, 400, 500]
+    assert "deleted points" in nights[5]["rebuilt_because"]
+    manifest = load_published(root, "home").manifest
+    assert "lineage" not in manifest and all(
+        s.get("tombstones", 0) == 0 for s in manifest["shards"]
+    )
+
+
+def test_a_refresh_killed_between_shard_uploads_leaves_the_old_build_and_a_rerun_completes(
+    spark, tmp_path
+):
+    table, root = str(tmp_path / "embeddings"), tmp_path / "indexes"
+    (tmp_path / "surfaces.toml").write_text('[surfaces.home]\nshards = 3\nfilter = "in_stock"\n')
+    rows = world(2000)
+    write(table, rows)
+    surfaces = list(
+        parse_surfaces({"surfaces": {"home": {"shards": 3, "filter": "in_stock"}}}).values()
+    )
+    refresh(spark, table, root, surfaces)
+    before = current_build_id(root, "home")
+    write(table, churn(rows, seed=2))
+
+    def build(**env) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "itemsage_cli.main", "build-index", "--incremental",
+             "--table", table, "--surfaces", str(tmp_path / "surfaces.toml"), "--out", str(root),
+             "--master", "local[1]"],
+            env={**os.environ, **env}, capture_output=True, text=True, timeout=300,
+            start_new_session=True,
+        )  # fmt: skip
+
+    killed = build(ITEMSAGE_CRASH_AT="between_shard_uploads")
+    assert killed.returncode == -signal.SIGKILL
+    assert current_build_id(root, "home") == before
+    assert load_published(root, "home").manifest["build_id"] == before
+    rerun = build()
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert '"mode": "incremental"' in rerun.stdout
+    assert current_build_id(root, "home") != before
+    builds = sorted(p.name for p in (root / "home" / "builds").iterdir())
+    assert len(builds) == 2  # the killed refresh's partial build was cleaned up
