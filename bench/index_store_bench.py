@@ -46,25 +46,38 @@ S3 = {
 }
 
 
-def write_table(uri: str, products: int, dim: int = 256, seed: int = 0) -> str:
-    """A Delta table of `products` unit vectors of one model; the first product's id."""
+def clustered_vectors(n: int, dim: int = 256, seed: int = 0) -> np.ndarray:
+    """`n` unit vectors drawn around 200 centres (HNSW meets its recall gate on them as on real
+    embeddings; uniform random 256-d vectors are its worst case)."""
+    rng = np.random.default_rng(seed)
+    centres = np.random.default_rng(0).standard_normal((200, dim)).astype(np.float32)
+    vectors = centres[rng.integers(0, 200, n)] + 0.6 * rng.standard_normal((n, dim)).astype(
+        np.float32
+    )
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def write_vectors(uri: str, ids: list[str], vectors: np.ndarray, hashes: list[str]) -> None:
+    """An embeddings table version (one model) of these products, replacing the table's rows."""
     from deltalake import write_deltalake
 
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((200, dim)).astype(np.float32)
-    vectors = centres[rng.integers(0, 200, products)] + 0.6 * rng.standard_normal(
-        (products, dim)
-    ).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    ids = [f"P{i:08d}" for i in range(products)]
     table = pa.table(
         {
             "product_id": ids,
-            "embedding": pa.array(list(vectors), pa.list_(pa.float32())),
-            "model_version": ["bench"] * products,
+            "embedding": pa.FixedSizeListArray.from_arrays(
+                pa.array(vectors.ravel(), pa.float32()), vectors.shape[1]
+            ).cast(pa.list_(pa.float32())),
+            "model_version": ["bench"] * len(ids),
+            "content_hash": hashes,
         }
     )
     write_deltalake(uri, table, mode="overwrite")
+
+
+def write_table(uri: str, products: int) -> str:
+    """A Delta table of `products` clustered unit vectors; the first product's id."""
+    ids = [f"P{i:08d}" for i in range(products)]
+    write_vectors(uri, ids, clustered_vectors(products), ids)
     return ids[0]
 
 

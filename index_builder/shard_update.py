@@ -2,8 +2,9 @@
 
 Removed products leave the shard's id map; a label none of whose products remain is marked
 deleted in the hnswlib graph (a tombstone: never returned, its slot reused by the next vector
-added). Added products join the label of an identical live vector (duplicate products share one
-point, as in a full build), else become new points in deleted slots first. The updated shard
+added). Added products join the label of an identical live vector when the graph finds it as
+their nearest (duplicate products share one point, as in a full build), else become new points,
+in deleted slots first. The updated shard
 then passes the same recall gate as a full build, measured on its live vectors.
 """
 
@@ -26,10 +27,6 @@ from index_builder.shard_build import (
     recall_at_k,
     write_shard,
 )
-
-
-def _keys(vectors: np.ndarray) -> list[bytes]:
-    return [row.tobytes() for row in np.ascontiguousarray(vectors, np.float32)]
 
 
 def update_shard(
@@ -68,25 +65,18 @@ def update_shard(
     labels = np.empty(len(added_ids), np.int64)
     if len(added_ids):
         rows_label, distinct = distinct_rows(np.ascontiguousarray(added_vectors, np.float32))
-        live_labels = np.array(sorted(live), np.int64)
-        existing = (
-            dict(zip(_keys(np.asarray(index.get_items(live_labels), np.float32)), live_labels))
-            if len(live_labels)
-            else {}
-        )
-        fresh = iter(range(max(index.get_ids_list(), default=-1) + 1, 2**62))
-        keys = _keys(added_vectors[distinct])
-        distinct_labels = np.array([existing.get(key, None) for key in keys], object)
-        distinct_labels = np.array(
-            [next(fresh) if label is None else label for label in distinct_labels], np.int64
-        )
-        new = ~np.isin(distinct_labels, live_labels)
-        if new.any():
+        vectors = np.ascontiguousarray(added_vectors[distinct], np.float32)
+        start = max(index.get_ids_list(), default=-1) + 1
+        distinct_labels = np.arange(start, start + len(vectors), dtype=np.int64)
+        same = np.zeros(len(vectors), bool)
+        if live:  # an identical live vector is the nearest one: share its label
+            index.set_ef(max(params.ef_search, 10))
+            nearest = index.knn_query(vectors, k=1, num_threads=threads)[0][:, 0]
+            same = (np.asarray(index.get_items(nearest), np.float32) == vectors).all(axis=1)
+            distinct_labels[same] = nearest[same]
+        if not same.all():
             index.add_items(
-                np.ascontiguousarray(added_vectors[distinct][new], np.float32),
-                distinct_labels[new],
-                num_threads=threads,
-                replace_deleted=True,
+                vectors[~same], distinct_labels[~same], num_threads=threads, replace_deleted=True
             )
         labels = distinct_labels[rows_label]
     add_items_s = time.perf_counter() - added

@@ -16,7 +16,7 @@ from collections import defaultdict
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pyspark import TaskContext
+from pyspark import StorageLevel, TaskContext
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -68,10 +68,13 @@ def change_set(
 ) -> DataFrame:
     """CHANGES rows: `remove` (from its base shard) for each base product gone, no longer
     eligible or changed; `add` (to its routed shard) for each eligible product new or changed."""
-    joined = eligible.join(ids, PRODUCT_ID, "full_outer").join(base_hashes, PRODUCT_ID, "left")
+    keys = eligible.select(PRODUCT_ID, "content_hash")
+    joined = keys.join(ids, PRODUCT_ID, "full_outer").join(base_hashes, PRODUCT_ID, "left")
     changed = F.col("content_hash") != F.col("base_hash")
-    removed = joined.where(F.col("shard").isNotNull() & (F.col("embedding").isNull() | changed))
-    added = joined.where(F.col("embedding").isNotNull() & (F.col("shard").isNull() | changed))
+    removed = joined.where(F.col("shard").isNotNull() & (F.col("content_hash").isNull() | changed))
+    new_ids = joined.where(F.col("content_hash").isNotNull() & (F.col("shard").isNull() | changed))
+    # Only the few added rows bring their vectors (a join Spark broadcasts when they are few).
+    added = eligible.join(new_ids.select(PRODUCT_ID), PRODUCT_ID, "left_semi")
 
     def route(batches):
         for batch in batches:
@@ -154,7 +157,9 @@ def plan_refresh(
     base_table, _ = read_delta(spark, table_uri, base["table"]["version"])
     hashes = base_table.select(PRODUCT_ID, F.col("content_hash").alias("base_hash"))
     router = ShardRouter.of(base, centroids)
-    plan.changes = change_set(eligible, hashes, base_ids(spark, store, base), router)
+    plan.changes = change_set(eligible, hashes, base_ids(spark, store, base), router).persist(
+        StorageLevel.MEMORY_AND_DISK
+    )
     plan.counts = {}
     for row in plan.changes.groupBy("shard", "op").count().collect():
         added, removed = plan.counts.get(row["shard"], (0, 0))
@@ -258,6 +263,8 @@ def refresh_shards(
         )
         for name, entry in updated:
             entries[name].append(json.loads(entry))
+    for plan in plans:
+        plan.changes.unpersist()
     return entries
 
 
