@@ -73,6 +73,8 @@ def test_nightly_dag_embeds_then_builds_and_verifies_each_surface(dags):
         assert nightly[f"build_index_{surface}"]["env"]["SURFACE"] == surface
     assert len(nightly) == 7
     assert "--incremental" in nightly["embed_incremental"]["command"]
+    for surface in ("home", "closeup", "search"):
+        assert nightly[f"build_index_{surface}"]["env"]["BUILD_MODE"] == "--incremental"
     for task in nightly.values():
         assert task["retries"] == 2 and 0 < task["timeout_s"] <= 4 * 3600
 
@@ -83,6 +85,7 @@ def test_rebuild_dag_takes_a_surface_and_a_pinned_version(dags):
     assert rebuild["params"] == ["surface", "table_version"]
     assert rebuild["tasks"]["verify"]["upstream"] == ["build_index"]
     assert "--table-version" in rebuild["tasks"]["build_index"]["command"]
+    assert rebuild["tasks"]["build_index"]["env"]["BUILD_MODE"] == "--full"
 
 
 def test_commands_pass_values_as_single_arguments(dags, tmp_path):
@@ -107,6 +110,7 @@ def test_commands_pass_values_as_single_arguments(dags, tmp_path):
         "SURFACE": "home",
         "RUN_ID": "nightly-20261125",
         "TABLE_VERSION": "3",
+        "BUILD_MODE": "--full",
         "PATH": os.environ["PATH"],
     }
     tasks = {**dags["itemsage_nightly"]["tasks"], **dags["itemsage_rebuild"]["tasks"]}

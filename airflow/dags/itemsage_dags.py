@@ -1,8 +1,8 @@
 """Airflow DAGs for ItemSage: the nightly refresh and an ad hoc rebuild of one surface.
 
-- `itemsage_nightly` (daily): incremental embed -> build-index for each surface (in parallel,
-  each publishes atomically after its recall gate) -> verify what serving will load.
-- `itemsage_rebuild` (manual trigger): build-index for one surface, optionally from a pinned
+- `itemsage_nightly` (daily): incremental embed -> incremental build-index for each surface (in
+  parallel, each publishes atomically after its recall gate) -> verify what serving will load.
+- `itemsage_rebuild` (manual trigger): a full build-index of one surface, optionally from a pinned
   Delta version (`table_version`), -> verify.
 
 Every task runs `spark-submit.sh`. Values (paths, params) reach it through environment
@@ -54,7 +54,7 @@ EMBED = (f'{SUBMIT} embed --catalog "$CATALOG" {MAPPING_ARG} --model "$MODEL" --
          '--incremental --run-id "$RUN_ID"')
 BUILD = (f'{SUBMIT} build-index --table "$TABLE" --surfaces "$SURFACES_TOML" '
          f'--out "$INDEX_ROOT" --catalog "$CATALOG" {MAPPING_ARG} --surface "$SURFACE" '
-         '${TABLE_VERSION:+--table-version "$TABLE_VERSION"}')
+         '${TABLE_VERSION:+--table-version "$TABLE_VERSION"} "$BUILD_MODE"')
 VERIFY = '"$ITEMSAGE_HOME/.venv/bin/itemsage" verify-index --index "$INDEX_ROOT" --surface "$SURFACE"'
 
 
@@ -71,7 +71,8 @@ with DAG(dag_id="itemsage_nightly", schedule="0 2 * * *",
     embed = _task("embed_incremental", EMBED, "embed",
                   RUN_ID="nightly-{{ ds_nodash }}")  # the same run id on a retry: idempotent
     for name in SURFACES:
-        build = _task(f"build_index_{name}", BUILD, "build", SURFACE=name)
+        build = _task(f"build_index_{name}", BUILD, "build", SURFACE=name,
+                      BUILD_MODE="--incremental")  # rebuilds by itself when it must
         verify = _task(f"verify_{name}", VERIFY, "verify", SURFACE=name)
         embed >> build >> verify
 
@@ -83,7 +84,7 @@ with DAG(dag_id="itemsage_rebuild", schedule=None,
                  "table_version": Param(None, type=["null", "integer"], minimum=0,
                                         description="Delta version to build from (latest: "
                                                     "empty)")}) as rebuild:
-    build = _task("build_index", BUILD, "build", SURFACE="{{ params.surface }}",
+    build = _task("build_index", BUILD, "build", SURFACE="{{ params.surface }}", BUILD_MODE="--full",
                   TABLE_VERSION="{{ params.table_version if params.table_version is not none "
                                 "else '' }}")
     verify = _task("verify", VERIFY, "verify", SURFACE="{{ params.surface }}")
