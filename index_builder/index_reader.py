@@ -51,6 +51,11 @@ class IdMap:
     def products(self, label: int) -> list[str]:
         return self.ids[self.starts[label] : self.starts[label + 1]].tolist()
 
+    @property
+    def points(self) -> int:
+        """Live points: labels with products (a refreshed shard's graph also holds deleted ones)."""
+        return int(np.count_nonzero(np.diff(self.starts)))
+
 
 @dataclasses.dataclass
 class ShardedIndex:
@@ -115,7 +120,7 @@ class ShardedIndex:
         found: list[tuple[str, float]] = []
         for s in self._shards_for(vector):
             index, ids = self.indexes[s], self.ids[s]
-            wanted = min(k + (exclude is not None), index.get_current_count())
+            wanted = min(k + (exclude is not None), ids.points)
             if wanted == 0:
                 continue
             index.set_ef(max(self.manifest["params"]["ef_search"], wanted))

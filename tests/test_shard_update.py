@@ -59,3 +59,37 @@ def test_tombstones_are_counted_when_removals_outnumber_additions(tmp_path):
     assert pq.read_table(out / entry["files"]["ids"]["path"]).num_rows == 400
     found = index.knn_query(vectors[:100], k=5)[0]
     assert not set(found.ravel()) & set(range(100))  # deleted points are never returned
+
+
+def test_one_member_of_a_duplicate_group_changing_keeps_the_others_served(tmp_path):
+    vectors, product_ids = unit_vectors(300, dim=16), ids(300)
+    vectors[10:13] = vectors[9]  # P00009..P00012: one point, four products
+    (base,) = build_group_shards(product_ids, vectors, 0, 5000, tmp_path, PARAMS)
+    assert base["vectors"] == 297
+    out = tmp_path / "new"
+    out.mkdir()
+    moved = unit_vectors(1, dim=16, seed=9)
+    entry = update_shard(
+        tmp_path, base, pa.array(["P00010"]), pa.array(["P00010"]), moved, out, PARAMS, 16
+    )
+    index, table = load_shard(out, {**entry, "shard": 0}, 16)
+    labels = dict(zip(*(table.column(c).to_pylist() for c in ("product_id", "label"))))
+    assert labels["P00009"] == labels["P00011"] == labels["P00012"] != labels["P00010"]
+    assert entry["tombstones"] == 0 and entry["vectors"] == 298  # the group's point stays
+    assert index.knn_query(vectors[9], k=1)[0][0][0] == labels["P00009"]
+    assert index.knn_query(moved[0], k=1)[0][0][0] == labels["P00010"]
+
+
+def test_the_reader_counts_only_the_live_points_of_a_refreshed_shard(tmp_path):
+    from index_builder.index_reader import IdMap
+
+    vectors, product_ids = unit_vectors(20, dim=16), ids(20)
+    (base,) = build_group_shards(product_ids, vectors, 0, 5000, tmp_path, PARAMS)
+    out = tmp_path / "new"
+    out.mkdir()
+    entry = update_shard(
+        tmp_path, base, product_ids.slice(0, 15), ids(0), np.empty((0, 16), np.float32), out,
+        PARAMS, 16,
+    )  # fmt: skip
+    index, table = load_shard(out, {**entry, "shard": 0}, 16)
+    assert IdMap.from_table(table).points == 5 and entry["tombstones"] == 15
