@@ -65,6 +65,7 @@ def assemble_manifest(
         "model_version": model_version,
         "filter": surface.filter,
         "params": {**surface.params(), "space": "ip", "dim": dim, "shards": len(shards)},
+        "config": surface.params(),  # the surface's keys as configured (`params` as built)
         "products": int(counts.sum()),
         "shards": shards,
         "centroids": centroids,

@@ -26,10 +26,11 @@ def rebuild_reason(surface: Surface, base: dict, model_version: str) -> str | No
     surface parameters."""
     if base["model_version"] != model_version:
         return f"the model changed ({base['model_version']} -> {model_version})"
+    built = base.get("config", base["params"])  # builds before `config`: their params
     changed = [
-        f"{key} {base['params'].get(key)!r} -> {value!r}"
+        f"{key} {built.get(key)!r} -> {value!r}"
         for key, value in surface.params().items()
-        if key not in REFRESH_ONLY and base["params"].get(key) != value
+        if key not in REFRESH_ONLY and built.get(key) != value
     ]
     return f"surface parameters changed: {', '.join(changed)}" if changed else None
 

@@ -73,8 +73,9 @@ def change_set(
     changed = F.col("content_hash") != F.col("base_hash")
     removed = joined.where(F.col("shard").isNotNull() & (F.col("content_hash").isNull() | changed))
     new_ids = joined.where(F.col("content_hash").isNotNull() & (F.col("shard").isNull() | changed))
-    # Only the few added rows bring their vectors (a join Spark broadcasts when they are few).
-    added = eligible.join(new_ids.select(PRODUCT_ID), PRODUCT_ID, "left_semi")
+    # Only the added rows bring their vectors: their ids are few (a refresh with many changes
+    # is a rebuild), so they are broadcast and the table's vectors are never shuffled.
+    added = eligible.join(F.broadcast(new_ids.select(PRODUCT_ID)), PRODUCT_ID, "left_semi")
 
     def route(batches):
         for batch in batches:
@@ -193,12 +194,14 @@ def _update_task(plans: dict[str, tuple[Surface, dict, str, int]], store: Store)
         scratch = (os.environ.get("SPARK_LOCAL_DIRS") or "").split(",")[0] or None
         base_key = build_key(name, base["build_id"])
         with tempfile.TemporaryDirectory(prefix="itemsage-refresh-", dir=scratch) as local:
-            for described in entry["files"].values():
-                store.download(f"{base_key}/{described['path']}", f"{local}/{described['path']}")
+            if not store.local:  # a local base shard is read in place
+                for described in entry["files"].values():
+                    path = described["path"]
+                    store.download(f"{base_key}/{path}", f"{local}/{path}")
             os.mkdir(f"{local}/new")
             s = surface
             new = update_shard(
-                local,
+                store.local_path(base_key) if store.local else local,
                 entry,
                 pa.array(removed, pa.string()),
                 pa.array([pid for pid, _ in adds], pa.string()),
