@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from index_helpers import ids, unit_vectors
 
 from index_builder.shard_build import ShardParams, build_group_shards, load_shard
@@ -45,18 +44,24 @@ def test_an_updated_shard_holds_the_new_product_set_and_passes_the_gate(tmp_path
     assert json.loads(json.dumps(entry))  # a manifest entry
 
 
-def test_tombstones_are_counted_when_removals_outnumber_additions(tmp_path):
-    vectors, product_ids = unit_vectors(500, dim=16), ids(500)
+def shard_without(tmp_path, products: int, removed: int):
+    """A shard of `products` built, then refreshed with its first `removed` products taken out
+    and none added: the vectors, the new entry, and the loaded (index, id map table)."""
+    vectors, product_ids = unit_vectors(products, dim=16), ids(products)
     (base,) = build_group_shards(product_ids, vectors, 0, 5000, tmp_path, PARAMS)
     out = tmp_path / "new"
     out.mkdir()
     entry = update_shard(
-        tmp_path, base, product_ids.slice(0, 100), ids(0), np.empty((0, 16), np.float32), out,
-        PARAMS, 16,
+        tmp_path, base, product_ids.slice(0, removed), ids(0), np.empty((0, 16), np.float32),
+        out, PARAMS, 16,
     )  # fmt: skip
+    return vectors, entry, *load_shard(out, {**entry, "shard": 0}, 16)
+
+
+def test_tombstones_are_counted_when_removals_outnumber_additions(tmp_path):
+    vectors, entry, index, table = shard_without(tmp_path, 500, 100)
     assert entry["count"] == 400 and entry["tombstones"] == 100 and entry["vectors"] == 500
-    index, table = load_shard(out, {**entry, "shard": 0}, 16)
-    assert pq.read_table(out / entry["files"]["ids"]["path"]).num_rows == 400
+    assert table.num_rows == 400
     found = index.knn_query(vectors[:100], k=5)[0]
     assert not set(found.ravel()) & set(range(100))  # deleted points are never returned
 
@@ -83,13 +88,5 @@ def test_one_member_of_a_duplicate_group_changing_keeps_the_others_served(tmp_pa
 def test_the_reader_counts_only_the_live_points_of_a_refreshed_shard(tmp_path):
     from index_builder.index_reader import IdMap
 
-    vectors, product_ids = unit_vectors(20, dim=16), ids(20)
-    (base,) = build_group_shards(product_ids, vectors, 0, 5000, tmp_path, PARAMS)
-    out = tmp_path / "new"
-    out.mkdir()
-    entry = update_shard(
-        tmp_path, base, product_ids.slice(0, 15), ids(0), np.empty((0, 16), np.float32), out,
-        PARAMS, 16,
-    )  # fmt: skip
-    index, table = load_shard(out, {**entry, "shard": 0}, 16)
+    _, entry, _, table = shard_without(tmp_path, 20, 15)
     assert IdMap.from_table(table).points == 5 and entry["tombstones"] == 15
