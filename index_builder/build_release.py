@@ -50,8 +50,10 @@ def assemble_manifest(
     seconds: dict,
     routing_recall: float | None = None,
     centroids: dict | None = None,
+    content_keys: bool = False,
 ) -> dict:
-    """The manifest of a build (docs/indexes.md) from its shards' entries."""
+    """The manifest of a build (docs/indexes.md) from its shards' entries (`content_keys`:
+    whether their id maps hold them, which an incremental refresh needs)."""
     shards = numbered_shards(entries, group_clusters)
     recalls = np.array([e["recall_at_10"] for e in shards])
     counts = np.array([e["count"] for e in shards])
@@ -67,6 +69,7 @@ def assemble_manifest(
         "params": {**surface.params(), "space": "ip", "dim": dim, "shards": len(shards)},
         "config": surface.params(),  # the surface's keys as configured (`params` as built)
         "products": int(counts.sum()),
+        "content_keys": content_keys,
         "shards": shards,
         "centroids": centroids,
         "recall_at_10": {
@@ -165,6 +168,7 @@ def release_surface(
         group_clusters=plan.group_clusters,
         routing_recall=plan.routing_recall,
         centroids=plan.centroids_file,
+        content_keys=True,  # jobs.build_indexes.eligible_rows gives every row its key
         **provenance,
     )
     if manifest["products"] != plan.products:

@@ -117,9 +117,10 @@ def vectors_of(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
 
 
 def pack_groups(surface: str, groups: Callable[[pa.RecordBatch], np.ndarray]):
-    """A function of record batches (`product_id`, `embedding`) putting each row in its group
-    (`groups(batch)`): one row (surface, group, products, vectors) per group present in a batch,
-    so a shuffle moves a few large values instead of a row per product."""
+    """A function of record batches (`product_id`, `embedding`, and `content_key` when given)
+    putting each row in its group (`groups(batch)`): one row (surface, group, products, vectors)
+    per group present in a batch, so a shuffle moves a few large values instead of a row per
+    product (`products`: the rows' ids and content keys as an Arrow IPC table)."""
 
     def pack(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for batch in batches:
@@ -127,16 +128,14 @@ def pack_groups(surface: str, groups: Callable[[pa.RecordBatch], np.ndarray]):
             vectors = vectors_of(batch.column("embedding"))
             present = np.unique(assigned)
             chosen = [np.flatnonzero(assigned == g) for g in present]
-            ids = batch.column(PRODUCT_ID)
+            kept = [c for c in (PRODUCT_ID, "content_key") if c in batch.schema.names]
+            products = pa.Table.from_batches([batch]).select(kept)
             yield pa.RecordBatch.from_pydict(
                 {
                     "surface": pa.array([surface] * len(present), pa.string()),
                     "group": pa.array(present, pa.int32()),
                     "products": pa.array(
-                        [
-                            to_ipc(pa.table({PRODUCT_ID: ids.take(pa.array(rows))}))
-                            for rows in chosen
-                        ],
+                        [to_ipc(products.take(pa.array(rows))) for rows in chosen],
                         pa.binary(),
                     ),
                     "vectors": pa.array(
@@ -152,8 +151,8 @@ def pack_groups(surface: str, groups: Callable[[pa.RecordBatch], np.ndarray]):
     return pack
 
 
-def unpack_group(packed: list[tuple[bytes, bytes]], dim: int) -> tuple[pa.Array, np.ndarray]:
-    """A group's product ids and (n, dim) vectors from its packed (products, vectors) parts."""
-    ids = pa.concat_tables([from_ipc(p) for p, _ in packed]).column(PRODUCT_ID).combine_chunks()
-    vectors = np.frombuffer(b"".join(v for _, v in packed), np.float32).reshape(len(ids), dim)
-    return ids, vectors
+def unpack_group(packed: list[tuple[bytes, bytes]], dim: int) -> tuple[pa.Table, np.ndarray]:
+    """A group's products table and (n, dim) vectors from its packed (products, vectors) parts."""
+    products = pa.concat_tables([from_ipc(p) for p, _ in packed]).combine_chunks()
+    vectors = np.frombuffer(b"".join(v for _, v in packed), np.float32)
+    return products, vectors.reshape(products.num_rows, dim)

@@ -16,6 +16,7 @@ from index_builder.layout import CENTROIDS, Pointer, build_key, new_build_id
 from index_builder.partitioning import ClusterPlan, routing_recall, train_centroids, unpack_group
 from index_builder.shard_build import ShardParams, build_group_shards
 from index_builder.surfaces import Surface
+from itemsage_core.contracts.catalog_contract import PRODUCT_ID
 from itemsage_core.errors import ItemSageError
 from itemsage_core.storage.store import Store
 
@@ -51,22 +52,43 @@ class GroupBuild:
         attempt: str = "",
     ) -> list[dict]:
         """The group's shards from its packed parts (partitioning.pack_groups), written into a
-        temporary directory under `scratch`, then each file uploaded into the build directory
-        (`uploaded(name)` after each); their manifest entries. Files are named after the task's
-        `attempt` (a Spark task attempt id, unique in the application), so an earlier attempt
-        still running after a retry never overwrites the files whose checksums the manifest
-        records."""
-        ids, vectors = unpack_group(packed, self.dim)
+        temporary directory under `scratch`, then uploaded into the build directory
+        (upload_shards); their manifest entries."""
+        products, vectors = unpack_group(packed, self.dim)
+        keys = products.column("content_key") if "content_key" in products.column_names else None
         with tempfile.TemporaryDirectory(prefix="itemsage-shards-", dir=scratch) as local:
             entries = build_group_shards(
-                ids, vectors, group, self.max_size, local, self.params, threads
+                products.column(PRODUCT_ID),
+                vectors,
+                group,
+                self.max_size,
+                local,
+                self.params,
+                threads,
+                None if keys is None else keys.to_numpy(),
             )
-            for described in (d for entry in entries for d in entry["files"].values()):
-                name = f"a{attempt}-{described['path']}" if attempt else described["path"]
-                self.store.upload(f"{local}/{described['path']}", f"{self.key}/{name}")
-                described["path"] = name
-                uploaded(name)
+            upload_shards(self.store, local, self.key, entries, attempt, uploaded)
         return entries
+
+
+def upload_shards(
+    store: Store,
+    local: str,
+    key: str,
+    entries: list[dict],
+    attempt: str = "",
+    uploaded: Callable[[str], None] = lambda name: None,
+) -> None:
+    """Upload the files of the shard `entries` written in `local` into build directory `key`
+    (`uploaded(name)` after each), renaming them in the entries. Files are named after the
+    task's `attempt` (a Spark task attempt id, unique in the application), so an earlier attempt
+    still running after a retry never overwrites the files whose checksums the manifest
+    records."""
+    for described in (d for entry in entries for d in entry["files"].values()):
+        name = f"a{attempt}-{described['path']}" if attempt else described["path"]
+        store.upload(f"{local}/{described['path']}", f"{key}/{name}")
+        described["path"] = name
+        uploaded(name)
 
 
 @dataclasses.dataclass
@@ -179,7 +201,4 @@ class SurfacePlan:
                 "sha256": hashlib.sha256(buffer.getvalue()).hexdigest(),
             }
         s = self.surface
-        params = ShardParams(
-            s.M, s.ef_construction, s.ef_search, s.recall_queries, s.query_noise, s.seed
-        )
-        return GroupBuild(store, key, params, s.target_shard_size, self.dim)
+        return GroupBuild(store, key, ShardParams.of(s), s.target_shard_size, self.dim)

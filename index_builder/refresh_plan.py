@@ -1,6 +1,6 @@
 """Planning an incremental refresh of a surface's published build, without Spark: whether the
-surface must be rebuilt instead (and why), which shard each added product goes to, and the new
-build's manifest entries (updated shards, and shards carried over unchanged)."""
+surface must be rebuilt instead (and why), which shard each added product goes to, and the
+entries of shards carried over unchanged."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ import dataclasses
 from collections.abc import Mapping
 
 import numpy as np
-import pyarrow as pa
 
-from index_builder.partitioning import hash_groups, nearest_centroids
+from index_builder.partitioning import nearest_centroids
 from index_builder.surfaces import Surface
 
 # Surface keys that a refresh may change without rebuilding (they shape no shard).
@@ -21,36 +20,37 @@ class Rebuild(Exception):
     """The surface is rebuilt from scratch instead: the reason."""
 
 
-def rebuild_reason(surface: Surface, base: dict, model_version: str) -> str | None:
-    """Why the base build cannot be refreshed (None when it can): another model, or changed
-    surface parameters."""
-    if base["model_version"] != model_version:
-        return f"the model changed ({base['model_version']} -> {model_version})"
-    built = base.get("config", base["params"])  # builds before `config`: their params
+def rebuild_reason(surface: Surface, base: dict) -> str | None:
+    """Why the base build cannot be refreshed (None when it can): changed surface parameters,
+    or id maps without the content keys a refresh compares."""
+    if not base.get("content_keys"):
+        return "the current build's id maps hold no content keys (built by an older version)"
     changed = [
-        f"{key} {built.get(key)!r} -> {value!r}"
+        f"{key} {base['config'].get(key)!r} -> {value!r}"
         for key, value in surface.params().items()
-        if key not in REFRESH_ONLY and built.get(key) != value
+        if key not in REFRESH_ONLY and base["config"].get(key) != value
     ]
     return f"surface parameters changed: {', '.join(changed)}" if changed else None
 
 
 def overflow_reason(
-    surface: Surface, base: dict, changes: Mapping[int, tuple[int, int]]
+    surface: Surface, base: dict, removed: Mapping[int, int], added: Mapping[int, int]
 ) -> str | None:
-    """Why the changes (shard -> (added, removed) products) are too many for the base build's
+    """Why the changes (shard -> products `removed`, `added`) are too many for the base build's
     shards (None when they are not): a shard whose tombstones (deleted points not yet reused)
     would pass `max_tombstone_share` of its points, or whose products would pass
-    `max_shard_growth` times the target size."""
+    `max_shard_growth` times the target size. Tombstones are counted per product removed, an
+    upper bound: a label is deleted only when none of its duplicate products stays."""
+    share = surface.max_tombstone_share
     for shard in base["shards"]:
-        added, removed = changes.get(shard["shard"], (0, 0))
-        tombstones = max(0, shard.get("tombstones", 0) + removed - added)
-        if tombstones > surface.max_tombstone_share * shard["vectors"]:
+        gone, new = removed.get(shard["shard"], 0), added.get(shard["shard"], 0)
+        tombstones = max(0, shard.get("tombstones", 0) + gone - new)
+        if tombstones > share * shard["vectors"]:
             return (
                 f"shard {shard['shard']} would hold {tombstones} deleted points of "
-                f"{shard['vectors']} (max_tombstone_share {surface.max_tombstone_share})"
+                f"{shard['vectors']} (max_tombstone_share {share})"
             )
-        count = shard["count"] + added - removed
+        count = shard["count"] + new - gone
         if count > surface.max_shard_growth * surface.target_shard_size:
             return (
                 f"shard {shard['shard']} would hold {count} products (max_shard_growth "
@@ -59,38 +59,66 @@ def overflow_reason(
     return None
 
 
-@dataclasses.dataclass(frozen=True)
-class ShardRouter:
-    """Where a refresh adds a product: its group (the id hash over the base build's groups, or
-    its nearest live k-means centroid), then that group's (cluster's) smallest shard."""
+def churn_reason(surface: Surface, base: dict, added: int) -> str | None:
+    """Why `added` new or changed products are too many to refresh (None when they are not):
+    more than `max_tombstone_share` of the base build's products, where a full build is the
+    cheaper way."""
+    if added > surface.max_tombstone_share * base["products"]:
+        return (
+            f"{added} of {base['products']} products are new or changed (more than "
+            f"max_tombstone_share {surface.max_tombstone_share}): a full build is cheaper"
+        )
+    return None
 
-    groups: int
-    target_of_group: dict[int, int]  # hash: group -> shard; k-means: cluster -> shard
-    centroids: np.ndarray | None  # k-means: the live clusters' centroids, in `clusters` order
-    clusters: tuple[int, ...] = ()
+
+def fill_shards(
+    base: dict, removed: Mapping[int, int], added: int, capacity: int
+) -> list[tuple[int, int]]:
+    """Hash sharding: where a refresh puts its `added` products (a query searches every shard,
+    so any shard serves): (shard, products) filling the emptiest shard (after the `removed`)
+    up to `capacity` products, then the next, so that a night's additions touch as few shards
+    as they can. Rebuild when they do not fit."""
+    counts = sorted((s["count"] - removed.get(s["shard"], 0), s["shard"]) for s in base["shards"])
+    filled = []
+    for count, shard in counts:
+        if added <= 0:
+            break
+        take = min(added, max(0, capacity - count))
+        if take:
+            filled.append((shard, take))
+            added -= take
+    if added > 0:
+        raise Rebuild(
+            f"{added} added products do not fit under target_shard_size {capacity} in the "
+            f"{len(counts)} shards: a full build adds shards"
+        )
+    return filled
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterRouter:
+    """K-means sharding: a refresh adds a product to its nearest live cluster's smallest
+    shard, as a query routed to that cluster will search it."""
+
+    centroids: np.ndarray  # the live clusters' centroids, in `clusters` order
+    clusters: tuple[int, ...]
+    target_of_cluster: dict[int, int]
 
     @classmethod
-    def of(cls, base: dict, centroids: np.ndarray | None) -> ShardRouter:
-        key = "cluster" if centroids is not None else "group"
+    def of(cls, base: dict, centroids: np.ndarray) -> ClusterRouter:
         smallest: dict[int, dict] = {}
         for shard in base["shards"]:
-            best = smallest.get(shard[key])
+            best = smallest.get(shard["cluster"])
             if best is None or (shard["count"], shard["shard"]) < (best["count"], best["shard"]):
-                smallest[shard[key]] = shard
-        target = {group: shard["shard"] for group, shard in smallest.items()}
-        groups = 1 + max(shard["group"] for shard in base["shards"])
-        if centroids is None:
-            return cls(groups, target, None)
-        clusters = tuple(sorted(target))
-        return cls(groups, target, centroids[list(clusters)], clusters)
+                smallest[shard["cluster"]] = shard
+        clusters = tuple(sorted(smallest))
+        target = {cluster: shard["shard"] for cluster, shard in smallest.items()}
+        return cls(centroids[list(clusters)], clusters, target)
 
-    def shards(self, product_ids: pa.Array, vectors: np.ndarray) -> np.ndarray:
-        """The shard number each product is added to."""
-        if self.centroids is None:
-            keys = hash_groups(product_ids, self.groups)
-        else:
-            keys = np.array(self.clusters)[nearest_centroids(vectors, self.centroids)[:, 0]]
-        return np.array([self.target_of_group[int(k)] for k in keys], np.int32)
+    def shards(self, vectors: np.ndarray) -> np.ndarray:
+        """The shard number each vector is added to."""
+        nearest = nearest_centroids(vectors, self.centroids)[:, 0]
+        return np.array([self.target_of_cluster[self.clusters[i]] for i in nearest], np.int32)
 
 
 def carried_entry(shard: dict) -> dict:

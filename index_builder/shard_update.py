@@ -1,11 +1,13 @@
 """A night's changes applied to one built shard (incremental refresh), without Spark.
 
-Removed products leave the shard's id map; a label none of whose products remain is marked
-deleted in the hnswlib graph (a tombstone: never returned, its slot reused by the next vector
-added). Added products join the label of an identical live vector when the graph finds it as
-their nearest (duplicate products share one point, as in a full build), else become new points,
-in deleted slots first. The updated shard
-then passes the same recall gate as a full build, measured on its live vectors.
+Removed products leave the shard's id map; a label none of whose products remain is deleted
+from the hnswlib graph (a tombstone: never returned, its slot reused by the next vector added).
+A shard that only loses products keeps its index file as it is (the refreshed build carries it
+over) and lists the labels deleted since that file was written in its `deleted` file, which
+load_shard applies. A shard that gains products is rewritten: added products join the label of
+an identical live vector when the graph finds it as their nearest (duplicate products share one
+point, as in a full build), else become new points, in deleted slots first. Either way the
+updated shard passes the same recall gate as a full build, measured on its live vectors.
 """
 
 from __future__ import annotations
@@ -18,13 +20,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from index_builder.hnsw_file import stored_points
 from index_builder.shard_build import (
-    RECALL_K,
     ShardParams,
+    described,
     distinct_rows,
-    exact_top_k,
-    gate_queries,
-    recall_at_k,
+    shard_files,
+    shard_recall,
     write_shard,
 )
 
@@ -33,92 +35,109 @@ def update_shard(
     base_dir: str | Path,
     entry: dict,
     removed: pa.Array,
-    added_ids: pa.Array,
+    added: pa.Table,
     added_vectors: np.ndarray,
     out_dir: str | Path,
     params: ShardParams,
     dim: int,
     threads: int = 1,
 ) -> dict:
-    """Shard `entry` of the build in `base_dir` with the products `removed` taken out and
-    `added_ids` (unit `added_vectors`, rows in that order) put in, gated and written into
-    `out_dir` under its group and part; its new manifest entry, with `tombstones` and the
-    `changes` applied."""
+    """Shard `entry` of the build in `base_dir` with the products `removed` taken out and the
+    `added` ones (`product_id`, `content_key`; unit `added_vectors`, rows in that order) put in,
+    gated, its new files written into `out_dir`; its new manifest entry, with `tombstones` and
+    the `changes` applied. When nothing was added, its `files` keep the base's index file (for
+    the caller to carry over) beside a new id map and `deleted` file."""
     import hnswlib
 
     started = time.perf_counter()
-    base = Path(base_dir)
+    base, files = Path(base_dir), entry["files"]
     index = hnswlib.Index(space="ip", dim=dim)
     index.load_index(
-        str(base / entry["files"]["index"]["path"]),
-        max_elements=entry["vectors"] + len(added_ids),
+        str(base / files["index"]["path"]),
+        max_elements=entry["vectors"] + added.num_rows,
         allow_replace_deleted=True,
     )
-    ids = pq.read_table(base / entry["files"]["ids"]["path"])
-    before = set(ids.column("label").to_numpy().tolist())
+    points = Points(*stored_points(base / files["index"]["path"], dim)[:2])
+    deleted = np.load(base / files["deleted"]["path"]) if "deleted" in files else np.empty(0, int)
+    for label in deleted:
+        index.mark_deleted(int(label))
+    ids = pq.read_table(base / files["ids"]["path"])
+    before = np.unique(ids.column("label").to_numpy())
     ids = ids.filter(pc.invert(pc.is_in(ids.column("product_id"), value_set=removed)))
-    live = set(ids.column("label").to_numpy().tolist())
-    for label in before - live:
-        index.mark_deleted(label)
+    gone = np.setdiff1d(before, ids.column("label").to_numpy())
+    for label in gone:
+        index.mark_deleted(int(label))
 
-    added = time.perf_counter()
-    labels = np.empty(len(added_ids), np.int64)
-    if len(added_ids):
-        rows_label, distinct = distinct_rows(np.ascontiguousarray(added_vectors, np.float32))
-        vectors = np.ascontiguousarray(added_vectors[distinct], np.float32)
-        start = max(index.get_ids_list(), default=-1) + 1
-        distinct_labels = np.arange(start, start + len(vectors), dtype=np.int64)
-        same = np.zeros(len(vectors), bool)
-        if live:  # an identical live vector is the nearest one: share its label
-            index.set_ef(max(params.ef_search, 10))
-            nearest = index.knn_query(vectors, k=1, num_threads=threads)[0][:, 0]
-            same = (np.asarray(index.get_items(nearest), np.float32) == vectors).all(axis=1)
-            distinct_labels[same] = nearest[same]
-        if not same.all():
-            index.add_items(
-                vectors[~same], distinct_labels[~same], num_threads=threads, replace_deleted=True
-            )
-        labels = distinct_labels[rows_label]
-    add_items_s = time.perf_counter() - added
-    ids = pa.concat_tables(
-        [
-            ids.select(["product_id", "label"]),
-            pa.table({"product_id": added_ids.cast(pa.string()), "label": pa.array(labels)}),
-        ]
+    add_started = time.perf_counter()
+    if added.num_rows:
+        labels = _add(index, points, added_vectors, ids.num_rows > 0, params, threads)
+        new = {"product_id": added.column("product_id"), "label": labels}
+        new["content_key"] = added.column("content_key")
+        ids = pa.concat_tables([ids.select(list(new)), pa.table(new)])
+    add_items_s = time.perf_counter() - add_started
+    live = np.unique(ids.column("label").to_numpy())
+    recall = shard_recall(
+        index, live, points.of(live), params, entry["group"], entry["part"], threads
     )
-
-    live_labels = np.unique(ids.column("label").to_numpy())
-    vectors = np.asarray(index.get_items(live_labels), np.float32)
-    index.set_ef(params.ef_search)
-    k = min(RECALL_K, len(vectors))
-    queries = gate_queries(
-        vectors,
-        params.recall_queries,
-        params.query_noise,
-        params.seed + 1000 * entry["group"] + entry["part"],
-    )
-    found = np.searchsorted(live_labels, index.knn_query(queries, k=k, num_threads=threads)[0])
-    recall = recall_at_k(vectors, queries, found, exact_top_k(vectors, queries, k))
+    if added.num_rows:
+        new_files = write_shard(out_dir, entry["group"], entry["part"], index, ids)
+    else:
+        names = shard_files(entry["group"], entry["part"])
+        pq.write_table(ids, Path(out_dir) / names["ids"])
+        np.save(Path(out_dir) / names["deleted"], np.union1d(deleted, gone), allow_pickle=False)
+        new_files = {
+            "index": files["index"],
+            **{role: described(out_dir, names[role]) for role in ("ids", "deleted")},
+        }
     elements = index.get_current_count()
     return {
         "group": entry["group"],
         "part": entry["part"],
         "count": ids.num_rows,
         "vectors": elements,
-        "tombstones": elements - len(live_labels),
-        "files": write_shard(
-            out_dir,
-            entry["group"],
-            entry["part"],
-            index,
-            ids.column("product_id").combine_chunks(),
-            ids.column("label").to_numpy(),
-        ),
+        "tombstones": elements - len(live),
+        "files": new_files,
         "recall_at_10": recall,
         "add_items_s": add_items_s,
         "build_s": time.perf_counter() - started,
         "changes": {
-            "removed": entry["count"] - (ids.num_rows - len(added_ids)),
-            "added": len(added_ids),
+            "removed": entry["count"] - (ids.num_rows - added.num_rows),
+            "added": added.num_rows,
         },
     }
+
+
+class Points:
+    """A shard's points by label: the base file's (hnsw_file.stored_points), then those added."""
+
+    def __init__(self, labels: np.ndarray, vectors: np.ndarray):
+        self.labels, self.vectors = labels, vectors
+        self._order = np.argsort(labels, kind="stable")
+
+    def add(self, labels: np.ndarray, vectors: np.ndarray) -> None:
+        self.labels = np.concatenate([self.labels, labels])
+        self.vectors = np.concatenate([self.vectors, vectors])
+        self._order = np.argsort(self.labels, kind="stable")
+
+    def of(self, labels: np.ndarray) -> np.ndarray:
+        """The vectors of `labels` (each one a known point's)."""
+        return self.vectors[self._order[np.searchsorted(self.labels[self._order], labels)]]
+
+
+def _add(index, points: Points, vectors: np.ndarray, has_live: bool, params, threads: int):
+    """Labels of the added rows: an identical live vector's, else a new point's (deleted slots
+    first)."""
+    rows_label, distinct = distinct_rows(np.ascontiguousarray(vectors, np.float32))
+    vectors = np.ascontiguousarray(vectors[distinct], np.float32)
+    start = int(points.labels.max(initial=-1)) + 1
+    labels = np.arange(start, start + len(vectors), dtype=np.int64)
+    same = np.zeros(len(vectors), bool)
+    if has_live:  # an identical live vector is the nearest one: share its label
+        index.set_ef(max(params.ef_search, 10))
+        nearest = index.knn_query(vectors, k=1, num_threads=threads)[0][:, 0].astype(np.int64)
+        same = (points.of(nearest) == vectors).all(axis=1)
+        labels[same] = nearest[same]
+    if not same.all():
+        index.add_items(vectors[~same], labels[~same], num_threads=threads, replace_deleted=True)
+        points.add(labels[~same], vectors[~same])
+    return pa.array(labels[rows_label])

@@ -18,7 +18,6 @@ from __future__ import annotations
 import difflib
 import functools
 import json
-import os
 import re
 import time
 from collections import defaultdict
@@ -26,7 +25,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
-from pyspark import StorageLevel, TaskContext
+from pyspark import StorageLevel
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -48,6 +47,7 @@ from jobs.delta_frame import read_delta
 from jobs.progress import stage_progress
 from jobs.refresh_indexes import RefreshPlan, plan_refresh, refresh_shards, release_refresh
 from jobs.spark_failures import spark_failures
+from jobs.spark_session import task_slot
 
 # The rows pack_groups makes: vectors travel from the grouping step to the build tasks as raw
 # float32 bytes (one value for Spark to copy, joined into one matrix without a per-float step).
@@ -78,13 +78,13 @@ def build_indexes(
     refreshes, full, rebuilt = [], checked, {}
     if config.incremental:
         refreshes, rebuilt = plan_refreshes(
-            spark, checked, table, attributes, bases, index_root, table_uri, version, run
+            spark, checked, table, attributes, bases, index_root, version, run
         )
         full = [s for s in checked if s.name in rebuilt]
     planned = run.each(full, plan_surface, table, attributes, version, progress)
     run.lap("plan_s")
     built = build_all_shards(spark, planned, index_root, bases, progress) if planned else {}
-    refreshed = refresh_shards(spark, refreshes, index_root) if refreshes else {}
+    refreshed = refresh_shards(spark, refreshes, index_root, progress) if refreshes else {}
     run.lap("build_s")
     if attributes is not None:
         attributes.unpersist()
@@ -106,7 +106,6 @@ def plan_refreshes(
     attributes: DataFrame | None,
     bases: dict[str, Pointer],
     index_root: str,
-    table_uri: str,
     version: int,
     run: BuildRun,
 ) -> tuple[list[RefreshPlan], dict[str, str]]:
@@ -115,32 +114,20 @@ def plan_refreshes(
     plans, rebuilt = [], {}
     store = Store(index_root)
     for surface in surfaces:
-        eligible = eligible_rows(table, surface, attributes, "content_hash")
-        models = [r[0] for r in eligible.select("model_version").distinct().limit(2).collect()]
+        eligible = eligible_rows(table, surface, attributes)
         try:
-            if len(models) != 1:
-                raise Rebuild("not one model version among the eligible products")
-            plans.append(
-                plan_refresh(
-                    spark,
-                    surface,
-                    bases[surface.name],
-                    store,
-                    eligible,
-                    table_uri,
-                    version,
-                    models[0],
-                )  # fmt: skip
-            )
+            pointer = bases[surface.name]
+            plans.append(plan_refresh(spark, surface, pointer, store, eligible, version))
         except Rebuild as exc:
             rebuilt[surface.name] = str(exc)
             run.progress(f"{surface.name}: rebuilt from scratch: {exc}")
             continue
-        added, removed = (sum(c[i] for c in plans[-1].counts.values()) for i in (0, 1))
+        plan = plans[-1]
+        touched = set(plan.added) | set(plan.removed)
         run.progress(
-            f"{surface.name}: refreshing build {plans[-1].base['build_id']}: {added} products "
-            f"added, {removed} removed, in {len(plans[-1].counts)} of "
-            f"{len(plans[-1].base['shards'])} shards"
+            f"{surface.name}: refreshing build {plan.base['build_id']}: {plan.lineage['new']} "
+            f"products new, {plan.lineage['gone']} gone, {plan.lineage['changed']} changed, in "
+            f"{len(touched)} of {len(plan.base['shards'])} shards"
         )
     return plans, rebuilt
 
@@ -221,7 +208,15 @@ def eligible_rows(
     rows = table
     if attributes is not None and referenced(attributes.columns[1:], [surface.filter]):
         rows = table.join(attributes, PRODUCT_ID, "left")
-    return filtered(rows, surface).select(PRODUCT_ID, "embedding", "model_version", *extra)
+    return filtered(rows, surface).select(
+        PRODUCT_ID,
+        "embedding",
+        "model_version",
+        # what a refresh compares (index_builder.shard_build.id_map): a 64-bit hash of the
+        # product's content hash and model, the same wherever Spark computes it
+        F.xxhash64("content_hash", "model_version").alias("content_key"),
+        *extra,
+    )
 
 
 def plan_surface(
@@ -299,11 +294,7 @@ def _build_task(builds: dict[str, GroupBuild]):
         if not records:
             return
         (surface, group), _ = records[0]
-        context = TaskContext.get()
-        threads = max(1, context.cpus() if context else 1)
-        # Spark's local directories (SPARK_LOCAL_DIRS, set for Python workers) hold the shards
-        # until they are uploaded.
-        scratch = (os.environ.get("SPARK_LOCAL_DIRS") or "").split(",")[0] or None
+        threads, attempt, scratch = task_slot()
         packed = [packed for _, packed in records]
         entries = builds[surface].build(
             group,
@@ -311,7 +302,7 @@ def _build_task(builds: dict[str, GroupBuild]):
             threads,
             scratch,
             lambda _: crash_point("between_shard_uploads"),
-            attempt=str(context.taskAttemptId()) if context else "",
+            attempt=attempt,
         )
         for entry in entries:
             yield surface, json.dumps(entry)

@@ -125,3 +125,15 @@ def get_spark(
             logging.CRITICAL if level in QUIET_LEVELS else logging.WARNING
         )
     return spark
+
+
+def task_slot() -> tuple[int, str, str | None]:
+    """Inside a Spark task: its cores (threads to use), its attempt id (unique in the
+    application, "" outside Spark) and Spark's local directory for scratch files (SPARK_LOCAL_DIRS,
+    set for Python workers; None: the system's temporary directory)."""
+    from pyspark import TaskContext
+
+    context = TaskContext.get()
+    threads = max(1, context.cpus() if context else 1)
+    attempt = str(context.taskAttemptId()) if context else ""
+    return threads, attempt, (os.environ.get("SPARK_LOCAL_DIRS") or "").split(",")[0] or None

@@ -119,8 +119,9 @@ def test_a_one_percent_churn_refresh_equals_a_full_build(spark, tmp_path):
     assert product_sets(root) == product_sets(tmp_path / "full")
     in_stock = {p for p, s in zip(night["product_id"], night["in_stock"]) if s}
     assert product_sets(root)["home"] == in_stock
-    assert refreshed["surfaces"]["home"]["lineage"]["removed"] == 30 + 30 + 30  # gone, changed, out
-    assert refreshed["surfaces"]["home"]["lineage"]["added"] == 30 + 30  # new, changed
+    lineage = refreshed["surfaces"]["home"]["lineage"]
+    assert (lineage["new"], lineage["gone"], lineage["changed"]) == (30, 30 + 30, 30)  # gone, out
+    assert lineage["base_table_version"] == 0 and lineage["table_version"] == 1
     # No removed product is ever returned; a changed product is found by its new vector.
     index = load_published(root, "home")
     gone = set(rows["product_id"]) - in_stock
@@ -152,8 +153,8 @@ def test_each_rebuild_trigger_fires_and_says_why(spark, tmp_path):
 
     gone = {key: values[:1500] for key, values in rows.items()}  # a quarter removed
     assert "deleted points" in rebuilt(**gone)["home"]
-    grown = world(7000)  # each of the 3 shards past 1.5 x 1200 products
-    assert "products (max_shard_growth 1.5" in rebuilt(**grown)["home"]
+    grown = world(7000)  # 5,500 new products on the 1,500 just rebuilt
+    assert "5500 of 1500 products are new or changed" in rebuilt(**grown)["home"]
     write(table, rows, model="m2")
     assert refresh(spark, table, root, surfaces)["home"]["rebuilt_because"] == (
         "the model changed (m1 -> m2)"
@@ -163,6 +164,11 @@ def test_each_rebuild_trigger_fires_and_says_why(spark, tmp_path):
         refresh(spark, table, root, list(parse_surfaces(more).values()))["home"]["rebuilt_because"]
         == "surface parameters changed: M 16 -> 24"
     )
+    # A current build with a file gone (a hand-pruned or half-copied root) is rebuilt, not read.
+    build = root / "home" / "builds" / current_build_id(root, "home")
+    next(build.glob("*.ids.parquet")).unlink()
+    assert rebuilt(**rows)["home"].startswith("the current build lacks 1 files")
+    assert current_build_id(root, "home") != build.name
 
 
 def test_new_vectors_that_k_means_routing_would_miss_trigger_a_rebuild(spark, tmp_path):
@@ -212,6 +218,53 @@ def test_five_nights_stay_within_the_gate_then_tombstones_trigger_a_rebuild(spar
     assert "lineage" not in manifest and all(
         s.get("tombstones", 0) == 0 for s in manifest["shards"]
     )
+
+
+def test_nights_of_changes_reuse_deleted_slots_and_keep_duplicates_served(spark, tmp_path):
+    """Three nights of 1% churn on top of each other: every night equals the night's product
+    set, changed products are found by their new vectors, deleted slots are reused by the
+    additions, and of a duplicate group (one point, four products) the member that changed on
+    the first night moves while the others stay served by the old point."""
+    table, root = str(tmp_path / "embeddings"), tmp_path / "indexes"
+    surfaces = [next(iter(parse_surfaces(SURFACES).values()))]  # home
+    nights = [world(3000)]
+    for night in (1, 2, 3):
+        nights.append(churn(nights[-1], seed=night))
+    untouched = set.intersection(
+        *({p for p, s, h in zip(n["product_id"], n["in_stock"], n["content_hash"])
+           if s and h == f"h-{p}"} for n in nights)
+    )  # fmt: skip
+    leader, *twins = sorted(untouched)[:4]
+    vector = nights[0]["embedding"][0 if leader == "P00000" else int(leader[1:])]
+    moved = nights[1]["embedding"][nights[1]["product_id"].index(sorted(untouched)[-1])]
+    for number, rows in enumerate(nights):
+        for pid in twins:
+            where = rows["product_id"].index(pid)
+            rows["embedding"][where] = moved if number and pid == twins[0] else vector
+            rows["content_hash"][where] = (
+                f"h-{pid}-moved" if number and pid == twins[0] else (f"h-{pid}")
+            )
+    write(table, nights[0])
+    refresh(spark, table, root, surfaces)
+    in_stock = set(nights[0]["product_id"])
+    for rows in nights[1:]:
+        write(table, rows)
+        result = refresh(spark, table, root, surfaces)["home"]
+        assert result["mode"] == "incremental" and result["recall_at_10"]["min"] >= 0.95
+        before, in_stock = in_stock, {p for p, s in zip(rows["product_id"], rows["in_stock"]) if s}
+        assert product_sets(root, ("home",))["home"] == in_stock
+        assert result["lineage"]["new"] == len(in_stock - before)  # new, or back in stock
+        assert result["lineage"]["gone"] == len(before - in_stock)
+    index = load_published(root, "home")
+    assert index.manifest["lineage"]["tombstones"] < 3 * 90  # deleted slots were reused
+    position = {p: i for i, p in enumerate(rows["product_id"])}
+    newest = [p for p in rows["product_id"] if p in in_stock][-40:]  # changed and new ones
+    for pid in newest:
+        best = index.search(rows["embedding"][position[pid]], k=1)[0]
+        assert best[0] == pid or best[1] > 0.9999  # itself, or a product identical to it
+    found = {p for p, _ in index.search(vector, k=3)}
+    assert found == {leader, *twins[1:]}  # the group, less the member that moved
+    assert twins[0] in {p for p, _ in index.search(moved, k=2)}
 
 
 def test_a_refresh_killed_between_shard_uploads_leaves_the_old_build_and_a_rerun_completes(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pyarrow as pa
@@ -14,9 +15,29 @@ from index_builder.shard_update import update_shard
 PARAMS = ShardParams(16, 200, 64, 200, 0.1, 0)
 
 
+def built(tmp_path, product_ids: pa.Array, vectors: np.ndarray) -> dict:
+    """One shard of the products (content keys 0..n-1) built into tmp_path: its entry."""
+    (base,) = build_group_shards(
+        product_ids, vectors, 0, 5000, tmp_path, PARAMS, content_keys=np.arange(len(vectors))
+    )
+    return base
+
+
+def added(product_ids: pa.Array) -> pa.Table:
+    return pa.table({"product_id": product_ids, "content_key": np.arange(len(product_ids)) + 10**6})
+
+
+def loaded(base_dir, out, entry: dict, dim: int):
+    """The updated shard loaded from `out`, a carried-over index file copied there first."""
+    for described in entry["files"].values():
+        if not (out / described["path"]).exists():
+            shutil.copy(base_dir / described["path"], out / described["path"])
+    return load_shard(out, {**entry, "shard": 0}, dim)
+
+
 def test_an_updated_shard_holds_the_new_product_set_and_passes_the_gate(tmp_path):
     vectors, product_ids = unit_vectors(2000, dim=32), ids(2000)
-    (base,) = build_group_shards(product_ids, vectors, 0, 5000, tmp_path, PARAMS)
+    base = built(tmp_path, product_ids, vectors)
     removed = product_ids.slice(0, 150)  # deleted, or whose vectors changed (re-added below)
     changed = product_ids.slice(100, 50)
     new_ids = pa.concat_arrays([changed, ids(120, prefix="N")])
@@ -24,11 +45,14 @@ def test_an_updated_shard_holds_the_new_product_set_and_passes_the_gate(tmp_path
     new_vectors[-1] = vectors[1500]  # a new product identical to a live one shares its label
     out = tmp_path / "new"
     out.mkdir()
-    entry = update_shard(tmp_path, base, removed, new_ids, new_vectors, out, PARAMS, 32)
+    entry = update_shard(tmp_path, base, removed, added(new_ids), new_vectors, out, PARAMS, 32)
 
     expected = (set(product_ids.to_pylist()) - set(removed.to_pylist())) | set(new_ids.to_pylist())
+    assert "deleted" not in entry["files"]  # a rewritten index holds its deletions
     index, table = load_shard(out, {**entry, "shard": 0}, 32)
     assert set(table.column("product_id").to_pylist()) == expected
+    keys = dict(zip(*(table.column(c).to_pylist() for c in ("product_id", "content_key"))))
+    assert keys["P01999"] == 1999 and keys["N00000"] == 10**6 + 50
     assert entry["count"] == len(expected) == 2000 - 150 + 170
     assert entry["changes"] == {"removed": 150, "added": 170}
     labels = dict(zip(*(table.column(c).to_pylist() for c in ("product_id", "label"))))
@@ -48,14 +72,16 @@ def shard_without(tmp_path, products: int, removed: int):
     """A shard of `products` built, then refreshed with its first `removed` products taken out
     and none added: the vectors, the new entry, and the loaded (index, id map table)."""
     vectors, product_ids = unit_vectors(products, dim=16), ids(products)
-    (base,) = build_group_shards(product_ids, vectors, 0, 5000, tmp_path, PARAMS)
+    base = built(tmp_path, product_ids, vectors)
     out = tmp_path / "new"
     out.mkdir()
     entry = update_shard(
-        tmp_path, base, product_ids.slice(0, removed), ids(0), np.empty((0, 16), np.float32),
-        out, PARAMS, 16,
+        tmp_path, base, product_ids.slice(0, removed), added(ids(0)),
+        np.empty((0, 16), np.float32), out, PARAMS, 16,
     )  # fmt: skip
-    return vectors, entry, *load_shard(out, {**entry, "shard": 0}, 16)
+    assert entry["files"]["index"] == base["files"]["index"]  # carried over as it is
+    assert not (out / base["files"]["index"]["path"]).exists()
+    return vectors, entry, *loaded(tmp_path, out, entry, 16)
 
 
 def test_tombstones_are_counted_when_removals_outnumber_additions(tmp_path):
@@ -69,13 +95,13 @@ def test_tombstones_are_counted_when_removals_outnumber_additions(tmp_path):
 def test_one_member_of_a_duplicate_group_changing_keeps_the_others_served(tmp_path):
     vectors, product_ids = unit_vectors(300, dim=16), ids(300)
     vectors[10:13] = vectors[9]  # P00009..P00012: one point, four products
-    (base,) = build_group_shards(product_ids, vectors, 0, 5000, tmp_path, PARAMS)
+    base = built(tmp_path, product_ids, vectors)
     assert base["vectors"] == 297
     out = tmp_path / "new"
     out.mkdir()
     moved = unit_vectors(1, dim=16, seed=9)
     entry = update_shard(
-        tmp_path, base, pa.array(["P00010"]), pa.array(["P00010"]), moved, out, PARAMS, 16
+        tmp_path, base, pa.array(["P00010"]), added(pa.array(["P00010"])), moved, out, PARAMS, 16
     )
     index, table = load_shard(out, {**entry, "shard": 0}, 16)
     labels = dict(zip(*(table.column(c).to_pylist() for c in ("product_id", "label"))))
@@ -90,3 +116,23 @@ def test_the_reader_counts_only_the_live_points_of_a_refreshed_shard(tmp_path):
 
     _, entry, _, table = shard_without(tmp_path, 20, 15)
     assert IdMap.from_table(table).points == 5 and entry["tombstones"] == 15
+
+
+def test_deletions_listed_beside_a_carried_index_survive_the_next_update(tmp_path):
+    vectors, entry, index, _ = shard_without(tmp_path, 500, 100)
+    assert entry["files"]["deleted"]["path"].endswith(".deleted.npy")
+    assert index.get_current_count() == 500  # the file still holds the deleted points
+    night2 = tmp_path / "night2"
+    night2.mkdir()
+    new_vectors = unit_vectors(30, dim=16, seed=5)
+    second = update_shard(
+        tmp_path / "new", entry, pa.array(["P00100"]), added(ids(30, prefix="N")), new_vectors,
+        night2, PARAMS, 16,
+    )  # fmt: skip
+    assert "deleted" not in second["files"]  # rewritten: the deletions are in the index file
+    index, table = loaded(tmp_path / "new", night2, second, 16)
+    assert table.num_rows == 400 - 1 + 30
+    assert second["tombstones"] == 101 - 30  # the new points reused deleted slots
+    found = index.knn_query(vectors[:101], k=5)[0]
+    live = set(table.column("label").to_pylist())
+    assert set(found.ravel()) <= live  # no deleted point, old or new, is ever returned
