@@ -128,4 +128,6 @@ def carried_entry(shard: dict) -> dict:
         "tombstones": shard.get("tombstones", 0),
         "changes": {"added": 0, "removed": 0},
         "carried": True,
+        "add_items_s": 0.0,  # nothing built in this run
+        "build_s": 0.0,
     }

@@ -14,6 +14,7 @@ import threading
 import boto3
 import pyarrow as pa
 import pytest
+from deltalake import write_deltalake
 from index_helpers import ids, manifest_for, unit_vectors
 
 from index_builder import layout
@@ -231,10 +232,10 @@ def test_embed_build_query_verify_kill_and_rollback_entirely_on_s3(
     )  # fmt: skip
     assert embedded.returncode == 0, embedded.stderr[-3000:]
 
-    def build_index(out: str, **kwargs) -> subprocess.CompletedProcess:
+    def build_index(out: str, *extra: str) -> subprocess.CompletedProcess:
         return run(
             "build-index", "--table", table, "--surfaces", str(tmp_path / "surfaces.toml"),
-            "--out", out, "--master", "local[1]", **kwargs,
+            "--out", out, "--master", "local[1]", *extra,
         )  # fmt: skip
 
     first = build_index(ROOT)
@@ -271,10 +272,24 @@ def test_embed_build_query_verify_kill_and_rollback_entirely_on_s3(
     assert uploaded and all("-shard-" in k for k in uploaded)  # some shards, no manifest
     assert {s: layout.current_build_id(ROOT, s) for s in builds} == builds
 
-    rerun = build_index(ROOT)
+    # The rerun, after a night that removed products, refreshes both builds on S3: executors
+    # download the base shards, upload the updated files and copy the rest server-side.
+    night = read_table(table)
+    write_deltalake(table, night.slice(25), mode="overwrite")
+    gone = set(night.column("product_id")[:25].to_pylist())
+    rerun = build_index(ROOT, "--incremental")
     assert rerun.returncode == 0, rerun.stderr[-3000:]
+    summary = json.loads(rerun.stdout)["surfaces"]
+    assert {s["mode"] for s in summary.values()} == {"incremental"}, summary
     assert partial[0] not in layout.build_ids(ROOT, "home")  # the killed build is cleaned up
     assert layout.current_build_id(ROOT, "home") != builds["home"]
+    refreshed = load_published(ROOT, "home", cache_dir=tmp_path / "cache")
+    served = {p for shard in refreshed.ids for p in shard.ids.tolist()}
+    assert served and not served & gone
+    assert "deleted" in refreshed.manifest["shards"][0]["files"]  # removals only: index kept
+    for vector in night.column("embedding")[:25].to_pylist():
+        assert not {p for p, _ in refreshed.search(vector, k=10)} & gone
+    assert run("verify-index", "--index", ROOT, "--surface", "home").returncode == 0
     rolled = run("rollback-index", "--index", ROOT, "--surface", "home")
     assert rolled.returncode == 0, rolled.stderr[-3000:]
     assert json.loads(rolled.stdout)["current"] == builds["home"]
