@@ -10,7 +10,7 @@ AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
 WORKDIR ?= itemsage-demo
 PYTEST_ARGS ?=
 
-.PHONY: help venv java airflow-venv demo demo-flipkart lint test test-fast bench bench-full bench-catalog bench-training bench-store clean
+.PHONY: help venv java airflow-venv demo demo-flipkart lint test test-fast bench bench-full bench-catalog bench-training bench-store bench-refresh clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -71,6 +71,9 @@ bench-training: venv ## training in one process vs on Spark (1 and 2 processes),
 
 bench-store: venv ## the index job and first query, INDEX_ROOT local vs s3:// (moto), 100k
 	$(PY) bench/index_store_bench.py --products 100000
+
+bench-refresh: venv ## nightly index refresh: --incremental vs a full build, 200k and 1M, 1% churn
+	$(PY) bench/refresh_bench.py --products 200000 1000000
 
 bench-catalog: venv ## real-catalog quality vs TF-IDF and random
 	$(PY) bench/catalog_quality.py
