@@ -5,13 +5,16 @@ merge of their top-k. Scores are cosine similarities (the vectors are unit lengt
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
+from index_builder.batch_search import Hits, Neighbours, shard_hits, top_k
 from index_builder.build_files import local_build
 from index_builder.layout import (
     CENTROIDS,
@@ -92,57 +95,110 @@ class ShardedIndex:
             centroids,
         )
 
-    def _shards_for(self, vector: np.ndarray) -> list[int]:
+    def _routes(self, queries: np.ndarray) -> list[np.ndarray]:
+        """Per shard, the rows of `queries` it is searched for: all of them (hash), or those
+        whose `probe_clusters` nearest live centroids include its cluster (k-means)."""
+        everything = np.arange(len(queries))
         if self.centroids is None:
-            return list(range(len(self.indexes)))
-        clusters = [entry["cluster"] for entry in self.manifest["shards"]]
-        live = sorted(set(clusters))
-        scores = self.centroids[live] @ vector
+            return [everything] * len(self.indexes)
+        clusters = np.array([entry["cluster"] for entry in self.manifest["shards"]])
+        live = np.unique(clusters)
+        scores = queries @ self.centroids[live].T
         probes = self.manifest["params"]["probe_clusters"]
-        routed = {live[i] for i in np.argsort(-scores, kind="stable")[:probes]}
-        return [s for s, cluster in enumerate(clusters) if cluster in routed]
+        routed = live[np.argsort(-scores, axis=1, kind="stable")[:, :probes]]  # (q, probes)
+        return [everything[(routed == cluster).any(axis=1)] for cluster in clusters]
+
+    def unit_queries(self, vectors: np.ndarray) -> np.ndarray:
+        """Query vectors as a unit-length float32 matrix; an error naming the first row that is
+        of another dimension, zero or not finite."""
+        queries = np.asarray(vectors, np.float32)
+        queries = queries.reshape(1, -1) if queries.ndim == 1 else queries
+        dim = self.manifest["params"]["dim"]
+        if queries.ndim != 2 or queries.shape[1] != dim:
+            raise ItemSageError(
+                f"query vectors have {queries.shape[-1]} dimensions, the index {dim}"
+            )
+        norms = np.linalg.norm(queries, axis=1)
+        bad = np.flatnonzero(~np.isfinite(norms) | (norms == 0))
+        if len(bad):
+            where = "" if len(queries) == 1 else f" (row {bad[0]})"
+            raise ItemSageError(f"query vector is zero or not finite{where}")
+        return queries / norms[:, None]
+
+    def search_batch(
+        self,
+        vectors: np.ndarray,
+        k: int = 10,
+        exclude: Sequence[str | None] | None = None,
+        threads: int = 1,
+    ) -> Neighbours:
+        """The top `k` (product id, cosine) of each row of `vectors`, best first (`exclude`:
+        per row, an id left out of its results, e.g. the query product itself). Every shard
+        answers the whole batch in one native call; with `threads` > 1 shards are searched in
+        parallel, each with its share of the threads."""
+        queries = self.unit_queries(vectors)
+        extra = int(exclude is not None)
+        tasks = [
+            (s, rows)
+            for s, rows in enumerate(self._routes(queries))
+            if len(rows) and self.ids[s].points
+        ]
+        ef = self.manifest["params"]["ef_search"]
+        workers = max(1, min(threads, len(tasks)))
+
+        def search_shard(task) -> Hits:
+            s, rows = task
+            ids, wanted = self.ids[s], min(k + extra, self.ids[s].points)
+            self.indexes[s].set_ef(max(ef, wanted))
+            return shard_hits(
+                self.indexes[s], ids.ids, ids.starts, queries[rows], rows, wanted,
+                max(1, threads // workers),
+            )  # fmt: skip
+
+        if workers == 1:
+            hits = [search_shard(task) for task in tasks]
+        else:
+            with ThreadPoolExecutor(workers) as pool:
+                hits = list(pool.map(search_shard, tasks))
+        return top_k(Hits.concat(hits), len(queries), k, exclude)
 
     def search(
         self, vector: np.ndarray, k: int = 10, exclude: str | None = None
     ) -> list[tuple[str, float]]:
         """The top `k` (product_id, cosine) for one vector, best first (`exclude`: an id left
-        out of the results, e.g. the query product itself)."""
-        vector = np.asarray(vector, np.float32).reshape(-1)
-        if vector.shape[0] != self.manifest["params"]["dim"]:
+        out of the results, e.g. the query product itself): a batch of one."""
+        vector = np.asarray(vector, np.float32).reshape(1, -1)
+        return self.search_batch(vector, k, None if exclude is None else [exclude]).row(0)
+
+    @functools.cached_property
+    def _where(self) -> dict[str, tuple[int, int]]:
+        """product id -> (shard, label), built on first use."""
+        return {
+            pid: (s, int(label))
+            for s, ids in enumerate(self.ids)
+            for pid, label in zip(ids.ids.tolist(), ids.labels.tolist())
+        }
+
+    def vectors_of(self, product_ids: Sequence[str]) -> np.ndarray:
+        """The indexed vectors of products, in order (an error naming the first one this
+        surface does not serve)."""
+        try:
+            found = [self._where[pid] for pid in product_ids]
+        except KeyError as exc:
             raise ItemSageError(
-                f"query vector has {vector.shape[0]} dimensions, the index "
-                f"{self.manifest['params']['dim']}"
-            )
-        norm = np.linalg.norm(vector)
-        if not np.isfinite(norm) or norm == 0:
-            raise ItemSageError("query vector is zero or not finite")
-        vector = vector / norm
-        found: list[tuple[str, float]] = []
-        for s in self._shards_for(vector):
-            index, ids = self.indexes[s], self.ids[s]
-            wanted = min(k + (exclude is not None), ids.points)
-            if wanted == 0:
-                continue
-            index.set_ef(max(self.manifest["params"]["ef_search"], wanted))
-            labels, distances = index.knn_query(vector, k=wanted)
-            found += [
-                (pid, 1.0 - float(d))
-                for label, d in zip(labels[0], distances[0])
-                for pid in ids.products(int(label))
-            ]
-        found = [f for f in found if f[0] != exclude]
-        return sorted(found, key=lambda f: (-f[1], f[0]))[:k]
+                f"product {exc.args[0]!r} is not in this surface's index "
+                f"(build {self.manifest['build_id']})"
+            ) from None
+        out = np.empty((len(found), self.manifest["params"]["dim"]), np.float32)
+        where = np.array(found, np.int64).reshape(-1, 2)
+        for s in np.unique(where[:, 0]):
+            rows = np.flatnonzero(where[:, 0] == s)
+            out[rows] = self.indexes[s].get_items(where[rows, 1], return_type="numpy")
+        return out
 
     def vector_of(self, product_id: str) -> np.ndarray:
         """The indexed vector of a product (an error if this surface does not serve it)."""
-        for index, ids in zip(self.indexes, self.ids):
-            where = np.flatnonzero(ids.ids == product_id)
-            if len(where):
-                return np.asarray(index.get_items([int(ids.labels[where[0]])])[0], np.float32)
-        raise ItemSageError(
-            f"product {product_id!r} is not in this surface's index "
-            f"(build {self.manifest['build_id']})"
-        )
+        return self.vectors_of([product_id])[0]
 
 
 def load_published(

@@ -4,6 +4,7 @@ indexes."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import click
@@ -169,6 +170,35 @@ def build_index(
     is_flag=True,
     help='Print a JSON list of {"product_id", "score"} (and the --show columns), best first.',
 )
+@click.option(
+    "--ids-file",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="Batch: the products nearest to each of these (one id per line, or Parquet with a "
+    "product_id column); each product itself is left out.",
+)
+@click.option(
+    "--vectors-file",
+    type=click.Path(dir_okay=False, exists=True),
+    default=None,
+    help="Batch: query vectors (.npy matrix, or Parquet with an `embedding` list column and "
+    "optionally product_id naming each row).",
+)
+@click.option(
+    "--out",
+    default=None,
+    metavar="FILE",
+    help="Batch: write one row per query (query, neighbours as a list of {product_id, "
+    "score}) to FILE: Parquet if it ends in .parquet, else JSON lines (default: JSON lines "
+    "on stdout).",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=os.cpu_count() or 1,
+    show_default="the machine's cores",
+    help="Batch: threads searching (shards in parallel, queries within a shard).",
+)
 def query(
     index_root: str,
     surface: str,
@@ -179,6 +209,10 @@ def query(
     mapping: str | None,
     show: str,
     as_json: bool,
+    ids_file: str | None,
+    vectors_file: str | None,
+    out: str | None,
+    threads: int,
     cache_dir: str | None,
 ) -> None:
     """Query a surface's current index build (checksums verified on load).
@@ -186,11 +220,21 @@ def query(
     Scores are cosine similarities. With --product-id the product itself is left out.
     If the current build is damaged, the newest usable build answers, with a warning.
     With --catalog, each product is shown with its --show columns, so neighbours can be judged.
+    With --ids-file or --vectors-file, every query of the file is answered in one batch.
     """
     from index_builder.index_reader import load_published, read_vector
 
-    if (product_id is None) == (vector_file is None):
-        raise click.UsageError("give exactly one of --product-id and --vector-file")
+    given = [o for o, v in (("--product-id", product_id), ("--vector-file", vector_file),
+             ("--ids-file", ids_file), ("--vectors-file", vectors_file)) if v]  # fmt: skip
+    if len(given) != 1:
+        raise click.UsageError(
+            "give exactly one of --product-id, --vector-file, --ids-file and --vectors-file"
+        )
+    batch = ids_file or vectors_file
+    if batch and (catalog or as_json):
+        raise click.UsageError("--catalog and --json go with one query; a batch writes --out")
+    if out and not batch:
+        raise click.UsageError("--out goes with --ids-file or --vectors-file")
     if mapping and not catalog:
         raise click.UsageError("--mapping goes with --catalog")
     column_mapping = None
@@ -203,6 +247,24 @@ def query(
     index = load_published(
         index_root, surface, warn=lambda m: click.echo(m, err=True), cache_dir=cache_dir
     )
+    if batch:
+        from index_builder.batch_io import (
+            neighbours_table,
+            read_ids,
+            read_vectors,
+            write_neighbours,
+        )
+
+        if ids_file:
+            names = read_ids(ids_file)
+            found = index.search_batch(index.vectors_of(names), k, names, threads)
+        else:
+            names, vectors = read_vectors(vectors_file)
+            found = index.search_batch(vectors, k, None, threads)
+        write_neighbours(neighbours_table(names, found), out)
+        if out:
+            click.echo(f"wrote the top {k} of {len(names)} queries to {out}", err=True)
+        return
     vector = index.vector_of(product_id) if product_id else read_vector(vector_file)
     results = index.search(vector, k, exclude=product_id)
     columns = [c.strip() for c in show.split(",") if c.strip()] if catalog else []

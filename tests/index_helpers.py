@@ -1,12 +1,23 @@
-"""Helpers of the index tests: unit vectors, product ids, a build's manifest from its shards."""
+"""Helpers of the index tests: unit vectors, product ids, a build's manifest from its shards, a
+build made and released in-process."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from index_builder.build_release import assemble_manifest
+from index_builder.build_release import assemble_manifest, release_build
+from index_builder.layout import build_key, current_pointer, new_build_id
+from index_builder.partitioning import hash_groups
+from index_builder.shard_build import ShardParams, build_group_shards
 from index_builder.surfaces import Surface
+
+
+def build_dir(root, surface: str, build_id: str) -> Path:
+    """A build's directory under a local index root."""
+    return Path(root) / build_key(surface, build_id)
 
 
 def unit_vectors(n: int, dim: int = 32, seed: int = 0) -> np.ndarray:
@@ -35,3 +46,33 @@ def manifest_for(
         group_clusters=None,
         seconds={},
     )
+
+
+def build_and_release(
+    root: Path,
+    surface: Surface,
+    vectors: np.ndarray,
+    product_ids: pa.Array,
+    version: int = 0,
+    groups: int = 2,
+) -> dict:
+    """What the Spark job does, in-process: group, build, manifest, gate, publish."""
+    build_id = new_build_id(version)
+    base = current_pointer(root, surface.name)
+    directory = build_dir(root, surface.name, build_id)
+    directory.mkdir(parents=True)
+    params = ShardParams.of(surface)
+    grouping = hash_groups(product_ids, groups)
+    entries = []
+    for group in range(groups):
+        rows = np.flatnonzero(grouping == group)
+        entries += build_group_shards(
+            product_ids.take(pa.array(rows)),
+            vectors[rows],
+            group,
+            surface.target_shard_size,
+            directory,
+            params,
+        )
+    manifest = manifest_for(surface, build_id, entries, version, vectors.shape[1])
+    return release_build(root, surface, manifest, base)

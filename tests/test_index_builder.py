@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from index_helpers import ids, manifest_for, unit_vectors
+from index_helpers import build_and_release, build_dir, ids, manifest_for, unit_vectors
 
 from index_builder import layout as index_layout
 from index_builder.build_release import release_build
@@ -35,11 +35,6 @@ from index_builder.surfaces import Surface, load_surfaces, parse_surfaces
 from itemsage_core.errors import ItemSageError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-
-
-def build_dir(root, surface: str, build_id: str) -> Path:
-    """A build's directory under a local index root."""
-    return Path(root) / build_key(surface, build_id)
 
 
 def test_shipped_surfaces_configs_parse():
@@ -135,43 +130,6 @@ def test_an_oversized_group_is_cut_into_shards_of_at_most_the_target(tmp_path):
         )
         assert entry["recall_at_10"] == 1.0
     assert sorted(seen) == ids(250).to_pylist()
-
-
-def build_and_release(
-    root: Path,
-    surface: Surface,
-    vectors: np.ndarray,
-    product_ids: pa.Array,
-    version: int = 0,
-    groups: int = 2,
-) -> dict:
-    """What the Spark job does, in-process: group, build, manifest, gate, publish."""
-    build_id = index_layout.new_build_id(version)
-    base = current_pointer(root, surface.name)
-    directory = build_dir(root, surface.name, build_id)
-    directory.mkdir(parents=True)
-    params = ShardParams(
-        surface.M,
-        surface.ef_construction,
-        surface.ef_search,
-        surface.recall_queries,
-        surface.query_noise,
-        surface.seed,
-    )
-    grouping = hash_groups(product_ids, groups)
-    entries = []
-    for group in range(groups):
-        rows = np.flatnonzero(grouping == group)
-        entries += build_group_shards(
-            product_ids.take(pa.array(rows)),
-            vectors[rows],
-            group,
-            surface.target_shard_size,
-            directory,
-            params,
-        )
-    manifest = manifest_for(surface, build_id, entries, version, vectors.shape[1])
-    return release_build(root, surface, manifest, base)
 
 
 def test_query_results_equal_exact_search_on_a_small_index(tmp_path):

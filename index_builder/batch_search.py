@@ -1,0 +1,73 @@
+"""Searching a build's shards for a batch of queries: each shard answers every query routed to
+it in one hnswlib call (native code, `num_threads`), its labels are expanded to their products
+(duplicate products share a label) and the shards' results are merged per query with NumPy;
+no Python loop runs per result."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Hits:
+    """Results of one or more shards as flat arrays: the query (row) each belongs to, its cosine
+    score and its product id."""
+
+    queries: np.ndarray  # int64
+    scores: np.ndarray  # float64
+    products: np.ndarray  # object (str)
+
+    @classmethod
+    def concat(cls, hits: Sequence[Hits]) -> Hits:
+        if not hits:
+            return cls(np.empty(0, np.int64), np.empty(0), np.empty(0, object))
+        return cls(*(np.concatenate([getattr(h, f) for h in hits]) for f in cls.__annotations__))
+
+
+@dataclasses.dataclass(frozen=True)
+class Neighbours:
+    """The top k of each query of a batch, best first: `ids` (None past the results found) and
+    `scores` (NaN there)."""
+
+    ids: np.ndarray  # (queries, k) object
+    scores: np.ndarray  # (queries, k) float64
+
+    def row(self, i: int) -> list[tuple[str, float]]:
+        """Query i's results as (product_id, cosine) pairs."""
+        return [(p, float(s)) for p, s in zip(self.ids[i], self.scores[i]) if p is not None]
+
+
+def shard_hits(
+    index, ids, starts: np.ndarray, queries: np.ndarray, rows: np.ndarray, k: int, threads: int
+) -> Hits:
+    """One shard's top `k` points for the `queries` (rows `rows` of the batch), each point's
+    label expanded to its products (`ids[starts[l]:starts[l + 1]]`)."""
+    labels, distances = index.knn_query(queries, k=k, num_threads=threads)
+    labels = labels.ravel().astype(np.int64)
+    counts = starts[labels + 1] - starts[labels]
+    first = np.cumsum(counts) - counts  # each label's first row in the expanded arrays
+    offsets = np.arange(counts.sum()) - np.repeat(first, counts)
+    return Hits(
+        np.repeat(np.repeat(rows, k), counts),
+        np.repeat(1.0 - distances.ravel().astype(np.float64), counts),
+        ids[np.repeat(starts[labels], counts) + offsets],
+    )
+
+
+def top_k(hits: Hits, queries: int, k: int, exclude: Sequence[str | None] | None) -> Neighbours:
+    """Each query's best `k` hits, by score then product id, less its `exclude`d id."""
+    if exclude is not None:
+        keep = hits.products != np.asarray(list(exclude), object)[hits.queries]
+        hits = Hits(hits.queries[keep], hits.scores[keep], hits.products[keep])
+    order = np.lexsort((hits.products.astype(str), -hits.scores, hits.queries))
+    rows = hits.queries[order]
+    rank = np.arange(len(rows)) - np.searchsorted(rows, rows)
+    taken = rank < k
+    ids = np.full((queries, k), None, object)
+    scores = np.full((queries, k), np.nan)
+    ids[rows[taken], rank[taken]] = hits.products[order][taken]
+    scores[rows[taken], rank[taken]] = hits.scores[order][taken]
+    return Neighbours(ids, scores)
