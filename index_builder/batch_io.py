@@ -52,21 +52,20 @@ def read_vectors(path: str | Path, column: str = "embedding") -> tuple[list[str]
         raise ItemSageError(f"cannot read query vectors from {path}: {exc}") from None
 
 
-def neighbours_table(queries: list[str], found: Neighbours) -> pa.Table:
-    """One row per query: `query`, `neighbours` (list of product_id, score; best first)."""
+def neighbour_lists(found: Neighbours) -> pa.ListArray:
+    """Each query's results as a list of (product_id, score), best first."""
     present = found.ids != None  # noqa: E711 (element-wise)
-    counts = present.sum(axis=1)
-    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    offsets = np.concatenate([[0], np.cumsum(present.sum(axis=1))]).astype(np.int32)
     values = pa.StructArray.from_arrays(
         [pa.array(found.ids[present], pa.string()), pa.array(found.scores[present])],
         fields=list(NEIGHBOUR),
     )
-    return pa.table(
-        {
-            "query": pa.array(queries, pa.string()),
-            "neighbours": pa.ListArray.from_arrays(pa.array(offsets), values),
-        }
-    )
+    return pa.ListArray.from_arrays(pa.array(offsets), values)
+
+
+def neighbours_table(queries: list[str], found: Neighbours) -> pa.Table:
+    """One row per query: `query`, `neighbours` (list of product_id, score; best first)."""
+    return pa.table({"query": pa.array(queries, pa.string()), "neighbours": neighbour_lists(found)})
 
 
 def write_neighbours(table: pa.Table, out: str | None) -> None:

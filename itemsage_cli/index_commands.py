@@ -11,6 +11,7 @@ import click
 
 from index_builder.build_config import BuildIndexConfig
 from index_builder.index_reader import ShardedIndex, verify_current
+from index_builder.neighbours import NeighboursConfig
 from itemsage_cli.config_defaults import default
 from itemsage_cli.group import (
     cli,
@@ -296,6 +297,70 @@ def query(
         click.echo(f"query  {product_id}{text(product_id)}")
     for rank, (pid, score) in enumerate(results, 1):
         click.echo(f"{rank:>3}  {score:.4f}  {pid}{text(pid)}")
+
+
+@cli.command()
+@index_root_option
+@click.option(
+    "--surface",
+    "surfaces",
+    required=True,
+    multiple=True,
+    metavar="NAME",
+    help="Surface whose products get their neighbours (repeatable).",
+)
+@click.option(
+    "--out",
+    "out_root",
+    required=True,
+    metavar="TABLES_ROOT",
+    help="Where the Delta tables go, one per surface: TABLES_ROOT/<surface> (a path or an "
+    "object-store URI).",
+)
+@click.option(
+    "-k",
+    "k",
+    default=default(NeighboursConfig, "k"),
+    show_default=True,
+    type=click.IntRange(min=1, max=1000),
+    help="Neighbours per product.",
+)
+@click.option(
+    "--build",
+    "build_id",
+    default=None,
+    metavar="BUILD_ID",
+    help="Use this build instead of the current one (one --surface only).",
+)
+@summary_json_option
+@spark_options
+def neighbours(
+    index_root: str,
+    surfaces: tuple[str, ...],
+    out_root: str,
+    k: int,
+    build_id: str | None,
+    cache_dir: str | None,
+    summary_json: str | None,
+    master: str | None,
+    conf: tuple[str, ...],
+) -> None:
+    """Write every product's top k neighbours in a surface's index build to a Delta table.
+
+    One row per product the build serves: product_id, neighbours (a list of product_id and
+    cosine score, best first, the product itself left out), build_id, table_version and k,
+    committed in one transaction. A rerun for the same build and k commits nothing; a killed
+    run leaves the table's previous version.
+    """
+    from itemsage_cli.stages import progress
+    from jobs.neighbours_job import write_neighbours
+    from jobs.spark_session import get_spark, parse_conf
+
+    if build_id and len(surfaces) > 1:
+        raise click.UsageError("--build goes with one --surface")
+    config = NeighboursConfig(index_root, surfaces, out_root, k, build_id, cache_dir)
+    spark = get_spark("itemsage-neighbours", master, parse_conf(conf))
+    write_summary(write_neighbours(spark, config, progress=progress), summary_json)
 
 
 @cli.command("verify-index")
