@@ -63,15 +63,17 @@ def dags(tmp_path_factory):
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
-def test_nightly_dag_embeds_then_builds_and_verifies_each_surface(dags):
+def test_nightly_dag_embeds_then_builds_verifies_and_lists_neighbours_of_each_surface(dags):
     nightly = dags["itemsage_nightly"]["tasks"]
     assert dags["itemsage_nightly"]["schedule"] == "0 2 * * *"
     assert nightly["embed_incremental"]["upstream"] == []
     for surface in ("home", "closeup", "search"):
         assert nightly[f"build_index_{surface}"]["upstream"] == ["embed_incremental"]
         assert nightly[f"verify_{surface}"]["upstream"] == [f"build_index_{surface}"]
+        assert nightly[f"neighbours_{surface}"]["upstream"] == [f"verify_{surface}"]
         assert nightly[f"build_index_{surface}"]["env"]["SURFACE"] == surface
-    assert len(nightly) == 7
+        assert nightly[f"neighbours_{surface}"]["env"]["SURFACE"] == surface
+    assert len(nightly) == 10
     assert "--incremental" in nightly["embed_incremental"]["command"]
     for surface in ("home", "closeup", "search"):
         assert nightly[f"build_index_{surface}"]["env"]["BUILD_MODE"] == "--incremental"
@@ -107,6 +109,7 @@ def test_commands_pass_values_as_single_arguments(dags, tmp_path):
         "TABLE": "/t",
         "SURFACES_TOML": "/s.toml",
         "INDEX_ROOT": "/i",
+        "NEIGHBOURS_ROOT": hostile,
         "SURFACE": "home",
         "RUN_ID": "nightly-20261125",
         "TABLE_VERSION": "3",
@@ -120,6 +123,8 @@ def test_commands_pass_values_as_single_arguments(dags, tmp_path):
         )
         assert run.returncode == 0, (name, run.stderr)
         args = json.loads(run.stdout)
+        if "neighbours" in args:
+            assert args[args.index("--out") + 1] == hostile
         if "--catalog" in args:
             assert args[args.index("--catalog") + 1] == hostile
         assert "--mapping" not in args  # empty MAPPING: no flag

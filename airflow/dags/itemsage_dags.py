@@ -1,7 +1,8 @@
 """Airflow DAGs for ItemSage: the nightly refresh and an ad hoc rebuild of one surface.
 
 - `itemsage_nightly` (daily): incremental embed -> incremental build-index for each surface (in
-  parallel, each publishes atomically after its recall gate) -> verify what serving will load.
+  parallel, each publishes atomically after its recall gate) -> verify what serving will load
+  -> the surface's neighbours table (every product's top 10, one Delta commit per build).
 - `itemsage_rebuild` (manual trigger): a full build-index of one surface, optionally from a pinned
   Delta version (`table_version`), -> verify.
 
@@ -9,7 +10,8 @@ Every task runs `spark-submit.sh`. Values (paths, params) reach it through envir
 variables that the command quotes ("$VAR"), so no value is ever parsed by the shell: a catalog
 path or a surface name cannot inject commands. Configure with Airflow Variables (or the
 defaults below): itemsage_home (the project checkout), itemsage_catalog, itemsage_mapping,
-itemsage_model, itemsage_table, itemsage_surfaces, itemsage_index_root, itemsage_spark_master.
+itemsage_model, itemsage_table, itemsage_surfaces, itemsage_index_root, itemsage_neighbours,
+itemsage_spark_master.
 Tables and indexes live on an object store by default (no shared mount between the Airflow
 worker, the driver and the executors); credentials come from each machine's environment.
 docs/airflow.md has the recipe.
@@ -47,6 +49,7 @@ ENV = {
     "TABLE": _var("table", "s3://itemsage/tables/embeddings"),
     "SURFACES_TOML": _var("surfaces", "/opt/itemsage/conf/surfaces.toml"),
     "INDEX_ROOT": _var("index_root", "s3://itemsage/indexes"),
+    "NEIGHBOURS_ROOT": _var("neighbours", "s3://itemsage/tables/neighbours"),
 }
 SUBMIT = '"$ITEMSAGE_HOME/spark-submit.sh"'
 MAPPING_ARG = '${MAPPING:+--mapping "$MAPPING"}'
@@ -56,6 +59,8 @@ BUILD = (f'{SUBMIT} build-index --table "$TABLE" --surfaces "$SURFACES_TOML" '
          f'--out "$INDEX_ROOT" --catalog "$CATALOG" {MAPPING_ARG} --surface "$SURFACE" '
          '${TABLE_VERSION:+--table-version "$TABLE_VERSION"} "$BUILD_MODE"')
 VERIFY = '"$ITEMSAGE_HOME/.venv/bin/itemsage" verify-index --index "$INDEX_ROOT" --surface "$SURFACE"'
+NEIGHBOURS = (f'{SUBMIT} neighbours --index "$INDEX_ROOT" --surface "$SURFACE" '
+              '--out "$NEIGHBOURS_ROOT"')
 
 
 
@@ -74,7 +79,8 @@ with DAG(dag_id="itemsage_nightly", schedule="0 2 * * *",
         build = _task(f"build_index_{name}", BUILD, "build", SURFACE=name,
                       BUILD_MODE="--incremental")  # rebuilds by itself when it must
         verify = _task(f"verify_{name}", VERIFY, "verify", SURFACE=name)
-        embed >> build >> verify
+        neighbours = _task(f"neighbours_{name}", NEIGHBOURS, "build", SURFACE=name)
+        embed >> build >> verify >> neighbours
 
 with DAG(dag_id="itemsage_rebuild", schedule=None,
          start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc), catchup=False,
