@@ -85,6 +85,7 @@ class DemoConfig:
             "model": root / "model",
             "embeddings": root / "tables" / "embeddings",
             "indexes": root / "indexes",
+            "neighbours": root / "tables" / "neighbours",
         }
 
     def train_epochs(self) -> int:
@@ -172,11 +173,14 @@ def _train(config: DemoConfig, inputs: dict, seconds: dict):
 
 
 def _embed_and_index(config: DemoConfig, served: str, surfaces, mapping, seconds: dict):
-    """The embedding job, then the index job, on one local Spark session."""
+    """The embedding job, then the index job and the neighbours of every published surface's
+    products, on one local Spark session."""
     from index_builder.build_config import BuildIndexConfig
+    from index_builder.neighbours import NeighboursConfig
     from itemsage_core.embedding.embed_run import EmbedConfig
     from jobs.build_indexes import build_indexes
     from jobs.embed_catalog import embed_catalog
+    from jobs.neighbours_job import write_neighbours
     from jobs.spark_session import get_spark, parse_conf
 
     table, indexes = str(config.paths["embeddings"]), str(config.paths["indexes"])
@@ -187,11 +191,16 @@ def _embed_and_index(config: DemoConfig, served: str, surfaces, mapping, seconds
     embedded = embed_catalog(spark, embed, progress=progress)
     seconds["embed"] = time.perf_counter() - t
 
-    progress("stage 4/5: build the per-surface HNSW indexes on Spark")
+    progress("stage 4/5: build the per-surface HNSW indexes, then every product's neighbours")
     t = time.perf_counter()
     build = BuildIndexConfig(table, indexes, surfaces, catalog=served, mapping=mapping)
     built = build_indexes(spark, build, progress=progress)
     seconds["build-index"] = time.perf_counter() - t
+    t = time.perf_counter()
+    published = tuple(n for n, r in built["surfaces"].items() if r["status"] == "published")
+    neighbours = NeighboursConfig(indexes, published, str(config.paths["neighbours"]))
+    built["neighbours"] = write_neighbours(spark, neighbours, progress=progress)
+    seconds["neighbours"] = time.perf_counter() - t
     return embedded, built
 
 
@@ -231,6 +240,12 @@ def _print_results(config, trained, quality, served: str, embedded: dict, built:
             f"  {name:8s} {result['status']}: {result['products']} products in "
             f"{result['shards']} shards, recall@10 >= {result['recall_at_10']['min']:.3f}"
         )
+    click.echo("== neighbours tables")
+    for name, result in built["neighbours"]["surfaces"].items():
+        click.echo(
+            f"  {name:8s} {result['products']} products x top {built['neighbours']['k']} "
+            f"(version {result['version']}) in {result['table']}"
+        )
 
 
 def _print_written(config: DemoConfig) -> None:
@@ -242,6 +257,7 @@ def _print_written(config: DemoConfig) -> None:
         ("embeddings", paths["embeddings"]),
         ("quarantine", f"{paths['embeddings']}_quarantine"),
         ("indexes", paths["indexes"]),
+        ("neighbours", paths["neighbours"]),
     ]:
         click.echo(f"  {label:12s} {path}")
 
@@ -278,6 +294,8 @@ def stage_commands(config: DemoConfig, inputs: dict, shown: str, query_id: str) 
         f"--table {_q(table)}{master}",
         f"itemsage build-index --table {_q(table)} --surfaces {_q(config.surfaces)} "
         f"--out {_q(indexes)} --catalog {_q(served)}{mapping}{master}",
+        f"itemsage neighbours --index {_q(indexes)} --surface {shown} "
+        f"--out {_q(paths['neighbours'])}{master}",
         f"itemsage query --index {_q(indexes)} --surface {shown} --product-id {query_id} "
         f"--catalog {_q(served)}{mapping} --show title,product_type",
     ]

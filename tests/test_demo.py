@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from deltalake import DeltaTable
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,7 +48,18 @@ def test_demo_runs_every_stage_and_its_commands_work(tmp_path):
     # 3 query products, each followed by 5 neighbours with a cosine, an id, a title, a category.
     assert len(re.findall(r"^  P\d{8}  .+  \[.+\]$", out, re.M)) == 3
     assert len(re.findall(r"^    [01]\.\d{3}  P\d{8}  .+  \[.+\]$", out, re.M)) == 15
-    for name in ("world", "model", "embeddings", "quarantine", "indexes"):
+    for surface in ("home", "closeup", "search"):  # every product's neighbours, per surface
+        assert re.search(rf"^  {surface} +\d+ products x top 10 \(version 0\)", out, re.M), out
+        served = int(re.search(rf"^  {surface} +published: (\d+) products", out, re.M).group(1))
+        table = DeltaTable(str(tmp_path / "demo" / "tables" / "neighbours" / surface))
+        rows = table.to_pyarrow_table().to_pylist()
+        assert len({r["product_id"] for r in rows}) == len(rows) == served
+        for row in rows:
+            found = [n["product_id"] for n in row["neighbours"]]
+            scores = [n["score"] for n in row["neighbours"]]
+            assert len(found) == 10 and row["product_id"] not in found
+            assert scores == sorted(scores, reverse=True)
+    for name in ("world", "model", "embeddings", "quarantine", "indexes", "neighbours"):
         assert re.search(rf"^  {name} +\S", out, re.M)
     # The printed query command works as printed.
     query = next(line.strip() for line in out.splitlines() if "itemsage query" in line)
