@@ -10,7 +10,7 @@ AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
 WORKDIR ?= itemsage-demo
 PYTEST_ARGS ?=
 
-.PHONY: help venv java airflow-venv demo demo-flipkart lint test test-fast bench bench-full bench-catalog bench-training bench-store bench-refresh clean
+.PHONY: help venv java airflow-venv demo demo-flipkart lint test test-fast bench bench-full bench-catalog bench-training bench-store bench-refresh bench-query clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -74,6 +74,9 @@ bench-store: venv ## the index job and first query, INDEX_ROOT local vs s3:// (m
 
 bench-refresh: venv ## nightly index refresh: --incremental vs a full build, 200k and 1M, 1% churn
 	$(PY) bench/refresh_bench.py --products 200000 1000000
+
+bench-query: venv ## batch queries vs faiss and hnswlib at equal recall (100k, 1M); neighbours job
+	$(PY) bench/query_bench.py --products 100000 1000000
 
 bench-catalog: venv ## real-catalog quality vs TF-IDF and random
 	$(PY) bench/catalog_quality.py

@@ -62,8 +62,15 @@ def top_k(hits: Hits, queries: int, k: int, exclude: Sequence[str | None] | None
     if exclude is not None:
         keep = hits.products != np.asarray(list(exclude), object)[hits.queries]
         hits = Hits(hits.queries[keep], hits.scores[keep], hits.products[keep])
-    order = np.lexsort((hits.products.astype(str), -hits.scores, hits.queries))
-    rows = hits.queries[order]
+    order = np.lexsort((-hits.scores, hits.queries))
+    rows, scores = hits.queries[order], hits.scores[order]
+    tied = np.flatnonzero((rows[1:] == rows[:-1]) & (scores[1:] == scores[:-1]))
+    if len(tied):  # equal scores (duplicate products): ordered by product id, as one query is
+        members = order[np.union1d(tied, tied + 1)]
+        by_id = np.zeros(len(order), np.int64)
+        by_id[members] = np.unique(hits.products[members].astype(str), return_inverse=True)[1]
+        order = np.lexsort((by_id, -hits.scores, hits.queries))
+        rows = hits.queries[order]
     rank = np.arange(len(rows)) - np.searchsorted(rows, rows)
     taken = rank < k
     ids = np.full((queries, k), None, object)
