@@ -128,16 +128,16 @@ def build_index(
         sys.exit(1)
 
 
+def query_file(flag: str, help: str):
+    """An option naming an existing file of queries."""
+    return click.option(flag, type=click.Path(dir_okay=False, exists=True), help=help)
+
+
 @cli.command()
 @index_root_option
 @click.option("--surface", required=True, help="Surface name, e.g. home.")
 @click.option("--product-id", default=None, help="Find the products nearest to this one.")
-@click.option(
-    "--vector-file",
-    type=click.Path(dir_okay=False, exists=True),
-    default=None,
-    help="A query vector: .npy, or text/JSON numbers.",
-)
+@query_file("--vector-file", "A query vector: .npy, or text/JSON numbers.")
 @click.option(
     "-k",
     "k",
@@ -171,18 +171,14 @@ def build_index(
     is_flag=True,
     help='Print a JSON list of {"product_id", "score"} (and the --show columns), best first.',
 )
-@click.option(
+@query_file(
     "--ids-file",
-    type=click.Path(dir_okay=False, exists=True),
-    default=None,
-    help="Batch: the products nearest to each of these (one id per line, or Parquet with a "
+    "Batch: the products nearest to each of these (one id per line, or Parquet with a "
     "product_id column); each product itself is left out.",
 )
-@click.option(
+@query_file(
     "--vectors-file",
-    type=click.Path(dir_okay=False, exists=True),
-    default=None,
-    help="Batch: query vectors (.npy matrix, or Parquet with an `embedding` list column and "
+    "Batch: query vectors (.npy matrix, or Parquet with an `embedding` list column and "
     "optionally product_id naming each row).",
 )
 @click.option(
