@@ -3,10 +3,11 @@
 #
 #   ./spark-submit.sh [--master URL] [--conf KEY=VALUE ...] [--dry-run] JOB [JOB ARGS...]
 #
-# JOB: validate, embed, build-index, prepare-training or train (each takes the `itemsage JOB`
-# options). The master comes from --master, else $SPARK_MASTER, else local[*]. The project is
-# shipped to executors as a zip (--py-files); their Python (with the dependencies installed) is
-# $PYSPARK_PYTHON, else the driver's: $PYSPARK_DRIVER_PYTHON, else this project's .venv.
+# JOB: validate, embed, build-index, neighbours, prepare-training or train (each takes the
+# `itemsage JOB` options). The master comes from --master, else $SPARK_MASTER, else local[*].
+# The project is shipped to executors as a zip (--py-files); their Python (with the dependencies
+# installed) is $PYSPARK_PYTHON, else the driver's: $PYSPARK_DRIVER_PYTHON, else this project's
+# .venv.
 # README: packed environments.
 # The exact spark-submit command is printed before it runs; arguments are passed as an array,
 # never through a shell string, so job arguments cannot inject commands. (spark-submit merges the
@@ -15,7 +16,7 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
-usage() { sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 master=${SPARK_MASTER:-local[*]}
 confs=()
@@ -33,8 +34,8 @@ done
 [ $# -gt 0 ] || { usage >&2; exit 2; }
 job=$1; shift
 case "$job" in
-  validate|embed|build-index|prepare-training|train) entry="$HERE/itemsage_cli/spark_entry.py" ;;
-  *) echo "spark-submit.sh: unknown job '$job' (jobs: validate, embed, build-index, prepare-training, train)" >&2; exit 2 ;;
+  validate|embed|build-index|neighbours|prepare-training|train) entry="$HERE/itemsage_cli/spark_entry.py" ;;
+  *) echo "spark-submit.sh: unknown job '$job' (jobs: validate, embed, build-index, neighbours, prepare-training, train)" >&2; exit 2 ;;
 esac
 
 # The driver's Python (this machine) and the executors' (the same unless PYSPARK_PYTHON names

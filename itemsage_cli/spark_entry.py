@@ -1,6 +1,6 @@
 """The file spark-submit runs for every ItemSage job: `spark_entry.py JOB [OPTIONS]` is
-`itemsage JOB [OPTIONS]` (validate, embed, build-index, prepare-training, train), so a job takes
-the same options, defaults and errors under spark-submit as from the command line
+`itemsage JOB [OPTIONS]` (validate, embed, build-index, neighbours, prepare-training, train), so
+a job takes the same options, defaults and errors under spark-submit as from the command line
 (spark-submit.sh)."""
 
 from itemsage_cli.main import main

@@ -35,7 +35,11 @@ def test_dry_run_prints_the_command_with_arguments_quoted(tmp_path):
     assert not marker.exists()
 
 
-def test_unknown_job_and_option():
+def test_every_spark_job_is_submitted_and_an_unknown_one_refused():
+    for job in ("validate", "embed", "build-index", "neighbours", "prepare-training", "train"):
+        result = run("--dry-run", job, "--help")
+        assert result.returncode == 0, result.stderr
+        assert f"itemsage_cli/spark_entry.py {job} --help" in result.stdout
     assert run("frobnicate").returncode == 2
     assert "unknown job 'frobnicate'" in run("frobnicate").stderr
     assert run("--bogus", "validate").returncode == 2
