@@ -257,6 +257,18 @@ def test_embed_build_query_verify_kill_and_rollback_entirely_on_s3(
     assert [json.loads(line)["build_id"] for line in verified.stdout.splitlines()] == list(
         builds.values()
     )
+    # Every product's neighbours, read from the S3 build by the executors, into an S3 table.
+    listed = run(
+        "neighbours", "--index", ROOT, "--surface", "closeup", "--out", "s3://lake/neighbours",
+        "-k", "5", "--master", "local[1]",
+    )  # fmt: skip
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    rows = read_table("s3://lake/neighbours/closeup").to_pylist()
+    served = load_published(ROOT, "closeup", cache_dir=tmp_path / "cache")
+    assert sorted(r["product_id"] for r in rows) == sorted(
+        p for shard in served.ids for p in shard.ids.tolist()
+    )
+    assert all(len(r["neighbours"]) == 5 and r["build_id"] == builds["closeup"] for r in rows)
 
     # A build killed (driver, JVM and workers) between two shard uploads publishes nothing.
     killed = itemsage(

@@ -15,6 +15,7 @@ from index_helpers import build_and_release, ids, unit_vectors
 from index_builder.index_reader import load_published
 from index_builder.neighbours import NeighboursConfig
 from index_builder.surfaces import Surface
+from itemsage_core.embedding.embeddings_table import read_table
 from jobs import neighbours_job
 from jobs.neighbours_job import write_neighbours
 
@@ -43,7 +44,7 @@ def test_every_product_gets_its_neighbours_once_and_a_rerun_commits_nothing(
     config = NeighboursConfig(str(tmp_path / "idx"), ("home",), str(tmp_path / "nb"), k=5)
     first = write_neighbours(spark, config, progress=quiet)["surfaces"]["home"]
     assert first["status"] == "written" and first["products"] == 700
-    rows = DeltaTable(str(tmp_path / "nb" / "home")).to_pyarrow_table().to_pylist()
+    rows = read_table(str(tmp_path / "nb" / "home")).to_pylist()
     assert sorted(r["product_id"] for r in rows) == ids(700).to_pylist()  # one row each
     index = load_published(tmp_path / "idx", "home")
     for row in rows:
@@ -77,14 +78,14 @@ def test_a_killed_run_leaves_the_previous_table_and_a_rerun_writes_the_new_build
     published(root, version=0, n=300)
     assert run().returncode == 0
     before = DeltaTable(str(out / "home"))
-    old_build = before.to_pyarrow_table().column("build_id")[0].as_py()
+    old_build = read_table(str(out / "home")).column("build_id")[0].as_py()
     published(root, version=1, n=320)
     killed = run(ITEMSAGE_CRASH_AT="before_commit")
     assert killed.returncode != 0
     table = DeltaTable(str(out / "home"))
     assert table.version() == before.version()
-    assert set(table.to_pyarrow_table().column("build_id").to_pylist()) == {old_build}
+    assert set(read_table(str(out / "home")).column("build_id").to_pylist()) == {old_build}
     rerun = run()
     assert rerun.returncode == 0, rerun.stderr[-3000:]
-    table = DeltaTable(str(out / "home")).to_pyarrow_table()
+    table = read_table(str(out / "home"))
     assert table.num_rows == 320 and old_build not in table.column("build_id").to_pylist()
