@@ -41,3 +41,20 @@ def stored_points(path: str | Path, dim: int) -> tuple[np.ndarray, np.ndarray, n
     labels = np.ascontiguousarray(records[:, label_at:size]).view(np.uint64).ravel()
     deleted = (records[:, 2] & DELETED_MARK).astype(bool)
     return labels.astype(np.int64), vectors, deleted
+
+
+class Points:
+    """A shard's points by label: a file's (stored_points), then any added to it."""
+
+    def __init__(self, labels: np.ndarray, vectors: np.ndarray):
+        self.labels, self.vectors = labels, vectors
+        self._order = np.argsort(labels, kind="stable")
+
+    def add(self, labels: np.ndarray, vectors: np.ndarray) -> None:
+        self.labels = np.concatenate([self.labels, labels])
+        self.vectors = np.concatenate([self.vectors, vectors])
+        self._order = np.argsort(self.labels, kind="stable")
+
+    def of(self, labels: np.ndarray) -> np.ndarray:
+        """The vectors of `labels` (each one a known point's)."""
+        return self.vectors[self._order[np.searchsorted(self.labels[self._order], labels)]]

@@ -54,7 +54,7 @@ class IdMap:
     def products(self, label: int) -> list[str]:
         return self.ids[self.starts[label] : self.starts[label + 1]].tolist()
 
-    @property
+    @functools.cached_property
     def points(self) -> int:
         """Live points: labels with products (a refreshed shard's graph also holds deleted ones)."""
         return int(np.count_nonzero(np.diff(self.starts)))

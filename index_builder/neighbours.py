@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 
 from index_builder.batch_io import NEIGHBOUR, neighbour_lists
-from index_builder.hnsw_file import stored_points
+from index_builder.hnsw_file import Points, stored_points
 from index_builder.index_reader import ShardedIndex
 
 NEIGHBOURS_SCHEMA = pa.schema(
@@ -40,10 +40,7 @@ def shard_vectors(index: ShardedIndex, shard: int) -> tuple[np.ndarray, np.ndarr
     labels, vectors, _ = stored_points(
         index.directory / entry["files"]["index"]["path"], index.manifest["params"]["dim"]
     )
-    order = np.argsort(labels, kind="stable")
-    ids = index.ids[shard]
-    rows = order[np.searchsorted(labels[order], ids.labels)]
-    return ids.ids, vectors[rows]
+    return index.ids[shard].ids, Points(labels, vectors).of(index.ids[shard].labels)
 
 
 def neighbour_rows(

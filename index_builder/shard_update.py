@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from index_builder.hnsw_file import stored_points
+from index_builder.hnsw_file import Points, stored_points
 from index_builder.shard_build import (
     ShardParams,
     described,
@@ -105,23 +105,6 @@ def update_shard(
             "added": added.num_rows,
         },
     }
-
-
-class Points:
-    """A shard's points by label: the base file's (hnsw_file.stored_points), then those added."""
-
-    def __init__(self, labels: np.ndarray, vectors: np.ndarray):
-        self.labels, self.vectors = labels, vectors
-        self._order = np.argsort(labels, kind="stable")
-
-    def add(self, labels: np.ndarray, vectors: np.ndarray) -> None:
-        self.labels = np.concatenate([self.labels, labels])
-        self.vectors = np.concatenate([self.vectors, vectors])
-        self._order = np.argsort(self.labels, kind="stable")
-
-    def of(self, labels: np.ndarray) -> np.ndarray:
-        """The vectors of `labels` (each one a known point's)."""
-        return self.vectors[self._order[np.searchsorted(self.labels[self._order], labels)]]
 
 
 def _add(index, points: Points, vectors: np.ndarray, has_live: bool, params, threads: int):
