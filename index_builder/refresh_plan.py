@@ -13,7 +13,7 @@ from index_builder.partitioning import nearest_centroids
 from index_builder.surfaces import Surface
 
 # Surface keys that a refresh may change without rebuilding (they shape no shard).
-REFRESH_ONLY = ("keep_builds", "max_tombstone_share", "max_shard_growth")
+REFRESH_ONLY = ("keep_builds", "max_tombstone_share", "max_shard_growth", "neighbours_exclude_same")
 
 
 class Rebuild(Exception):

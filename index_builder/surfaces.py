@@ -48,9 +48,17 @@ class Surface:
     seed: int = 0
     max_tombstone_share: float = 0.2  # build-index --incremental: rebuild past this share ...
     max_shard_growth: float = 1.5  # ... or a shard past this many times target_shard_size
+    # the neighbours job: a neighbour sharing the product's value in one of these catalog
+    # columns (e.g. brand) is left out of its neighbours
+    neighbours_exclude_same: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         problems = []
+        columns = self.neighbours_exclude_same
+        if isinstance(columns, (list, tuple)) and all(isinstance(c, str) and c for c in columns):
+            object.__setattr__(self, "neighbours_exclude_same", tuple(columns))
+        else:
+            problems.append("neighbours_exclude_same must be a list of column names")
         if not SURFACE_NAME.match(self.name):
             problems.append("name must match [a-z][a-z0-9_-]* (at most 64 characters)")
         if self.sharding not in SHARDING_MODES:

@@ -198,7 +198,17 @@ def _embed_and_index(config: DemoConfig, served: str, surfaces, mapping, seconds
     seconds["build-index"] = time.perf_counter() - t
     t = time.perf_counter()
     published = tuple(n for n, r in built["surfaces"].items() if r["status"] == "published")
-    neighbours = NeighboursConfig(indexes, published, str(config.paths["neighbours"]))
+    exclude_same = {
+        s.name: s.neighbours_exclude_same for s in surfaces if s.neighbours_exclude_same
+    }
+    neighbours = NeighboursConfig(
+        indexes,
+        published,
+        str(config.paths["neighbours"]),
+        exclude_same=exclude_same,
+        catalog=served,
+        mapping=mapping,
+    )
     built["neighbours"] = write_neighbours(spark, neighbours, progress=progress)
     seconds["neighbours"] = time.perf_counter() - t
     return embedded, built
@@ -242,9 +252,11 @@ def _print_results(config, trained, quality, served: str, embedded: dict, built:
         )
     click.echo("== neighbours tables")
     for name, result in built["neighbours"]["surfaces"].items():
+        filters = result.get("exclude_same")
         click.echo(
             f"  {name:8s} {result['products']} products x top {built['neighbours']['k']} "
             f"(version {result['version']}) in {result['table']}"
+            + (f", none sharing its {', '.join(filters)}" if filters else "")
         )
 
 
@@ -295,7 +307,8 @@ def stage_commands(config: DemoConfig, inputs: dict, shown: str, query_id: str) 
         f"itemsage build-index --table {_q(table)} --surfaces {_q(config.surfaces)} "
         f"--out {_q(indexes)} --catalog {_q(served)}{mapping}{master}",
         f"itemsage neighbours --index {_q(indexes)} --surface {shown} "
-        f"--out {_q(paths['neighbours'])}{master}",
+        f"--out {_q(paths['neighbours'])} --surfaces {_q(config.surfaces)} "
+        f"--catalog {_q(served)}{mapping}{master}",
         f"itemsage query --index {_q(indexes)} --surface {shown} --product-id {query_id} "
         f"--catalog {_q(served)}{mapping} --show title,product_type",
     ]

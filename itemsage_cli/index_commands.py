@@ -16,6 +16,7 @@ from itemsage_cli.config_defaults import default
 from itemsage_cli.group import (
     cli,
     index_root_option,
+    mapping_option,
     spark_options,
     summary_json_option,
     write_summary,
@@ -328,6 +329,20 @@ def query(
     metavar="BUILD_ID",
     help="Use this build instead of the current one (one --surface only).",
 )
+@click.option(
+    "--surfaces",
+    "surfaces_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Surfaces config TOML: applies each surface's neighbours_exclude_same (neighbours "
+    "sharing the product's value in those catalog columns are left out; needs --catalog).",
+)
+@click.option(
+    "--catalog",
+    default=default(NeighboursConfig, "catalog"),
+    help="Catalog Parquet whose columns neighbours_exclude_same names.",
+)
+@mapping_option
 @summary_json_option
 @spark_options
 def neighbours(
@@ -336,6 +351,9 @@ def neighbours(
     out_root: str,
     k: int,
     build_id: str | None,
+    surfaces_path: str | None,
+    catalog: str | None,
+    mapping: str | None,
     cache_dir: str | None,
     summary_json: str | None,
     master: str | None,
@@ -345,16 +363,33 @@ def neighbours(
 
     One row per product the build serves: product_id, neighbours (a list of product_id and
     cosine score, best first, the product itself left out), build_id, table_version and k,
-    committed in one transaction. A rerun for the same build and k commits nothing; a killed
-    run leaves the table's previous version.
+    committed in one transaction. With --surfaces, a surface's neighbours_exclude_same columns
+    (read from --catalog) filter the neighbours. A rerun for the same build, k and filters
+    commits nothing; a killed run leaves the table's previous version.
     """
+    from index_builder.surfaces import load_surfaces
+    from itemsage_cli import preflight
     from itemsage_cli.stages import progress
     from jobs.neighbours_job import write_neighbours
     from jobs.spark_session import get_spark, parse_conf
 
     if build_id and len(surfaces) > 1:
         raise click.UsageError("--build goes with one --surface")
-    config = NeighboursConfig(index_root, surfaces, out_root, k, build_id, cache_dir)
+    configured = load_surfaces(surfaces_path, surfaces) if surfaces_path else []
+    exclude_same = {s.name: s.neighbours_exclude_same for s in configured}
+    config = NeighboursConfig(
+        index_root,
+        surfaces,
+        out_root,
+        k,
+        build_id,
+        cache_dir,
+        {name: columns for name, columns in exclude_same.items() if columns},
+        catalog,
+        preflight.mapping(mapping),
+    )
+    if catalog:
+        preflight.catalog_path(catalog, config.mapping)
     spark = get_spark("itemsage-neighbours", master, parse_conf(conf))
     write_summary(write_neighbours(spark, config, progress=progress), summary_json)
 

@@ -15,7 +15,6 @@ This module is the Spark wiring only; the planning and the release are index_bui
 
 from __future__ import annotations
 
-import difflib
 import functools
 import json
 import re
@@ -38,7 +37,7 @@ from index_builder.plan import GroupBuild, SurfaceFailure, SurfacePlan
 from index_builder.refresh_plan import Rebuild
 from index_builder.surfaces import Surface
 from itemsage_core.contracts.catalog_contract import IMAGE_EMBEDDINGS, PRODUCT_ID
-from itemsage_core.errors import ItemSageError
+from itemsage_core.errors import ItemSageError, no_column
 from itemsage_core.storage.store import Store
 from itemsage_core.storage.uris import absolute_uri
 from jobs.catalog_frame import read_catalog, repeated_ids_frame
@@ -166,12 +165,7 @@ def filtered(rows: DataFrame, surface: Surface, catalog_given: bool = True) -> D
         problem = str(exc).splitlines()[0]
         unknown = (exc.getMessageParameters() or {}).get("objectName")
         if (exc.getCondition() or "").startswith("UNRESOLVED_COLUMN") and unknown:
-            unknown = unknown.replace("`", "")
-            names = {c.lower(): c for c in rows.columns}
-            nearest = difflib.get_close_matches(unknown.lower(), names, n=1)
-            problem = f"no column {unknown}" + (
-                f" (nearest: {names[nearest[0]]})" if nearest else ""
-            )
+            problem = no_column(unknown.replace("`", ""), rows.columns)
             if not catalog_given:
                 problem += " (pass --catalog to filter on its columns)"
         raise SurfaceFailure(

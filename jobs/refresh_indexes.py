@@ -47,29 +47,29 @@ from jobs.spark_session import task_slot
 CHANGES = "shard int, op string, product_id string, content_key long, embedding array<float>"
 
 
-def base_ids(spark: SparkSession, store: Store, base: dict) -> DataFrame:
-    """product_id, shard, base_key (content key) of every product in the base build, read from
-    its id maps by the executors."""
+def base_ids(spark: SparkSession, store: Store, base: dict, keys: bool = True) -> DataFrame:
+    """product_id, shard and (with `keys`) base_key, the content key, of every product in the
+    base build, read from its id maps by the executors."""
     key = build_key(base["surface"], base["build_id"])
     files = [(s["shard"], f"{key}/{s['files']['ids']['path']}") for s in base["shards"]]
     frame = spark.createDataFrame(files, "shard int, key string")
+    columns = [PRODUCT_ID, "content_key"] if keys else [PRODUCT_ID]
 
     def read(batches):
         for batch in batches:
             for shard, path in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist()):
-                ids = pq.read_table(
-                    io.BytesIO(store.read_bytes(path)), columns=[PRODUCT_ID, "content_key"]
-                )
+                ids = pq.read_table(io.BytesIO(store.read_bytes(path)), columns=columns)
                 yield pa.RecordBatch.from_pydict(
                     {
                         PRODUCT_ID: ids.column(0).combine_chunks(),
                         "shard": pa.array(np.full(ids.num_rows, shard, np.int32)),
-                        "base_key": ids.column(1).combine_chunks(),
+                        **({"base_key": ids.column(1).combine_chunks()} if keys else {}),
                     }
                 )
 
     tasks = min(len(files), spark.sparkContext.defaultParallelism)
-    return frame.repartition(tasks).mapInArrow(read, "product_id string, shard int, base_key long")
+    schema = "product_id string, shard int" + (", base_key long" if keys else "")
+    return frame.repartition(tasks).mapInArrow(read, schema)
 
 
 def classify(eligible: DataFrame, ids: DataFrame) -> DataFrame:

@@ -125,6 +125,7 @@ def test_commands_pass_values_as_single_arguments(dags, tmp_path):
         args = json.loads(run.stdout)
         if "neighbours" in args:
             assert args[args.index("--out") + 1] == hostile
+            assert args[args.index("--surfaces") + 1] == "/s.toml"  # its exclude_same filters
         if "--catalog" in args:
             assert args[args.index("--catalog") + 1] == hostile
         assert "--mapping" not in args  # empty MAPPING: no flag

@@ -4,11 +4,14 @@ native call per shard and merged with NumPy."""
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from index_helpers import ids, manifest_for, unit_vectors
 
 from index_builder.index_reader import IdMap, ShardedIndex
+from index_builder.neighbours import neighbour_rows
 from index_builder.partitioning import train_centroids
+from index_builder.same_values import SameValues
 from index_builder.shard_build import ShardParams, build_group_shards, load_shard
 from index_builder.surfaces import Surface
 from itemsage_core.errors import ItemSageError
@@ -17,10 +20,11 @@ PARAMS = ShardParams(16, 100, 32, 50, 0.1, 0)
 DIM = 16
 
 
-def sharded(tmp_path, kmeans: bool) -> tuple[ShardedIndex, np.ndarray]:
+def sharded(tmp_path, kmeans: bool, vectors=None) -> tuple[ShardedIndex, np.ndarray]:
     """900 products in 3 groups (hash, or 3 k-means clusters probing 2), ids P00000.., with
     duplicate groups (P00010..P00013 one vector, P00500 = P00501): the index and the vectors."""
-    vectors, product_ids = unit_vectors(900, DIM), ids(900)
+    vectors = unit_vectors(900, DIM) if vectors is None else vectors
+    product_ids = ids(900)
     vectors[11:14] = vectors[10]
     vectors[501] = vectors[500]
     centroids = train_centroids(vectors, 3, seed=0) if kmeans else None
@@ -155,3 +159,65 @@ def test_the_query_command_answers_a_file_of_ids_or_vectors(tmp_path):
     both = CliRunner().invoke(cli, [*base, "--ids-file", str(tmp_path / "ids.txt"),
                                     "--product-id", "P00001"])  # fmt: skip
     assert both.exit_code == 2 and "exactly one of --product-id" in both.output
+
+
+def brands(n: int, of: np.ndarray) -> SameValues:
+    """Products P00000.. of brand `of[i]` (a negative brand: null), the last one unknown."""
+    table = pa.table(
+        {
+            "product_id": ids(n - 1),
+            "brand": pa.array(of[: n - 1], pa.int64(), mask=of[: n - 1] < 0),
+        }
+    )
+    return SameValues.from_table(table)
+
+
+def filtered_exactly(index, vectors, same: SameValues, pid: str, k: int) -> list[str]:
+    """The top k of a product among those not sharing its brand: the whole ranking (every
+    shard's every point), filtered."""
+    row = int(pid[1:])
+    ranking = [p for p, _ in one_at_a_time(index, vectors[row], 900, exclude=pid)]
+    shared = same.shared(np.array([pid], object), np.array([ranking], object))[0]
+    return [p for p, s in zip(ranking, shared) if not s][:k]
+
+
+def test_neighbour_filters_leave_out_same_brand_products_and_fetch_more_when_needed(tmp_path):
+    """Brands of 60 products clumped around their own centre: a product's first 20 results
+    are all its own brand, so the filter must fetch more; null brands and unknown products
+    filter nothing."""
+    rng = np.random.default_rng(3)
+    of = np.arange(900) // 60
+    centres = unit_vectors(15, DIM, seed=9)
+    vectors = centres[of] + 0.08 * rng.standard_normal((900, DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    of[::97] = -1  # null brand
+    index, vectors = sharded(tmp_path, False, vectors)
+    same = brands(900, of)
+    product_ids = np.array(ids(900).to_pylist(), object)
+    rows, short = neighbour_rows(index, product_ids, vectors, 5, threads=2, same=same)
+    assert short == 0 and rows.num_rows == 900
+    brand = dict(zip(product_ids[:899], of[:899]))
+    for row in rows.to_pylist():
+        pid, found = row["product_id"], [n["product_id"] for n in row["neighbours"]]
+        assert len(found) == 5 and pid not in found
+        if pid in brand and brand[pid] >= 0:
+            assert all(brand.get(p) != brand[pid] for p in found)
+        scores = [n["score"] for n in row["neighbours"]]
+        assert scores == sorted(scores, reverse=True)
+    sample = ["P00001", "P00097", "P00500", "P00720", "P00899"]  # null brand, unknown id
+    by_id = {r["product_id"]: [n["product_id"] for n in r["neighbours"]] for r in rows.to_pylist()}
+    for pid in sample:
+        assert by_id[pid] == filtered_exactly(index, vectors, same, pid, 5)
+    assert set(by_id["P00899"]) & set(product_ids[840:899])  # unknown: its own brand's products
+
+
+def test_a_product_whose_every_neighbour_shares_its_value_is_short_and_counted(tmp_path):
+    index, vectors = sharded(tmp_path, False)
+    same = brands(900, np.zeros(900, np.int64))  # one brand (P00899 unknown)
+    product_ids = np.array(ids(900).to_pylist(), object)
+    rows, short = neighbour_rows(index, product_ids[:50], vectors[:50], 5, same=same)
+    assert short == 50
+    assert all(
+        len(r) == 1 and r[0]["product_id"] == "P00899"
+        for r in rows.column("neighbours").to_pylist()
+    )

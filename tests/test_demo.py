@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from itemsage_core.embedding.embeddings_table import read_table
@@ -49,6 +50,9 @@ def test_demo_runs_every_stage_and_its_commands_work(tmp_path):
     # 3 query products, each followed by 5 neighbours with a cosine, an id, a title, a category.
     assert len(re.findall(r"^  P\d{8}  .+  \[.+\]$", out, re.M)) == 3
     assert len(re.findall(r"^    [01]\.\d{3}  P\d{8}  .+  \[.+\]$", out, re.M)) == 15
+    world = pq.read_table(tmp_path / "demo" / "world" / "catalog", columns=["product_id", "brand"])
+    brand = dict(zip(world.column(0).to_pylist(), world.column(1).to_pylist()))
+    assert re.search(r"^  closeup .+, none sharing its brand$", out, re.M), out
     for surface in ("home", "closeup", "search"):  # every product's neighbours, per surface
         assert re.search(rf"^  {surface} +\d+ products x top 10 \(version 0\)", out, re.M), out
         served = int(re.search(rf"^  {surface} +published: (\d+) products", out, re.M).group(1))
@@ -59,6 +63,8 @@ def test_demo_runs_every_stage_and_its_commands_work(tmp_path):
             scores = [n["score"] for n in row["neighbours"]]
             assert len(found) == 10 and row["product_id"] not in found
             assert scores == sorted(scores, reverse=True)
+            if surface == "closeup":  # conf/surfaces.toml: neighbours_exclude_same = ["brand"]
+                assert all(brand[p] != brand[row["product_id"]] for p in found)
     for name in ("world", "model", "embeddings", "quarantine", "indexes", "neighbours"):
         assert re.search(rf"^  {name} +\S", out, re.M)
     # The printed query command works as printed.

@@ -3,11 +3,14 @@ table, on local Spark."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 from index_helpers import build_and_release, ids, unit_vectors
@@ -16,6 +19,7 @@ from index_builder.index_reader import load_published
 from index_builder.neighbours import NeighboursConfig
 from index_builder.surfaces import Surface
 from itemsage_core.embedding.embeddings_table import read_table
+from itemsage_core.errors import ItemSageError
 from jobs import neighbours_job
 from jobs.neighbours_job import write_neighbours
 
@@ -63,6 +67,45 @@ def test_every_product_gets_its_neighbours_once_and_a_rerun_commits_nothing(
     again = write_neighbours(spark, config, progress=quiet)["surfaces"]["home"]
     assert again["status"] == "unchanged" and again["version"] == first["version"]
     assert DeltaTable(str(tmp_path / "nb" / "home")).version() == first["version"]
+
+
+def test_filters_leave_out_neighbours_of_the_same_brand_read_from_the_catalog(spark, tmp_path):
+    published(tmp_path / "idx")
+    brand = [None if i % 50 == 0 else f"b{i % 4}" for i in range(698)]
+    catalog = pa.table(
+        {
+            "product_id": ids(698).to_pylist() + ["P00698"] * 2,
+            "title": ["t"] * 700,
+            "brand": brand + ["b1", "b2"],
+        }
+    )  # P00698 repeated, P00699 absent
+    pq.write_table(catalog, tmp_path / "catalog.parquet")
+    plain = NeighboursConfig(str(tmp_path / "idx"), ("home",), str(tmp_path / "nb"), k=5)
+    assert write_neighbours(spark, plain, progress=quiet)["surfaces"]["home"]["version"] == 0
+    config = dataclasses.replace(
+        plain, exclude_same={"home": ("brand",)}, catalog=str(tmp_path / "catalog.parquet")
+    )
+    result = write_neighbours(spark, config, progress=quiet)["surfaces"]["home"]
+    assert (result["status"], result["version"], result["short_of_k"]) == ("written", 1, 0)
+    assert result["values"] == {"not_in_catalog": 2, "null": {"brand": 14}}
+    of = dict(zip(ids(698).to_pylist(), brand))
+    rows = read_table(str(tmp_path / "nb" / "home")).to_pylist()
+    assert len(rows) == 700
+    for row in rows:
+        found = [n["product_id"] for n in row["neighbours"]]
+        assert len(found) == 5
+        if of.get(row["product_id"]) is not None:
+            assert all(of.get(p) != of[row["product_id"]] for p in found)
+    assert write_neighbours(spark, config, progress=quiet)["surfaces"]["home"]["status"] == (
+        "unchanged"
+    )
+    typo = dataclasses.replace(config, exclude_same={"home": ("brnd",)})
+    with pytest.raises(
+        ItemSageError, match=r"neighbours_exclude_same: no column brnd \(nearest: brand\)"
+    ):
+        write_neighbours(spark, typo, progress=quiet)
+    with pytest.raises(ItemSageError, match="same brand: pass --catalog"):
+        write_neighbours(spark, dataclasses.replace(config, catalog=None), progress=quiet)
 
 
 def test_a_killed_run_leaves_the_previous_table_and_a_rerun_writes_the_new_build(tmp_path):

@@ -2,7 +2,8 @@
 
 - `itemsage_nightly` (daily): incremental embed -> incremental build-index for each surface (in
   parallel, each publishes atomically after its recall gate) -> verify what serving will load
-  -> the surface's neighbours table (every product's top 10, one Delta commit per build).
+  -> the surface's neighbours table (every product's top 10, less its configured
+  neighbours_exclude_same matches, one Delta commit per build).
 - `itemsage_rebuild` (manual trigger): a full build-index of one surface, optionally from a pinned
   Delta version (`table_version`), -> verify.
 
@@ -60,7 +61,8 @@ BUILD = (f'{SUBMIT} build-index --table "$TABLE" --surfaces "$SURFACES_TOML" '
          '${TABLE_VERSION:+--table-version "$TABLE_VERSION"} "$BUILD_MODE"')
 VERIFY = '"$ITEMSAGE_HOME/.venv/bin/itemsage" verify-index --index "$INDEX_ROOT" --surface "$SURFACE"'
 NEIGHBOURS = (f'{SUBMIT} neighbours --index "$INDEX_ROOT" --surface "$SURFACE" '
-              '--out "$NEIGHBOURS_ROOT"')
+              f'--out "$NEIGHBOURS_ROOT" --surfaces "$SURFACES_TOML" --catalog "$CATALOG" '
+              f'{MAPPING_ARG}')  # the surface's neighbours_exclude_same filters
 
 
 
