@@ -46,13 +46,15 @@ def shard_hits(
     """One shard's top `k` points for the `queries` (rows `rows` of the batch), each point's
     label expanded to its products (`ids[starts[l]:starts[l + 1]]`)."""
     labels, distances = index.knn_query(queries, k=k, num_threads=threads)
-    labels = labels.ravel().astype(np.int64)
+    labels = labels.astype(np.int64)
+    found = labels.ravel() >= 0  # a quantised index may find fewer than k
+    labels = labels.ravel()[found]
     counts = starts[labels + 1] - starts[labels]
     first = np.cumsum(counts) - counts  # each label's first row in the expanded arrays
     offsets = np.arange(counts.sum()) - np.repeat(first, counts)
     return Hits(
-        np.repeat(np.repeat(rows, k), counts),
-        np.repeat(1.0 - distances.ravel().astype(np.float64), counts),
+        np.repeat(np.repeat(rows, k)[found], counts),
+        np.repeat(1.0 - distances.ravel()[found].astype(np.float64), counts),
         ids[np.repeat(starts[labels], counts) + offsets],
     )
 

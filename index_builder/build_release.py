@@ -77,11 +77,25 @@ def assemble_manifest(
             "mean": float((recalls * counts).sum() / counts.sum()),
         },
         "routing_recall": routing_recall,
+        "memory": memory_of(shards),
         "seconds": {
             **seconds,
             "add_items_s": float(sum(e["add_items_s"] for e in shards)),
             "max_shard_s": float(max(e["build_s"] for e in shards)),
         },
+    }
+
+
+def memory_of(shards: list[dict]) -> dict:
+    """A build's index types and sizes: bytes of index files, per indexed vector, and resident
+    bytes as measured when each shard was loaded back after its build (None where unknown)."""
+    index_bytes = sum(s.get("index_bytes", s["files"]["index"]["bytes"]) for s in shards)
+    resident = [s.get("resident_bytes") for s in shards]
+    return {
+        "types": sorted({s.get("index", "hnsw") for s in shards}),
+        "index_bytes": index_bytes,
+        "bytes_per_vector": index_bytes / max(1, sum(s["vectors"] for s in shards)),
+        "resident_bytes": None if None in resident else sum(resident),
     }
 
 
@@ -120,11 +134,21 @@ def release_build(index_root: str | Store, surface: Surface, manifest: dict, bas
     if routing is not None and routing < surface.min_recall:
         low["k-means routing"] = routing
     missing = missing_files(store, key, manifest)
+    budget = surface.max_memory_mb
+    over = [s for s in manifest["shards"] if budget and s.get("index_bytes", 0) > budget * 2**20]
     reason = None
     if low:
-        below = ", ".join(f"{what} {value:.3f}" for what, value in low.items())
+        settings = {f"shard {s['shard']}": s.get("search", {}) for s in manifest["shards"]}
+        below = ", ".join(
+            f"{what} {value:.3f}{_setting(settings.get(what))}" for what, value in low.items()
+        )
         reason = f"recall gate: recall@10 below min_recall {surface.min_recall} ({below})"
         result["below_min_recall"] = low
+    elif over:
+        reason = (
+            f"max_memory_mb {budget}: shard {over[0]['shard']}'s {over[0]['index']} index "
+            f"takes {over[0]['index_bytes'] / 2**20:.1f} MB ({len(over)} shards over)"
+        )
     elif missing:
         reason = f"{len(missing)} files never arrived in {store.path(key)} (e.g. {missing[0]})"
     if reason is None:
@@ -139,6 +163,14 @@ def release_build(index_root: str | Store, surface: Surface, manifest: dict, bas
             return {**result, "status": "published", **_retained(store, surface, manifest)}
     store.delete(key)
     return {**result, "status": "failed", "reason": reason}
+
+
+def _setting(search: dict | None) -> str:
+    """` at nprobe 12` (`, the most tried` when tuning reached no lower one)."""
+    if not search:
+        return ""
+    key = "nprobe" if "nprobe" in search else "ef_search"
+    return f" at {key} {search[key]}" + (", the most tried" if search.get("tuned") else "")
 
 
 def _retained(store: Store, surface: Surface, manifest: dict) -> dict:

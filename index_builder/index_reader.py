@@ -27,7 +27,8 @@ from index_builder.layout import (
     retain,
     switch_current,
 )
-from index_builder.shard_build import load_shard
+from index_builder.shard_build import load_shard, shard_ef
+from index_builder.shard_types import measured_load
 from itemsage_core.errors import ItemSageError
 from itemsage_core.storage.store import Store, as_store
 
@@ -67,32 +68,46 @@ class ShardedIndex:
 
     manifest: dict
     directory: Path
-    indexes: list  # hnswlib indexes, in manifest order
+    indexes: list  # hnswlib indexes (or shard_types.FaissShard), in manifest order
     ids: list[IdMap]  # each shard's id map
     centroids: np.ndarray | None
+    resident: list[int | None] | None = None  # per shard, bytes its load added (measured)
 
     @classmethod
     def load(
-        cls, root: Root, surface: str, build_id: str, cache_dir: str | Path | None = None
+        cls,
+        root: Root,
+        surface: str,
+        build_id: str,
+        cache_dir: str | Path | None = None,
+        measure: bool = False,
     ) -> ShardedIndex:
         """Load one complete build (from an object store through `cache_dir`); any missing,
-        truncated or corrupted file is an error."""
+        truncated or corrupted file is an error. With `measure`, `resident` holds the bytes
+        each shard's load added to the process."""
         store = as_store(root)
         manifest = read_build_manifest(store, build_key(surface, build_id))
         dim = manifest["params"]["dim"]
         with local_build(store, manifest, cache_dir) as directory:
-            loaded = [load_shard(directory, entry, dim) for entry in manifest["shards"]]
+            shards = manifest["shards"]
+            if measure:
+                loaded, resident = zip(
+                    *(measured_load(lambda e=e: load_shard(directory, e, dim)) for e in shards)
+                )
+            else:
+                loaded, resident = [load_shard(directory, e, dim) for e in shards], None
             centroids = None
             if manifest.get("centroids"):
                 centroids = np.load(directory / CENTROIDS, allow_pickle=False)
-        for index, _ in loaded:
-            index.set_ef(manifest["params"]["ef_search"])
+        for (index, _), entry in zip(loaded, manifest["shards"]):
+            index.set_ef(shard_ef(entry, manifest["params"]))
         return cls(
             manifest,
             directory,
             [i for i, _ in loaded],
             [IdMap.from_table(ids) for _, ids in loaded],
             centroids,
+            None if resident is None else list(resident),
         )
 
     def _routes(self, queries: np.ndarray) -> list[np.ndarray]:
@@ -143,13 +158,13 @@ class ShardedIndex:
             for s, rows in enumerate(self._routes(queries))
             if len(rows) and self.ids[s].points
         ]
-        ef = self.manifest["params"]["ef_search"]
+        shards, params = self.manifest["shards"], self.manifest["params"]
         workers = max(1, min(threads, len(tasks)))
 
         def search_shard(task) -> Hits:
             s, rows = task
             ids, wanted = self.ids[s], min(k + extra, self.ids[s].points)
-            self.indexes[s].set_ef(max(ef, wanted))
+            self.indexes[s].set_ef(max(shard_ef(shards[s], params), wanted))
             return shard_hits(
                 self.indexes[s], ids.ids, ids.starts, queries[rows], rows, wanted,
                 max(1, threads // workers),
@@ -292,18 +307,26 @@ def verify_current(
     root: Root, surface: str, samples: int = 20, cache_dir: str | Path | None = None
 ) -> dict:
     """Check the surface's CURRENT build as serving will load it (no fallback): every checksum,
-    then `samples` products (spread over the shards) must each find their own vector first."""
+    then `samples` products (spread over the shards) must each find themselves first (or a
+    product of the identical vector: duplicates share one point). Reports each shard's index
+    type, search setting and sizes: bytes per vector (manifest) and resident bytes, measured as
+    this process loaded it."""
     store = as_store(root)
     current = current_pointer(store, surface).build_id
     if current is None:
         raise ItemSageError(f"{store.path(surface)} has no CURRENT build")
-    index = ShardedIndex.load(store, surface, current, cache_dir)
+    index = ShardedIndex.load(store, surface, current, cache_dir, measure=True)
     picked = [
         ids.ids[i]
         for ids in index.ids
         for i in np.linspace(0, len(ids.ids) - 1, max(1, samples // len(index.ids)), dtype=int)
     ]
-    misses = [pid for pid in picked if index.search(index.vector_of(pid), k=1)[0][1] < 1.0 - 1e-4]
+    found = index.search_batch(index.vectors_of(picked), k=1).ids[:, 0]
+    misses = [
+        pid
+        for pid, top in zip(picked, found)
+        if top is None or index._where[top] != index._where[pid]
+    ]
     result = {
         "surface": surface,
         "build_id": current,
@@ -312,6 +335,25 @@ def verify_current(
         "table": index.manifest["table"],
         "checked": len(picked),
         "found_themselves": len(picked) - len(misses),
+        "memory": {
+            **index.manifest.get("memory", {}),
+            "resident_bytes_now": sum(r or 0 for r in index.resident),
+        },
+        "per_shard": [
+            {
+                "shard": entry["shard"],
+                "index": entry.get("index", "hnsw"),
+                "search": entry.get(
+                    "search", {"ef_search": shard_ef(entry, index.manifest["params"])}
+                ),
+                "bytes_per_vector": entry.get(
+                    "bytes_per_vector", entry["files"]["index"]["bytes"] / max(1, entry["vectors"])
+                ),
+                "resident_bytes_built": entry.get("resident_bytes"),
+                "resident_bytes_now": resident,
+            }
+            for entry, resident in zip(index.manifest["shards"], index.resident)
+        ],
     }
     if len(misses) > 0.05 * len(picked):
         raise ItemSageError(

@@ -37,7 +37,8 @@ LEGACY_CURRENT = "CURRENT"  # the one-line pointer of roots published before CUR
 POINTER = re.compile(r"^CURRENT-(\d{10})$")
 POINTERS_KEPT = 100  # pointer history kept per surface (newest first)
 CENTROIDS = "centroids.npy"
-FORMAT = "itemsage-index/1"
+FORMAT = "itemsage-index/2"  # 2: per-shard index type, search setting and sizes
+READABLE_FORMATS = ("itemsage-index/1", FORMAT)
 SHARD_FIELDS = {"shard", "count", "vectors", "files", "recall_at_10"}
 BUILD_ID = re.compile(r"^\d{8}T\d{12}Z-v\d+$")
 FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")  # a file directly in its build directory
@@ -100,9 +101,10 @@ def read_build_manifest(store: Store, key: str) -> dict:
     if hashlib.sha256(text).hexdigest() != checksum:
         raise ItemSageError(f"{where}/{MANIFEST} does not match its checksum ({MANIFEST_SUM})")
     parsed = json.loads(text)
-    if parsed.get("format") != FORMAT:
+    if parsed.get("format") not in READABLE_FORMATS:
         raise ItemSageError(
-            f"{where}/{MANIFEST}: format {parsed.get('format')!r}, expected {FORMAT}"
+            f"{where}/{MANIFEST}: format {parsed.get('format')!r}, expected one of "
+            f"{', '.join(READABLE_FORMATS)}"
         )
     missing = sorted({"surface", "build_id", "table", "params", "products", "shards"} - set(parsed))
     missing += sorted(

@@ -48,11 +48,13 @@ MAX_FETCH = 1024  # with filters: the most results per shard searched for a prod
 
 def shard_vectors(index: ShardedIndex, shard: int) -> tuple[np.ndarray, np.ndarray]:
     """A loaded build's shard as (product ids, their vectors), in id-map order (by label)."""
-    entry = index.manifest["shards"][shard]
+    entry, wanted = index.manifest["shards"][shard], index.ids[shard].labels
+    if "vectors" in entry["files"]:  # a quantised type's float vectors, label order
+        return index.ids[shard].ids, index.indexes[shard].get_items(wanted)
     labels, vectors, _ = stored_points(
         index.directory / entry["files"]["index"]["path"], index.manifest["params"]["dim"]
     )
-    return index.ids[shard].ids, Points(labels, vectors).of(index.ids[shard].labels)
+    return index.ids[shard].ids, Points(labels, vectors).of(wanted)
 
 
 def neighbour_rows(

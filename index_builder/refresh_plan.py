@@ -25,10 +25,13 @@ def rebuild_reason(surface: Surface, base: dict) -> str | None:
     or id maps without the content keys a refresh compares."""
     if not base.get("content_keys"):
         return "the current build's id maps hold no content keys (built by an older version)"
+    if surface.index != "hnsw":
+        return f"index {surface.index!r} is rebuilt in full (a refresh updates hnsw shards)"
+    defaults = {f.name: f.default for f in dataclasses.fields(Surface)}  # keys added since
     changed = [
-        f"{key} {base['config'].get(key)!r} -> {value!r}"
+        f"{key} {base['config'].get(key, defaults[key])!r} -> {value!r}"
         for key, value in surface.params().items()
-        if key not in REFRESH_ONLY and base["config"].get(key) != value
+        if key not in REFRESH_ONLY and base["config"].get(key, defaults[key]) != value
     ]
     return f"surface parameters changed: {', '.join(changed)}" if changed else None
 

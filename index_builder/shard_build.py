@@ -1,10 +1,12 @@
-"""Shards: hnswlib indexes (inner product on unit vectors) with their id maps, built, measured
-against exact search, written and loaded back.
+"""Shards: indexes of one type (index_builder.shard_types; hnswlib by default, inner product on
+unit vectors) with their id maps, built, measured against exact search (their search setting
+tuned to the gate where asked), written and loaded back.
 
 A build task gets one planned group of products (a hash bucket or a k-means part) and cuts it
 into shards of at most `max_size` products (contiguous runs of the id-sorted group), so no shard
 exceeds the target size whatever the hash or the clustering did. Files of part P of group G:
-`shard-GGGGG-PP.hnsw` (hnswlib's format; one point per distinct vector),
+`shard-GGGGG-PP.hnsw` (hnswlib's format; one point per distinct vector) or, for the quantised
+types, `shard-GGGGG-PP.faiss` and `shard-GGGGG-PP.vectors.npy` (float32, label order),
 `shard-GGGGG-PP.ids.parquet` (`product_id`, the hnswlib `label` of its vector and the
 `content_key` of its row, which an incremental refresh compares), and after a refresh that only
 removed products, `shard-GGGGG-PP.deleted.npy` (labels deleted since the index file was written).
@@ -20,15 +22,32 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from index_builder.shard_types import (
+    MAX_EF,
+    QUANTISED,
+    build_quantised,
+    index_suffix,
+    load_quantised,
+    lower_bound_bytes,
+    measured_load,
+    write_quantised,
+)
+from index_builder.surfaces import AUTO, INDEX_TYPES
 from itemsage_core.errors import ItemSageError
 from itemsage_core.storage.files import sha256_file
 
 RECALL_K = 10
+DEFAULT_EF = 64  # a manifest's ef_search when neither the shard nor the params give a number
 
 
-def shard_files(group: int, part: int) -> dict[str, str]:
+def shard_files(group: int, part: int, kind: str = "hnsw") -> dict[str, str]:
     stem = f"shard-{group:05d}-{part:02d}"
-    return {"index": f"{stem}.hnsw", "ids": f"{stem}.ids.parquet", "deleted": f"{stem}.deleted.npy"}
+    return {
+        "index": f"{stem}.{index_suffix(kind)}",
+        "ids": f"{stem}.ids.parquet",
+        "deleted": f"{stem}.deleted.npy",
+        "vectors": f"{stem}.vectors.npy",
+    }
 
 
 def new_hnsw_index(dim: int, capacity: int, M: int, ef_construction: int, seed: int):
@@ -77,7 +96,8 @@ def recall_at_k(
     if not exact.size:
         return 1.0
     kth = np.einsum("qd,qd->q", vectors[exact[:, -1]], queries)
-    scores = np.einsum("qkd,qd->qk", vectors[found], queries)
+    scores = np.einsum("qkd,qd->qk", vectors[np.maximum(found, 0)], queries)
+    scores[found < 0] = -np.inf  # fewer results than k
     return float(np.mean(scores >= kth[:, None] - tolerance))
 
 
@@ -85,16 +105,30 @@ def recall_at_k(
 class ShardParams:
     M: int
     ef_construction: int
-    ef_search: int
+    ef_search: int | str  # or "auto": tuned to min_recall
     recall_queries: int
     query_noise: float
     seed: int
+    index: str = "hnsw"  # a type of INDEX_TYPES, or "auto"
+    max_memory_mb: float | None = None
+    min_recall: float = 0.95  # what "auto" settings are tuned to
+    nprobe: int | str = AUTO
+    nlist: int | None = None
+    pq_bytes: int = 64
+    rerank: int = 4
+    train_sample: int = 50_000
 
     @classmethod
     def of(cls, surface) -> ShardParams:
         """A surface's (index_builder.surfaces.Surface) shard parameters."""
-        s = surface
-        return cls(s.M, s.ef_construction, s.ef_search, s.recall_queries, s.query_noise, s.seed)
+        return cls(**{f.name: getattr(surface, f.name) for f in dataclasses.fields(cls)})
+
+
+def shard_ef(entry: dict, params: dict) -> int:
+    """The ef_search a shard is searched with: its tuned one, else the build's (an old build's
+    manifest has only that)."""
+    ef = entry.get("search", {}).get("ef_search", params.get("ef_search"))
+    return ef if isinstance(ef, int) else DEFAULT_EF
 
 
 def distinct_rows(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -126,12 +160,20 @@ def described(out_dir: str | Path, name: str) -> dict:
     return {"path": name, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
-def write_shard(out_dir: str | Path, group: int, part: int, index, ids: pa.Table) -> dict:
-    """Write a shard's hnswlib index and id map into `out_dir`; their manifest `files`."""
-    names = shard_files(group, part)
-    index.save_index(str(Path(out_dir) / names["index"]))
-    pq.write_table(ids, Path(out_dir) / names["ids"])
-    return {role: described(out_dir, names[role]) for role in ("index", "ids")}
+def write_shard(
+    out_dir: str | Path, group: int, part: int, index, ids: pa.Table, kind: str = "hnsw"
+) -> dict:
+    """Write a shard's index (and a quantised type's float vectors) and id map into `out_dir`;
+    their manifest `files`."""
+    names = shard_files(group, part, kind)
+    out_dir = Path(out_dir)
+    if kind in QUANTISED:
+        write_quantised(index, out_dir / names["index"], out_dir / names["vectors"])
+    else:
+        index.save_index(str(out_dir / names["index"]))
+    pq.write_table(ids, out_dir / names["ids"])
+    roles = ("index", "vectors", "ids") if kind in QUANTISED else ("index", "ids")
+    return {role: described(out_dir, names[role]) for role in roles}
 
 
 def shard_recall(
@@ -142,17 +184,47 @@ def shard_recall(
     group: int,
     part: int,
     threads: int = 1,
-) -> float:
-    """The recall gate's measure of a shard: recall@10 of its index (at its ef_search) against
-    exact search over its live points (ascending `labels`, with their `vectors`), on noisy
-    copies of some of them (seeded by the shard's group and part)."""
-    index.set_ef(params.ef_search)
+    kind: str = "hnsw",
+) -> tuple[float, dict]:
+    """The recall gate's measure of a shard: recall@10 of its index against exact search over
+    its live points (ascending `labels`, with their `vectors`), on noisy copies of some of them
+    (seeded by the shard's group and part), at its search setting: `ef_search` (HNSW types) or
+    `nprobe` (ivf-pq) as configured, or with "auto" the smallest that reaches `min_recall`
+    (binary search; the largest tried when none does). (recall, the setting)."""
     k = min(RECALL_K, len(vectors))
     queries = gate_queries(
         vectors, params.recall_queries, params.query_noise, params.seed + 1000 * group + part
     )
-    found = np.searchsorted(labels, index.knn_query(queries, k=k, num_threads=threads)[0])
-    return recall_at_k(vectors, queries, found, exact_top_k(vectors, queries, k))
+    exact = exact_top_k(vectors, queries, k)
+    key, configured = (
+        ("nprobe", params.nprobe) if kind == "ivf-pq" else ("ef_search", params.ef_search)
+    )
+    most = index.index.nlist if kind == "ivf-pq" else MAX_EF
+
+    def apply(value: int) -> None:
+        index.set_nprobe(value) if kind == "ivf-pq" else index.set_ef(value)
+
+    def measure(value: int) -> float:
+        apply(value)
+        found = index.knn_query(queries, k=k, num_threads=threads)[0].astype(np.int64)
+        found = np.where(found >= 0, np.searchsorted(labels, found), -1)
+        return recall_at_k(vectors, queries, found, exact)
+
+    if configured != AUTO:
+        value = min(configured, most)
+        return measure(value), {key: value}
+    low, high = (1 if kind == "ivf-pq" else RECALL_K), most
+    recall = measure(high)
+    if recall >= params.min_recall:
+        while low < high:
+            middle = (low + high) // 2
+            middle_recall = measure(middle)
+            if middle_recall >= params.min_recall:
+                high, recall = middle, middle_recall
+            else:
+                low = middle + 1
+    apply(high)
+    return recall, {key: high, "tuned": True}
 
 
 def build_shard(
@@ -166,33 +238,80 @@ def build_shard(
     content_keys: np.ndarray | None = None,
 ) -> dict:
     """Build one shard of unit `vectors` (rows in `ids` order, with their `content_keys`),
-    measure its recall@10 against exact search, write its two files into `out_dir`; returns its
+    measure its recall@10 against exact search, write its files into `out_dir`; returns its
     manifest entry.
 
     Identical vectors (duplicate products are common in catalogs) are indexed once, under one
     label that the id map gives to each of their products: a clump of identical points would
-    otherwise fill each other's neighbour lists and cut itself off from the HNSW graph."""
+    otherwise fill each other's neighbour lists and cut itself off from the HNSW graph.
+
+    `index = "auto"` builds the most accurate type whose index file fits `max_memory_mb`:
+    types whose codes alone exceed it are skipped unbuilt, a built one over it is discarded,
+    and the smallest type is kept when none fits (the release then fails the surface)."""
     started = time.perf_counter()
     labels, rows = distinct_rows(np.ascontiguousarray(vectors, np.float32))
     vectors = np.ascontiguousarray(vectors[rows], np.float32)
-    index = new_hnsw_index(
-        vectors.shape[1], len(vectors), params.M, params.ef_construction, params.seed
-    )
-    added = time.perf_counter()
-    index.add_items(vectors, np.arange(len(vectors)), num_threads=threads)
-    add_items_s = time.perf_counter() - added
-    recall = shard_recall(index, np.arange(len(vectors)), vectors, params, group, part, threads)
+    budget = None if params.max_memory_mb is None else int(params.max_memory_mb * 2**20)
+    kinds = INDEX_TYPES if params.index == AUTO else (params.index,)
+    tried: dict[str, int] = {}
+    for kind in kinds:
+        least = lower_bound_bytes(kind, len(vectors), vectors.shape[1], params.pq_bytes)
+        if budget is not None and least > budget and kind != kinds[-1]:
+            tried[kind] = least  # at least this many bytes: not built
+            continue
+        entry = _built(kind, ids, labels, vectors, group, part, out_dir, params, threads,
+                       content_keys)  # fmt: skip
+        if budget is None or entry["index_bytes"] <= budget or kind == kinds[-1]:
+            break
+        tried[kind] = entry["index_bytes"]
+        for described_file in entry["files"].values():
+            (Path(out_dir) / described_file["path"]).unlink()
+    if params.index == AUTO:
+        entry["auto"] = {"budget_bytes": budget, "larger": tried}
+    return {**entry, "build_s": time.perf_counter() - started}
 
-    return {
+
+def _built(
+    kind, ids, labels, vectors, group, part, out_dir, params: ShardParams, threads, content_keys
+) -> dict:
+    """A shard of one type, built from distinct `vectors`, gated, written and loaded back to
+    measure its resident bytes: its manifest entry."""
+    seed = params.seed + 1000 * group + part
+    added = time.perf_counter()
+    train = None
+    if kind in QUANTISED:
+        index, train = build_quantised(kind, vectors, params, threads, seed)
+    else:
+        index = new_hnsw_index(
+            vectors.shape[1], len(vectors), params.M, params.ef_construction, params.seed
+        )
+        index.add_items(vectors, np.arange(len(vectors)), num_threads=threads)
+    add_items_s = time.perf_counter() - added
+    recall, search = shard_recall(
+        index, np.arange(len(vectors)), vectors, params, group, part, threads, kind
+    )
+    if kind == "ivf-pq":
+        search["rerank"] = params.rerank
+    files = write_shard(out_dir, group, part, index, id_map(ids, labels, content_keys), kind)
+    del index
+    entry = {
         "group": group,
         "part": part,
         "count": len(ids),
         "vectors": len(vectors),
-        "files": write_shard(out_dir, group, part, index, id_map(ids, labels, content_keys)),
+        "index": kind,
+        "search": search,
+        "files": files,
         "recall_at_10": recall,
         "add_items_s": add_items_s,
-        "build_s": time.perf_counter() - started,
+        "index_bytes": files["index"]["bytes"],
+        "bytes_per_vector": files["index"]["bytes"] / max(1, len(vectors)),
+        **({"train": train} if train else {}),
     }
+    _, entry["resident_bytes"] = measured_load(
+        lambda: load_shard(out_dir, {"shard": 0, **entry}, vectors.shape[1])
+    )
+    return entry
 
 
 def build_group_shards(
@@ -229,17 +348,30 @@ def build_group_shards(
 
 def load_shard(build_dir: str | Path, entry: dict, dim: int):
     """Load a shard whose files were checked against its manifest entry (build_files), with the
-    labels its `deleted` file lists marked deleted: (index, id map table)."""
+    labels its `deleted` file lists marked deleted and its search setting applied: (index, id
+    map table)."""
     import hnswlib
 
-    index = hnswlib.Index(space="ip", dim=dim)
-    index.load_index(
-        str(Path(build_dir) / entry["files"]["index"]["path"]), max_elements=entry["vectors"]
-    )
-    if "deleted" in entry["files"]:
-        for label in np.load(Path(build_dir) / entry["files"]["deleted"]["path"]):
-            index.mark_deleted(int(label))
-    ids = pq.read_table(Path(build_dir) / entry["files"]["ids"]["path"])
+    build_dir = Path(build_dir)
+    kind = entry.get("index", "hnsw")
+    files = entry["files"]
+    if kind in QUANTISED:
+        search = entry.get("search", {})
+        index = load_quantised(
+            kind, build_dir / files["index"]["path"], build_dir / files["vectors"]["path"],
+            search.get("rerank", 0),
+        )  # fmt: skip
+        if "nprobe" in search:
+            index.set_nprobe(search["nprobe"])
+    else:
+        index = hnswlib.Index(space="ip", dim=dim)
+        index.load_index(str(build_dir / files["index"]["path"]), max_elements=entry["vectors"])
+        if "deleted" in files:
+            for label in np.load(build_dir / files["deleted"]["path"]):
+                index.mark_deleted(int(label))
+    if "ef_search" in entry.get("search", {}):
+        index.set_ef(entry["search"]["ef_search"])
+    ids = pq.read_table(build_dir / files["ids"]["path"])
     if index.get_current_count() != entry["vectors"] or ids.num_rows != entry["count"]:
         raise ItemSageError(
             f"shard {entry['shard']}: holds {index.get_current_count()} vectors "

@@ -25,10 +25,13 @@ from index_builder.shard_build import (
     ShardParams,
     described,
     distinct_rows,
+    load_shard,
+    shard_ef,
     shard_files,
     shard_recall,
     write_shard,
 )
+from index_builder.shard_types import measured_load
 
 
 def update_shard(
@@ -76,7 +79,7 @@ def update_shard(
         ids = pa.concat_tables([ids.select(list(new)), pa.table(new)])
     add_items_s = time.perf_counter() - add_started
     live = np.unique(ids.column("label").to_numpy())
-    recall = shard_recall(
+    recall, search = shard_recall(
         index, live, points.of(live), params, entry["group"], entry["part"], threads
     )
     if added.num_rows:
@@ -90,13 +93,18 @@ def update_shard(
             **{role: described(out_dir, names[role]) for role in ("ids", "deleted")},
         }
     elements = index.get_current_count()
-    return {
+    del index
+    updated = {
         "group": entry["group"],
         "part": entry["part"],
         "count": ids.num_rows,
         "vectors": elements,
+        "index": "hnsw",
+        "search": search,
         "tombstones": elements - len(live),
         "files": new_files,
+        "index_bytes": new_files["index"]["bytes"],
+        "bytes_per_vector": new_files["index"]["bytes"] / max(1, elements),
         "recall_at_10": recall,
         "add_items_s": add_items_s,
         "build_s": time.perf_counter() - started,
@@ -105,6 +113,10 @@ def update_shard(
             "added": added.num_rows,
         },
     }
+    resident = entry.get("resident_bytes")
+    if added.num_rows:  # a new index file: measured as loaded
+        _, resident = measured_load(lambda: load_shard(out_dir, {"shard": 0, **updated}, dim))
+    return {**updated, "resident_bytes": resident}
 
 
 def _add(index, points: Points, vectors: np.ndarray, has_live: bool, params, threads: int):
@@ -116,7 +128,7 @@ def _add(index, points: Points, vectors: np.ndarray, has_live: bool, params, thr
     labels = np.arange(start, start + len(vectors), dtype=np.int64)
     same = np.zeros(len(vectors), bool)
     if has_live:  # an identical live vector is the nearest one: share its label
-        index.set_ef(max(params.ef_search, 10))
+        index.set_ef(max(shard_ef({}, {"ef_search": params.ef_search}), 10))
         nearest = index.knn_query(vectors, k=1, num_threads=threads)[0][:, 0].astype(np.int64)
         same = (points.of(nearest) == vectors).all(axis=1)
         labels[same] = nearest[same]

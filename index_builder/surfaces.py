@@ -25,6 +25,8 @@ else:  # pragma: no cover
 
 SURFACE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 SHARDING_MODES = ("hash", "kmeans")
+INDEX_TYPES = ("hnsw", "hnsw-sq8", "ivf-pq")  # most accurate (and largest) first
+AUTO = "auto"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,9 +38,16 @@ class Surface:
     shards: int | None = None  # a fixed shard (or k-means cluster) count ...
     target_shard_size: int = 100_000  # ... or as many as this size needs; never exceeded
     sharding: str = "hash"
+    index: str = "hnsw"  # one of INDEX_TYPES, or "auto": the first that fits max_memory_mb
+    max_memory_mb: float | None = None  # per shard: no shard's index may be larger
     M: int = 16
     ef_construction: int = 200
-    ef_search: int = 64
+    ef_search: int | str = 64  # or "auto": per shard, the smallest that meets min_recall
+    nprobe: int | str = AUTO  # ivf-pq: IVF lists a query visits, or "auto" as ef_search
+    nlist: int | None = None  # ivf-pq: IVF lists per shard (default ~4 sqrt(vectors))
+    pq_bytes: int = 64  # ivf-pq: bytes per vector code (sub-quantisers of 8 bits)
+    rerank: int = 4  # ivf-pq: re-rank rerank x k candidates by exact dot products (0: no)
+    train_sample: int = 50_000  # quantiser training vectors per shard (sampled in the task)
     min_recall: float = 0.95
     recall_queries: int = 200  # per shard, for the recall gate
     query_noise: float = 0.1  # norm of the noise added to each gate query
@@ -59,6 +68,23 @@ class Surface:
             object.__setattr__(self, "neighbours_exclude_same", tuple(columns))
         else:
             problems.append("neighbours_exclude_same must be a list of column names")
+        if self.index not in (*INDEX_TYPES, AUTO):
+            problems.append(f"index must be one of {', '.join((*INDEX_TYPES, AUTO))}")
+        if self.index == AUTO and self.max_memory_mb is None:
+            problems.append('index = "auto" needs max_memory_mb (per shard)')
+        if self.max_memory_mb is not None and not (
+            isinstance(self.max_memory_mb, (int, float)) and self.max_memory_mb > 0
+        ):
+            problems.append("max_memory_mb must be a positive number")
+        for key in ("ef_search", "nprobe"):
+            value = getattr(self, key)
+            whole = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+            if value != AUTO and not whole:
+                problems.append(f'{key} must be a positive integer or "auto"')
+        if self.nlist is not None and (not isinstance(self.nlist, int) or self.nlist < 1):
+            problems.append("nlist must be a positive integer")
+        if not isinstance(self.rerank, int) or self.rerank < 0:
+            problems.append("rerank must be an integer >= 0")
         if not SURFACE_NAME.match(self.name):
             problems.append("name must match [a-z][a-z0-9_-]* (at most 64 characters)")
         if self.sharding not in SHARDING_MODES:
@@ -67,7 +93,8 @@ class Surface:
             "target_shard_size",
             "M",
             "ef_construction",
-            "ef_search",
+            "pq_bytes",
+            "train_sample",
             "recall_queries",
             "kmeans_sample",
             "probe_clusters",
