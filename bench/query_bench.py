@@ -77,7 +77,8 @@ def ours(vectors: np.ndarray, shards: int, work: Path):
 
     def search(ef: int, threads: int):
         def run(q):
-            index.manifest["params"]["ef_search"] = ef
+            for entry in index.manifest["shards"]:
+                entry["search"]["ef_search"] = ef
             return lookup(index.search_batch(q, K, threads=threads).ids)
 
         return run

@@ -125,6 +125,8 @@ def build_quantised(
             faiss.IndexFlatIP(dim), dim, nlist, params.pq_bytes, bits, faiss.METRIC_INNER_PRODUCT
         )
         index.cp.seed = index.pq.cp.seed = seed
+        # the sample size is recorded; faiss's fewer-than-39-per-centroid warning is not needed
+        index.cp.min_points_per_centroid = index.pq.cp.min_points_per_centroid = 1
         train.update(nlist=nlist, pq_bytes=params.pq_bytes, pq_bits=bits)
     index.train(sample)
     index.add(vectors)

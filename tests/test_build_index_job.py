@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -14,6 +15,7 @@ import pytest
 from deltalake import DeltaTable
 
 from index_builder.build_config import BuildIndexConfig
+from index_builder.index_reader import load_published
 from index_builder.layout import build_key, current_build_id, read_build_manifest
 from index_builder.surfaces import load_surfaces
 from itemsage_core.embedding.embed_run import EmbedConfig
@@ -441,3 +443,45 @@ def test_flipkart_indexes_through_its_mapping(
     assert summary["surfaces"]["closeup"]["products"] == 19996
     assert 0 < summary["surfaces"]["search"]["products"] <= priced.sum()
     assert summary["surfaces"]["home"]["products"] < summary["surfaces"]["search"]["products"]
+
+
+def test_quantised_surfaces_build_on_spark_answer_queries_and_feed_the_neighbours_job(
+    spark, embedded, tmp_path
+):
+    """ivf-pq and hnsw-sq8 shards built by the Spark tasks (quantisers trained on a sample
+    drawn there), served by the one reader and the neighbours job; an --incremental run
+    rebuilds them in full."""
+    from index_builder.neighbours import NeighboursConfig
+    from index_builder.surfaces import parse_surfaces
+    from jobs.neighbours_job import write_neighbours
+
+    _, table_uri = embedded
+    surfaces = parse_surfaces(
+        {
+            "defaults": {"target_shard_size": 200, "recall_queries": 60},
+            "surfaces": {
+                "home": {"index": "ivf-pq", "pq_bytes": 32},
+                "search": {"index": "hnsw-sq8", "ef_search": "auto"},
+            },
+        }
+    )
+    root = tmp_path / "index"
+    config = BuildIndexConfig(table_uri, str(root), list(surfaces.values()))
+    summary = build_indexes(spark, config, progress=quiet)
+    for name, kind in (("home", "ivf-pq"), ("search", "hnsw-sq8")):
+        assert summary["surfaces"][name]["status"] == "published", summary["surfaces"][name]
+        manifest = manifest_of(build_dir(root, name, current_build_id(root, name)))
+        assert manifest["memory"]["types"] == [kind]
+        for shard in manifest["shards"]:
+            assert shard["train"]["sample"] == shard["vectors"] and "search" in shard
+        index = load_published(root, name)
+        pid = index.ids[0].ids[0]
+        assert index.search(index.vector_of(pid), k=1)[0][0] == pid
+    neighbours = NeighboursConfig(str(root), ("home",), str(tmp_path / "nb"), k=5)
+    written = write_neighbours(spark, neighbours, progress=quiet)["surfaces"]["home"]
+    rows = read_table(str(tmp_path / "nb" / "home")).to_pylist()
+    assert written["status"] == "written" and len(rows) == written["products"] == 400
+    assert all(len(r["neighbours"]) == 5 for r in rows)
+    again = dataclasses.replace(config, incremental=True)
+    rebuilt = build_indexes(spark, again, progress=quiet)["surfaces"]["home"]
+    assert rebuilt["status"] == "published" and "rebuilt in full" in rebuilt["rebuilt_because"]
