@@ -10,7 +10,7 @@ AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
 WORKDIR ?= itemsage-demo
 PYTEST_ARGS ?=
 
-.PHONY: help venv java airflow-venv demo demo-flipkart lint test test-fast bench bench-full bench-catalog bench-training bench-store bench-refresh bench-query clean
+.PHONY: help venv java airflow-venv demo demo-flipkart lint test test-fast bench bench-full bench-catalog bench-training bench-store bench-refresh bench-query bench-types clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -77,6 +77,9 @@ bench-refresh: venv ## nightly index refresh: --incremental vs a full build, 200
 
 bench-query: venv ## batch queries vs faiss and hnswlib at equal recall (100k, 1M); neighbours job
 	$(PY) bench/query_bench.py --products 100000 1000000
+
+bench-types: venv ## index types (hnsw, hnsw-sq8, ivf-pq): bytes/vector, build s, recall, q/s (200k, 1M)
+	$(PY) bench/index_types_bench.py --products 200000 1000000
 
 bench-catalog: venv ## real-catalog quality vs TF-IDF and random
 	$(PY) bench/catalog_quality.py

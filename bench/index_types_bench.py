@@ -11,7 +11,8 @@ settings "auto" (tuned per shard to min_recall: 0.95 for the HNSW types, 0.90 fo
 candidates are re-ranked 4x by exact dot products), built by `itemsage build-index` on
 local[2]; loaded as the reader loads it; 2,000 noisy queries against exact top 10 through
 `search_batch`. Raw: one hnswlib index, one faiss IndexHNSWFlat and one faiss IndexIVFPQ (4
-sqrt(N) lists, 64-byte codes) over all N vectors, built with 2 threads, each at the cheapest
+sqrt(N) lists, 64-byte codes; alone, and re-ranked 4x by faiss's IndexRefineFlat, which holds
+the float vectors in memory) over all N vectors, built with 2 threads, each at the cheapest
 swept setting reaching the same recall as our build of the matching type.
 """
 
@@ -73,6 +74,17 @@ def ours(kind: str, vectors: np.ndarray, shards: int, work: Path, table: Path) -
     }
 
 
+def reader_search(index, ids: list[str]):
+    """threads -> a batch search through our reader, as row numbers of `ids`."""
+    position = {p: i for i, p in enumerate(ids)}
+    lookup = np.vectorize(lambda p: position.get(p, -1), otypes=[np.int64])
+
+    def with_threads(threads: int):
+        return lambda q: lookup(index.search_batch(q, K, threads=threads).ids)
+
+    return with_threads
+
+
 def raw_hnswlib(vectors: np.ndarray) -> tuple[float, int, object]:
     import hnswlib
 
@@ -104,11 +116,14 @@ def raw_faiss(kind: str, vectors: np.ndarray) -> tuple[float, int, object]:
     if kind == "hnsw":
         index = faiss.IndexHNSWFlat(dim, 16, faiss.METRIC_INNER_PRODUCT)
         index.hnsw.efConstruction = 200
-    else:
+    else:  # "ivf-pq", or "ivf-pq-refine": re-ranked 4x from float vectors held in memory
         nlist = round(4 * math.sqrt(n))
-        index = faiss.IndexIVFPQ(
+        index = ivf = faiss.IndexIVFPQ(
             faiss.IndexFlatIP(dim), dim, nlist, 64, 8, faiss.METRIC_INNER_PRODUCT
         )
+        if kind == "ivf-pq-refine":
+            index = faiss.IndexRefineFlat(ivf)
+            index.k_factor = 4
         sample = vectors[np.random.default_rng(0).choice(n, min(n, 50_000), replace=False)]
         index.train(sample)
     index.add(vectors)
@@ -121,7 +136,7 @@ def raw_faiss(kind: str, vectors: np.ndarray) -> tuple[float, int, object]:
             if kind == "hnsw":
                 index.hnsw.efSearch = max(setting, K)
             else:
-                index.nprobe = setting
+                ivf.nprobe = setting
             return index.search(q, K)[1]
 
         return run
@@ -160,25 +175,23 @@ def main() -> None:
         write_vectors(str(table), ids, vectors, ids)
         queries = gate_queries(vectors, args.queries, 0.1, seed=1)
         truth = exact_top_k(vectors, queries, K)
-        position = {p: i for i, p in enumerate(ids)}
-        lookup = np.vectorize(lambda p: position.get(p, -1), otypes=[np.int64])
         rows = []
         for kind in TYPES:
             root = work / f"{kind}-{products}"
             root.mkdir(parents=True, exist_ok=True)
             built = ours(kind, vectors, args.shards, root, table)
-            index = built.pop("index")
+            searcher = reader_search(built.pop("index"), ids)
             for threads in args.threads:
-                found, qps = timed(
-                    lambda q, t=threads: lookup(index.search_batch(q, K, threads=t).ids), queries
-                )
+                found, qps = timed(searcher(threads), queries)
                 rows.append({"system": f"ours {kind}", "products": products, "threads": threads,
                              "recall": recall(found, truth), "qps": qps, **built})  # fmt: skip
                 print(json.dumps(rows[-1]), flush=True)
-            del index
+            del searcher
         raws = {"hnswlib": ("hnsw", raw_hnswlib(vectors), EFS),
                 "faiss HNSWFlat": ("hnsw", raw_faiss("hnsw", vectors), EFS),
-                "faiss IVFPQ": ("ivf-pq", raw_faiss("ivf-pq", vectors), NPROBES)}  # fmt: skip
+                "faiss IVFPQ": ("ivf-pq", raw_faiss("ivf-pq", vectors), NPROBES),
+                "faiss IVFPQ+RefineFlat": ("ivf-pq", raw_faiss("ivf-pq-refine", vectors),
+                                           NPROBES)}  # fmt: skip
         for name, (kind, (seconds, size, search), settings) in raws.items():
             for threads in args.threads:
                 ours_recall = next(
