@@ -60,14 +60,29 @@ def new_hnsw_index(dim: int, capacity: int, M: int, ef_construction: int, seed: 
     return index
 
 
-def gate_queries(vectors: np.ndarray, count: int, noise: float, seed: int) -> np.ndarray:
-    """Up to `count` of the shard's own vectors, each moved by noise of norm ~`noise`, unit."""
+def gate_sample(
+    vectors: np.ndarray, count: int, noise: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Up to `count` rows of `vectors`, and each one moved by noise of norm ~`noise`, unit."""
     rng = np.random.default_rng(seed)
-    picked = vectors[rng.choice(len(vectors), size=min(count, len(vectors)), replace=False)]
+    rows = rng.choice(len(vectors), size=min(count, len(vectors)), replace=False)
+    picked = vectors[rows]
     moved = picked + noise * rng.standard_normal(picked.shape).astype(np.float32) / np.sqrt(
         vectors.shape[1]
     )
-    return (moved / np.linalg.norm(moved, axis=1, keepdims=True)).astype(np.float32)
+    return rows, (moved / np.linalg.norm(moved, axis=1, keepdims=True)).astype(np.float32)
+
+
+def gate_queries(vectors: np.ndarray, count: int, noise: float, seed: int) -> np.ndarray:
+    """Up to `count` of the vectors, each moved by noise of norm ~`noise`, unit."""
+    return gate_sample(vectors, count, noise, seed)[1]
+
+
+def without_sources(found: np.ndarray, sources: np.ndarray, k: int) -> np.ndarray:
+    """Each row's first `k` of `found` other than its `sources` entry."""
+    others = found != sources[:, None]
+    order = np.argsort(~others, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(found, order, axis=1)
 
 
 def exact_top_k(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
@@ -190,12 +205,16 @@ def shard_recall(
     its live points (ascending `labels`, with their `vectors`), on noisy copies of some of them
     (seeded by the shard's group and part), at its search setting: `ef_search` (HNSW types) or
     `nprobe` (ivf-pq) as configured, or with "auto" the smallest that reaches `min_recall`
-    (binary search; the largest tried when none does). (recall, the setting)."""
-    k = min(RECALL_K, len(vectors))
-    queries = gate_queries(
+    (binary search; the largest tried when none does). (recall, the setting).
+
+    Each query's own point is left out of both its results and its exact top 10: the others
+    are found as a query from elsewhere finds this shard's points (every query of a hash
+    surface searches every shard), not helped by a near copy of itself."""
+    k = min(RECALL_K, len(vectors) - 1)
+    sources, queries = gate_sample(
         vectors, params.recall_queries, params.query_noise, params.seed + 1000 * group + part
     )
-    exact = exact_top_k(vectors, queries, k)
+    exact = without_sources(exact_top_k(vectors, queries, k + 1), sources, k)
     key, configured = (
         ("nprobe", params.nprobe) if kind == "ivf-pq" else ("ef_search", params.ef_search)
     )
@@ -206,9 +225,9 @@ def shard_recall(
 
     def measure(value: int) -> float:
         apply(value)
-        found = index.knn_query(queries, k=k, num_threads=threads)[0].astype(np.int64)
+        found = index.knn_query(queries, k=k + 1, num_threads=threads)[0].astype(np.int64)
         found = np.where(found >= 0, np.searchsorted(labels, found), -1)
-        return recall_at_k(vectors, queries, found, exact)
+        return recall_at_k(vectors, queries, without_sources(found, sources, k), exact)
 
     if configured != AUTO:
         value = min(configured, most)
