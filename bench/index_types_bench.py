@@ -72,6 +72,8 @@ def ours(kind: str, vectors: np.ndarray, shards: int, work: Path, table: Path) -
         "bytes_per_vector": memory["bytes_per_vector"],
         "resident_per_vector": memory["resident_bytes"] / len(vectors),
         "gate_min": index.manifest["recall_at_10"]["min"],
+        "shards": len(index.manifest["shards"]),
+        "shard_build_s": float(np.mean([s["build_s"] for s in index.manifest["shards"]])),
         "settings": [json.loads(s) for s in settings],
     }
 
