@@ -309,7 +309,7 @@ def _built(
     recall, search = shard_recall(
         index, np.arange(len(vectors)), vectors, params, group, part, threads, kind
     )
-    if kind == "ivf-pq":
+    if kind in QUANTISED:
         search["rerank"] = params.rerank
     files = write_shard(out_dir, group, part, index, id_map(ids, labels, content_keys), kind)
     del index

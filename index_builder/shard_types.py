@@ -3,13 +3,13 @@ of an hnswlib index (`knn_query`, `set_ef`, `get_items`, `get_current_count`):
 
 - `hnsw`: hnswlib over float32 vectors (`.hnsw`), about 1.1 KB per 256-d vector;
 - `hnsw-sq8`: faiss `IndexHNSWSQ`, the same graph over 8-bit scalar-quantised vectors (`.faiss`);
-- `ivf-pq`: faiss `IndexIVFPQ` (inner product, `pq_bytes` codes of 8-bit sub-quantisers), its
-  candidates re-ranked by exact dot products (`rerank` x k of them) from the float vectors.
+- `ivf-pq`: faiss `IndexIVFPQ` (inner product, `pq_bytes` codes of 8-bit sub-quantisers).
 
-The quantised types keep the float vectors beside the index (`.vectors.npy`, label order). The
+The quantised types keep the float vectors beside the index (`.vectors.npy`, label order), and
+re-rank `rerank` x k candidates by exact dot products from them (scores are then exact). The
 reader maps that file instead of reading it: it serves re-ranking and product vectors, and only
-the pages a query touches are resident. Their quantisers are trained on a seeded sample of the
-shard's vectors, drawn in the build task (the manifest records it).
+the pages queries touch are resident (page cache). Their quantisers are trained on a seeded
+sample of the shard's vectors, drawn in the build task (the manifest records it).
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ class FaissShard:
 
         faiss.omp_set_num_threads(max(1, num_threads))
         queries = np.ascontiguousarray(queries, np.float32).reshape(-1, self.vectors.shape[1])
-        pool = k * self.rerank if self.kind == "ivf-pq" and self.rerank else k
+        pool = k * self.rerank if self.rerank else k
         scores, labels = self.index.search(queries, min(pool, max(k, self.get_current_count())))
         if labels.shape[1] > k:
             labels, scores = self._reranked(queries, labels, k)

@@ -46,7 +46,7 @@ class Surface:
     nprobe: int | str = AUTO  # ivf-pq: IVF lists a query visits, or "auto" as ef_search
     nlist: int | None = None  # ivf-pq: IVF lists per shard (default ~4 sqrt(vectors))
     pq_bytes: int = 64  # ivf-pq: bytes per vector code (sub-quantisers of 8 bits)
-    rerank: int = 4  # ivf-pq: re-rank rerank x k candidates by exact dot products (0: no)
+    rerank: int = 4  # quantised types: re-rank rerank x k candidates exactly (0: no)
     train_sample: int = 50_000  # quantiser training vectors per shard (sampled in the task)
     min_recall: float = 0.95
     recall_queries: int = 200  # per shard, for the recall gate
