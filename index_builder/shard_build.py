@@ -130,7 +130,7 @@ class ShardParams:
     nprobe: int | str = AUTO
     nlist: int | None = None
     pq_bytes: int = 64
-    rerank: int = 4
+    rerank: int | None = None
     train_sample: int = 50_000
 
     @classmethod
@@ -310,7 +310,7 @@ def _built(
         index, np.arange(len(vectors)), vectors, params, group, part, threads, kind
     )
     if kind in QUANTISED:
-        search["rerank"] = params.rerank
+        search["rerank"] = index.rerank
     files = write_shard(out_dir, group, part, index, id_map(ids, labels, content_keys), kind)
     del index
     entry = {

@@ -46,7 +46,8 @@ class Surface:
     nprobe: int | str = AUTO  # ivf-pq: IVF lists a query visits, or "auto" as ef_search
     nlist: int | None = None  # ivf-pq: IVF lists per shard (default ~4 sqrt(vectors))
     pq_bytes: int = 64  # ivf-pq: bytes per vector code (sub-quantisers of 8 bits)
-    rerank: int = 4  # quantised types: re-rank rerank x k candidates exactly (0: no)
+    rerank: int | None = None  # quantised types: re-rank rerank x k candidates exactly (0: no;
+    # None: shard_types.DEFAULT_RERANK, 4 for hnsw-sq8 and 16 for ivf-pq)
     train_sample: int = 50_000  # quantiser training vectors per shard (sampled in the task)
     min_recall: float = 0.95
     recall_queries: int = 200  # per shard, for the recall gate
@@ -83,7 +84,7 @@ class Surface:
                 problems.append(f'{key} must be a positive integer or "auto"')
         if self.nlist is not None and (not isinstance(self.nlist, int) or self.nlist < 1):
             problems.append("nlist must be a positive integer")
-        if not isinstance(self.rerank, int) or self.rerank < 0:
+        if self.rerank is not None and (not isinstance(self.rerank, int) or self.rerank < 0):
             problems.append("rerank must be an integer >= 0")
         if not SURFACE_NAME.match(self.name):
             problems.append("name must match [a-z][a-z0-9_-]* (at most 64 characters)")
