@@ -44,7 +44,7 @@ def plan(rows: list[dict], products: int, catalogs, executors, shard_size: int) 
             lines.append(
                 f"| {n:,} | {kind} | {shards:,} | {n * r['bytes_per_vector'] / 2**30:,.0f} GiB "
                 f"| {n * r['resident_per_vector'] / 2**30:,.0f} GiB | "
-                + " | ".join(f"{h:,.1f}" for h in hours)
+                + " | ".join(f"{h:,.2f}" for h in hours)
                 + " |"
             )
     return lines
