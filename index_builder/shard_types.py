@@ -86,8 +86,9 @@ class FaissShard:
         """The candidates `labels` ordered by exact dot products: the top k of each query."""
         out_labels = np.full((len(queries), k), -1, np.int64)
         out_scores = np.full((len(queries), k), -np.inf, np.float32)
-        for start in range(0, len(queries), 256):
-            rows = slice(start, start + 256)
+        step = max(1, (1 << 24) // (labels.shape[1] * queries.shape[1]))  # 64 MB of floats
+        for start in range(0, len(queries), step):
+            rows = slice(start, start + step)
             found = labels[rows]
             exact = np.einsum(
                 "qpd,qd->qp", self.get_items(np.maximum(found, 0)), queries[rows]
