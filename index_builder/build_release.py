@@ -20,6 +20,7 @@ from index_builder.layout import (
     write_build_manifest,
 )
 from index_builder.plan import SurfaceFailure, SurfacePlan
+from index_builder.shard_build import index_bytes
 from index_builder.surfaces import Surface
 from itemsage_core.storage.store import Store, as_store
 
@@ -89,12 +90,12 @@ def assemble_manifest(
 def memory_of(shards: list[dict]) -> dict:
     """A build's index types and sizes: bytes of index files, per indexed vector, and resident
     bytes as measured when each shard was loaded back after its build (None where unknown)."""
-    index_bytes = sum(s.get("index_bytes", s["files"]["index"]["bytes"]) for s in shards)
+    total = sum(index_bytes(s) for s in shards)
     resident = [s.get("resident_bytes") for s in shards]
     return {
         "types": sorted({s.get("index", "hnsw") for s in shards}),
-        "index_bytes": index_bytes,
-        "bytes_per_vector": index_bytes / max(1, sum(s["vectors"] for s in shards)),
+        "index_bytes": total,
+        "bytes_per_vector": total / max(1, sum(s["vectors"] for s in shards)),
         "resident_bytes": None if None in resident else sum(resident),
     }
 

@@ -27,7 +27,7 @@ from index_builder.layout import (
     retain,
     switch_current,
 )
-from index_builder.shard_build import load_shard, shard_ef
+from index_builder.shard_build import index_bytes, load_shard, shard_ef
 from index_builder.shard_types import measured_load
 from itemsage_core.errors import ItemSageError
 from itemsage_core.storage.store import Store, as_store
@@ -346,9 +346,7 @@ def verify_current(
                 "search": entry.get(
                     "search", {"ef_search": shard_ef(entry, index.manifest["params"])}
                 ),
-                "bytes_per_vector": entry.get(
-                    "bytes_per_vector", entry["files"]["index"]["bytes"] / max(1, entry["vectors"])
-                ),
+                "bytes_per_vector": index_bytes(entry) / max(1, entry["vectors"]),
                 "resident_bytes_built": entry.get("resident_bytes"),
                 "resident_bytes_now": resident,
             }

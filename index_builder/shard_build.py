@@ -139,6 +139,24 @@ class ShardParams:
         return cls(**{f.name: getattr(surface, f.name) for f in dataclasses.fields(cls)})
 
 
+def shard_seed(params: ShardParams, group: int, part: int) -> int:
+    """The seed of a shard's gate queries and quantiser sample."""
+    return params.seed + 1000 * group + part
+
+
+def index_sizes(files: dict, vectors: int) -> dict:
+    """A shard entry's `index_bytes` and `bytes_per_vector`, from its `files`."""
+    return {
+        "index_bytes": files["index"]["bytes"],
+        "bytes_per_vector": files["index"]["bytes"] / max(1, vectors),
+    }
+
+
+def index_bytes(entry: dict) -> int:
+    """A shard's index file bytes (an entry of a format-1 build records only its files)."""
+    return entry.get("index_bytes", entry["files"]["index"]["bytes"])
+
+
 def shard_ef(entry: dict, params: dict) -> int:
     """The ef_search a shard is searched with: its tuned one, else the build's (an old build's
     manifest has only that)."""
@@ -212,7 +230,7 @@ def shard_recall(
     surface searches every shard), not helped by a near copy of itself."""
     k = min(RECALL_K, len(vectors) - 1)
     sources, queries = gate_sample(
-        vectors, params.recall_queries, params.query_noise, params.seed + 1000 * group + part
+        vectors, params.recall_queries, params.query_noise, shard_seed(params, group, part)
     )
     exact = without_sources(exact_top_k(vectors, queries, k + 1), sources, k)
     key, configured = (
@@ -295,11 +313,12 @@ def _built(
 ) -> dict:
     """A shard of one type, built from distinct `vectors`, gated, written and loaded back to
     measure its resident bytes: its manifest entry."""
-    seed = params.seed + 1000 * group + part
     added = time.perf_counter()
     train = None
     if kind in QUANTISED:
-        index, train = build_quantised(kind, vectors, params, threads, seed)
+        index, train = build_quantised(
+            kind, vectors, params, threads, shard_seed(params, group, part)
+        )
     else:
         index = new_hnsw_index(
             vectors.shape[1], len(vectors), params.M, params.ef_construction, params.seed
@@ -323,8 +342,7 @@ def _built(
         "files": files,
         "recall_at_10": recall,
         "add_items_s": add_items_s,
-        "index_bytes": files["index"]["bytes"],
-        "bytes_per_vector": files["index"]["bytes"] / max(1, len(vectors)),
+        **index_sizes(files, len(vectors)),
         **({"train": train} if train else {}),
     }
     _, entry["resident_bytes"] = measured_load(

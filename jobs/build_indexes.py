@@ -40,7 +40,7 @@ from itemsage_core.contracts.catalog_contract import IMAGE_EMBEDDINGS, PRODUCT_I
 from itemsage_core.errors import ItemSageError, no_column
 from itemsage_core.storage.store import Store
 from itemsage_core.storage.uris import absolute_uri
-from jobs.catalog_frame import read_catalog, repeated_ids_frame
+from jobs.catalog_frame import read_catalog, without_repeated_ids
 from jobs.crash_points import crash_point
 from jobs.delta_frame import read_delta
 from jobs.progress import stage_progress
@@ -189,9 +189,8 @@ def catalog_attributes(catalog: DataFrame, surfaces: list[Surface]) -> DataFrame
     ]
     if not needed:
         return None
-    attributes = catalog.select(PRODUCT_ID, *needed)
-    repeated = repeated_ids_frame(attributes.select(PRODUCT_ID)).select(PRODUCT_ID)
-    return attributes.join(repeated, PRODUCT_ID, "left_anti").persist(StorageLevel.MEMORY_AND_DISK)
+    attributes = without_repeated_ids(catalog.select(PRODUCT_ID, *needed))
+    return attributes.persist(StorageLevel.MEMORY_AND_DISK)
 
 
 def eligible_rows(

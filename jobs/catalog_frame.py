@@ -132,6 +132,13 @@ def repeated_ids_in_files(
     return pa.concat_tables([empty, *(from_ipc(d).cast(REPEATED_SCHEMA) for d in found)])
 
 
+def without_repeated_ids(rows: DataFrame) -> DataFrame:
+    """`rows` (with a `product_id` column) less every row whose id is on more than one row: the
+    embedding job never embeds those ids."""
+    repeated = repeated_ids_frame(rows.select(PRODUCT_ID)).select(PRODUCT_ID)
+    return rows.join(repeated, PRODUCT_ID, "left_anti")
+
+
 def repeated_ids_frame(ids: DataFrame) -> DataFrame:
     """`product_id` and `count` of the ids (a `product_id` column) on more than one row, as a
     DataFrame: each id goes to a partition by hash, whose ids repeated_ids_of counts on the

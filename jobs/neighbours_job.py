@@ -38,7 +38,7 @@ from itemsage_core.embedding.embeddings_table import write_data_file as write_fi
 from itemsage_core.errors import ItemSageError, no_column
 from itemsage_core.storage.store import Store
 from itemsage_core.storage.uris import absolute_uri
-from jobs.catalog_frame import read_catalog, repeated_ids_frame
+from jobs.catalog_frame import read_catalog, without_repeated_ids
 from jobs.crash_points import crash_point
 from jobs.progress import stage_progress
 from jobs.refresh_indexes import base_ids
@@ -47,7 +47,8 @@ from jobs.spark_session import task_slot
 
 CHUNK = 20_000  # products per task
 
-_LOADED: dict[str, tuple[ShardedIndex, dict]] = {}  # per Python worker
+# per Python worker: the loaded build, its shards' vectors, the run's filter keys
+_LOADED: dict[str, tuple[ShardedIndex, dict, dict]] = {}
 
 
 def run_id(surface: str, build_id: str, k: int, exclude_same: tuple[str, ...] = ()) -> str:
@@ -109,7 +110,7 @@ def same_values(
         F.lit(True).alias("_in_catalog"),
         *[F.when(F.col(c).isNotNull(), F.xxhash64(c)).alias(c) for c in columns],
     )
-    keys = keys.join(repeated_ids_frame(keys), PRODUCT_ID, "left_anti")
+    keys = without_repeated_ids(keys)
     served = base_ids(spark, Store(config.index_root), manifest, keys=False).select(PRODUCT_ID)
     table = served.join(keys, PRODUCT_ID, "left").toArrow()
     counts = {
