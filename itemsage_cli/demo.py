@@ -19,6 +19,7 @@ import click
 import numpy as np
 import pyarrow as pa
 
+from itemsage_cli.report_command import report_location
 from itemsage_cli.stages import PROJECT_CONF, generate_stage, progress
 from itemsage_core.errors import ItemSageError
 
@@ -86,6 +87,7 @@ class DemoConfig:
             "embeddings": root / "tables" / "embeddings",
             "indexes": root / "indexes",
             "neighbours": root / "tables" / "neighbours",
+            "report": Path(report_location(str(root / "indexes"))),
         }
 
     def train_epochs(self) -> int:
@@ -111,11 +113,12 @@ def demo_flow(config: DemoConfig) -> None:
     served = config.catalog or inputs["catalog"]
     embedded, built = _embed_and_index(config, served, surfaces, mapping, seconds)
 
-    progress("stage 5/5: sample queries")
+    progress("stage 5/6: sample queries")
     shown, index, queries = _sample_queries(config, built)
     _print_results(config, trained, quality, served, embedded, built)
     click.echo(f"\n== {shown}: nearest neighbours of 3 products (cosine, title, category)")
     show_neighbours(served, mapping, index, queries, k=5)
+    page = _report(config, seconds)
     _print_written(config)
     click.echo("\n== each stage on its own")
     for command in stage_commands(config, inputs, shown, queries[0]):
@@ -125,18 +128,34 @@ def demo_flow(config: DemoConfig) -> None:
         + ", ".join(f"{k} {v:.0f}" for k, v in seconds.items())
         + f"; total {time.perf_counter() - started:.0f}"
     )
+    click.echo(f"\n== run report (recall vs speed, shards, scores, training, runs): {page}")
+
+
+def _report(config: DemoConfig, seconds: dict) -> str:
+    """The run report of everything the demo wrote; the page's location."""
+    from itemsage_report.report import write_report
+
+    progress(f"stage 6/6: the run report into {config.paths['report']}")
+    t = time.perf_counter()
+    paths = config.paths
+    written = write_report(
+        str(paths["indexes"]), str(paths["report"]), str(paths["embeddings"]),
+        str(paths["model"]), progress=progress,
+    )  # fmt: skip
+    seconds["report"] = time.perf_counter() - t
+    return Path(written["page"]).resolve().as_uri()
 
 
 def _inputs(config: DemoConfig, seconds: dict) -> dict:
     """The catalog and engagement log to train on: --catalog alone, or a generated world."""
     if config.catalog:
-        progress(f"stage 1/5: train a small encoder on {config.catalog} itself (no engagement log)")
+        progress(f"stage 1/6: train a small encoder on {config.catalog} itself (no engagement log)")
         return {"catalog": config.catalog, "engagements": None}
-    progress("stage 1/5: generate a synthetic shopping world")
+    progress("stage 1/6: generate a synthetic shopping world")
     t = time.perf_counter()
     paths = generate_stage(config.paths["world"], config.products, config.seed)
     seconds["generate"] = time.perf_counter() - t
-    progress("stage 2/5: train a small encoder (multi-task, in-process)")
+    progress("stage 2/6: train a small encoder (multi-task, in-process)")
     return paths
 
 
@@ -163,7 +182,7 @@ def _train(config: DemoConfig, inputs: dict, seconds: dict):
     if not (config.catalog and config.label_column):
         return trained, None
     progress(
-        f"stage 2/5: check the model on {config.catalog}: neighbours sharing the "
+        f"stage 2/6: check the model on {config.catalog}: neighbours sharing the "
         f"'{config.label_column}', beside TF-IDF and random"
     )
     t = time.perf_counter()
@@ -184,14 +203,14 @@ def _embed_and_index(config: DemoConfig, served: str, surfaces, mapping, seconds
     from jobs.spark_session import get_spark, parse_conf
 
     table, indexes = str(config.paths["embeddings"]), str(config.paths["indexes"])
-    progress(f"stage 3/5: embed {served} on Spark into a Delta table")
+    progress(f"stage 3/6: embed {served} on Spark into a Delta table")
     t = time.perf_counter()
     spark = get_spark("itemsage-demo", config.master, parse_conf(config.conf))
     embed = EmbedConfig(served, str(config.paths["model"]), table, mapping)
     embedded = embed_catalog(spark, embed, progress=progress)
     seconds["embed"] = time.perf_counter() - t
 
-    progress("stage 4/5: build the per-surface HNSW indexes, then every product's neighbours")
+    progress("stage 4/6: build the per-surface HNSW indexes, then every product's neighbours")
     t = time.perf_counter()
     build = BuildIndexConfig(table, indexes, surfaces, catalog=served, mapping=mapping)
     built = build_indexes(spark, build, progress=progress)
@@ -270,6 +289,7 @@ def _print_written(config: DemoConfig) -> None:
         ("quarantine", f"{paths['embeddings']}_quarantine"),
         ("indexes", paths["indexes"]),
         ("neighbours", paths["neighbours"]),
+        ("report", paths["report"]),
     ]:
         click.echo(f"  {label:12s} {path}")
 
@@ -311,4 +331,5 @@ def stage_commands(config: DemoConfig, inputs: dict, shown: str, query_id: str) 
         f"--catalog {_q(served)}{mapping}{master}",
         f"itemsage query --index {_q(indexes)} --surface {shown} --product-id {query_id} "
         f"--catalog {_q(served)}{mapping} --show title,product_type",
+        f"itemsage report --index {_q(indexes)} --table {_q(table)} --model {_q(model)}",
     ]

@@ -6,6 +6,7 @@ from itemsage_cli import (  # noqa: F401  (each module registers its commands on
     demo_command,
     index_commands,
     model_commands,
+    report_command,
     table_commands,
 )
 from itemsage_cli.group import ItemSageGroup, cli

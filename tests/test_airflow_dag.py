@@ -32,7 +32,8 @@ for dag in (module.nightly, module.rebuild):
         "params": sorted(dag.params.keys()),
         "tasks": {t.task_id: {"upstream": sorted(t.upstream_task_ids), "retries": t.retries,
                               "timeout_s": t.execution_timeout.total_seconds(),
-                              "command": t.bash_command, "env": t.env}
+                              "command": t.bash_command, "env": t.env,
+                              "trigger_rule": str(t.trigger_rule)}
                   for t in dag.tasks}}
 print(json.dumps(out))
 """
@@ -73,7 +74,12 @@ def test_nightly_dag_embeds_then_builds_verifies_and_lists_neighbours_of_each_su
         assert nightly[f"neighbours_{surface}"]["upstream"] == [f"verify_{surface}"]
         assert nightly[f"build_index_{surface}"]["env"]["SURFACE"] == surface
         assert nightly[f"neighbours_{surface}"]["env"]["SURFACE"] == surface
-    assert len(nightly) == 10
+    assert nightly["report"]["upstream"] == [
+        f"neighbours_{s}" for s in ("closeup", "home", "search")
+    ]
+    assert nightly["report"]["trigger_rule"].lower().endswith("all_done")  # shows what is published
+    assert "report --index" in nightly["report"]["command"]
+    assert len(nightly) == 11
     assert "--incremental" in nightly["embed_incremental"]["command"]
     for surface in ("home", "closeup", "search"):
         assert nightly[f"build_index_{surface}"]["env"]["BUILD_MODE"] == "--incremental"
@@ -128,6 +134,8 @@ def test_commands_pass_values_as_single_arguments(dags, tmp_path):
             assert args[args.index("--surfaces") + 1] == "/s.toml"  # its exclude_same filters
         if "--catalog" in args:
             assert args[args.index("--catalog") + 1] == hostile
+        if "report" in args:
+            assert args[args.index("--index") + 1] == "/i" and "--out" not in args
         assert "--mapping" not in args  # empty MAPPING: no flag
     assert not marker.exists()
     build = json.loads(
@@ -160,7 +168,7 @@ def test_dag_file_structure_without_airflow():
         for node in tree.body
         if isinstance(node, ast.Assign)
         and isinstance(node.targets[0], ast.Name)
-        and node.targets[0].id in {"SUBMIT", "MAPPING_ARG", "VERIFY"}
+        and node.targets[0].id in {"SUBMIT", "MAPPING_ARG", "VERIFY", "REPORT"}
     }
     for name, text in commands.items():
         assert text is not None and "{{" not in text, name

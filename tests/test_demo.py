@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from report_checks import check_report
 
 from itemsage_core.embedding.embeddings_table import read_table
 
@@ -40,8 +41,8 @@ def test_demo_runs_every_stage_and_its_commands_work(tmp_path):
     )
     assert run.returncode == 0, run.stderr[-4000:]
     out = run.stdout
-    for stage in range(1, 6):
-        assert f"stage {stage}/5" in run.stderr
+    for stage in range(1, 7):
+        assert f"stage {stage}/6" in run.stderr
     assert re.search(
         r"^== embeddings of \S+: 800 products, 0 quarantined, table version 0", out, re.M
     )
@@ -65,8 +66,23 @@ def test_demo_runs_every_stage_and_its_commands_work(tmp_path):
             assert scores == sorted(scores, reverse=True)
             if surface == "closeup":  # conf/surfaces.toml: neighbours_exclude_same = ["brand"]
                 assert all(brand[p] != brand[row["product_id"]] for p in found)
-    for name in ("world", "model", "embeddings", "quarantine", "indexes", "neighbours"):
+    for name in ("world", "model", "embeddings", "quarantine", "indexes", "neighbours", "report"):
         assert re.search(rf"^  {name} +\S", out, re.M)
+    demo = tmp_path / "demo"
+    page = re.search(r"^== run report .*: file://(\S+)$", out, re.M).group(1)
+    assert Path(page) == demo / "indexes" / "_report" / "index.html"
+    check_report(Path(page).parent, demo / "indexes", model=True)
+    # The printed report command works as printed, with the table's default from the manifests.
+    command = next(line.strip() for line in out.splitlines() if "itemsage report" in line)
+    args = shlex.split(command)[1:]
+    args = args[: args.index("--table")] + ["--out", str(tmp_path / "again"), "--surface", "home"]
+    rerun = subprocess.run(
+        [sys.executable, "-m", "itemsage_cli.main", *args], capture_output=True, text=True
+    )
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert rerun.stdout.strip() == f"report: {tmp_path / 'again' / 'index.html'}"
+    again = check_report(tmp_path / "again", demo / "indexes", model=False)
+    assert list(again["surfaces"]) == ["home"]
     # The printed query command works as printed.
     query = next(line.strip() for line in out.splitlines() if "itemsage query" in line)
     args = shlex.split(query)[1:]

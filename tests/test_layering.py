@@ -13,7 +13,8 @@ PACKAGES = {
     "itemsage_core": set(),
     "index_builder": {"itemsage_core"},
     "jobs": {"itemsage_core", "index_builder"},
-    "itemsage_cli": {"itemsage_core", "index_builder", "jobs"},
+    "itemsage_report": {"itemsage_core", "index_builder"},
+    "itemsage_cli": {"itemsage_core", "index_builder", "jobs", "itemsage_report"},
 }
 # What each layer of itemsage_core may import (besides itself).
 CORE_LAYERS = {

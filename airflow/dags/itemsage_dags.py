@@ -3,7 +3,8 @@
 - `itemsage_nightly` (daily): incremental embed -> incremental build-index for each surface (in
   parallel, each publishes atomically after its recall gate) -> verify what serving will load
   -> the surface's neighbours table (every product's top 10, less its configured
-  neighbours_exclude_same matches, one Delta commit per build).
+  neighbours_exclude_same matches, one Delta commit per build) -> once every surface is done
+  (succeeded or not), the run report (`itemsage report`) into INDEX_ROOT/_report.
 - `itemsage_rebuild` (manual trigger): a full build-index of one surface, optionally from a pinned
   Delta version (`table_version`), -> verify.
 
@@ -33,7 +34,7 @@ except ImportError:  # Airflow 2.x
 SURFACES = ("home", "closeup", "search")  # one build task per surface in conf/surfaces.toml
 RETRIES = {"retries": 2, "retry_delay": dt.timedelta(minutes=10)}
 TIMEOUTS = {"embed": dt.timedelta(hours=4), "build": dt.timedelta(hours=2),
-            "verify": dt.timedelta(minutes=15)}
+            "verify": dt.timedelta(minutes=15), "report": dt.timedelta(minutes=30)}
 
 
 def _var(name: str, default: str) -> str:
@@ -63,12 +64,16 @@ VERIFY = '"$ITEMSAGE_HOME/.venv/bin/itemsage" verify-index --index "$INDEX_ROOT"
 NEIGHBOURS = (f'{SUBMIT} neighbours --index "$INDEX_ROOT" --surface "$SURFACE" '
               f'--out "$NEIGHBOURS_ROOT" --surfaces "$SURFACES_TOML" --catalog "$CATALOG" '
               f'{MAPPING_ARG}')  # the surface's neighbours_exclude_same filters
+REPORT = ('"$ITEMSAGE_HOME/.venv/bin/itemsage" report --index "$INDEX_ROOT" --table "$TABLE" '
+          '--model "$MODEL"')  # into INDEX_ROOT/_report, beside the surfaces
 
 
 
-def _task(task_id: str, command: str, timeout: str, **env: str) -> BashOperator:
+def _task(task_id: str, command: str, timeout: str, trigger_rule: str = "all_success",
+          **env: str) -> BashOperator:
     return BashOperator(task_id=task_id, bash_command=command, env={**ENV, **env},
-                        append_env=True, execution_timeout=TIMEOUTS[timeout])
+                        append_env=True, execution_timeout=TIMEOUTS[timeout],
+                        trigger_rule=trigger_rule)
 
 
 with DAG(dag_id="itemsage_nightly", schedule="0 2 * * *",
@@ -77,12 +82,14 @@ with DAG(dag_id="itemsage_nightly", schedule="0 2 * * *",
          doc_md=__doc__) as nightly:
     embed = _task("embed_incremental", EMBED, "embed",
                   RUN_ID="nightly-{{ ds_nodash }}")  # the same run id on a retry: idempotent
+    # After every surface, whether or not each succeeded: it shows what is published.
+    report = _task("report", REPORT, "report", trigger_rule="all_done")
     for name in SURFACES:
         build = _task(f"build_index_{name}", BUILD, "build", SURFACE=name,
                       BUILD_MODE="--incremental")  # rebuilds by itself when it must
         verify = _task(f"verify_{name}", VERIFY, "verify", SURFACE=name)
         neighbours = _task(f"neighbours_{name}", NEIGHBOURS, "build", SURFACE=name)
-        embed >> build >> verify >> neighbours
+        embed >> build >> verify >> neighbours >> report
 
 with DAG(dag_id="itemsage_rebuild", schedule=None,
          start_date=dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc), catchup=False,

@@ -71,6 +71,7 @@ from itemsage_core.training.training_examples import (
 )
 
 Progress = Callable[[str], None]
+HISTORY_POINTS = 50  # history entries a run records, about (and one at each epoch's end)
 
 
 @dataclasses.dataclass
@@ -464,6 +465,7 @@ def _train(
     started, last_report = time.perf_counter(), time.perf_counter()
     window = {"loss": 0.0, **{o.name: 0.0 for _, o in objectives}}
     window_steps = 0
+    record_every = max(1, total // HISTORY_POINTS)
     for step in range(first, total):
         for group in optimizer.param_groups:
             group["lr"] = _learning_rate(config, step, total)
@@ -479,7 +481,8 @@ def _train(
             window[name] += part.total.item()
         window_steps += 1
         done = step + 1 == total
-        if (step + 1) % steps_per_epoch == 0 or done or time.perf_counter() - last_report > 10:
+        epoch_end = (step + 1) % steps_per_epoch == 0
+        if epoch_end or done or (step + 1) % record_every == 0:
             elapsed = time.perf_counter() - started
             entry = {
                 "step": step + 1,
@@ -489,6 +492,9 @@ def _train(
                 "examples_per_s": (step + 1 - first) * examples_per_step / elapsed,
             }
             history.append(entry)
+            window = dict.fromkeys(window, 0.0)
+            window_steps = 0
+        if window_steps == 0 and (epoch_end or done or time.perf_counter() - last_report > 10):
             losses = (
                 ", ".join(f"{name} {entry[name]:.4f}" for _, o in objectives for name in [o.name])
                 if len(objectives) > 1
@@ -502,8 +508,7 @@ def _train(
                 + f", temperature {entry['temperature']:.4f}, "
                 f"{entry['examples_per_s']:.0f} examples/s",
             )
-            window = dict.fromkeys(window, 0.0)
-            window_steps, last_report = 0, time.perf_counter()
+            last_report = time.perf_counter()
         if loop.checkpoint_every and (step + 1) % loop.checkpoint_every == 0 and not done:
             _save_state(loop, step + 1, encoder, optimizer, rng, objectives, history, fingerprint)
     encoder.eval()
