@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from itemsage_cli.main import cli
 
-COMMANDS = ["generate", "validate", "train", "evaluate", "demo"]
+COMMANDS = ["generate", "validate", "train", "evaluate", "report", "demo"]
 
 
 @pytest.mark.parametrize("command", [[], *[[c] for c in COMMANDS]])
@@ -61,6 +61,18 @@ def test_user_errors_are_one_line_on_stderr_without_traceback(tmp_path):
         [sys.executable, "-m", "itemsage_cli.main", "generate"], capture_output=True, text=True
     )
     assert usage.returncode == 2 and "Missing option '--out'" in usage.stderr
+
+
+def test_report_without_a_published_surface_says_what_to_run(tmp_path):
+    run = subprocess.run(
+        [sys.executable, "-m", "itemsage_cli.main", "report", "--index", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 1 and not (tmp_path / "_report").exists()
+    assert run.stderr.strip().splitlines() == [
+        f"error: no published surface under {tmp_path}: run itemsage build-index"
+    ]
 
 
 def test_a_spark_analysis_error_is_one_line_unless_verbose(monkeypatch):
