@@ -7,10 +7,14 @@ STAMP := $(VENV)/.installed
 AIRFLOW_VENV ?= .venv-airflow
 AIRFLOW_SPEC ?= apache-airflow>=2.10,<4
 AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
+# Ray Data, for `make bench-peers` only: installed into the project venv by that target, never
+# needed by `make test`.
+RAY_SPEC ?= ray[data]==2.60.0
+PEERS_STAMP := $(VENV)/.peers-installed
 WORKDIR ?= itemsage-demo
 PYTEST_ARGS ?=
 
-.PHONY: help venv java airflow-venv demo demo-flipkart lint test test-fast bench bench-full bench-catalog bench-training bench-store bench-refresh bench-query bench-types clean
+.PHONY: help venv java airflow-venv demo demo-flipkart lint test test-fast bench bench-full bench-catalog bench-training bench-store bench-refresh bench-query bench-types bench-peers clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -80,6 +84,16 @@ bench-query: venv ## batch queries vs faiss and hnswlib at equal recall (100k, 1
 
 bench-types: venv ## index types (hnsw, hnsw-sq8, ivf-pq): bytes/vector, build s, recall, q/s (200k, 1M)
 	$(PY) bench/index_types_bench.py --products 200000 1000000
+
+$(PEERS_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet '$(RAY_SPEC)'
+	@touch $@
+
+# The embedding job against predict_batch_udf, Ray Data and the in-process encoder on the same
+# checkpoint and catalogs (bench/peers.py, issue 22; the Flipkart sample from ../shared/data),
+# 3 interleaved rounds, each system reported by its median run.
+bench-peers: venv $(PEERS_STAMP) ## our embed job vs predict_batch_udf, Ray Data, in-process (20k, 100k, Flipkart)
+	$(PY) bench/peers.py --products 20000 100000 --repeats 3
 
 bench-catalog: venv ## real-catalog quality vs TF-IDF and random
 	$(PY) bench/catalog_quality.py
