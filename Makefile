@@ -14,7 +14,7 @@ PEERS_STAMP := $(VENV)/.peers-installed
 WORKDIR ?= itemsage-demo
 PYTEST_ARGS ?=
 
-.PHONY: help venv java airflow-venv demo demo-flipkart lint test test-fast bench bench-full bench-catalog bench-training bench-store bench-refresh bench-query bench-types bench-peers clean
+.PHONY: help venv java airflow-venv demo demo-flipkart lint test test-fast bench bench-full bench-catalog bench-training bench-store bench-refresh bench-query bench-types bench-peers bench-peers-smoke clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -94,6 +94,11 @@ $(PEERS_STAMP): $(STAMP)
 # 3 interleaved rounds, each system reported by its median run.
 bench-peers: venv $(PEERS_STAMP) ## our embed job vs predict_batch_udf, Ray Data, in-process (20k, 100k, Flipkart)
 	$(PY) bench/peers.py --products 20000 100000 --repeats 3
+
+# Not in `make test` (it needs Ray and takes minutes): every system and every check of
+# bench/peers.py on a tiny catalog, 1 round.
+bench-peers-smoke: venv $(PEERS_STAMP) ## bench/peers.py's systems and checks at 2,000 products and 2,000 Flipkart rows
+	$(PY) bench/peers.py --products 2000 --flipkart-rows 2000 --repeats 1 --out bench/results/peers-smoke.json
 
 bench-catalog: venv ## real-catalog quality vs TF-IDF and random
 	$(PY) bench/catalog_quality.py
