@@ -67,6 +67,7 @@ import pyarrow.parquet as pq
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from index_builder.partitioning import vectors_of
 from itemsage_core.contracts.catalog_check import (
     BATCH_ROWS,
     check_batch,
@@ -81,6 +82,7 @@ from itemsage_core.contracts.catalog_contract import (
     repeated_ids_of,
 )
 from itemsage_core.contracts.column_mapping import ColumnMapping, load_mapping
+from itemsage_core.embedding.embeddings_table import vector_column
 from itemsage_core.storage.parquet_io import parquet_files
 
 THREADS = 2
@@ -133,13 +135,6 @@ class Inputs:
         return BatchEmbedder.for_model(self.model_dir, self.model_version, BATCH, device="cpu")
 
 
-def as_vectors(vectors: np.ndarray) -> pa.Array:
-    """(n, dim) float32 -> list<float32>, the embeddings table's type."""
-    n, dim = vectors.shape
-    offsets = np.arange(0, n * dim + 1, dim, dtype=np.int32)
-    return pa.ListArray.from_arrays(offsets, pa.array(vectors.reshape(-1), pa.float32()))
-
-
 class Clock:
     """Seconds one process spends in the per-batch work, by part (check: mapping, conform and row
     rules; encode: tokenise, encode and forward; convert: a system's own format conversions),
@@ -174,7 +169,7 @@ def embed_valid(
         dim = embedder.checkpoint.model.config.output_dim
         vectors = embedder.vectors(valid) if valid.num_rows else np.empty((0, dim), np.float32)
     with clock.part("convert"):
-        out = pa.table({PRODUCT_ID: valid.column(PRODUCT_ID), "embedding": as_vectors(vectors)})
+        out = pa.table({PRODUCT_ID: valid.column(PRODUCT_ID), "embedding": vector_column(vectors)})
     clock.batch_done(batch.num_rows)
     return out
 
@@ -501,7 +496,8 @@ def launch(command: list[str], log: Path, env: dict, timeout: float) -> dict:
         try:
             code = proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            for pid in memory.processes()[0] | memory.processes()[1]:
+            tree, tagged = memory.processes()
+            for pid in tree | tagged:
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGTERM)
             code = proc.wait()
@@ -541,9 +537,7 @@ def read_vectors(path: Path, delta: bool) -> tuple[pa.Array, np.ndarray]:
         table = pq.read_table(path, columns=[PRODUCT_ID, "embedding"])
     table = table.take(pc.sort_indices(table, [(PRODUCT_ID, "ascending")]))
     ids = table.column(PRODUCT_ID).combine_chunks().cast(pa.string())
-    embedding = table.column("embedding").combine_chunks()
-    values = pc.list_flatten(embedding).to_numpy(zero_copy_only=False)
-    return ids, values.reshape(len(ids), -1) if len(ids) else values.reshape(0, 0)
+    return ids, vectors_of(table.column("embedding"))
 
 
 def compare(reference: tuple[pa.Array, np.ndarray], peer: tuple[pa.Array, np.ndarray]) -> dict:

@@ -22,7 +22,11 @@ import torch
 from itemsage_core.contracts.arrow_checks import valid_utf8
 from itemsage_core.contracts.catalog_contract import PRODUCT_ID
 from itemsage_core.embedding.content_hash import content_hashes
-from itemsage_core.embedding.embeddings_table import EMBEDDING_SCHEMA, QUARANTINE_SCHEMA
+from itemsage_core.embedding.embeddings_table import (
+    EMBEDDING_SCHEMA,
+    QUARANTINE_SCHEMA,
+    vector_column,
+)
 from itemsage_core.features.product_features import encode_products
 from itemsage_core.features.vocab_coverage import Counts, add_coverage
 from itemsage_core.model.checkpoint import Checkpoint, load_checkpoint
@@ -105,12 +109,11 @@ class BatchEmbedder:
         """Rows of the embeddings table for a conformed, validated catalog batch (its coverage
         counts added into `coverage`)."""
         vectors = self.vectors(table, coverage)
-        n, dim = vectors.shape
-        offsets = np.arange(0, n * dim + 1, dim, dtype=np.int32)
+        n = len(vectors)
         return pa.table(
             {
                 "product_id": table.column(PRODUCT_ID),
-                "embedding": pa.ListArray.from_arrays(offsets, pa.array(vectors.reshape(-1))),
+                "embedding": vector_column(vectors),
                 "model_version": pa.array([self.model_version] * n, pa.string()),
                 "content_hash": content_hashes(table),
                 "run_id": pa.array([run_id] * n, pa.string()),

@@ -16,6 +16,7 @@ import time
 import uuid
 from urllib.parse import urlparse
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
@@ -55,6 +56,14 @@ STATS_COLUMNS = (
     "reason",
     "quarantined_at",
 )
+
+
+def vector_column(vectors: np.ndarray) -> pa.Array:
+    """An (n, dim) float32 matrix as the embeddings table's list<float> column (Spark's Arrow
+    path rejects FixedSizeList)."""
+    n, dim = vectors.shape
+    offsets = np.arange(0, n * dim + 1, dim, dtype=np.int32)
+    return pa.ListArray.from_arrays(offsets, pa.array(vectors.reshape(-1)))
 
 
 def quarantine_uri(table_uri: str) -> str:
