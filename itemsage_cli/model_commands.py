@@ -131,8 +131,17 @@ neighbour_max_df_option = click.option(
     default=default(TrainConfig, "neighbours"),
     show_default=True,
     type=click.IntRange(min=0),
-    help="Catalog objective: pair each product with one of its K nearest lexical "
-    "(TF-IDF) neighbours; 0 pairs it with itself only.",
+    help="Catalog objective: pair each product with one of its K nearest neighbours by "
+    "the --teacher; 0 pairs it with itself only.",
+)
+@click.option(
+    "--teacher",
+    default=None,
+    metavar="NAME=W,...",
+    help="Catalog objective: whose neighbours are the positives, a weighted sum of "
+    "similarities: tfidf (the text) and any dense feature of the catalog by name, e.g. "
+    "tfidf=0.5,text_embedding=0.5. Default: tfidf alone, or half tfidf and half the dense "
+    "features when the catalog has some (docs/model.md).",
 )
 @click.option(
     "--neighbour-share",
@@ -407,12 +416,18 @@ def _train_on_spark(
             raise click.UsageError(
                 f"{flag} is not supported with --num-processes/--master yet; train in one process"
             )
+    mapping = preflight.mapping(run.mapping)
+    if mapping and mapping.dense:
+        raise click.UsageError(
+            "dense features (the mapping's [dense.*]) are not supported with "
+            "--num-processes/--master yet; train in one process"
+        )
     catalog_task = not run.engagements or run.train.catalog_task_weight > 0
     prepare = PrepareConfig(
         catalog=run.catalog,
         engagements=run.engagements,
         out=data_dir,
-        mapping=preflight.mapping(run.mapping),
+        mapping=mapping,
         vocab=run.vocab,
         holdout_fraction=run.train.holdout_fraction,
         image_dim=run.image_dim,
@@ -465,6 +480,7 @@ def _train_run(
 ) -> TrainRun:
     """`itemsage train`'s options as a TrainRun: the TrainConfig and TrainRun fields by name,
     the model's shape, the vocabulary sizes; a bad combination is a usage error."""
+    from itemsage_core.features.teacher_neighbours import parse_teacher
     from itemsage_core.training.training_examples import parse_tasks
 
     vocab = _vocab_config(vocab_sizes)
@@ -478,7 +494,9 @@ def _train_run(
             "only one"
         )
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    teacher = fields.pop("teacher")
     config = TrainConfig(
+        teacher=parse_teacher(teacher) if teacher else (),
         epochs=epochs or (default(TrainConfig, "epochs") if engagements else CATALOG_EPOCHS),
         seed=seed,
         tasks=parse_tasks(tasks),

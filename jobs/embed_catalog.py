@@ -27,6 +27,7 @@ import pyarrow as pa
 from pyspark import SparkFiles, TaskContext
 from pyspark.sql import SparkSession
 
+from itemsage_core.contracts.dense_features import declared_dense, require_dense
 from itemsage_core.embedding.batch_embedder import BatchEmbedder
 from itemsage_core.embedding.embed_run import (
     EmbedConfig,
@@ -50,10 +51,13 @@ EMBED_STAGE = "itemsage embed: encode and write"  # the Spark UI's name of the m
 _SHIPPED: set[tuple[int, str]] = set()
 
 
-def _checkpoint_identity(model_dir: str) -> tuple[str, int]:
-    """The checkpoint's model_version (after its safety and checksum checks) and image_dim."""
+def _checkpoint_identity(model_dir: str, mapping) -> tuple[str, int]:
+    """The checkpoint's model_version (after its safety and checksum checks) and image_dim,
+    once the mapping is known to declare the dense features the model reads."""
     version = read_checkpoint_manifest(model_dir)["model_version"]
-    return version, json.loads(Path(model_dir, CONFIG).read_text())["image_dim"]
+    config = json.loads(Path(model_dir, CONFIG).read_text())
+    require_dense(declared_dense(mapping), dict(config["model"].get("dense", ())))
+    return version, config["image_dim"]
 
 
 def _task_device() -> str:
@@ -126,7 +130,7 @@ def embed_catalog(spark: SparkSession, config: EmbedConfig, progress=print) -> d
     Warns through `progress` when the model's vocabulary knows less than `config.min_coverage`
     of the encoded rows' words."""
     started = time.perf_counter()
-    model_version, image_dim = _checkpoint_identity(config.model_dir)
+    model_version, image_dim = _checkpoint_identity(config.model_dir, config.mapping)
     run_id = run_id_for(config, model_version)
     summary = run_summary(config, run_id, model_version)
     done = committed_version(config.table_uri, run_id)

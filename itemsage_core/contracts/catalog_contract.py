@@ -18,6 +18,11 @@ from itemsage_core.contracts.arrow_checks import (
     holds_replacement,
     nested_vector_problems,
 )
+from itemsage_core.contracts.dense_features import (
+    DENSE_DIM_MISMATCH,
+    DENSE_NOT_FINITE,
+    dense_row_problems,
+)
 from itemsage_core.contracts.validation_report import (
     RowProblems,
     Rule,
@@ -89,6 +94,8 @@ RULES: dict[str, Rule] = rule_table(
     TOO_MANY_IMAGES,
     IMAGE_DIM_MISMATCH,
     IMAGE_NOT_FINITE,
+    DENSE_DIM_MISMATCH,
+    DENSE_NOT_FINITE,
     UNPARSABLE_EXTRA,
 )
 
@@ -184,6 +191,7 @@ def catalog_row_problems(
     )
     problems.add(IMAGE_DIM_MISMATCH, wrong_dim, f"an image vector is null or not {image_dim}-d")
     problems.add(IMAGE_NOT_FINITE, not_finite, "an image vector holds NaN, inf or null")
+    dense_row_problems(table, problems)
     if copies is not None:
         copies = pc.fill_null(copies, 1)
         problems.add(

@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 from itemsage_core.contracts import column_types as ct
 from itemsage_core.contracts.arrow_checks import as_array, valid_utf8
 from itemsage_core.contracts.catalog_contract import CONTRACT_COLUMNS
+from itemsage_core.contracts.dense_features import DenseRule, parse_dense_rule
 from itemsage_core.errors import ContractError
 
 if sys.version_info >= (3, 11):
@@ -139,15 +140,17 @@ class MappedBatch:
 
 @dataclasses.dataclass(frozen=True)
 class ColumnMapping:
-    """A checked mapping: contract features and extra columns, each made by a ColumnRule."""
+    """A checked mapping: contract features and extra columns, each made by a ColumnRule, and
+    dense features, each by a DenseRule."""
 
     rules: tuple[ColumnRule, ...]
     passthrough: bool = True
     origin: str = "<mapping>"
+    dense: tuple[DenseRule, ...] = ()
 
     @property
     def sources(self) -> set[str]:
-        return {s for r in self.rules for s in r.sources}
+        return {s for r in (*self.rules, *self.dense) for s in r.sources}
 
     def check_source(self, schema: pa.Schema) -> None:
         """Raise ContractError when the input lacks a source column the mapping names."""
@@ -161,7 +164,7 @@ class ColumnMapping:
     def converting(self) -> ColumnMapping:
         """The rules that convert extras alone (to count their failures on their columns)."""
         return dataclasses.replace(
-            self, rules=tuple(r for r in self.rules if r.converts), passthrough=False
+            self, rules=tuple(r for r in self.rules if r.converts), passthrough=False, dense=()
         )
 
     def map_batch(self, data: pa.Table | pa.RecordBatch) -> MappedBatch:
@@ -169,21 +172,25 @@ class ColumnMapping:
         rows that failed conversions reject, and the failures counted per column."""
         table = pa.table(data)  # a Table, or a RecordBatch from mapInArrow
         self.check_source(table.schema)
-        names, columns, failures, rejects = [], [], {}, []
+        fields, columns, failures, rejects = [], [], {}, []
         for rule in self.rules:
             value, failed = rule.apply(table)
-            names.append(rule.target)
+            fields.append(pa.field(rule.target, value.type))
             columns.append(value)
             if failed is not None:
                 failures[rule.target] = _failure_counts(value, failed, rule.on_error)
                 if rule.on_error == "reject":
                     rejects.append(_reject_text(rule, failed))
+        for rule in self.dense:
+            fields.append(rule.field())
+            columns.append(rule.apply(table))
         if self.passthrough:
-            keep = [n for n in table.column_names if n not in self.sources and n not in names]
-            names += keep
+            made = {f.name for f in fields}
+            keep = [n for n in table.column_names if n not in self.sources and n not in made]
+            fields += [table.schema.field(n) for n in keep]
             columns += [table.column(n) for n in keep]
         return MappedBatch(
-            table=pa.Table.from_arrays(columns, names=names),
+            table=pa.Table.from_arrays(columns, schema=pa.schema(fields)),
             rejects=_join_rejects(rejects) if rejects else None,
             failures=failures,
         )
@@ -250,11 +257,11 @@ def load_mapping(path: str | Path) -> ColumnMapping:
 
 def parse_mapping(doc: dict, origin: str = "<mapping>") -> ColumnMapping:
     """Check a mapping document (the parsed TOML) and build its rules."""
-    unknown = set(doc) - {"features", "extras", "passthrough"}
+    unknown = set(doc) - {"features", "extras", "dense", "passthrough"}
     if unknown:
         raise ContractError(
             f"{origin}: unknown top-level key(s) {sorted(unknown)}; expected "
-            "[features.NAME], [extras.NAME] and passthrough"
+            "[features.NAME], [extras.NAME], [dense.NAME] and passthrough"
         )
     rules = []
     for section in ("features", "extras"):
@@ -270,12 +277,17 @@ def parse_mapping(doc: dict, origin: str = "<mapping>") -> ColumnMapping:
                     f"{where}: '{target}' is a catalog feature; map it under [features]"
                 )
             rules.append(_rule(where, target, spec, section))
-    if not rules:
+    taken = {*CONTRACT_COLUMNS, *(r.target for r in rules)}
+    dense = tuple(
+        parse_dense_rule(f"{origin}: [dense.{target}]", target, spec, taken)
+        for target, spec in doc.get("dense", {}).items()
+    )
+    if not rules and not dense:
         raise ContractError(f"{origin}: maps no columns")
     passthrough = doc.get("passthrough", True)
     if not isinstance(passthrough, bool):
         raise ContractError(f"{origin}: passthrough must be true or false")
-    return ColumnMapping(rules=tuple(rules), passthrough=passthrough, origin=origin)
+    return ColumnMapping(rules=tuple(rules), passthrough=passthrough, origin=origin, dense=dense)
 
 
 def _rule(where: str, target: str, spec, section: str) -> ColumnRule:

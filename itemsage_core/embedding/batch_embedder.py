@@ -70,7 +70,10 @@ class BatchEmbedder:
     def vectors(self, table: pa.Table, coverage: Counts | None = None) -> np.ndarray:
         """Embeddings of a conformed batch; its coverage counts are added into `coverage`."""
         features = encode_products(
-            table, self.checkpoint.vocab, self.checkpoint.config["image_dim"]
+            table,
+            self.checkpoint.vocab,
+            self.checkpoint.config["image_dim"],
+            self.checkpoint.model.config.dense_dims,
         )
         if coverage is not None:
             add_coverage(coverage, features.bags.coverage)

@@ -1,7 +1,9 @@
 """A per-product hash of the encoder's inputs, so an incremental refresh re-encodes only changes.
 
-It covers the 12 text features (null and empty kept apart, list items kept apart) and the image
-vectors (values, order and count), and nothing else: a price change does not re-encode a product.
+It covers the 12 text features (null and empty kept apart, list items kept apart), the image
+vectors (values, order and count) and every other list<float> column (the dense features,
+contracts/dense_features.py: their values), and nothing else: a price change does not re-encode a
+product. A catalog without dense features hashes as it did before they existed.
 Vectorised: pandas' stable 64-bit hashing for text, a position-weighted sum for vectors.
 """
 
@@ -13,7 +15,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from itemsage_core.contracts.arrow_checks import as_array
-from itemsage_core.contracts.catalog_contract import IMAGE_EMBEDDINGS, MAX_IMAGES, TEXT_FEATURES
+from itemsage_core.contracts.catalog_contract import (
+    CONTRACT_COLUMNS,
+    IMAGE_EMBEDDINGS,
+    MAX_IMAGES,
+    TEXT_FEATURES,
+)
 
 _KEY = "itemsage-content"  # 16 bytes, as pandas requires
 _ITEM_SEP = "\x1f"
@@ -81,10 +88,25 @@ def _ragged_hash(bits: np.ndarray, dims: np.ndarray, counts: np.ndarray) -> np.n
     return hashed
 
 
+def _is_vector(t: pa.DataType) -> bool:
+    return (pa.types.is_list(t) or pa.types.is_large_list(t)) and pa.types.is_floating(t.value_type)
+
+
+def _as_vector_lists(vectors: pa.Array) -> pa.Array:
+    """A list<float> column as list<list<float>>: one vector per row, none where null."""
+    present = vectors.is_valid().to_numpy(zero_copy_only=False)
+    offsets = np.concatenate([[0], np.cumsum(present)]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), vectors.drop_null())
+
+
 def content_hashes(table: pa.Table | pa.RecordBatch) -> pa.Array:
     """16-hex-digit hash of each row's encoder inputs (a conformed catalog batch)."""
     columns = {name: _text_values(as_array(table.column(name))) for name in TEXT_FEATURES}
     columns[IMAGE_EMBEDDINGS] = _image_hash(as_array(table.column(IMAGE_EMBEDDINGS)))
+    for field in table.schema:
+        if field.name not in CONTRACT_COLUMNS and _is_vector(field.type):
+            vectors = as_array(table.column(field.name))
+            columns[field.name] = _image_hash(_as_vector_lists(vectors))
     hashed = pd.util.hash_pandas_object(pd.DataFrame(columns), index=False, hash_key=_KEY)
     text = hashed.to_numpy().astype(">u8").tobytes().hex().encode()
     offsets = np.arange(0, len(text) + 1, 16, dtype=np.int32)

@@ -2,7 +2,9 @@
 
 `ProductFeatures` holds the inputs of many products compactly (images flat with offsets, text as
 TextBags) so that a trainer can gather any subset; `batch` pads a subset into a `ProductBatch` of
-tensors, with the images padded only to the largest image count in that subset.
+tensors, with the images padded only to the largest image count in that subset. Dense features
+(pretrained embeddings, itemsage_core/contracts/dense_features.py) are one (n, dim) array each,
+zeros where a product lacks the feature, with a presence mask.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 
 from itemsage_core.contracts.arrow_checks import as_array
 from itemsage_core.contracts.catalog_contract import IMAGE_EMBEDDINGS, PRODUCT_ID
+from itemsage_core.errors import ContractError
 from itemsage_core.features.vocabulary import FEATURES, TextBags, Vocabulary
 
 
@@ -28,9 +31,16 @@ class ProductBatch:
     token_ids: torch.Tensor  # (T,) int64 vocabulary ids, bag after bag
     bag_offsets: torch.Tensor  # (b * F,) int64 start of each (product, feature) bag
     text_mask: torch.Tensor  # (b, F) bool, True where the bag holds a token
+    dense: tuple[torch.Tensor, ...] = ()  # per dense feature, (b, dim) float32
+    dense_mask: torch.Tensor | None = None  # (b, len(dense)) bool, True where present
 
     def to(self, device) -> ProductBatch:
-        return ProductBatch(*(t.to(device) for t in dataclasses.astuple(self)))
+        moved = {
+            f.name: getattr(self, f.name).to(device)
+            for f in dataclasses.fields(self)
+            if isinstance(getattr(self, f.name), torch.Tensor)
+        }
+        return dataclasses.replace(self, **moved, dense=tuple(t.to(device) for t in self.dense))
 
     @property
     def size(self) -> int:
@@ -54,6 +64,8 @@ class ProductFeatures:
     image_values: np.ndarray  # (total images, image_dim) float32
     image_offsets: np.ndarray  # (n + 1,) int64
     bags: TextBags
+    dense: tuple[np.ndarray, ...] = ()  # per dense feature, (n, dim) float32
+    dense_present: np.ndarray | None = None  # (n, len(dense)) bool
 
     def __len__(self) -> int:
         return len(self.image_offsets) - 1
@@ -79,13 +91,48 @@ class ProductFeatures:
             token_ids=torch.from_numpy(ids),
             bag_offsets=torch.from_numpy(offsets.astype(np.int64)),
             text_mask=torch.from_numpy(bag_lengths > 0),
+            dense=tuple(torch.from_numpy(values[idx]) for values in self.dense),
+            dense_mask=(
+                torch.from_numpy(self.dense_present[idx])
+                if self.dense_present is not None
+                else None
+            ),
         )
 
 
+def dense_arrays(
+    table: pa.Table | pa.RecordBatch, dense: dict[str, int]
+) -> tuple[tuple[np.ndarray, ...], np.ndarray | None]:
+    """The named dense columns of validated rows as (n, dim) arrays (zeros where null) and their
+    (n, len(dense)) presence mask; None for the mask when there are none."""
+    if not dense:
+        return (), None
+    arrays, present = [], []
+    for name, dim in dense.items():
+        if name not in table.schema.names:
+            raise ContractError(
+                f"the model reads dense feature '{name}' ({dim}-d), which the catalog lacks: "
+                "featurize it (itemsage featurize) and pass the featurized mapping"
+            )
+        column = as_array(table.column(name))
+        valid = column.is_valid().to_numpy(zero_copy_only=False)
+        values = np.zeros((len(column), dim), np.float32)
+        flat = pc.list_flatten(column).to_numpy(zero_copy_only=False)
+        values[valid] = flat.astype(np.float32, copy=False).reshape(-1, dim)
+        arrays.append(values)
+        present.append(valid)
+    return tuple(arrays), np.stack(present, axis=1)
+
+
 def encode_products(
-    table: pa.Table | pa.RecordBatch, vocab: Vocabulary, image_dim: int
+    table: pa.Table | pa.RecordBatch,
+    vocab: Vocabulary,
+    image_dim: int,
+    dense: dict[str, int] | None = None,
 ) -> ProductFeatures:
-    """Encoder inputs of every row of a conformed, validated catalog batch."""
+    """Encoder inputs of every row of a conformed, validated catalog batch (`dense`: the dense
+    features the model reads, name -> dimension)."""
+    dense_values, dense_present = dense_arrays(table, dense or {})
     images = as_array(table.column(IMAGE_EMBEDDINGS))
     counts = pc.fill_null(pc.list_value_length(images), 0).to_numpy(zero_copy_only=False)
     offsets = np.zeros(len(counts) + 1, np.int64)
@@ -97,4 +144,6 @@ def encode_products(
         image_values=values.reshape(-1, image_dim),
         image_offsets=offsets,
         bags=vocab.encode(table),
+        dense=dense_values,
+        dense_present=dense_present,
     )

@@ -37,6 +37,7 @@ class ModelConfig:
     hash_params: tuple = ()
     modalities: tuple[str, ...] = MODALITIES
     initial_temperature: float = 0.05
+    dense: tuple[tuple[str, int], ...] = ()  # dense features read, (name, dim) in token order
 
     @classmethod
     def create(cls, vocab_size: int, hash_seed: int = 0, hashes: int = 2, **kw) -> ModelConfig:
@@ -48,7 +49,12 @@ class ModelConfig:
         data = dict(data)
         data["hash_params"] = tuple(tuple(p) for p in data["hash_params"])
         data["modalities"] = tuple(data["modalities"])
+        data["dense"] = tuple((name, int(dim)) for name, dim in data.get("dense", ()))
         return cls(**data)
+
+    @property
+    def dense_dims(self) -> dict[str, int]:
+        return dict(self.dense)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -1,10 +1,11 @@
 """The ItemSage encoder: images and text features -> one 256-d L2-normalised product embedding.
 
-Sequence: a learned [CLS] token, one token per image (projected from the frozen image embedding)
-and one per text feature (its hash-embedding bag, projected per feature), each input token layer-
-normalised and given a feature-type embedding; padding, missing images and empty text bags are
-masked out of attention. Then `layers` pre-norm transformer encoder layers, a final LayerNorm on
-[CLS] and a 2-layer MLP to the output, L2-normalised.
+Sequence: a learned [CLS] token, one token per image (projected from the frozen image embedding),
+one per text feature (its hash-embedding bag, projected per feature) and one per dense feature (a
+frozen pretrained embedding such as a sentence encoder's, projected per feature), each input token
+layer-normalised and given a feature-type embedding; padding, missing images, empty text bags and
+absent dense features are masked out of attention. Then `layers` pre-norm transformer encoder
+layers, a final LayerNorm on [CLS] and a 2-layer MLP to the output, L2-normalised.
 
 `forward(batch)` computes the last layer for the [CLS] position only: its keys and values still
 come from every token, but the query, attention output and feed-forward only from [CLS]. Since
@@ -87,6 +88,10 @@ class ItemSageEncoder(nn.Module):
         self.cls = nn.Parameter(torch.randn(1, 1, d) * 0.02)
         # Feature types: 0 = image, 1..F = the text features in FEATURES order.
         self.feature_type = nn.Parameter(torch.randn(1 + n_features, d) * 0.02)
+        # Dense features (none in a model without them, whose checkpoints load as they are).
+        self.dense_proj = nn.ModuleList(nn.Linear(dim, d) for _, dim in config.dense)
+        if config.dense:
+            self.dense_type = nn.Parameter(torch.randn(len(config.dense), d) * 0.02)
         self.layers = nn.ModuleList(
             EncoderLayer(d, config.heads, config.ffn_dim, config.dropout)
             for _ in range(config.layers)
@@ -100,7 +105,7 @@ class ItemSageEncoder(nn.Module):
         self.log_temperature = nn.Parameter(torch.tensor(float(config.initial_temperature)).log())
 
     def tokens(self, batch: ProductBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Input sequence (b, 1 + m + F, d) and its keep mask (b, 1 + m + F)."""
+        """Input sequence (b, 1 + m + F + D, d) and its keep mask (b, 1 + m + F + D)."""
         b, n_features = batch.size, len(FEATURES)
         image_mask, text_mask = batch.image_mask, batch.text_mask
         if "image" not in self.config.modalities:
@@ -110,14 +115,17 @@ class ItemSageEncoder(nn.Module):
         bags = self.text_embedding(batch.token_ids, batch.bag_offsets).view(b, n_features, -1)
         text = torch.einsum("bfh,fhd->bfd", bags, self.text_proj_weight) + self.text_proj_bias
         images = self.image_proj(batch.images)
-        inputs = self.input_norm(torch.cat([images, text], dim=1))
-        types = torch.cat(
-            [self.feature_type[:1].expand(images.shape[1], -1), self.feature_type[1:]]
-        )
-        x = torch.cat([self.cls.expand(b, -1, -1), inputs + types], dim=1)
-        keep = torch.cat(
-            [torch.ones(b, 1, dtype=torch.bool, device=x.device), image_mask, text_mask], dim=1
-        )
+        tokens, masks = [images, text], [image_mask, text_mask]
+        types = [self.feature_type[:1].expand(images.shape[1], -1), self.feature_type[1:]]
+        if self.config.dense:
+            tokens.append(
+                torch.stack([proj(v) for proj, v in zip(self.dense_proj, batch.dense)], dim=1)
+            )
+            masks.append(batch.dense_mask)
+            types.append(self.dense_type)
+        inputs = self.input_norm(torch.cat(tokens, dim=1))
+        x = torch.cat([self.cls.expand(b, -1, -1), inputs + torch.cat(types)], dim=1)
+        keep = torch.cat([torch.ones(b, 1, dtype=torch.bool, device=x.device), *masks], dim=1)
         return x, keep
 
     def forward(self, batch: ProductBatch, cls_only: bool = True) -> torch.Tensor:

@@ -3,11 +3,13 @@
 Label agreement: for a fixed random sample of query products (seed 0), the share of each one's
 top-k neighbours (exact cosine over every labelled valid product, the query itself left out) that
 share its label, averaged over the queries. A hierarchical label (`A > B > C`) is also scored on
-its first level. Three rankers over the same products and the same text features:
+its first level. Rankers over the same products and the same text features:
 
 - the model's embeddings;
 - TF-IDF over the mapped text features joined (lexical_neighbours.py: word unigrams and bigrams,
   sublinear tf, scikit-learn's defaults otherwise): the obvious lexical baseline;
+- any pretrained baselines the caller passes (`baselines`: a name and a function from the
+  products' text, feature_text's, to unit vectors), e.g. a sentence encoder over the same text;
 - random neighbours: the expected share, (products with the query's label - 1) / (products - 1).
 
 Features named in `exclude` are withheld from the model and from TF-IDF alike, so the label's
@@ -18,6 +20,7 @@ text (vocab_coverage.py). Ties among equal scores are broken by catalog order fo
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -44,7 +47,7 @@ from itemsage_core.model.inference import embed_features
 from itemsage_core.training.config import CATALOG_QUERIES, RECALL_K
 
 LEVEL_SEPARATOR = ">"
-RANKERS = ("itemsage", "tfidf", "random")
+Baseline = Callable[[list[str]], np.ndarray]  # texts -> (n, dim) unit vectors
 
 
 @dataclasses.dataclass
@@ -62,15 +65,17 @@ class CatalogQuality:
         return dataclasses.asdict(self)
 
     def lines(self) -> list[str]:
+        rankers = list(next(iter(self.agreement.values())))
+        width = max(10, *(len(r) + 2 for r in rankers))
         out = [
             f"share of top-{self.k} neighbours sharing the query's {self.label_column}: "
             f"{self.queries} queries among {self.products} labelled products; features "
             f"{', '.join(self.features)}"
             + (f" ({', '.join(self.excluded)} withheld)" if self.excluded else ""),
-            f"  {'label':<14}" + "".join(f"{r:>10}" for r in RANKERS),
+            f"  {'label':<14}" + "".join(f"{r:>{width}}" for r in rankers),
         ]
         for level, scores in self.agreement.items():
-            out.append(f"  {level:<14}" + "".join(f"{scores[r]:>10.3f}" for r in RANKERS))
+            out.append(f"  {level:<14}" + "".join(f"{scores[r]:>{width}.3f}" for r in rankers))
         cov = self.coverage
         if cov["word_coverage"] is not None:
             per = ", ".join(f"{f} {s:.0%}" for f, s in cov["per_feature"].items())
@@ -151,8 +156,10 @@ def evaluate_catalog(
     queries: int = CATALOG_QUERIES,
     k: int = RECALL_K,
     seed: int = 0,
+    baselines: dict[str, Baseline] | None = None,
 ) -> CatalogQuality:
-    """Label agreement of the model, TF-IDF and random neighbours, and vocabulary coverage."""
+    """Label agreement of the model, TF-IDF, the `baselines` and random neighbours, and
+    vocabulary coverage."""
     products, labels = labelled_products(catalog, label_column, image_dim, exclude)
     n = products.num_rows
     if n <= k:
@@ -161,17 +168,23 @@ def evaluate_catalog(
             f"k = {k} to rank neighbours"
         )
     features = [f for f in TEXT_FEATURES if f not in exclude and products.column(f).null_count < n]
-    encoded = encode_products(products, vocab, image_dim)
+    encoded = encode_products(products, vocab, image_dim, model.config.dense_dims)
     vectors = embed_features(model, encoded)
     texts = feature_text(products, features)
     picked = np.sort(np.random.default_rng(seed).choice(n, size=min(queries, n), replace=False))
     levels = label_levels(labels)
     model_nb = top_k(dense_scores(vectors), picked, k, n)
-    tfidf_nb = top_k(sparse_scores(tfidf_matrix(texts)), picked, k, n)
+    ranked = {
+        "itemsage": model_nb,
+        "tfidf": top_k(sparse_scores(tfidf_matrix(texts)), picked, k, n),
+        **{
+            name: top_k(dense_scores(np.asarray(embed(texts), np.float32)), picked, k, n)
+            for name, embed in (baselines or {}).items()
+        },
+    }
     scores = {
         level: {
-            "itemsage": agreement(model_nb, codes, picked),
-            "tfidf": agreement(tfidf_nb, codes, picked),
+            **{name: agreement(nb, codes, picked) for name, nb in ranked.items()},
             "random": random_agreement(codes, picked),
         }
         for level, codes in levels.items()

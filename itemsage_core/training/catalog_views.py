@@ -1,9 +1,9 @@
 """Pairs of random views of products, for the catalog-supervised objective (docs/model.md).
 
-A product's input units are its non-empty text bags and its images. The two views of a product
-share no unit when it has two or more (`split`): each unit goes to one view or the other at
-random, and a view left empty takes one unit from the other. A product with a single unit shows it
-in both views. Then each token of each kept bag is dropped with probability `token_drop` (a bag
+A product's input units are its non-empty text bags, its images and its dense features. The two
+views of a product share no unit when it has two or more (`split`): each unit goes to one view or
+the other at random, and a view left empty takes one unit from the other. A product with a single
+unit shows it in both views. Then each token of each kept bag is dropped with probability `token_drop` (a bag
 that would lose every token keeps them all). Splitting makes the model predict one part of a
 product from another (the title from the category, the brand from the title), which is what
 places products of one kind together; dropping tokens teaches it that no single word decides.
@@ -59,7 +59,9 @@ def view_pairs(
     lengths = np.diff(np.append(offsets, len(batch.token_ids)))
     bag_of_token = np.repeat(np.arange(len(lengths)), lengths)
 
-    present = np.concatenate([batch.text_mask.numpy(), batch.image_mask.numpy()], axis=1)
+    m = batch.image_mask.shape[1]
+    dense = batch.dense_mask.numpy() if batch.dense_mask is not None else np.zeros((b, 0), bool)
+    present = np.concatenate([batch.text_mask.numpy(), batch.image_mask.numpy(), dense], axis=1)
     kept = present.copy()
     same = np.ones(pairs, bool) if same is None else same
     first, second = _split_units(present[:pairs][same], rng, config)
@@ -76,8 +78,10 @@ def view_pairs(
     new_offsets = np.concatenate([[0], np.cumsum(new_lengths)[:-1]]).astype(np.int64)
     return ProductBatch(
         images=batch.images,
-        image_mask=torch.from_numpy(kept[:, n_features:]),
+        image_mask=torch.from_numpy(kept[:, n_features : n_features + m]),
         token_ids=batch.token_ids[torch.from_numpy(keep)],
         bag_offsets=torch.from_numpy(new_offsets),
         text_mask=torch.from_numpy(new_lengths.reshape(b, n_features) > 0),
+        dense=batch.dense,
+        dense_mask=torch.from_numpy(kept[:, n_features + m :]) if batch.dense else None,
     )

@@ -49,6 +49,7 @@ class TrainConfig:
     views: ViewConfig = ViewConfig()
     neighbours: int = DEFAULT_NEIGHBOURS
     neighbour_share: float = 1.0
+    teacher: tuple[tuple[str, float], ...] = ()  # () = teacher_neighbours.default_teacher
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

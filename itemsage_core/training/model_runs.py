@@ -19,9 +19,10 @@ from itemsage_core.contracts.catalog_contract import (
     require_text_features,
 )
 from itemsage_core.contracts.column_mapping import load_mapping
+from itemsage_core.contracts.dense_features import dense_columns, require_dense
 from itemsage_core.errors import ItemSageError
 from itemsage_core.features.vocabulary import VocabConfig, Vocabulary, build_vocabulary
-from itemsage_core.model.checkpoint import load_checkpoint, save_checkpoint
+from itemsage_core.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from itemsage_core.model.config import ModelConfig
 from itemsage_core.storage.parquet_io import read_parquet
 from itemsage_core.training.catalog_quality import CatalogQuality, evaluate_catalog
@@ -45,6 +46,13 @@ def read_mapped_catalog(path: str, mapping: str | None = None) -> pa.Table:
     """A catalog in memory, through its column mapping when one is given."""
     table = read_parquet(path)
     return load_mapping(mapping).apply(table) if mapping else table
+
+
+def catalog_for_model(path: str, mapping: str | None, checkpoint: Checkpoint) -> pa.Table:
+    """read_mapped_catalog, once it is known to declare the dense features the model reads."""
+    table = read_mapped_catalog(path, mapping)
+    require_dense(dense_columns(table.schema), checkpoint.model.config.dense_dims, path)
+    return table
 
 
 def without_features(catalog: pa.Table, features: tuple[str, ...]) -> pa.Table:
@@ -108,6 +116,7 @@ def _training_data(run: TrainRun, progress: Progress | None) -> TrainingData:
         "image_dim": run.image_dim,
         "neighbours": run.train.neighbours if catalog_task else 0,
         "progress": progress,
+        "teacher": dict(run.train.teacher) or None,
     }
     if run.engagements:
         engagements = read_parquet(run.engagements)
@@ -149,7 +158,11 @@ def train_model(run: TrainRun, progress: Progress | None = None) -> TrainedModel
     started = time.perf_counter()
     data = _training_data(run, progress)
     model_config = ModelConfig.create(
-        data.vocab.size, hash_seed=run.hash_seed, image_dim=run.image_dim, **dict(run.model_options)
+        data.vocab.size,
+        hash_seed=run.hash_seed,
+        image_dim=run.image_dim,
+        dense=tuple(data.dense.items()),
+        **dict(run.model_options),
     )
     counts = {k: v for k, v in data.summary.items() if isinstance(v, int)}
     fingerprint = {"model": model_config.to_dict(), "data": counts}
@@ -184,12 +197,13 @@ def evaluate_model(
     checkpoint = load_checkpoint(model_dir)
     settings = checkpoint.config
     data = prepare_data(
-        read_mapped_catalog(catalog, mapping),
+        catalog_for_model(catalog, mapping, checkpoint),
         read_parquet(engagements),
         settings["train"]["holdout_fraction"],
         vocab=checkpoint.vocab,
         image_dim=settings["image_dim"],
         progress=progress,
+        dense=checkpoint.model.config.dense_dims,
     )
     if progress:
         progress(f"evaluating {checkpoint.model_version} on {len(data.heldout)} held-out examples")
@@ -233,7 +247,7 @@ def evaluate_catalog_model(
 ) -> tuple[str, CatalogQuality]:
     """Label agreement of a checkpoint's neighbours on a catalog, beside TF-IDF and random."""
     checkpoint = load_checkpoint(model_dir)
-    table = read_mapped_catalog(catalog, mapping)
+    table = catalog_for_model(catalog, mapping, checkpoint)
     if progress:
         progress(
             f"evaluating {checkpoint.model_version} on {catalog} ({table.num_rows} rows): "

@@ -8,7 +8,8 @@ Two objectives, one training step (both through the mixed-negative loss of losse
   sampling distribution;
 - **catalog** (`prepare_catalog_data`, for a catalog without an engagement log, or as an auxiliary
   task weighted by `catalog_task_weight`): products drawn uniformly; each is paired with one of
-  its `neighbours` nearest lexical neighbours (TF-IDF, lexical_neighbours.py) with probability
+  its `neighbours` nearest neighbours by the teacher (TF-IDF, mixed with the dense features'
+  cosine when the catalog has them: teacher_neighbours.py) with probability
   `neighbour_share`, else with itself; random views of the pair (catalog_views.py) are pulled
   together against the other products of the batch and random catalog negatives, symmetrically.
   Uniform sampling needs no logQ correction. docs/model.md gives the designs measured.
@@ -38,14 +39,16 @@ from itemsage_core.contracts.catalog_contract import (
     TEXT_FEATURES,
     validate_catalog,
 )
+from itemsage_core.contracts.dense_features import dense_columns
 from itemsage_core.contracts.engagement_contract import validate_engagements
 from itemsage_core.errors import ItemSageError
-from itemsage_core.features.lexical_neighbours import (
-    DEFAULT_NEIGHBOURS,
-    feature_text,
-    lexical_neighbours,
-)
+from itemsage_core.features.lexical_neighbours import DEFAULT_NEIGHBOURS, feature_text
 from itemsage_core.features.product_features import ProductFeatures, encode_products
+from itemsage_core.features.teacher_neighbours import (
+    check_teacher,
+    default_teacher,
+    teacher_neighbours,
+)
 from itemsage_core.features.vocabulary import VocabConfig, Vocabulary, build_vocabulary
 from itemsage_core.model.config import ModelConfig
 from itemsage_core.model.encoder import ItemSageEncoder
@@ -84,6 +87,7 @@ class TrainingData:
     heldout: Examples | None
     summary: dict
     neighbours: np.ndarray | None = None
+    dense: dict[str, int] = dataclasses.field(default_factory=dict)  # name -> dim, token order
 
 
 def _log(progress: Progress | None, message: str) -> None:
@@ -101,10 +105,14 @@ def prepare_data(
     query_dim: int = 256,
     neighbours: int = 0,
     progress: Progress | None = None,
+    dense: dict[str, int] | None = None,
+    teacher: dict[str, float] | None = None,
 ) -> TrainingData:
-    """Validated, encoded products and the train / held-out example split (and lexical
+    """Validated, encoded products and the train / held-out example split (and the teacher's
     neighbours, for the catalog objective as an auxiliary task)."""
-    data = prepare_catalog_data(catalog, vocab, vocab_config, image_dim, neighbours, progress)
+    data = prepare_catalog_data(
+        catalog, vocab, vocab_config, image_dim, neighbours, progress, dense, teacher
+    )
     features = data.features
     log = validate_engagements(engagements, query_dim)
     _log_report(progress, log.report)
@@ -143,17 +151,23 @@ def prepare_catalog_data(
     image_dim: int = DEFAULT_IMAGE_DIM,
     neighbours: int = DEFAULT_NEIGHBOURS,
     progress: Progress | None = None,
+    dense: dict[str, int] | None = None,
+    teacher: dict[str, float] | None = None,
 ) -> TrainingData:
     """Validated, encoded products (no engagement log): the catalog objective's data, with
-    each product's `neighbours` nearest lexical neighbours when asked."""
+    each product's `neighbours` nearest neighbours by the `teacher` mix when asked (default:
+    default_teacher). `dense`: the dense features to encode (a model's), by default every one
+    the catalog declares."""
     products = validate_catalog(catalog, image_dim)
+    if dense is None:
+        dense = dense_columns(products.valid.schema)
     _log_report(progress, products.report)
     if products.valid.num_rows == 0:
         raise ItemSageError("the catalog has no valid product to train on")
     start = time.perf_counter()
     if vocab is None:
         vocab = build_vocabulary(products.valid, vocab_config)
-    features = encode_products(products.valid, vocab, image_dim)
+    features = encode_products(products.valid, vocab, image_dim, dense)
     seconds = time.perf_counter() - start
     _log(
         progress,
@@ -165,15 +179,30 @@ def prepare_catalog_data(
     near = None
     if neighbours:
         start = time.perf_counter()
-        near = lexical_neighbours(feature_text(products.valid, list(TEXT_FEATURES)), neighbours)
+        mix = teacher or default_teacher(list(dense))
+        check_teacher(mix, list(dense))
+        near = teacher_neighbours(
+            feature_text(products.valid, list(TEXT_FEATURES)),
+            dict(zip(dense, features.dense)),
+            mix,
+            neighbours,
+        )
         summary["neighbours_s"] = time.perf_counter() - start
+        summary["teacher"] = mix
         _log(
             progress,
-            f"{near.shape[1]} nearest lexical neighbours of each product in "
+            f"{near.shape[1]} nearest neighbours of each product by "
+            f"{' + '.join(f'{w:g} {name}' for name, w in mix.items())} in "
             f"{summary['neighbours_s']:.1f}s",
         )
     return TrainingData(
-        vocab=vocab, features=features, train=None, heldout=None, summary=summary, neighbours=near
+        vocab=vocab,
+        features=features,
+        train=None,
+        heldout=None,
+        summary=summary,
+        neighbours=near,
+        dense=dense,
     )
 
 
@@ -243,7 +272,7 @@ class EngagementObjective:
 
 class CatalogObjective:
     """The catalog-supervised objective: random views of each product and its partner, a
-    lexical neighbour or itself (module docstring)."""
+    teacher's neighbour or itself (module docstring)."""
 
     name = "catalog"
 
@@ -264,7 +293,7 @@ class CatalogObjective:
     def describe(self) -> str:
         partner = (
             f"{self.config.neighbour_share:.0%} of them paired with one of their "
-            f"{self.neighbours.shape[1]} lexical neighbours"
+            f"{self.neighbours.shape[1]} teacher neighbours"
             if self.neighbours is not None
             else "two views of each"
         )
@@ -314,7 +343,7 @@ def objectives_for(data: TrainingData, config: TrainConfig, dev: torch.device) -
     catalog_task = data.train is None or config.catalog_task_weight > 0
     if catalog_task and config.neighbours and data.neighbours is None:
         raise ItemSageError(
-            "the catalog objective pairs products with lexical neighbours: "
+            "the catalog objective pairs products with their teacher's neighbours: "
             "prepare the data with neighbours > 0, or train with neighbours 0"
         )
     if data.train is None:
