@@ -3,10 +3,11 @@
 A product's input units are its non-empty text bags, its images and its dense features. The two
 views of a product share no unit when it has two or more (`split`): each unit goes to one view or
 the other at random, and a view left empty takes one unit from the other. A product with a single
-unit shows it in both views. Then each token of each kept bag is dropped with probability `token_drop` (a bag
-that would lose every token keeps them all). Splitting makes the model predict one part of a
-product from another (the title from the category, the brand from the title), which is what
-places products of one kind together; dropping tokens teaches it that no single word decides.
+unit shows it in both views. Then each token of each kept bag is dropped with probability
+`token_drop` (a bag that would lose every token keeps them all). Splitting makes the model predict
+one part of a product from another (the title from the category, the brand from the title), which
+is what places products of one kind together; dropping tokens teaches it that no single word
+decides.
 Everything is vectorised over the batch (NumPy on the CPU, before the batch moves to a device).
 """
 
