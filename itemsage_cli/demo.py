@@ -4,8 +4,10 @@ generate a world -> train a small encoder -> embed the catalog into Delta on Spa
 per-surface indexes on Spark -> sample queries shown with titles and categories, then where
 everything was written and the command that runs each stage on its own. With a real catalog
 (`--catalog`, e.g. the shared Flipkart sample, which has no engagement log) the README's recipe
-for a real catalog: train on the catalog itself, check the model with `evaluate-catalog` against
-TF-IDF and random neighbours (`--label-column`), then embed and index it.
+for a real catalog: with `--text-model`, first featurize it (a sentence embedding per product, a
+dense input of the encoder), then train on the catalog itself, check the model with
+`evaluate-catalog` against TF-IDF, the sentence encoder and random neighbours
+(`--label-column`), then embed and index it.
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ class DemoConfig:
     mapping: str | None = None
     surfaces: str = str(SURFACES)
     label_column: str | None = None
+    text_model: str | None = None  # featurize --catalog with this sentence encoder first
 
     @property
     def paths(self) -> dict[str, Path]:
@@ -83,6 +86,7 @@ class DemoConfig:
         root = self.workdir
         return {
             "world": root / "world",
+            "featurized": root / "featurized",
             "model": root / "model",
             "embeddings": root / "tables" / "embeddings",
             "indexes": root / "indexes",
@@ -108,6 +112,10 @@ def demo_flow(config: DemoConfig) -> None:
     started = time.perf_counter()
     config.workdir.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
+    given = config
+    if config.text_model:
+        config = _featurize(config, mapping, seconds)
+        mapping = preflight.mapping(config.mapping)
     inputs = _inputs(config, seconds)
     trained, quality = _train(config, inputs, seconds)
     served = config.catalog or inputs["catalog"]
@@ -121,7 +129,7 @@ def demo_flow(config: DemoConfig) -> None:
     page = _report(config, seconds)
     _print_written(config)
     click.echo("\n== each stage on its own")
-    for command in stage_commands(config, inputs, shown, queries[0]):
+    for command in stage_commands(config, inputs, shown, queries[0], given):
         click.echo(f"  {command}")
     click.echo(
         "\n== seconds per stage: "
@@ -144,6 +152,28 @@ def _report(config: DemoConfig, seconds: dict) -> str:
     )  # fmt: skip
     seconds["report"] = time.perf_counter() - t
     return Path(written["page"]).resolve().as_uri()
+
+
+def _featurize(config: DemoConfig, mapping, seconds: dict) -> DemoConfig:
+    """Featurize --catalog with --text-model; the config that trains on the featurized catalog
+    and its mapping."""
+    from itemsage_core.embedding.featurize_run import MAPPING_FILE, FeaturizeConfig
+    from jobs.featurize_job import featurize
+    from jobs.spark_session import get_spark, parse_conf
+
+    out = config.paths["featurized"]
+    progress(f"stage 1/6: featurize {config.catalog}: a sentence embedding of each product")
+    t = time.perf_counter()
+    spark = get_spark("itemsage-demo", config.master, parse_conf(config.conf))
+    featurize(
+        spark,
+        FeaturizeConfig(
+            config.catalog, config.text_model, str(out), mapping, mapping_path=config.mapping
+        ),
+        progress=progress,
+    )
+    seconds["featurize"] = time.perf_counter() - t
+    return dataclasses.replace(config, catalog=str(out), mapping=str(out / MAPPING_FILE))
 
 
 def _inputs(config: DemoConfig, seconds: dict) -> dict:
@@ -181,12 +211,16 @@ def _train(config: DemoConfig, inputs: dict, seconds: dict):
     seconds["train"] = time.perf_counter() - t
     if not (config.catalog and config.label_column):
         return trained, None
+    baselines = (config.text_model,) if config.text_model else ()
     progress(
         f"stage 2/6: check the model on {config.catalog}: neighbours sharing the "
-        f"'{config.label_column}', beside TF-IDF and random"
+        f"'{config.label_column}', beside TF-IDF, {'the sentence encoder, ' * len(baselines)}"
+        "and random"
     )
     t = time.perf_counter()
-    quality = evaluate_catalog_model(model, config.catalog, config.label_column, config.mapping)
+    quality = evaluate_catalog_model(
+        model, config.catalog, config.label_column, config.mapping, baseline_models=baselines
+    )
     seconds["evaluate-catalog"] = time.perf_counter() - t
     return trained, quality[1]
 
@@ -284,6 +318,7 @@ def _print_written(config: DemoConfig) -> None:
     click.echo("\n== written")
     for label, path in [
         *([] if config.catalog else [("world", paths["world"])]),
+        *([("featurized", paths["featurized"])] if config.text_model else []),
         ("model", paths["model"]),
         ("embeddings", paths["embeddings"]),
         ("quarantine", f"{paths['embeddings']}_quarantine"),
@@ -294,8 +329,11 @@ def _print_written(config: DemoConfig) -> None:
         click.echo(f"  {label:12s} {path}")
 
 
-def stage_commands(config: DemoConfig, inputs: dict, shown: str, query_id: str) -> list[str]:
-    """The `itemsage` command that runs each stage on its own, as the demo ran it."""
+def stage_commands(
+    config: DemoConfig, inputs: dict, shown: str, query_id: str, given: DemoConfig | None = None
+) -> list[str]:
+    """The `itemsage` command that runs each stage on its own, as the demo ran it (`given`: the
+    config before featurizing, whose catalog and mapping the featurize command reads)."""
     paths, catalog = config.paths, config.catalog
     model, table, indexes = paths["model"], paths["embeddings"], paths["indexes"]
     served = catalog or inputs["catalog"]
@@ -308,10 +346,20 @@ def stage_commands(config: DemoConfig, inputs: dict, shown: str, query_id: str) 
     )
     if catalog:
         first = [f"itemsage train --catalog {_q(catalog)}{mapping} --out {_q(model)} {shape}"]
+        baseline = ""
+        if config.text_model:
+            given = given or config
+            given_mapping = f" --mapping {_q(given.mapping)}" if given.mapping else ""
+            first.insert(
+                0,
+                f"itemsage featurize --catalog {_q(given.catalog)}{given_mapping} --text-model "
+                f"{_q(config.text_model)} --out {_q(paths['featurized'])}{master}",
+            )
+            baseline = f" --baseline-model {_q(config.text_model)}"
         if config.label_column:
             first.append(
                 f"itemsage evaluate-catalog --model {_q(model)} --catalog {_q(catalog)}"
-                f"{mapping} --label-column {_q(config.label_column)}"
+                f"{mapping} --label-column {_q(config.label_column)}{baseline}"
             )
     else:
         first = [

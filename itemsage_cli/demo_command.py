@@ -67,6 +67,14 @@ from itemsage_core.training.config import (
     help="With --catalog: check the model with evaluate-catalog on this column "
     "(e.g. product_type) before embedding.",
 )
+@click.option(
+    "--text-model",
+    default=None,
+    metavar="DIR_OR_URI",
+    help="With --catalog: featurize it first with this sentence-transformers model (a "
+    "dense input of the encoder, docs/featurize.md) and add the model as a baseline of the "
+    "--label-column check.",
+)
 @spark_options
 def demo(
     workdir: str,
@@ -77,6 +85,7 @@ def demo(
     mapping: str | None,
     surfaces_path: str | None,
     label_column: str | None,
+    text_model: str | None,
     master: str | None,
     conf: tuple[str, ...],
 ) -> None:
@@ -85,15 +94,16 @@ def demo(
     Generate a world, train a small encoder, embed the catalog into Delta, build the
     per-surface indexes, and show nearest neighbours of sample products with their titles and
     categories, then the command for each stage. With --catalog (a real catalog without an
-    engagement log), the README's recipe: train on the catalog itself, check it with
-    evaluate-catalog (--label-column), then embed and index it.
+    engagement log), the README's recipe: featurize it (--text-model), train on the catalog
+    itself, check it with evaluate-catalog (--label-column), then embed and index it.
     """
     from itemsage_cli.demo import demo_flow
 
     if catalog and not surfaces_path:
         raise click.UsageError("--catalog needs --surfaces (e.g. conf/surfaces-flipkart.toml)")
-    if label_column and not catalog:
-        raise click.UsageError("--label-column goes with --catalog")
+    for flag, given in (("--label-column", label_column), ("--text-model", text_model)):
+        if given and not catalog:
+            raise click.UsageError(f"{flag} goes with --catalog")
     config = DemoConfig(
         workdir=Path(workdir),
         products=products,
@@ -104,6 +114,7 @@ def demo(
         catalog=catalog,
         mapping=mapping,
         label_column=label_column,
+        text_model=text_model,
         **({"surfaces": surfaces_path} if surfaces_path else {}),
     )
     demo_flow(config)

@@ -144,6 +144,13 @@ neighbour_max_df_option = click.option(
     "features when the catalog has some (docs/model.md).",
 )
 @click.option(
+    "--mutual-neighbours/--all-neighbours",
+    default=default(TrainConfig, "mutual_neighbours"),
+    show_default=True,
+    help="Catalog objective: pair a product only with the neighbours that also have it "
+    "among their --neighbours (more often of its kind); one without pairs with itself.",
+)
+@click.option(
     "--neighbour-share",
     default=default(TrainConfig, "neighbour_share"),
     show_default=True,
@@ -476,6 +483,7 @@ def _train_run(
     layers: int,
     hash_buckets: int,
     vocab_sizes: str,
+    teacher: str | None,
     **fields: object,
 ) -> TrainRun:
     """`itemsage train`'s options as a TrainRun: the TrainConfig and TrainRun fields by name,
@@ -494,7 +502,6 @@ def _train_run(
             "only one"
         )
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    teacher = fields.pop("teacher")
     config = TrainConfig(
         teacher=parse_teacher(teacher) if teacher else (),
         epochs=epochs or (default(TrainConfig, "epochs") if engagements else CATALOG_EPOCHS),

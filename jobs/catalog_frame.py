@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -39,8 +40,18 @@ from itemsage_core.contracts.validation_report import ValidationReport
 from itemsage_core.embedding.embed_task import REASON, conform_batch
 from itemsage_core.errors import ItemSageError
 from itemsage_core.storage.arrow_ipc import from_ipc, to_ipc
+from itemsage_core.storage.parquet_io import GLOB_CHARS
 
 REPEATED_SCHEMA = pa.schema([(PRODUCT_ID, pa.string()), ("count", pa.int64())])
+
+
+def catalog_files(spark: SparkSession, path: str) -> DataFrame:
+    """Spark's read of the catalog Parquet at `path`: a file, a glob, or a directory's *.parquet
+    files alone (a featurized catalog keeps its mapping.toml beside them, docs/featurize.md)."""
+    reader = spark.read
+    if not (GLOB_CHARS & set(path) or path.endswith(".parquet") or os.path.isfile(path)):
+        reader = reader.option("pathGlobFilter", "*.parquet")
+    return reader.parquet(path)
 
 
 def raw_catalog(
@@ -53,7 +64,7 @@ def raw_catalog(
     Python pass as its own work.
     """
     try:
-        raw = spark.read.parquet(path)
+        raw = catalog_files(spark, path)
     except AnalysisException as exc:
         raise ItemSageError(
             f"cannot read catalog Parquet at {path}: {str(exc).splitlines()[0]}"
@@ -86,7 +97,7 @@ def catalog_ids(spark: SparkSession, path: str, mapping: ColumnMapping | None = 
             )
 
     return (
-        spark.read.parquet(path)
+        catalog_files(spark, path)
         .select(*id_sources(mapping))
         .mapInArrow(ids, f"{PRODUCT_ID} string")
     )
@@ -217,5 +228,5 @@ def conversion_failures(spark: SparkSession, path: str, mapping: ColumnMapping) 
             add_failures, (converting.map_batch(b).failures for b in batches), {}
         )
 
-    raw = spark.read.parquet(path).select(*sorted(converting.sources))
+    raw = catalog_files(spark, path).select(*sorted(converting.sources))
     return functools.reduce(add_failures, _per_task(raw, count), {})

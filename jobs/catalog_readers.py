@@ -32,6 +32,7 @@ from itemsage_core.embedding.embed_run import EmbedConfig, incremental_counts, t
 from itemsage_core.embedding.embed_task import REASON, carry_task, read_slices, row_group_slices
 from itemsage_core.storage.uris import is_local_path
 from jobs.catalog_frame import (
+    catalog_files,
     catalog_ids,
     conversion_failures,
     raw_catalog,
@@ -136,7 +137,7 @@ class SparkScanReader(CatalogReader):
         return _described(self.raw.mapInArrow(task, FILES_SCHEMA))
 
     def rows_in(self) -> int:
-        return self.spark.read.parquet(self.config.catalog).count()
+        return catalog_files(self.spark, self.config.catalog).count()
 
 
 class IncrementalReader(CatalogReader):

@@ -60,6 +60,7 @@ from itemsage_core.features.sentence_text import (
 from itemsage_core.storage.files import write_atomic
 from itemsage_core.storage.parquet_io import parquet_files
 from itemsage_core.storage.uris import is_local_path
+from jobs.catalog_frame import catalog_files
 from jobs.catalog_readers import RowGroupReader, SparkScanReader
 from jobs.progress import stage_progress
 from jobs.spark_failures import spark_failures
@@ -117,7 +118,7 @@ def _catalog_columns(spark: SparkSession, catalog: str) -> list[str]:
     """The raw catalog's column names (a local catalog's first file's footer)."""
     if is_local_path(catalog):
         return pq.read_schema(parquet_files(catalog)[0]).names
-    return spark.read.parquet(catalog).columns
+    return catalog_files(spark, catalog).columns
 
 
 def _features(config: FeaturizeConfig, columns: list[str]) -> list[str]:

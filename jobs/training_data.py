@@ -50,7 +50,7 @@ from itemsage_core.training.prepared_data import (
     task_names,
     write_prepared_manifest,
 )
-from jobs.catalog_frame import catalog_ids, repeated_ids, with_reasons
+from jobs.catalog_frame import catalog_files, catalog_ids, repeated_ids, with_reasons
 from jobs.lexical_neighbours import lexical_neighbours_on_spark
 from jobs.spark_failures import spark_failures
 
@@ -177,7 +177,7 @@ def _write_products(
     products = valid_products(spark, config.catalog, config.mapping, config.image_dim)
     products.persist(CACHED)
     counts = {
-        "catalog_rows": spark.read.parquet(config.catalog).count(),
+        "catalog_rows": catalog_files(spark, config.catalog).count(),
         "valid_products": products.count(),
     }
     vocab = vocabulary_on_spark(products, config.vocab)

@@ -97,8 +97,11 @@ def test_demo_runs_every_stage_and_its_commands_work(tmp_path):
     assert '"title": ' in rerun.stdout and '"product_type": ' in rerun.stdout
 
 
-def test_demo_on_the_flipkart_catalog(tmp_path, flipkart_path):
+def test_demo_on_the_flipkart_catalog(tmp_path, flipkart_path, minilm_dir):
+    """The real-catalog recipe, featurize first, on 3,000 Flipkart rows (one repeated pid)."""
     conf = ROOT / "conf"
+    catalog = tmp_path / "flipkart-slice.parquet"
+    pq.write_table(pq.read_table(flipkart_path).slice(6000, 3000), catalog)
     run = subprocess.run(
         [
             sys.executable,
@@ -114,21 +117,38 @@ def test_demo_on_the_flipkart_catalog(tmp_path, flipkart_path):
             "--master",
             "local[2]",
             "--catalog",
-            str(flipkart_path),
+            str(catalog),
             "--mapping",
             str(conf / "mappings/flipkart.toml"),
             "--surfaces",
             str(conf / "surfaces-flipkart.toml"),
             "--label-column",
             "product_type",
+            "--text-model",
+            str(minilm_dir),
         ],
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert run.returncode == 0, run.stderr[-4000:]
-    assert "19996 products, 4 quarantined" in run.stdout
+    assert re.search(r"featurized 2998 products into .*; 2 rows quarantined; 384-d", run.stderr)
+    assert "2998 products, 0 quarantined" in run.stdout  # featurize quarantined the 2
     assert len(re.findall(r"^    [01]\.\d{3}  [A-Z0-9]{16}  .+  \[.*\]$", run.stdout, re.M)) == 15
     assert "trained on" in run.stdout and "--engagements" not in run.stdout
-    assert re.search(r"^  top level +[01]\.\d{3} +[01]\.\d{3} +[01]\.\d{3}$", run.stdout, re.M)
-    assert "itemsage evaluate-catalog" in run.stdout and "--mapping" in run.stdout
+    assert re.search(
+        r"^ +label +itemsage +tfidf +all-MiniLM-L6-v2 +random$", run.stdout, re.M
+    ), run.stdout
+    assert re.search(r"^  top level( +[01]\.\d{3}){4}$", run.stdout, re.M)
+    featurized = tmp_path / "demo" / "featurized"
+    commands = [line.strip() for line in run.stdout.splitlines() if "itemsage " in line]
+    assert any(
+        c.startswith(f"itemsage featurize --catalog {catalog}") and f"--out {featurized}" in c
+        for c in commands
+    )
+    assert any(
+        c.startswith("itemsage evaluate-catalog")
+        and f"--mapping {featurized}/mapping.toml" in c
+        and f"--baseline-model {minilm_dir}" in c
+        for c in commands
+    )

@@ -24,11 +24,12 @@ from itemsage_core.features.product_features import encode_products
 from itemsage_core.features.teacher_neighbours import (
     check_teacher,
     default_teacher,
+    mutual_neighbours,
     parse_teacher,
     teacher_neighbours,
 )
 from itemsage_core.features.vocabulary import VocabConfig, build_vocabulary
-from itemsage_core.model.checkpoint import load_checkpoint
+from itemsage_core.model.checkpoint import load_checkpoint, read_checkpoint_manifest
 from itemsage_core.model.config import ModelConfig
 from itemsage_core.model.encoder import ItemSageEncoder
 from itemsage_core.training.catalog_views import view_pairs
@@ -241,12 +242,16 @@ def test_train_evaluate_and_embed_with_dense_features(tmp_path, spark):
             "product_type",
             "--teacher",
             "tfidf=0.2,text_embedding=0.8",
+            "--mutual-neighbours",
         ],
     )
     assert result.exit_code == 0, result.output
     checkpoint = load_checkpoint(model)
     assert checkpoint.model.config.dense == (("text_embedding", DIM),)
     assert checkpoint.config["train"]["teacher"] == [["tfidf", 0.2], ["text_embedding", 0.8]]
+    assert checkpoint.config["train"]["mutual_neighbours"] is True
+    data = read_checkpoint_manifest(model)["summary"]["data"]
+    assert 0 < data["mutual_neighbours"] < 80 * 5
 
     result = runner.invoke(
         cli,
@@ -309,3 +314,9 @@ def test_train_evaluate_and_embed_with_dense_features(tmp_path, spark):
         cli, ["train", *common, "--out", str(tmp_path / "m2"), "--num-processes", "2"]
     )
     assert result.exit_code != 0 and "dense features" in result.output
+
+
+def test_mutual_neighbours_keep_the_pairs_listed_both_ways():
+    near = np.array([[1, 2], [0, 2], [3, 0], [2, 1]])
+    assert mutual_neighbours(near).tolist() == [[1, 2], [0, -1], [3, 0], [2, -1]]
+    assert mutual_neighbours(np.array([[1], [2], [0]])).tolist() == [[-1], [-1], [-1]]

@@ -76,3 +76,19 @@ def teacher_neighbours(
         return sum(weight * np.asarray(part(rows), np.float32) for weight, part in parts)
 
     return top_k(scores_of, np.arange(n), k, n)
+
+
+def mutual_neighbours(near: np.ndarray) -> np.ndarray:
+    """`near` (n, k) with every neighbour that does not also list the product among its own k
+    replaced by -1, the mutual ones first (in their order): fewer positives, more often of the
+    product's kind (docs/model.md, "Teachers")."""
+    n, k = near.shape
+    rows = np.repeat(np.arange(n, dtype=np.int64), k)
+    keys = rows * n + near.ravel()
+    back = near.ravel().astype(np.int64) * n + rows
+    order = np.argsort(keys)
+    found = np.searchsorted(keys, back, sorter=order)
+    found = np.minimum(found, len(keys) - 1)
+    mutual = (keys[order[found]] == back).reshape(n, k)
+    first = np.argsort(~mutual, axis=1, kind="stable")
+    return np.where(np.take_along_axis(mutual, first, 1), np.take_along_axis(near, first, 1), -1)

@@ -50,6 +50,7 @@ class TrainConfig:
     neighbours: int = DEFAULT_NEIGHBOURS
     neighbour_share: float = 1.0
     teacher: tuple[tuple[str, float], ...] = ()  # () = teacher_neighbours.default_teacher
+    mutual_neighbours: bool = False
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -118,6 +118,7 @@ def _training_data(run: TrainRun, progress: Progress | None) -> TrainingData:
         "neighbours": run.train.neighbours if catalog_task else 0,
         "progress": progress,
         "teacher": dict(run.train.teacher) or None,
+        "mutual": run.train.mutual_neighbours,
     }
     if run.engagements:
         engagements = read_parquet(run.engagements)

@@ -47,6 +47,7 @@ from itemsage_core.features.product_features import ProductFeatures, encode_prod
 from itemsage_core.features.teacher_neighbours import (
     check_teacher,
     default_teacher,
+    mutual_neighbours,
     teacher_neighbours,
 )
 from itemsage_core.features.vocabulary import VocabConfig, Vocabulary, build_vocabulary
@@ -107,11 +108,12 @@ def prepare_data(
     progress: Progress | None = None,
     dense: dict[str, int] | None = None,
     teacher: dict[str, float] | None = None,
+    mutual: bool = False,
 ) -> TrainingData:
     """Validated, encoded products and the train / held-out example split (and the teacher's
     neighbours, for the catalog objective as an auxiliary task)."""
     data = prepare_catalog_data(
-        catalog, vocab, vocab_config, image_dim, neighbours, progress, dense, teacher
+        catalog, vocab, vocab_config, image_dim, neighbours, progress, dense, teacher, mutual
     )
     features = data.features
     log = validate_engagements(engagements, query_dim)
@@ -153,11 +155,12 @@ def prepare_catalog_data(
     progress: Progress | None = None,
     dense: dict[str, int] | None = None,
     teacher: dict[str, float] | None = None,
+    mutual: bool = False,
 ) -> TrainingData:
     """Validated, encoded products (no engagement log): the catalog objective's data, with
     each product's `neighbours` nearest neighbours by the `teacher` mix when asked (default:
-    default_teacher). `dense`: the dense features to encode (a model's), by default every one
-    the catalog declares."""
+    default_teacher), only the mutual ones with `mutual`. `dense`: the dense features to
+    encode (a model's), by default every one the catalog declares."""
     products = validate_catalog(catalog, image_dim)
     if dense is None:
         dense = dense_columns(products.valid.schema)
@@ -187,6 +190,9 @@ def prepare_catalog_data(
             mix,
             neighbours,
         )
+        if mutual:
+            near = mutual_neighbours(near)
+            summary["mutual_neighbours"] = int((near >= 0).sum())
         summary["neighbours_s"] = time.perf_counter() - start
         summary["teacher"] = mix
         _log(
@@ -285,7 +291,8 @@ class CatalogObjective:
     ):
         self.features, self.config, self.dev = features, config, dev
         self.batch = min(config.batch_size, len(features))
-        self.neighbours = neighbours
+        self.neighbours = neighbours  # (n, k), -1 past a product's last neighbour (mutual)
+        self.counts = (neighbours >= 0).sum(axis=1) if neighbours is not None else None
 
     def __len__(self) -> int:
         return len(self.features)
@@ -315,7 +322,14 @@ class CatalogObjective:
         partners = picks.copy()
         if self.neighbours is not None:
             swap = rng.random(b) < self.config.neighbour_share
-            choice = self.neighbours[picks, rng.integers(self.neighbours.shape[1], size=b)]
+            k = self.neighbours.shape[1]
+            if self.counts.min() == k:
+                column = rng.integers(k, size=b)
+            else:  # a product without neighbours pairs with itself
+                counts = self.counts[picks]
+                column = np.minimum((rng.random(b) * counts).astype(np.int64), k - 1)
+                swap &= counts > 0
+            choice = self.neighbours[picks, column]
             partners[swap] = choice[swap]
         rows = np.concatenate([picks, partners, negatives])  # the negatives stay whole
         inputs = view_pairs(
