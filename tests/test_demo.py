@@ -136,9 +136,9 @@ def test_demo_on_the_flipkart_catalog(tmp_path, flipkart_path, minilm_dir):
     assert "2998 products, 0 quarantined" in run.stdout  # featurize quarantined the 2
     assert len(re.findall(r"^    [01]\.\d{3}  [A-Z0-9]{16}  .+  \[.*\]$", run.stdout, re.M)) == 15
     assert "trained on" in run.stdout and "--engagements" not in run.stdout
-    assert re.search(
-        r"^ +label +itemsage +tfidf +all-MiniLM-L6-v2 +random$", run.stdout, re.M
-    ), run.stdout
+    assert re.search(r"^ +label +itemsage +tfidf +all-MiniLM-L6-v2 +random$", run.stdout, re.M), (
+        run.stdout
+    )
     assert re.search(r"^  top level( +[01]\.\d{3}){4}$", run.stdout, re.M)
     featurized = tmp_path / "demo" / "featurized"
     commands = [line.strip() for line in run.stdout.splitlines() if "itemsage " in line]
