@@ -103,7 +103,7 @@ bench-peers: venv $(PEERS_STAMP) ## our embed job vs predict_batch_udf, Ray Data
 bench-peers-smoke: venv $(PEERS_STAMP) ## bench/peers.py's systems and checks at 2,000 products and 2,000 Flipkart rows
 	$(PY) bench/peers.py --products 2000 --flipkart-rows 2000 --repeats 1 --out bench/results/peers-smoke.json
 
-bench-catalog: venv ## real-catalog quality vs TF-IDF and random
+bench-catalog: venv ## real-catalog quality vs TF-IDF, MiniLM and random (Flipkart sample)
 	$(PY) bench/catalog_quality.py
 
 clean: ## remove the virtualenvs and demo output

@@ -46,6 +46,7 @@ from jobs.crash_points import crash_point
 from jobs.embed_committers import COMMITTERS
 from jobs.progress import stage_progress
 from jobs.spark_failures import spark_failures
+from jobs.spark_session import task_device
 
 EMBED_STAGE = "itemsage embed: encode and write"  # the Spark UI's name of the main stage
 _SHIPPED: set[tuple[int, str]] = set()
@@ -58,15 +59,6 @@ def _checkpoint_identity(model_dir: str, mapping) -> tuple[str, int]:
     config = json.loads(Path(model_dir, CONFIG).read_text())
     require_dense(declared_dense(mapping), dict(config["model"].get("dense", ())))
     return version, config["image_dim"]
-
-
-def _task_device() -> str:
-    """The GPU Spark gave this task, else CUDA if visible, else CPU (inference.pick_device)."""
-    from itemsage_core.model.inference import device_for_task
-
-    context = TaskContext.get()
-    gpus = context.resources().get("gpu") if context else None
-    return device_for_task(list(gpus.addresses) if gpus else [])
 
 
 def _ship_model(spark: SparkSession, model_dir: str, model_version: str) -> str:
@@ -115,7 +107,7 @@ def _embed_partition(
             SparkFiles.get(shipped),
             model_version,
             batch_size=batch_size,
-            device=_task_device(),
+            device=task_device(),
             precision=precision,
         )
         yield from as_batch(

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from pyspark import SparkFiles, TaskContext
+from pyspark import SparkFiles
 from pyspark.sql import SparkSession
 
 from itemsage_core.embedding.featurize_run import (
@@ -64,7 +64,7 @@ from jobs.catalog_frame import catalog_files
 from jobs.catalog_readers import RowGroupReader, SparkScanReader
 from jobs.progress import stage_progress
 from jobs.spark_failures import spark_failures
-from jobs.spark_session import task_slot
+from jobs.spark_session import task_device, task_slot
 
 FEATURIZE_STAGE = "itemsage featurize: encode and write"  # the Spark UI's name of the stage
 # A task's file descriptions, as catalog_readers.FILES_SCHEMA (the readers' mapInArrow schema).
@@ -81,15 +81,6 @@ FILES_ARROW_SCHEMA = pa.schema(
     ]
 )
 _SHIPPED: set[tuple[int, str]] = set()
-
-
-def _task_device() -> str:
-    """The GPU Spark gave this task, else CUDA if visible, else CPU (as jobs/embed_catalog.py)."""
-    from itemsage_core.model.inference import device_for_task
-
-    context = TaskContext.get()
-    gpus = context.resources().get("gpu") if context else None
-    return device_for_task(list(gpus.addresses) if gpus else [])
 
 
 def _ship_folder(spark: SparkSession, folder: Path, identity: str) -> str:
@@ -154,7 +145,7 @@ def _featurize_partition(
 
         torch.set_num_threads(task_slot()[0])
         folder = SparkFiles.get(shipped) if shipped else fetch_model(source, identity)
-        return SentenceEncoder.load(folder, identity, _task_device())
+        return SentenceEncoder.load(folder, identity, task_device())
 
     def run(batches):
         described = featurize_task(

@@ -127,6 +127,18 @@ def get_spark(
     return spark
 
 
+def task_device() -> str:
+    """Inside a Spark task: the GPU Spark gave it, else CUDA if visible, else the CPU
+    (inference.device_for_task)."""
+    from pyspark import TaskContext
+
+    from itemsage_core.model.inference import device_for_task
+
+    context = TaskContext.get()
+    gpus = context.resources().get("gpu") if context else None
+    return device_for_task(list(gpus.addresses) if gpus else [])
+
+
 def task_slot() -> tuple[int, str, str | None]:
     """Inside a Spark task: its cores (threads to use), its attempt id (unique in the
     application, "" outside Spark) and Spark's local directory for scratch files (SPARK_LOCAL_DIRS,

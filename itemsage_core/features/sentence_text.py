@@ -37,15 +37,13 @@ import pyarrow as pa
 from itemsage_core.contracts.catalog_contract import TEXT_FEATURES
 from itemsage_core.errors import ItemSageError, no_column
 from itemsage_core.features.lexical_neighbours import feature_text
-from itemsage_core.storage.files import sha256_file
+from itemsage_core.storage.files import REFUSED_SUFFIXES, sha256_file
 from itemsage_core.storage.uris import is_local_path
 
 INSTALL_FIX = "pip install 'itemsage-spark[text]'"
 MODULES = "modules.json"
-# As model/checkpoint.py's REFUSED_SUFFIXES (this layer may not import model/): files that can
-# run code when loaded. Hugging Face folders often carry pytorch_model.bin beside
-# model.safetensors: delete it, sentence-transformers then loads the safetensors.
-REFUSED_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt", ".joblib", ".npy"}
+# REFUSED_SUFFIXES: Hugging Face folders often carry pytorch_model.bin beside model.safetensors:
+# delete it, sentence-transformers then loads the safetensors.
 # Files of a model folder that are not part of its identity (documentation, VCS, caches).
 _NOT_MODEL = {".md", ".lock"}
 # How product_text builds the text; recorded in the output, part of the reuse rule.

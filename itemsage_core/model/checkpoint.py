@@ -27,7 +27,7 @@ from itemsage_core.errors import ItemSageError
 from itemsage_core.features.vocabulary import Vocabulary
 from itemsage_core.model.config import ModelConfig
 from itemsage_core.model.encoder import ItemSageEncoder
-from itemsage_core.storage.files import sha256_file
+from itemsage_core.storage.files import REFUSED_SUFFIXES, sha256_file
 
 CONFIG, VOCABULARY, WEIGHTS, MANIFEST = (
     "config.json",
@@ -36,7 +36,6 @@ CONFIG, VOCABULARY, WEIGHTS, MANIFEST = (
     "checkpoint.json",
 )
 FILES = (CONFIG, VOCABULARY, WEIGHTS)
-REFUSED_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt", ".joblib", ".npy"}
 
 
 @dataclasses.dataclass

@@ -7,6 +7,10 @@ import os
 import uuid
 from pathlib import Path
 
+# Files that can run code when loaded (pickles and formats built on them): a model folder that
+# holds one is refused, so loading a model never executes code (checkpoints, text models).
+REFUSED_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".bin", ".ckpt", ".joblib", ".npy"}
+
 
 def sha256_file(path: str | Path) -> str:
     digest = hashlib.sha256()
