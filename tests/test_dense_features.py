@@ -5,6 +5,7 @@ checks of a model that reads them (docs/data-contracts.md, docs/model.md)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pyarrow as pa
@@ -19,8 +20,9 @@ from itemsage_core.contracts.column_mapping import parse_mapping
 from itemsage_core.contracts.dense_features import dense_columns, require_dense
 from itemsage_core.embedding.content_hash import content_hashes
 from itemsage_core.errors import ContractError, ItemSageError
-from itemsage_core.features.lexical_neighbours import lexical_neighbours
+from itemsage_core.features.lexical_neighbours import lexical_neighbours, top_k
 from itemsage_core.features.product_features import encode_products
+from itemsage_core.features.sentence_text import SentenceEncoder
 from itemsage_core.features.teacher_neighbours import (
     check_teacher,
     default_teacher,
@@ -204,7 +206,7 @@ def test_require_dense_names_the_fix():
     require_dense({"text_embedding": 384, "other": 2}, {"text_embedding": 384})
 
 
-def test_train_evaluate_and_embed_with_dense_features(tmp_path, spark):
+def test_train_evaluate_and_embed_with_dense_features(tmp_path, spark, minilm_dir):
     catalog = tmp_path / "catalog.parquet"
     pq.write_table(raw_catalog(80), catalog)
     mapping = tmp_path / "mapping.toml"
@@ -264,10 +266,25 @@ def test_train_evaluate_and_embed_with_dense_features(tmp_path, spark):
             "product_type",
             "--exclude-feature",
             "product_type",
+            "--baseline-model",
+            str(minilm_dir),
             "--json",
         ],
     )
     assert result.exit_code == 0, result.output
+    # The MiniLM row: the sentence encoder's own neighbours over the same text, by hand.
+    agreement = json.loads(result.stdout)["agreement"]
+    products = validate_catalog(parse_mapping(MAPPING).apply(raw_catalog(80))).valid
+    texts = [t.lower() for t in products.column("title").to_pylist()]  # already normalised
+    vectors = SentenceEncoder.load(minilm_dir).encode(texts)
+    labels = products.column("product_type").to_pylist()
+    near = top_k(lambda rows: vectors[rows] @ vectors.T, np.arange(80), 10, 80)
+    for level, of in (("full path", lambda v: v), ("top level", lambda v: v.split(" > ")[0])):
+        share = np.mean(
+            [[of(labels[j]) == of(labels[i]) for j in row] for i, row in enumerate(near)]
+        )
+        assert agreement[level]["all-MiniLM-L6-v2"] == pytest.approx(share, abs=1e-9)
+    assert set(agreement["top level"]) == {"itemsage", "tfidf", "all-MiniLM-L6-v2", "random"}
 
     plain = tmp_path / "plain.toml"
     plain.write_text(mapping.read_text().split("[dense.")[0])
