@@ -6,9 +6,9 @@ products are compared through the terms they share: a term held by df products m
 pairs, so terms held by more than `max_df` products (the commonest words, with the lowest
 weights) make none. Their weight still counts in each product's norm. With `max_df` at or above
 the catalog size the result is exact; docs/training.md gives the measured effect of the cap.
-Unlike the in-process `lexical_neighbours`, which always gives k (padding with products of
-score 0, ties by row order, float32 scores), a product here gets only neighbours with a positive
-score, ties broken by id, scores in float64.
+Unlike the in-process TF-IDF teacher (teacher_neighbours.py), which always gives k (padding with
+products of score 0, ties by row order, float32 scores), a product here gets only neighbours with
+a positive score, ties broken by id, scores in float64.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from itemsage_core.contracts.column_mapping import parse_mapping
 from itemsage_core.contracts.dense_features import dense_columns, require_dense
 from itemsage_core.embedding.content_hash import content_hashes
 from itemsage_core.errors import ContractError, ItemSageError
-from itemsage_core.features.lexical_neighbours import lexical_neighbours, top_k
+from itemsage_core.features.lexical_neighbours import sparse_scores, tfidf_matrix, top_k
 from itemsage_core.features.product_features import encode_products
 from itemsage_core.features.sentence_text import SentenceEncoder
 from itemsage_core.features.teacher_neighbours import (
@@ -170,7 +170,8 @@ def test_the_teacher_mixes_tfidf_and_dense_cosine():
     texts = ["red shoe", "red mug", "blue shoe", "blue mug"]
     dense = {"e": np.array([[1, 0], [0, 1], [1, 0.1], [0.1, 1]], np.float32)}
     assert (
-        teacher_neighbours(texts, dense, {"tfidf": 1.0}, 1) == lexical_neighbours(texts, 1)
+        teacher_neighbours(texts, dense, {"tfidf": 1.0}, 1)
+        == top_k(sparse_scores(tfidf_matrix(texts)), np.arange(4), 1, 4)
     ).all()
     assert teacher_neighbours(texts, dense, {"e": 1.0}, 1)[:, 0].tolist() == [2, 3, 0, 1]
     assert parse_teacher("tfidf=0.3, e=0.7") == (("tfidf", 0.3), ("e", 0.7))

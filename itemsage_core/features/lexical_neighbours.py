@@ -2,8 +2,8 @@
 
 The text of a product is its text features, normalised as the tokeniser does (text_tokens.py),
 joined by spaces; TF-IDF is scikit-learn's over word unigrams and bigrams with sublinear tf.
-It is the lexical baseline of `evaluate-catalog` and the source of the catalog objective's
-neighbour positives (trainer.CatalogObjective).
+It is the lexical baseline of `evaluate-catalog` and the lexical teacher of the catalog
+objective's neighbour positives (teacher_neighbours.py).
 
 `term_counts` gives the same terms per product as rows, so that TF-IDF and the neighbours can be
 computed on Spark (jobs/lexical_neighbours.py) with scikit-learn's formulas: a term's weight is
@@ -107,9 +107,3 @@ def sparse_scores(matrix):
     """A `scores_of` for cosine over the unit rows of a sparse matrix."""
     transposed = matrix.T.tocsr()
     return lambda rows: (matrix[rows] @ transposed).toarray()
-
-
-def lexical_neighbours(texts: list[str], k: int) -> np.ndarray:
-    """(n, k) rows of each product's k nearest neighbours by TF-IDF cosine."""
-    k = min(k, len(texts) - 1)
-    return top_k(sparse_scores(tfidf_matrix(texts)), np.arange(len(texts)), k, len(texts))
