@@ -123,7 +123,7 @@ def test_catalog_objective_as_an_auxiliary_task(small_world):
 def test_the_catalog_objective_needs_its_neighbours(small_world):
     data = prepare_data(small_world.catalog, small_world.engagements, 0.1)
     config = ModelConfig.create(data.vocab.size, **TINY)
-    with pytest.raises(ItemSageError, match="lexical neighbours"):
+    with pytest.raises(ItemSageError, match="pairs products with their teacher.s neighbours"):
         train(data, config, TrainConfig(epochs=1, catalog_task_weight=1.0))
     train(
         data, config, TrainConfig(epochs=1, batch_size=64, catalog_task_weight=1.0, neighbours=0)
