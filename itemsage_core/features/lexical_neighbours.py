@@ -1,4 +1,4 @@
-"""TF-IDF over a catalog's text features, and each product's nearest lexical neighbours.
+"""TF-IDF over a catalog's text features, and exact top-k neighbours by any score (`top_k`).
 
 The text of a product is its text features, normalised as the tokeniser does (text_tokens.py),
 joined by spaces; TF-IDF is scikit-learn's over word unigrams and bigrams with sublinear tf.
