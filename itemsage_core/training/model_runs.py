@@ -259,7 +259,8 @@ def evaluate_catalog_model(
     if progress:
         progress(
             f"evaluating {checkpoint.model_version} on {catalog} ({table.num_rows} rows): "
-            f"neighbours of {queries} products by the model and by TF-IDF"
+            f"neighbours of {min(queries, table.num_rows)} products by the model, TF-IDF"
+            f"{''.join(f', {name}' for name in baselines)} and random"
         )
     return checkpoint.model_version, evaluate_catalog(
         checkpoint.model,
