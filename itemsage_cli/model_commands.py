@@ -392,45 +392,23 @@ def train_command(
         )
 
 
-def _train_on_spark(
-    run: TrainRun,
-    stream: StreamConfig,
-    data_dir: str,
-    neighbour_max_df: int,
-    processes: int,
-    master: str | None,
-    conf: tuple[str, ...],
-) -> tuple:
-    """`train --num-processes`: prepare the data on Spark (or reuse it when resuming), then
-    train in `processes` processes; returns the model version, evaluation and summary."""
+def _spark_prepare_config(run: TrainRun, data_dir: str, neighbour_max_df: int) -> PrepareConfig:
+    """The data preparation `train --num-processes` runs, after refusing what it cannot do yet
+    (one message for each such option)."""
     from itemsage_cli import preflight
-    from itemsage_cli.stages import progress
-    from itemsage_core.training.data_parallel import PreparedRun
-    from itemsage_core.training.model_runs import checkpoint_settings
-    from itemsage_core.training.prepared_data import (
-        MANIFEST,
-        changed_preparation,
-        read_prepared_manifest,
-    )
-    from jobs.distributed_training import train_on_spark
-    from jobs.spark_session import get_spark, parse_conf
 
+    mapping = preflight.mapping(run.mapping)
     for flag, given in (
         ("--vocab-catalog", run.vocab_catalogs),
         ("--exclude-feature", run.exclude_features),
+        ("dense features (the mapping's [dense.*])", mapping and mapping.dense),
     ):
         if given:
             raise click.UsageError(
-                f"{flag} is not supported with --num-processes/--master yet; train in one process"
+                f"{flag}: not supported with --num-processes/--master yet; train in one process"
             )
-    mapping = preflight.mapping(run.mapping)
-    if mapping and mapping.dense:
-        raise click.UsageError(
-            "dense features (the mapping's [dense.*]) are not supported with "
-            "--num-processes/--master yet; train in one process"
-        )
     catalog_task = not run.engagements or run.train.catalog_task_weight > 0
-    prepare = PrepareConfig(
+    return PrepareConfig(
         catalog=run.catalog,
         engagements=run.engagements,
         out=data_dir,
@@ -442,16 +420,50 @@ def _train_on_spark(
         neighbours=run.train.neighbours if catalog_task else 0,
         neighbour_max_df=neighbour_max_df,
     )
-    if run.loop.resume and (Path(data_dir) / MANIFEST).is_file():
-        changed = changed_preparation(read_prepared_manifest(data_dir), prepare)
-        if changed:
-            raise click.UsageError(
-                f"--resume goes on with the data prepared in {data_dir}, which other options "
-                f"made ({', '.join(changed)} differ): resume with the run's own options"
-            )
-        prepare = None  # the killed run's data: its stream positions refer to these files
-    else:
+
+
+def _preparation_to_run(run: TrainRun, data_dir: str, prepare: PrepareConfig):
+    """`prepare`, or None when --resume goes on with the data already in `data_dir` (its stream
+    positions refer to those files), which must have been made by the same options."""
+    from itemsage_cli import preflight
+    from itemsage_core.training.prepared_data import (
+        MANIFEST,
+        changed_preparation,
+        read_prepared_manifest,
+    )
+
+    if not (run.loop.resume and (Path(data_dir) / MANIFEST).is_file()):
         preflight.catalog_path(run.catalog, prepare.mapping)
+        return prepare
+    changed = changed_preparation(read_prepared_manifest(data_dir), prepare)
+    if changed:
+        raise click.UsageError(
+            f"--resume goes on with the data prepared in {data_dir}, which other options "
+            f"made ({', '.join(changed)} differ): resume with the run's own options"
+        )
+    return None
+
+
+def _train_on_spark(
+    run: TrainRun,
+    stream: StreamConfig,
+    data_dir: str,
+    neighbour_max_df: int,
+    processes: int,
+    master: str | None,
+    conf: tuple[str, ...],
+) -> tuple:
+    """`train --num-processes`: prepare the data on Spark (or reuse it when resuming), then
+    train in `processes` processes; returns the model version, evaluation and summary."""
+    from itemsage_cli.stages import progress
+    from itemsage_core.training.data_parallel import PreparedRun
+    from itemsage_core.training.model_runs import checkpoint_settings
+    from jobs.distributed_training import train_on_spark
+    from jobs.spark_session import get_spark, parse_conf
+
+    prepare = _preparation_to_run(
+        run, data_dir, _spark_prepare_config(run, data_dir, neighbour_max_df)
+    )
     spark = get_spark("itemsage-train", master, parse_conf(conf))
     spec = PreparedRun(
         data_dir=data_dir,
@@ -468,6 +480,33 @@ def _train_on_spark(
     )
     result = train_on_spark(spark, spec, processes, prepare, progress)
     return result["model_version"], result["evaluation"], result["summary"]
+
+
+def _train_config(
+    fields: dict, tasks: str, task_weights: tuple[str, ...], teacher: str | None, **given: object
+) -> TrainConfig:
+    """The TrainConfig of `train`'s options: its fields by name (taken out of `fields`), the
+    parsed lists, the epochs' default by objective (`given`: epochs and seed)."""
+    from itemsage_core.features.teacher_neighbours import parse_teacher
+    from itemsage_core.training.training_examples import parse_tasks
+
+    engagements = fields["engagements"]
+    if fields["catalog_task_weight"] and not engagements:
+        raise click.UsageError(
+            "--catalog-task-weight weighs the catalog objective beside "
+            "--engagements; without a log the catalog objective is the "
+            "only one"
+        )
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    epochs = given["epochs"] or (default(TrainConfig, "epochs") if engagements else CATALOG_EPOCHS)
+    return TrainConfig(
+        teacher=parse_teacher(teacher) if teacher else (),
+        epochs=epochs,
+        seed=given["seed"],
+        tasks=parse_tasks(tasks),
+        task_weights=_parse_task_weights(task_weights),
+        **{k: fields.pop(k) for k in list(fields) if k in names},
+    )
 
 
 def _train_run(
@@ -488,28 +527,10 @@ def _train_run(
 ) -> TrainRun:
     """`itemsage train`'s options as a TrainRun: the TrainConfig and TrainRun fields by name,
     the model's shape, the vocabulary sizes; a bad combination is a usage error."""
-    from itemsage_core.features.teacher_neighbours import parse_teacher
-    from itemsage_core.training.training_examples import parse_tasks
-
     vocab = _vocab_config(vocab_sizes)
     if d_model % 8:
         raise click.BadParameter(f"{d_model} is not divisible by 8 heads", param_hint="--d-model")
-    engagements = fields["engagements"]
-    if fields["catalog_task_weight"] and not engagements:
-        raise click.UsageError(
-            "--catalog-task-weight weighs the catalog objective beside "
-            "--engagements; without a log the catalog objective is the "
-            "only one"
-        )
-    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    config = TrainConfig(
-        teacher=parse_teacher(teacher) if teacher else (),
-        epochs=epochs or (default(TrainConfig, "epochs") if engagements else CATALOG_EPOCHS),
-        seed=seed,
-        tasks=parse_tasks(tasks),
-        task_weights=_parse_task_weights(task_weights),
-        **{k: v for k, v in fields.items() if k in train_fields},
-    )
+    config = _train_config(fields, tasks, task_weights, teacher, epochs=epochs, seed=seed)
     model_options = {
         "d_model": d_model,
         "ffn_dim": ffn_dim,
@@ -524,7 +545,7 @@ def _train_run(
         model_options=tuple(model_options.items()),
         vocab=vocab,
         hash_seed=seed,
-        **{k: v for k, v in fields.items() if k not in train_fields},
+        **fields,
     )
 
 
