@@ -105,11 +105,11 @@ def _ship_folder(spark: SparkSession, folder: Path, identity: str) -> str:
     return name
 
 
-def _catalog_columns(spark: SparkSession, catalog: str) -> list[str]:
-    """The raw catalog's column names (a local catalog's first file's footer)."""
+def _catalog_schema(spark: SparkSession, catalog: str) -> pa.Schema:
+    """The raw catalog's schema (a local catalog's first file's footer)."""
     if is_local_path(catalog):
-        return pq.read_schema(parquet_files(catalog)[0]).names
-    return catalog_files(spark, catalog).columns
+        return pq.read_schema(parquet_files(catalog)[0])
+    return catalog_files(spark, catalog).limit(0).toArrow().schema
 
 
 def _features(config: FeaturizeConfig, columns: list[str]) -> list[str]:
@@ -167,7 +167,7 @@ def featurize(spark: SparkSession, config: FeaturizeConfig, progress=print) -> d
     checksums = model_files(folder)
     identity = model_identity(checksums)
     features = _features(
-        config, mapped_columns(_catalog_columns(spark, config.catalog), config.mapping)
+        config, mapped_columns(_catalog_schema(spark, config.catalog), config.mapping)
     )
     previous, why = previous_vectors(out, identity, features)
     shipped = _ship_folder(spark, folder, identity) if is_local_path(config.text_model) else None

@@ -307,7 +307,7 @@ def test_flipkart_through_the_cli_with_its_mapping(
     rows = read_parquet(out)
     assert "pid" in rows.column_names and "product_id" not in rows.column_names  # raw columns
     mapping = load_mapping(flipkart_mapping)
-    assert default_features(mapped_columns(pq.read_schema(catalog).names, mapping)) == [
+    assert default_features(mapped_columns(pq.read_schema(catalog), mapping)) == [
         "title",
         "brand",
         "product_type",

@@ -69,13 +69,10 @@ class FeaturizeConfig:
     max_quarantine_share: float = DEFAULT_MAX_QUARANTINE_SHARE
 
 
-def mapped_columns(raw_columns: Sequence[str], mapping: ColumnMapping | None) -> list[str]:
-    """The columns of the catalog after `mapping`, from its raw column names."""
-    if mapping is None:
-        return list(raw_columns)
-    made = [r.target for r in mapping.rules]
-    kept = [c for c in raw_columns if c not in mapping.sources and c not in made]
-    return made + (kept if mapping.passthrough else [])
+def mapped_columns(raw_schema: pa.Schema, mapping: ColumnMapping | None) -> list[str]:
+    """The columns of the catalog after `mapping` (the mapping applied to no rows)."""
+    empty = raw_schema.empty_table()
+    return (mapping.apply(empty) if mapping else empty).column_names
 
 
 def check_out(out: str) -> Path:
