@@ -65,7 +65,10 @@ def cli(verbose: bool) -> None:
 
 # Options several commands share, written once.
 catalog_option = click.option(
-    "--catalog", required=True, help="Catalog Parquet: a file, directory or glob."
+    "--catalog",
+    required=True,
+    help="Catalog Parquet: a file, directory or glob, local or on an object store (s3://, "
+    "gs://, abfs://; read by the tasks through pyarrow, no Hadoop connector).",
 )
 mapping_option = click.option(
     "--mapping",
@@ -103,8 +106,10 @@ model_dir_option = click.option(
     "--model",
     "model_dir",
     required=True,
-    type=click.Path(file_okay=False),
-    help="Model directory written by `itemsage train`.",
+    metavar="DIR_OR_URI",
+    help="Model written by `itemsage train`: a directory, or an object-store URI (s3://, "
+    "gs://, abfs://) fetched once per machine into $ITEMSAGE_CACHE_DIR/checkpoints and "
+    "verified by checksum.",
 )
 summary_json_option = click.option(
     "--summary-json",

@@ -23,6 +23,7 @@ from itemsage_cli.group import (
 from itemsage_core.contracts.catalog_contract import DEFAULT_IMAGE_DIM
 from itemsage_core.features.vocabulary import VocabConfig
 from itemsage_core.model.config import ModelConfig
+from itemsage_core.storage.uris import sibling
 from itemsage_core.training.config import (
     CATALOG_EPOCHS,
     CATALOG_QUERIES,
@@ -86,8 +87,9 @@ neighbour_max_df_option = click.option(
     "--out",
     "out_dir",
     required=True,
-    type=click.Path(file_okay=False),
-    help="Model directory to write (replaced if it holds an earlier checkpoint).",
+    metavar="DIR_OR_URI",
+    help="Model directory or object-store URI to write (replaced if it holds an earlier "
+    "checkpoint; the earlier one stays whole until the new one is complete).",
 )
 @mapping_option
 @click.option(
@@ -355,7 +357,7 @@ def train_command(
     loop = LoopConfig(
         max_steps=max_steps,
         checkpoint_every=checkpoint_every,
-        state_dir=Path(state_dir) if state_dir else out.with_name(f"{out.name}.state"),
+        state_dir=state_dir or sibling(out, ".state"),
         resume=resume,
     )
     run = dataclasses.replace(run, loop=loop)
@@ -370,7 +372,7 @@ def train_command(
             raise click.UsageError(f"{flag} is for training on Spark: add --num-processes N")
     if on_spark:
         stream = StreamConfig(shuffle_buffer=shuffle_buffer, negatives=negative_pool)
-        data_dir = prepared or str(out.with_name(f"{out.name}.prepared"))
+        data_dir = prepared or sibling(out, ".prepared")
         version, evaluation, summary = _train_on_spark(
             run, stream, data_dir, neighbour_max_df, num_processes or 1, master, conf
         )
@@ -467,7 +469,7 @@ def _train_on_spark(
     spark = get_spark("itemsage-train", master, parse_conf(conf))
     spec = PreparedRun(
         data_dir=data_dir,
-        out=str(run.out),
+        out=run.out,
         train=run.train,
         model_options=run.model_options,
         hash_seed=run.hash_seed,
@@ -540,7 +542,7 @@ def _train_run(
         "modalities": tuple(modalities.split(",")),
     }
     return TrainRun(
-        out=Path(out_dir),
+        out=out_dir,
         train=config,
         model_options=tuple(model_options.items()),
         vocab=vocab,
@@ -604,11 +606,11 @@ def evaluate_command(
         )
     if prepared:
         version, result = evaluate_prepared_model(
-            Path(model_dir), prepared, index_size=index_size, k=k, progress=progress
+            model_dir, prepared, index_size=index_size, k=k, progress=progress
         )
     elif catalog and engagements:
         version, result = evaluate_model(
-            Path(model_dir),
+            model_dir,
             catalog,
             engagements,
             mapping,
@@ -680,7 +682,7 @@ def evaluate_catalog_command(
     from itemsage_core.training.model_runs import evaluate_catalog_model
 
     version, result = evaluate_catalog_model(
-        Path(model_dir),
+        model_dir,
         catalog,
         label_column,
         mapping,

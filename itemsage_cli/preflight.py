@@ -14,15 +14,13 @@ from itemsage_core.storage.uris import is_local_path
 
 
 def catalog_path(catalog: str, column_mapping: ColumnMapping | None = None) -> None:
-    """A local catalog must name Parquet files, whose first file has the mapping's sources."""
-    import pyarrow.parquet as pq
+    """A catalog (local or on an object store) must name Parquet files, whose first file has
+    the mapping's sources."""
+    from itemsage_core.storage.parquet_io import parquet_files, read_schema
 
-    from itemsage_core.storage.parquet_io import parquet_files
-
-    if is_local_path(catalog):
-        first = parquet_files(catalog)[0]
-        if column_mapping is not None:
-            column_mapping.check_source(pq.read_schema(first))
+    first = parquet_files(catalog)[0]
+    if column_mapping is not None:
+        column_mapping.check_source(read_schema(first))
 
 
 def model_dir(path: str) -> dict:

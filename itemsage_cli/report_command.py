@@ -29,9 +29,9 @@ def report_location(index_root: str) -> str:
 @click.option(
     "--model",
     "model_dir",
-    type=click.Path(file_okay=False, exists=True),
+    metavar="DIR_OR_URI",
     default=None,
-    help="Model directory: adds its training loss and held-out recall per task.",
+    help="Model directory or URI: adds its training loss and held-out recall per task.",
 )
 @click.option(
     "--out",

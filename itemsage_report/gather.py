@@ -5,7 +5,6 @@ history and held-out recall from its checkpoint, the embedding runs from the tab
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 
@@ -67,7 +66,7 @@ def surface_figures(index, queries: int, seed: int) -> dict:
 
 def model_figures(model_dir: str) -> dict:
     """The checkpoint's version, training history and held-out evaluation."""
-    manifest = read_checkpoint_manifest(Path(model_dir))
+    manifest = read_checkpoint_manifest(model_dir)
     summary = manifest.get("summary") or {}
     return {
         "path": str(model_dir),

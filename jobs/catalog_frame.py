@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 from collections.abc import Callable, Iterator
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.pandas.types import from_arrow_schema
 
@@ -38,20 +36,10 @@ from itemsage_core.contracts.catalog_contract import (
 from itemsage_core.contracts.column_mapping import ColumnMapping, add_failures
 from itemsage_core.contracts.validation_report import ValidationReport
 from itemsage_core.embedding.embed_task import REASON, conform_batch
-from itemsage_core.errors import ItemSageError
 from itemsage_core.storage.arrow_ipc import from_ipc, to_ipc
-from itemsage_core.storage.parquet_io import GLOB_CHARS
+from jobs.parquet_frame import parquet_frame
 
 REPEATED_SCHEMA = pa.schema([(PRODUCT_ID, pa.string()), ("count", pa.int64())])
-
-
-def catalog_files(spark: SparkSession, path: str) -> DataFrame:
-    """Spark's read of the catalog Parquet at `path`: a file, a glob, or a directory's *.parquet
-    files alone (a featurized catalog keeps its mapping.toml beside them, docs/featurize.md)."""
-    reader = spark.read
-    if not (GLOB_CHARS & set(path) or path.endswith(".parquet") or os.path.isfile(path)):
-        reader = reader.option("pathGlobFilter", "*.parquet")
-    return reader.parquet(path)
 
 
 def raw_catalog(
@@ -63,12 +51,7 @@ def raw_catalog(
     before any data is read. A job can then conform batches itself (conform_batch) in the same
     Python pass as its own work.
     """
-    try:
-        raw = catalog_files(spark, path)
-    except AnalysisException as exc:
-        raise ItemSageError(
-            f"cannot read catalog Parquet at {path}: {str(exc).splitlines()[0]}"
-        ) from None
+    raw = parquet_frame(spark, path, "catalog Parquet")
     empty = raw.limit(0).toArrow()
     mapped = mapping.apply(empty) if mapping else empty
     check_catalog_schema(mapped.schema)
@@ -97,7 +80,7 @@ def catalog_ids(spark: SparkSession, path: str, mapping: ColumnMapping | None = 
             )
 
     return (
-        catalog_files(spark, path)
+        parquet_frame(spark, path)
         .select(*id_sources(mapping))
         .mapInArrow(ids, f"{PRODUCT_ID} string")
     )
@@ -228,5 +211,5 @@ def conversion_failures(spark: SparkSession, path: str, mapping: ColumnMapping) 
             add_failures, (converting.map_batch(b).failures for b in batches), {}
         )
 
-    raw = catalog_files(spark, path).select(*sorted(converting.sources))
+    raw = parquet_frame(spark, path).select(*sorted(converting.sources))
     return functools.reduce(add_failures, _per_task(raw, count), {})

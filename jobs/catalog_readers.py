@@ -1,10 +1,12 @@
 """The embedding job's readers: how its tasks get the catalog's rows, one class per input path.
 
-- `RowGroupReader`: a local (or mounted) catalog, read as Parquet row groups with pyarrow in RDD
-  tasks. The rows never pass through the JVM, whose Parquet-to-Arrow path for nested image
-  vectors costs more than the encoder's tokeniser, and no SQL query is planned (the
-  clip-retrieval reader pattern).
-- `SparkScanReader`: a catalog Spark reads (an object store): raw rows to the tasks through
+- `RowGroupReader`: a catalog on a local disk or an object store, read as Parquet row groups
+  with pyarrow in RDD tasks (the driver lists the files and reads their footers). The rows never
+  pass through the JVM, whose Parquet-to-Arrow path for nested image vectors costs more than the
+  encoder's tokeniser, no SQL query is planned (the clip-retrieval reader pattern), and no
+  Hadoop connector is needed.
+- `SparkScanReader`: a catalog Spark reads (HDFS, or an object store through Hadoop's connector
+  when `spark.itemsage.objectStoreReader=spark`): raw rows to the tasks through
   mapInArrow, mapped, conformed and checked in the same Python pass as the encoder, so the rows
   cross from the JVM to Python once.
 - `IncrementalReader`: --incremental against an existing table: checked rows are classified by
@@ -32,7 +34,6 @@ from itemsage_core.embedding.embed_run import EmbedConfig, incremental_counts, t
 from itemsage_core.embedding.embed_task import REASON, carry_task, read_slices, row_group_slices
 from itemsage_core.storage.uris import is_local_path
 from jobs.catalog_frame import (
-    catalog_files,
     catalog_ids,
     conversion_failures,
     raw_catalog,
@@ -41,6 +42,7 @@ from jobs.catalog_frame import (
     with_reasons,
 )
 from jobs.delta_frame import read_delta
+from jobs.parquet_frame import arrow_reads, parquet_frame
 
 CONTENT_HASH, STATUS = "content_hash", "_status"
 # The Spark schema of a task's file descriptions (embed_task.embed_task's).
@@ -98,8 +100,8 @@ class CatalogReader(abc.ABC):
 
 
 class RowGroupReader(CatalogReader):
-    """A local catalog as Parquet row groups read with pyarrow in RDD tasks. Its files' schemas
-    are checked from their footers before Spark reads anything."""
+    """A local or object-store catalog as Parquet row groups read with pyarrow in RDD tasks.
+    Its files' schemas are checked from their footers before Spark reads anything."""
 
     def __init__(self, spark: SparkSession, config: EmbedConfig, read_version: int):
         super().__init__(spark, config, read_version)
@@ -137,7 +139,7 @@ class SparkScanReader(CatalogReader):
         return _described(self.raw.mapInArrow(task, FILES_SCHEMA))
 
     def rows_in(self) -> int:
-        return catalog_files(self.spark, self.config.catalog).count()
+        return parquet_frame(self.spark, self.config.catalog).count()
 
 
 class IncrementalReader(CatalogReader):
@@ -201,6 +203,15 @@ class IncrementalReader(CatalogReader):
         )
 
 
+def whole_catalog_reader(
+    spark: SparkSession, config: EmbedConfig, read_version: int
+) -> CatalogReader:
+    """Row groups read with pyarrow by the tasks (local catalogs and, without Hadoop's
+    connector, object stores), else Spark's scan."""
+    local = is_local_path(config.catalog) or arrow_reads(spark, config.catalog)
+    return (RowGroupReader if local else SparkScanReader)(spark, config, read_version)
+
+
 def catalog_reader(
     spark: SparkSession,
     config: EmbedConfig,
@@ -210,8 +221,7 @@ def catalog_reader(
 ) -> CatalogReader:
     """The run's reader: a local catalog's row groups or a Spark scan; with --incremental and a
     table to compare with, an incremental reader over that one."""
-    full_reader = RowGroupReader if is_local_path(config.catalog) else SparkScanReader
-    full = full_reader(spark, config, read_version)
+    full = whole_catalog_reader(spark, config, read_version)
     if config.incremental:
         current, version = read_delta(spark, config.table_uri)
         if current is not None:

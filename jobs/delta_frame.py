@@ -8,13 +8,12 @@ writes them."""
 from __future__ import annotations
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.pandas.types import from_arrow_schema
 
-from itemsage_core.embedding.embeddings_table import filesystem_of
 from itemsage_core.errors import ItemSageError
 from itemsage_core.storage.uris import is_object_store
+from jobs.parquet_frame import arrow_scan
 
 
 def read_delta(
@@ -40,20 +39,3 @@ def read_delta(
     if not is_object_store(table_uri):
         return spark.read.parquet(*files), table.version()
     return arrow_scan(spark, files, schema), table.version()
-
-
-def arrow_scan(spark: SparkSession, files: list[str], schema: pa.Schema) -> DataFrame:
-    """The rows of Parquet files named by URIs, each file read by one task through pyarrow."""
-    tasks = min(len(files), spark.sparkContext.defaultParallelism)
-    paths = spark.createDataFrame([(f,) for f in files], "path string").repartition(tasks)
-
-    def read(batches):
-        for batch in batches:
-            for uri in batch.column("path").to_pylist():
-                fs, path = filesystem_of(uri)
-                for part in pq.ParquetFile(path, filesystem=fs).iter_batches(batch_size=8192):
-                    yield from (
-                        pa.Table.from_batches([part]).select(schema.names).cast(schema).to_batches()
-                    )
-
-    return paths.mapInArrow(read, from_arrow_schema(schema))

@@ -40,7 +40,8 @@ from itemsage_core.embedding.embed_run import (
 )
 from itemsage_core.embedding.embed_task import embed_task
 from itemsage_core.embedding.embeddings_table import committed_version, table_version
-from itemsage_core.model.checkpoint import CONFIG, read_checkpoint_manifest
+from itemsage_core.model.checkpoint import CONFIG, local_checkpoint, read_checkpoint_manifest
+from itemsage_core.storage.uris import is_local_path
 from jobs.catalog_readers import Task, as_batch, catalog_reader
 from jobs.crash_points import crash_point
 from jobs.embed_committers import COMMITTERS
@@ -55,19 +56,23 @@ _SHIPPED: set[tuple[int, str]] = set()
 def _checkpoint_identity(model_dir: str, mapping) -> tuple[str, int]:
     """The checkpoint's model_version (after its safety and checksum checks) and image_dim,
     once the mapping is known to declare the dense features the model reads."""
-    version = read_checkpoint_manifest(model_dir)["model_version"]
-    config = json.loads(Path(model_dir, CONFIG).read_text())
+    local = local_checkpoint(model_dir)  # an object store's model: the driver's cached copy
+    version = read_checkpoint_manifest(local)["model_version"]
+    config = json.loads((local / CONFIG).read_text())
     require_dense(declared_dense(mapping), dict(config["model"].get("dense", ())))
     return version, config["image_dim"]
 
 
-def _ship_model(spark: SparkSession, model_dir: str, model_version: str) -> str:
-    """Send the checkpoint to every executor as an archive named after its version; returns the
-    name under which SparkFiles finds it unpacked.
+def _ship_model(spark: SparkSession, model_dir: str, model_version: str) -> str | None:
+    """Send a local checkpoint to every executor as an archive named after its version; returns
+    the name under which SparkFiles finds it unpacked (None for a model on an object store,
+    which each executor fetches into its own cache, model/model_store.py).
 
     Executors fetch it lazily, so the driver-side zip (a few MB in the temp dir) must outlive
     the session; the copy also protects the job from a model directory rewritten meanwhile.
     """
+    if not is_local_path(model_dir):
+        return None
     name = f"{model_version}.zip"
     key = (id(spark.sparkContext), model_version)
     if key not in _SHIPPED:  # Spark refuses a second path under the same name
@@ -84,7 +89,7 @@ def _ship_model(spark: SparkSession, model_dir: str, model_version: str) -> str:
 
 def _embed_partition(
     config: EmbedConfig,
-    shipped: str,
+    shipped: str | None,
     started: dt.datetime,
     model_version: str,
     image_dim: int,
@@ -104,7 +109,7 @@ def _embed_partition(
         context = TaskContext.get()
         torch.set_num_threads(max(1, context.cpus() if context else 1))
         embedder = BatchEmbedder.for_model(
-            SparkFiles.get(shipped),
+            SparkFiles.get(shipped) if shipped else config.model_dir,
             model_version,
             batch_size=batch_size,
             device=task_device(),

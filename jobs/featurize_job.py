@@ -26,7 +26,6 @@ import zipfile
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from pyspark import SparkFiles
 from pyspark.sql import SparkSession
 
@@ -58,10 +57,10 @@ from itemsage_core.features.sentence_text import (
     model_identity,
 )
 from itemsage_core.storage.files import write_atomic
-from itemsage_core.storage.parquet_io import parquet_files
+from itemsage_core.storage.parquet_io import parquet_files, read_schema
 from itemsage_core.storage.uris import is_local_path
-from jobs.catalog_frame import catalog_files
-from jobs.catalog_readers import RowGroupReader, SparkScanReader
+from jobs.catalog_readers import whole_catalog_reader
+from jobs.parquet_frame import arrow_reads, parquet_frame
 from jobs.progress import stage_progress
 from jobs.spark_failures import spark_failures
 from jobs.spark_session import task_device, task_slot
@@ -106,10 +105,10 @@ def _ship_folder(spark: SparkSession, folder: Path, identity: str) -> str:
 
 
 def _catalog_schema(spark: SparkSession, catalog: str) -> pa.Schema:
-    """The raw catalog's schema (a local catalog's first file's footer)."""
-    if is_local_path(catalog):
-        return pq.read_schema(parquet_files(catalog)[0])
-    return catalog_files(spark, catalog).limit(0).toArrow().schema
+    """The raw catalog's schema (the first file's footer, where pyarrow reads the catalog)."""
+    if is_local_path(catalog) or arrow_reads(spark, catalog):
+        return read_schema(parquet_files(catalog)[0])
+    return parquet_frame(spark, catalog).limit(0).toArrow().schema
 
 
 def _features(config: FeaturizeConfig, columns: list[str]) -> list[str]:
@@ -186,8 +185,7 @@ def featurize(spark: SparkSession, config: FeaturizeConfig, progress=print) -> d
     staging = staging_dir(out)
     try:
         with spark_failures("featurize job", f"{out} was left as it was"):
-            full_reader = RowGroupReader if is_local_path(config.catalog) else SparkScanReader
-            reader = full_reader(spark, config, 0)
+            reader = whole_catalog_reader(spark, config, 0)
             repeated = reader.repeated_ids()
             master = spark.sparkContext.master
             progress(

@@ -10,12 +10,11 @@ import difflib
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 
 from itemsage_core.contracts.catalog_contract import PRODUCT_ID
 from itemsage_core.contracts.column_mapping import ColumnMapping
 from itemsage_core.errors import ItemSageError
-from itemsage_core.storage.parquet_io import parquet_files
+from itemsage_core.storage.parquet_io import parquet_dataset
 
 
 def _id_source(mapping: ColumnMapping | None) -> str | None:
@@ -37,7 +36,7 @@ def describe_products(
     catalog: str, mapping: ColumnMapping | None, ids: list[str], columns: list[str]
 ) -> dict[str, dict]:
     """{product_id: {column: value}} for the `ids` found in the catalog (mapped)."""
-    dataset = ds.dataset(parquet_files(catalog), format="parquet")
+    dataset = parquet_dataset(catalog)
     source = _id_source(mapping)
     where = pc.field(source).isin(ids) if source in dataset.schema.names else None
     table = dataset.to_table(filter=where)

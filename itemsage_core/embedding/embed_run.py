@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 
 from itemsage_core.contracts.column_mapping import ColumnMapping, add_failures
 from itemsage_core.contracts.validation_report import conversion_lines
@@ -29,7 +28,8 @@ from itemsage_core.features.vocab_coverage import (
     coverage_summary,
     low_coverage_warning,
 )
-from itemsage_core.storage.parquet_io import parquet_files
+from itemsage_core.storage.parquet_io import parquet_stamps
+from itemsage_core.storage.uris import absolute_uri
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,9 +55,8 @@ def run_id_for(config: EmbedConfig, model_version: str) -> str:
     if config.run_id:
         return config.run_id
     digest = hashlib.sha256(f"{model_version}:{config.incremental}".encode())
-    for path in parquet_files(config.catalog):
-        stat = os.stat(path)
-        digest.update(f"{os.path.abspath(path)}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+    for path, size, mtime_ns in parquet_stamps(config.catalog):
+        digest.update(f"{absolute_uri(path)}:{size}:{mtime_ns}\n".encode())
     digest.update(repr(config.mapping).encode())
     return "run-" + digest.hexdigest()[:16]
 

@@ -23,6 +23,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from itemsage_core.errors import ItemSageError
+from itemsage_core.storage.parquet_io import filesystem_of
 
 QUARANTINE_SUFFIX = "_quarantine"
 # A run whose catalog is empty or has more than this share of rows quarantined does not replace
@@ -68,13 +69,6 @@ def vector_column(vectors: np.ndarray) -> pa.Array:
 
 def quarantine_uri(table_uri: str) -> str:
     return table_uri.rstrip("/") + QUARANTINE_SUFFIX
-
-
-def filesystem_of(table_uri: str) -> tuple[pafs.FileSystem, str]:
-    """The filesystem and root path of a local path or an object-store URI."""
-    if not urlparse(table_uri).scheme or len(urlparse(table_uri).scheme) == 1:
-        return pafs.LocalFileSystem(), str(table_uri)
-    return pafs.FileSystem.from_uri(table_uri)
 
 
 def file_stats(table: pa.Table) -> str:

@@ -26,7 +26,6 @@ import contextlib
 import hashlib
 import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,6 +36,7 @@ import pyarrow as pa
 from itemsage_core.contracts.catalog_contract import TEXT_FEATURES
 from itemsage_core.errors import ItemSageError, no_column
 from itemsage_core.features.lexical_neighbours import feature_text
+from itemsage_core.storage.cache import cache_root
 from itemsage_core.storage.files import REFUSED_SUFFIXES, sha256_file
 from itemsage_core.storage.uris import is_local_path
 
@@ -117,20 +117,6 @@ def model_identity(files: dict[str, str]) -> str:
     return hashlib.sha256(joined.encode()).hexdigest()
 
 
-def default_cache_dir() -> Path:
-    """Where models named by URIs are cached: $ITEMSAGE_CACHE_DIR/models, else
-    $XDG_CACHE_HOME/itemsage/models (~/.cache/itemsage/models), else (no writable home, as on
-    some executors) the system's temporary directory."""
-    if os.environ.get("ITEMSAGE_CACHE_DIR"):
-        return Path(os.environ["ITEMSAGE_CACHE_DIR"]) / "models"
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    try:
-        (base / "itemsage").mkdir(parents=True, exist_ok=True)
-    except OSError:
-        base = Path(tempfile.gettempdir())
-    return base / "itemsage" / "models"
-
-
 def _download(uri: str, into: Path) -> None:
     """Every file under the model URI into the local directory `into`."""
     from itemsage_core.storage.store import Store
@@ -159,7 +145,7 @@ def fetch_model(source: str, identity: str | None = None, cache_dir: Path | None
     (else ItemSageError: the model at the URI changed during the run)."""
     if is_local_path(source):
         return check_model_dir(source)
-    cache = Path(cache_dir or default_cache_dir())
+    cache = Path(cache_dir or cache_root("models"))
     if identity and (cache / identity / MODULES).is_file():
         return cache / identity
     cache.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,9 @@
 `model_version` is derived from the three files' bytes, so equal weights, vocabulary and
 settings give an equal version. A checkpoint is written into a temporary sibling directory and
 renamed into place. Loading verifies every checksum and refuses a directory holding a file that
-could execute code when loaded (pickle and its kin).
+could execute code when loaded (pickle and its kin). `out` and every reader's path may also be an
+object-store URI (model/model_store.py: uploaded with the manifest last, fetched into a local
+cache).
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from itemsage_core.errors import ItemSageError
 from itemsage_core.features.vocabulary import Vocabulary
 from itemsage_core.model.config import ModelConfig
 from itemsage_core.model.encoder import ItemSageEncoder
+from itemsage_core.model.model_store import fetch_checkpoint, publish_checkpoint
 from itemsage_core.storage.files import REFUSED_SUFFIXES, sha256_file
+from itemsage_core.storage.uris import is_local_path
 
 CONFIG, VOCABULARY, WEIGHTS, MANIFEST = (
     "config.json",
@@ -52,34 +56,45 @@ def model_version_of(checksums: dict[str, str]) -> str:
     return "itemsage-" + hashlib.sha256(joined.encode()).hexdigest()[:16]
 
 
-def save_checkpoint(
-    out: Path, model: ItemSageEncoder, vocab: Vocabulary, settings: dict, summary: dict
+def _write_files(
+    staging: Path, model: ItemSageEncoder, vocab: Vocabulary, settings: dict, summary: dict
 ) -> str:
-    """Write a checkpoint to `out` (replacing an earlier checkpoint there); returns its version."""
+    """The checkpoint's files and manifest, written into `staging`; returns its version."""
+    config = {"model": model.config.to_dict(), **settings}
+    (staging / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    vocab.save(staging / VOCABULARY)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(staging / WEIGHTS))
+    checksums = {name: sha256_file(staging / name) for name in FILES}
+    version = model_version_of(checksums)
+    manifest = {"model_version": version, "sha256": checksums, "summary": summary}
+    (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    for written in staging.iterdir():
+        written.chmod(0o644)
+    staging.chmod(0o755)  # mkdtemp's 0700 would hide the model from other users
+    return version
+
+
+def save_checkpoint(
+    out: str | Path, model: ItemSageEncoder, vocab: Vocabulary, settings: dict, summary: dict
+) -> str:
+    """Write a checkpoint to `out`, a directory or an object-store URI (replacing an earlier
+    checkpoint there; the earlier one stays whole until the new one is); returns its version."""
+    if not is_local_path(str(out)):
+        staging = Path(tempfile.mkdtemp(prefix="itemsage-checkpoint-"))
+        try:
+            version = _write_files(staging, model, vocab, settings, summary)
+            publish_checkpoint(staging, str(out), FILES, MANIFEST)
+            return version
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not (out / MANIFEST).exists():
         raise ItemSageError(f"{out} exists and is not a model checkpoint; choose another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        config = {"model": model.config.to_dict(), **settings}
-        (staging / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-        vocab.save(staging / VOCABULARY)
-        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-        save_file(state, str(staging / WEIGHTS))
-        checksums = {name: sha256_file(staging / name) for name in FILES}
-        version = model_version_of(checksums)
-        (staging / MANIFEST).write_text(
-            json.dumps(
-                {"model_version": version, "sha256": checksums, "summary": summary},
-                indent=2,
-                sort_keys=True,
-            )
-            + "\n"
-        )
-        for written in staging.iterdir():
-            written.chmod(0o644)
-        staging.chmod(0o755)  # mkdtemp's 0700 would hide the model from other users
+        version = _write_files(staging, model, vocab, settings, summary)
         if out.exists():
             retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
             os.replace(out, retired / out.name)
@@ -92,9 +107,21 @@ def save_checkpoint(
     return version
 
 
-def read_checkpoint_manifest(path: Path) -> dict:
-    """The checkpoint.json of a model directory, after the safety and checksum checks."""
-    path = Path(path)
+def local_checkpoint(source: str | Path) -> Path:
+    """The model directory `source`, or for an object-store URI its verified copy in the local
+    cache (model/model_store.py)."""
+    if is_local_path(str(source)):
+        return Path(source)
+    return fetch_checkpoint(str(source), FILES, MANIFEST, _verified)
+
+
+def read_checkpoint_manifest(source: str | Path) -> dict:
+    """The checkpoint.json of a model directory or URI, after the safety and checksum checks."""
+    return _verified(local_checkpoint(source))
+
+
+def _verified(path: Path) -> dict:
+    """The checkpoint.json of a local model directory, after the safety and checksum checks."""
     if not (path / MANIFEST).is_file():
         raise ItemSageError(f"{path} is not a model checkpoint (no {MANIFEST})")
     refused = sorted(p.name for p in path.iterdir() if p.suffix.lower() in REFUSED_SUFFIXES)
@@ -117,10 +144,11 @@ def read_checkpoint_manifest(path: Path) -> dict:
     return manifest
 
 
-def load_checkpoint(path: Path, device: str = "cpu") -> Checkpoint:
-    """Load and verify a checkpoint; the model comes back in eval mode."""
-    path = Path(path)
-    manifest = read_checkpoint_manifest(path)
+def load_checkpoint(source: str | Path, device: str = "cpu") -> Checkpoint:
+    """Load and verify a checkpoint (a directory or a URI); the model comes back in eval mode.
+    Its `path` is the local directory it was loaded from."""
+    path = local_checkpoint(source)
+    manifest = _verified(path)
     config = json.loads((path / CONFIG).read_text())
     model = ItemSageEncoder(ModelConfig.from_dict(config["model"]))
     model.load_state_dict(load_file(str(path / WEIGHTS), device="cpu"))

@@ -26,3 +26,9 @@ def absolute_uri(uri: str) -> str:
     """A local path made absolute (so that records of it stay valid from any directory); a URI
     with a scheme unchanged."""
     return os.path.abspath(uri) if is_local_path(uri) else uri
+
+
+def sibling(uri: str, suffix: str) -> str:
+    """The path or URI beside `uri` whose name is uri's name plus `suffix`
+    (`s3://lake/models/m1` -> `s3://lake/models/m1.state`)."""
+    return uri.rstrip("/") + suffix

@@ -7,7 +7,6 @@ keeps its state to resume from), StreamConfig (the memory bounds of streaming), 
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 from itemsage_core.contracts.catalog_contract import DEFAULT_IMAGE_DIM
 from itemsage_core.features.lexical_neighbours import DEFAULT_NEIGHBOURS
@@ -64,7 +63,7 @@ class LoopConfig:
 
     max_steps: int | None = None
     checkpoint_every: int = 0  # 0: never
-    state_dir: Path | None = None
+    state_dir: str | None = None  # a path or a URI
     resume: bool = False
 
 
@@ -87,7 +86,7 @@ class TrainRun:
     """
 
     catalog: str
-    out: Path
+    out: str  # a path or a URI
     engagements: str | None = None
     mapping: str | None = None
     train: TrainConfig = TrainConfig()
