@@ -45,9 +45,9 @@ def _var(name: str, default: str) -> str:
 ENV = {
     "ITEMSAGE_HOME": _var("home", "/opt/itemsage"),
     "SPARK_MASTER": _var("spark_master", "local[*]"),
-    "CATALOG": _var("catalog", "s3a://itemsage/catalog"),
+    "CATALOG": _var("catalog", "s3://itemsage/catalog"),
     "MAPPING": _var("mapping", ""),
-    "MODEL": _var("model", "/models/current"),
+    "MODEL": _var("model", "s3://itemsage/models/current"),
     "TABLE": _var("table", "s3://itemsage/tables/embeddings"),
     "SURFACES_TOML": _var("surfaces", "/opt/itemsage/conf/surfaces.toml"),
     "INDEX_ROOT": _var("index_root", "s3://itemsage/indexes"),
