@@ -14,7 +14,7 @@ PEERS_STAMP := $(VENV)/.peers-installed
 WORKDIR ?= itemsage-demo
 PYTEST_ARGS ?=
 
-.PHONY: help venv java airflow-venv demo demo-flipkart lint test test-fast bench bench-full bench-catalog bench-training bench-store bench-refresh bench-query bench-types bench-peers bench-peers-smoke clean
+.PHONY: help venv java airflow-venv demo demo-flipkart lint test test-fast bench bench-full bench-catalog bench-training bench-store bench-store-flow bench-refresh bench-query bench-types bench-peers bench-peers-smoke clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -78,6 +78,9 @@ bench-training: venv ## training in one process vs on Spark (1 and 2 processes),
 
 bench-store: venv ## the index job and first query, INDEX_ROOT local vs s3:// (moto), 100k
 	$(PY) bench/index_store_bench.py --products 100000
+
+bench-store-flow: venv ## train, embed, evaluate, build-index, query: every artefact local vs on s3:// (moto), 5k
+	$(PY) bench/object_store_flow_bench.py --products 5000
 
 bench-refresh: venv ## nightly index refresh: --incremental vs a full build, 200k and 1M, 1% churn
 	$(PY) bench/refresh_bench.py --products 200000 1000000

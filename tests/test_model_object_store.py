@@ -20,6 +20,7 @@ from itemsage_core.model.checkpoint import (
 from itemsage_core.model.model_store import FILES_KEY
 from itemsage_core.storage.parquet_io import parquet_files, read_parquet
 from itemsage_core.storage.store import Store
+from jobs.parquet_frame import READER_CONF, arrow_reads, parquet_frame
 
 pytest.importorskip("moto.server", reason="moto[server] is in the dev extra")
 WORLD = "s3://lake/world"
@@ -80,16 +81,29 @@ def test_train_embed_evaluate_index_and_query_with_everything_on_s3(s3, small_wo
     version = read_checkpoint_manifest(model)["model_version"]
     assert f"model {version} written to {model}" in trained.stdout
     run("validate", "--catalog", catalog, "--master", "local[1]")
-    run("embed", "--catalog", catalog, "--model", model, "--table", table, "--master", "local[1]")
+    run(
+        "embed", "--catalog", catalog, "--model", model, "--table", table, "--master", "local[1]",
+        "--summary-json", str(tmp_path / "embed.json"),
+    )  # fmt: skip
+    outputs.append((tmp_path / "embed.json").read_text())
     evaluated = json.loads(
         run(
             "evaluate", "--model", model, "--catalog", catalog, "--engagements", log, "--json"
         ).stdout
     )
     assert evaluated["model_version"] == version
+    by_type = run(
+        "evaluate-catalog", "--model", model, "--catalog", catalog,
+        "--label-column", "product_type", "--queries", "100", "--json",
+    )  # fmt: skip
+    assert json.loads(by_type.stdout)["model_version"] == version
     run(
         "build-index", "--table", table, "--surfaces", str(tmp_path / "surfaces.toml"),
-        "--out", index, "--master", "local[1]",
+        "--out", index, "--master", "local[1]", "--catalog", catalog,
+    )  # fmt: skip
+    run(
+        "neighbours", "--index", index, "--surface", "home", "--out", f"{index}-neighbours",
+        "-k", "5", "--catalog", catalog, "--master", "local[1]",
     )  # fmt: skip
     product = read_parquet(catalog, ["product_id"]).column(0)[3].as_py()
     answer = run(
@@ -138,3 +152,18 @@ def test_a_model_on_s3_is_published_whole_fetched_once_and_checked(
     Store("s3://lake/not-a-model").write_bytes("x.json", b"{}")
     with pytest.raises(ItemSageError, match="is not a model checkpoint; choose another --out"):
         save_checkpoint("s3://lake/not-a-model", trained.model, trained.vocab, {}, {})
+
+
+@pytest.mark.spark
+def test_object_stores_are_read_by_pyarrow_unless_the_session_asks_for_spark(spark):
+    assert arrow_reads(spark, "s3://lake/catalog") and arrow_reads(spark, "gs://b/c")
+    assert not arrow_reads(spark, "/data/catalog") and not arrow_reads(spark, "hdfs:///c")
+    try:
+        spark.conf.set(READER_CONF, "spark")
+        assert not arrow_reads(spark, "s3://lake/catalog")
+        spark.conf.set(READER_CONF, "hadoop")
+        with pytest.raises(ItemSageError) as raised:
+            parquet_frame(spark, "s3://lake/catalog")
+        assert str(raised.value) == f"--conf {READER_CONF}=hadoop: use arrow or spark"
+    finally:
+        spark.conf.unset(READER_CONF)
