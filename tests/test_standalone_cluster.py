@@ -21,7 +21,12 @@ import pytest
 from index_builder.index_reader import load_published
 from itemsage_core.embedding.batch_embedder import BatchEmbedder
 from itemsage_core.embedding.embeddings_table import read_table
-from itemsage_core.model.checkpoint import read_checkpoint_manifest
+from itemsage_core.model.checkpoint import (
+    load_checkpoint,
+    read_checkpoint_manifest,
+    save_checkpoint,
+)
+from itemsage_core.storage.store import Store
 from jobs.embed_catalog import EMBED_STAGE
 
 SCRIPT = Path(__file__).resolve().parents[1] / "spark-submit.sh"
@@ -123,7 +128,27 @@ def cluster(tmp_path_factory):
 def test_embed_job_on_a_standalone_cluster(
     cluster, tmp_path, small_world, small_world_dir, tiny_model_dir, s3_endpoint, monkeypatch
 ):
-    table_uri = tmp_path / "embeddings"
+    """The catalog, the model, the table and the indexes on a real S3 API (moto): executors
+    read the catalog's row groups and fetch the model themselves (credentials through
+    spark.executorEnv), nothing shared with the driver but the bucket."""
+    s3 = {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "AWS_ALLOW_HTTP": "true",
+        "AWS_S3_ALLOW_UNSAFE_RENAME": "true",
+    }
+    for name, value in s3.items():
+        monkeypatch.setenv(name, value)
+    executor_env = [a for k, v in s3.items() for a in ("--conf", f"spark.executorEnv.{k}={v}")]
+    executor_cache = tmp_path / "executor-cache"
+    for file in sorted((small_world_dir / "catalog").glob("*.parquet")):
+        Store("s3://lake/catalog").write_bytes(file.name, file.read_bytes())
+    tiny = load_checkpoint(tiny_model_dir)
+    model = "s3://lake/models/tiny"
+    save_checkpoint(model, tiny.model, tiny.vocab, tiny.config, {})
+    table_uri = "s3://lake/embeddings"
     summary_file = tmp_path / "summary.json"
     result = subprocess.run(
         [
@@ -134,25 +159,30 @@ def test_embed_job_on_a_standalone_cluster(
             "spark.executor.memory=1g",
             "--conf",
             "spark.sql.shuffle.partitions=4",
+            *executor_env,
+            "--conf",
+            f"spark.executorEnv.ITEMSAGE_CACHE_DIR={executor_cache}",
             "embed",
             "--catalog",
-            str(small_world_dir / "catalog"),
+            "s3://lake/catalog",
             "--model",
-            str(tiny_model_dir),
+            model,
             "--table",
-            str(table_uri),
+            table_uri,
             "--summary-json",
             str(summary_file),
         ],
         capture_output=True,
         text=True,
         timeout=600,
+        env={**os.environ, "ITEMSAGE_CACHE_DIR": str(tmp_path / "driver-cache")},
     )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     summary = json.loads(summary_file.read_text())
     assert summary["status"] == "committed" and summary["embedded"] == 400
-    assert summary["counts_add_up"]
-    rows = read_table(str(table_uri)).sort_by("product_id")
+    assert summary["counts_add_up"] and summary["model_version"] == tiny.model_version
+    assert [p.name for p in (executor_cache / "checkpoints").iterdir()] == [tiny.model_version]
+    rows = read_table(table_uri).sort_by("product_id")
     assert rows.num_rows == 400
     expected = BatchEmbedder.for_model(str(tiny_model_dir), summary["model_version"]).vectors(
         small_world.catalog.sort_by("product_id")
@@ -169,15 +199,6 @@ def test_embed_job_on_a_standalone_cluster(
     surfaces.write_text(
         '[surfaces.closeup]\nsharding = "kmeans"\nshards = 2\n[surfaces.search]\nshards = 2\n'
     )
-    s3 = {
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": s3_endpoint,
-    }
-    for name, value in s3.items():
-        monkeypatch.setenv(name, value)
-    executor_env = [a for k, v in s3.items() for a in ("--conf", f"spark.executorEnv.{k}={v}")]
     built = subprocess.run(
         [
             str(SCRIPT),
@@ -188,7 +209,7 @@ def test_embed_job_on_a_standalone_cluster(
             *executor_env,
             "build-index",
             "--table",
-            str(table_uri),
+            table_uri,
             "--surfaces",
             str(surfaces),
             "--out",
