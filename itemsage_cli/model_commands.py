@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
 import click
 from click.core import ParameterSource
@@ -428,13 +427,14 @@ def _preparation_to_run(run: TrainRun, data_dir: str, prepare: PrepareConfig):
     """`prepare`, or None when --resume goes on with the data already in `data_dir` (its stream
     positions refer to those files), which must have been made by the same options."""
     from itemsage_cli import preflight
+    from itemsage_core.storage.store import Store
     from itemsage_core.training.prepared_data import (
         MANIFEST,
         changed_preparation,
         read_prepared_manifest,
     )
 
-    if not (run.loop.resume and (Path(data_dir) / MANIFEST).is_file()):
+    if not (run.loop.resume and Store(data_dir).exists(MANIFEST)):
         preflight.catalog_path(run.catalog, prepare.mapping)
         return prepare
     changed = changed_preparation(read_prepared_manifest(data_dir), prepare)
@@ -717,7 +717,8 @@ def _vocab_config(sizes: str) -> VocabConfig:
     "--out",
     required=True,
     type=click.Path(file_okay=False),
-    help="Directory to write the prepared data into (replaced once the new data is complete).",
+    help="Directory or object-store URI to write the prepared data into (the previous data "
+    "stays whole until the new data is complete).",
 )
 @mapping_option
 @vocab_option

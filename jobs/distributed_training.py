@@ -13,6 +13,7 @@ from pyspark.ml.torch.distributor import TorchDistributor
 from pyspark.sql import SparkSession
 
 from itemsage_core.errors import ItemSageError
+from itemsage_core.storage.uris import is_local_path
 from itemsage_core.training.data_parallel import PreparedRun, peak_rss_mb, train_process
 from itemsage_core.training.prepared_data import PrepareConfig, read_prepared_manifest
 from jobs.spark_failures import spark_failures
@@ -69,7 +70,8 @@ def train_on_spark(
         read_prepared_manifest(run.data_dir)
         progress(f"reusing the training data prepared in {run.data_dir}")
     stages["prepare_s"] = time.perf_counter() - started
-    Path(run.out).parent.mkdir(parents=True, exist_ok=True)
+    if is_local_path(run.out):
+        Path(run.out).parent.mkdir(parents=True, exist_ok=True)
     progress(
         f"training in {processes} process{'es' if processes > 1 else ''} on "
         f"{spark.sparkContext.master} ({'GPU' if use_gpu else 'CPU'}) through TorchDistributor"

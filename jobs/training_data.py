@@ -1,17 +1,17 @@
 """Training data prepared on Spark (`itemsage prepare-training`, docs/model.md): both inputs
 validated, the vocabulary counted, the products encoded and the engagements turned into examples
-on the executors, written as shuffled Parquet shards, so that preparing grows with the cluster,
-not with one machine. Only counts and the vocabulary reach the driver."""
+on the executors, written as shuffled Parquet shards by the tasks themselves (pyarrow: a local
+disk or an object store, no Hadoop connector), so that preparing grows with the cluster, not with
+one machine. Only counts, file descriptions and the vocabulary reach the driver."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-import shutil
 import time
-from pathlib import Path
 
 import pyarrow as pa
-from pyspark import StorageLevel
+from pyspark import StorageLevel, TaskContext
 from pyspark.sql import DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import from_arrow_schema
@@ -34,24 +34,31 @@ from itemsage_core.features.vocabulary import (
     token_counts,
     vocabulary_from_counts,
 )
+from itemsage_core.storage.store import Store
 from itemsage_core.training.prepared_data import (
     CATALOG_PAIR_SCHEMA,
     EXAMPLE_SCHEMA,
     HELDOUT,
+    HELDOUT_SCHEMA,
     PARTNER,
     PRODUCT_SCHEMA,
     TASK,
     TASK_COUNTS,
     TASKS,
     TRAIN_SCHEMA,
+    VOCAB,
     PrepareConfig,
     example_rows,
+    new_run,
     product_rows,
+    remove_other_runs,
     task_names,
+    write_part,
     write_prepared_manifest,
 )
-from jobs.catalog_frame import catalog_files, catalog_ids, repeated_ids, with_reasons
+from jobs.catalog_frame import catalog_ids, repeated_ids, with_reasons
 from jobs.lexical_neighbours import lexical_neighbours_on_spark
+from jobs.parquet_frame import parquet_frame
 from jobs.spark_failures import spark_failures
 
 REPORT = "_report"
@@ -59,6 +66,7 @@ REPORT = "_report"
 # JVM's heap stays free for the shuffles and sorts (in memory they made a 4 GB local JVM run out
 # of heap at 200k products).
 CACHED = StorageLevel.DISK_ONLY  # the column carrying each engagement batch's validation counts
+DESCRIPTION = "path string, rows long, bytes long, sha256 string"  # write_part's, per file
 
 
 def valid_products(
@@ -129,55 +137,78 @@ def _report_of(examples: DataFrame) -> ValidationReport:
     return summed_report("engagements", ENGAGEMENT_RULES, [json.loads(p[0]) for p in parts])
 
 
+class _PartWriter:
+    """Writes the parts of one preparation into its run folder `root` (a path or a URI), each
+    partition by its own task through pyarrow; keeps the files' descriptions (write_part)."""
+
+    def __init__(self, root: str):
+        self.root, self.files = root, []
+
+    def write(self, rows: DataFrame, schema: pa.Schema, part: str) -> list[dict]:
+        """Write each partition of `rows` as `schema`, one file part/part-NNNNN-ATTEMPT.parquet
+        per partition, even an empty one (a retried task writes its own file: only the
+        descriptions collected name the files of the data); returns their descriptions."""
+        root = self.root
+
+        def task(batches):
+            context = TaskContext.get()
+            key = f"{part}/part-{context.partitionId():05d}-{context.taskAttemptId()}.parquet"
+            yield pa.RecordBatch.from_pylist([write_part(batches, schema, root, key)])
+
+        described = rows.select(*schema.names).mapInArrow(task, DESCRIPTION).collect()
+        written = [row.asDict() for row in described]
+        self.files += written
+        return written
+
+
 def prepare_training(spark: SparkSession, config: PrepareConfig, progress=print) -> dict:
     """Validate both inputs, count the vocabulary, encode the products and split the examples
-    on the executors; write them as shuffled Parquet shards under `config.out` with the
-    vocabulary and a manifest (counts, files, checksums), written last. The data is written
-    beside `out` and moved into place once complete: a failed run leaves `out` as it was.
-    Returns the manifest."""
+    on the executors; write them as shuffled Parquet shards, with the vocabulary, into a new run
+    folder under `config.out` (a path or a URI), then the manifest (counts, files, checksums),
+    which makes them the data, then remove the earlier runs' folders. A failed or killed run
+    leaves the previous data and its manifest as they were. Returns the manifest."""
     started = time.perf_counter()
-    out = Path(config.out)
-    staging = out.with_name(f".{out.name}.staging")
-    shutil.rmtree(staging, ignore_errors=True)
+    run = new_run()
+    writer = _PartWriter(Store(config.out).path(run))
     try:
-        left = f"{out} was left as it was"
-        with spark_failures("preparing the training data", left):
+        with spark_failures("preparing the training data", f"{config.out} was left as it was"):
             shards = config.shards or spark.sparkContext.defaultParallelism
             valid, products, vocab, counts = _write_products(
-                spark, config, staging, shards, progress
+                spark, config, writer, shards, progress
             )
             if config.neighbours:
-                counts.update(
-                    _write_catalog_pairs(config, staging, shards, valid, products, counts)
-                )
+                counts.update(_write_catalog_pairs(config, writer, shards, valid, products, counts))
             valid.unpersist()
             if config.engagements:
-                counts.update(_write_examples(spark, config, staging, shards, products))
+                counts.update(_write_examples(spark, config, writer, shards, products))
             products.unpersist()
-        vocab.save(staging / "vocab.json")
+        Store(writer.root).write_bytes(VOCAB, vocab.to_json().encode())
         seconds = time.perf_counter() - started
-        manifest = write_prepared_manifest(staging, config, vocab, counts, seconds)
+        manifest = write_prepared_manifest(
+            config.out, run, writer.files, config, vocab, counts, seconds
+        )
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            Store(writer.root).delete("")
         raise
-    _replace(out, staging)
+    remove_other_runs(config.out, run)
     progress(
         f"prepared {counts.get('train_examples', 0)} training examples"
         + (f" and {counts['catalog_pairs']} catalog pairs" if config.neighbours else "")
-        + f" in {out}"
+        + f" in {config.out}"
     )
     return manifest
 
 
 def _write_products(
-    spark: SparkSession, config: PrepareConfig, staging: Path, shards: int, progress
+    spark: SparkSession, config: PrepareConfig, writer: _PartWriter, shards: int, progress
 ) -> tuple[DataFrame, DataFrame, Vocabulary, dict]:
     """Write the valid products' encoder inputs; returns the valid products and their encoder
     inputs (both cached, for what follows), the vocabulary and the catalog's counts."""
     products = valid_products(spark, config.catalog, config.mapping, config.image_dim)
     products.persist(CACHED)
     counts = {
-        "catalog_rows": catalog_files(spark, config.catalog).count(),
+        "catalog_rows": parquet_frame(spark, config.catalog).count(),
         "valid_products": products.count(),
     }
     vocab = vocabulary_on_spark(products, config.vocab)
@@ -186,13 +217,13 @@ def _write_products(
         _product_task(vocab, config.image_dim), from_arrow_schema(PRODUCT_SCHEMA)
     )
     encoded = encoded.persist(CACHED)
-    encoded.repartition(shards).write.parquet(str(staging / "products"))
+    writer.write(encoded.repartition(shards), PRODUCT_SCHEMA, "products")
     return products, encoded, vocab, counts
 
 
 def _write_catalog_pairs(
     config: PrepareConfig,
-    staging: Path,
+    writer: _PartWriter,
     shards: int,
     valid: DataFrame,
     encoded: DataFrame,
@@ -216,9 +247,8 @@ def _write_catalog_pairs(
     rows = pairs.join(encoded, PRODUCT_ID).join(
         partner_inputs, F.col("partner") == F.col(PARTNER + PRODUCT_ID)
     )
-    _shuffled(rows.select(*CATALOG_PAIR_SCHEMA.names), shards, config.seed).write.parquet(
-        str(staging / "catalog_pairs")
-    )
+    shuffled = _shuffled(rows.select(*CATALOG_PAIR_SCHEMA.names), shards, config.seed)
+    writer.write(shuffled, CATALOG_PAIR_SCHEMA, "catalog_pairs")
     written = (
         near.select(F.size("neighbours").alias("k"))
         .agg(F.count("*").alias("with"), F.avg("k").alias("mean"))
@@ -233,12 +263,16 @@ def _write_catalog_pairs(
 
 
 def _write_examples(
-    spark: SparkSession, config: PrepareConfig, staging: Path, shards: int, products: DataFrame
+    spark: SparkSession,
+    config: PrepareConfig,
+    writer: _PartWriter,
+    shards: int,
+    products: DataFrame,
 ) -> dict:
     """Write the held-out examples and the training examples, each with its product's encoder
     inputs and task counts (TRAIN_SCHEMA: a training step needs no other lookup), shuffled;
     returns the engagement log's counts."""
-    raw = spark.read.parquet(config.engagements)
+    raw = parquet_frame(spark, config.engagements, "engagement log Parquet")
     examples = raw.mapInArrow(
         _example_task(config.holdout_fraction, config.query_dim),
         from_arrow_schema(EXAMPLE_SCHEMA.append(pa.field(REPORT, pa.string()))),
@@ -247,19 +281,17 @@ def _write_examples(
     rows = examples.where(F.col(REPORT).isNull()).drop(REPORT)
     known = rows.join(products.select(PRODUCT_ID), PRODUCT_ID, "left_semi")
     heldout = known.where(F.col(HELDOUT)).drop(HELDOUT)
-    _shuffled(heldout, shards, config.seed).write.parquet(str(staging / "heldout"))
+    heldout_files = writer.write(_shuffled(heldout, shards, config.seed), HELDOUT_SCHEMA, "heldout")
     train = known.where(~F.col(HELDOUT)).drop(HELDOUT)
     per_task_of_product = [F.sum((F.col(TASK) == t).cast("int")) for t in range(len(TASKS))]
     task_counts = train.groupBy(PRODUCT_ID).agg(
         F.array(*per_task_of_product).cast("array<int>").alias(TASK_COUNTS)
     )
     joined = train.join(products, PRODUCT_ID).join(task_counts, PRODUCT_ID)
-    _shuffled(joined.select(*TRAIN_SCHEMA.names), shards, config.seed).write.parquet(
-        str(staging / "train")
-    )
-    written = spark.read.parquet(str(staging / "train"))
-    per_task = {r[TASK]: r["count"] for r in written.groupBy(TASK).count().collect()}
-    heldout_count = spark.read.parquet(str(staging / "heldout")).count()
+    joined = joined.select(*TRAIN_SCHEMA.names)
+    writer.write(_shuffled(joined, shards, config.seed), TRAIN_SCHEMA, "train")
+    per_task = {r[TASK]: r["count"] for r in train.groupBy(TASK).count().collect()}
+    heldout_count = sum(f["rows"] for f in heldout_files)
     examples.unpersist()
     return {
         "engagement_rows": log.rows,
@@ -276,14 +308,3 @@ def _write_examples(
 def _shuffled(rows: DataFrame, shards: int, seed: int) -> DataFrame:
     """`rows` in `shards` partitions, in a random order within each (the files' row order)."""
     return rows.repartition(shards).sortWithinPartitions(F.rand(seed))
-
-
-def _replace(out: Path, staging: Path) -> None:
-    """Put the complete `staging` directory in place of `out` (the previous data is removed only
-    once the new data is in place)."""
-    previous = out.with_name(f".{out.name}.previous")
-    shutil.rmtree(previous, ignore_errors=True)
-    if out.exists():
-        out.rename(previous)
-    staging.rename(out)
-    shutil.rmtree(previous, ignore_errors=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -9,10 +10,16 @@ from itemsage_core.contracts.catalog_contract import validate_catalog
 from itemsage_core.contracts.column_mapping import load_mapping
 from itemsage_core.features.vocabulary import VocabConfig, build_vocabulary
 from itemsage_core.storage.parquet_io import read_parquet
+from itemsage_core.training.prepared_data import prepared_files, read_prepared_vocab
 
 pytestmark = pytest.mark.spark
 
 SMALL = VocabConfig(unigrams=60, bigrams=40, trigrams=50, min_count=1)
+
+
+def read_part(out, manifest: dict, part: str) -> pa.Table:
+    """One part of prepared data, from the files its manifest lists."""
+    return pa.concat_tables(pq.read_table(f) for f in prepared_files(out, manifest, part))
 
 
 @pytest.mark.parametrize("config", [VocabConfig(), SMALL], ids=["default", "small"])
@@ -41,7 +48,7 @@ def test_prepared_data_equals_the_in_process_data(spark, small_world, small_worl
 
     import numpy as np
 
-    from itemsage_core.features.vocabulary import FEATURES, Vocabulary
+    from itemsage_core.features.vocabulary import FEATURES
     from itemsage_core.training.prepared_data import PrepareConfig
     from itemsage_core.training.trainer import prepare_data
     from jobs.training_data import prepare_training
@@ -56,7 +63,7 @@ def test_prepared_data_equals_the_in_process_data(spark, small_world, small_worl
         shards=3,
     )
     manifest = prepare_training(spark, config, progress=lambda _: None)
-    assert Vocabulary.load(out / "vocab.json").tokens == data.vocab.tokens
+    assert read_prepared_vocab(out, manifest).tokens == data.vocab.tokens
     for key in (
         "catalog_rows",
         "valid_products",
@@ -76,7 +83,7 @@ def test_prepared_data_equals_the_in_process_data(spark, small_world, small_worl
             (ids[p], int(t), q.tobytes())
             for p, t, q in zip(examples.products, examples.tasks, examples.queries)
         )
-        prepared = pq.read_table(out / name)
+        prepared = read_part(out, manifest, name)
         found = sorted(
             (pid, task, np.asarray(query, np.float32).tobytes())
             for pid, task, query in zip(
@@ -85,11 +92,11 @@ def test_prepared_data_equals_the_in_process_data(spark, small_world, small_worl
         )
         assert found == expected, name
 
-    train = pq.read_table(out / "train").to_pylist()
+    train = read_part(out, manifest, "train").to_pylist()
     by_product = {}
     for row in train:
         by_product.setdefault(row["product_id"], []).append(row["task"])
-    products = pq.read_table(out / "products").to_pylist()
+    products = read_part(out, manifest, "products").to_pylist()
     inputs = {p["product_id"]: p for p in products}
     for row in train[::50]:  # each training example carries its product's inputs and task counts
         product = inputs[row["product_id"]]
@@ -141,13 +148,15 @@ def test_prepare_training_command(small_world_dir, tmp_path):
     again = subprocess.run(command, capture_output=True, text=True, timeout=600)  # replaces out
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["counts"] == manifest["counts"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["prepared"]  # no staging left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prepared"]  # nothing beside it
+    assert [p.name for p in out.glob("run-*")] == [json.loads(again.stdout)["run"]]
     broken = [*command[:7], str(tmp_path / "no-such-log"), *command[8:]]
     failed = subprocess.run(broken, capture_output=True, text=True, timeout=600)
     assert failed.returncode == 1, failed.stderr
     assert [line for line in failed.stderr.splitlines() if line.startswith("error:")]
     assert json.loads((out / "manifest.json").read_text())["counts"] == manifest["counts"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prepared"]
+    assert [p.name for p in out.glob("run-*")] == [json.loads(again.stdout)["run"]]
 
 
 def test_two_processes_stream_every_prepared_example_once(spark, small_world_dir, tmp_path):
@@ -182,11 +191,11 @@ def test_two_processes_stream_every_prepared_example_once(spark, small_world_dir
     streamed = []
     for rank in range(2):
         rng = np.random.default_rng(rank)
-        files = shard_files(out / "train", rank, 2)
+        files = shard_files(prepared_files(out, manifest, "train"), rank, 2)
         for batch in shuffled_batches(thinned(row_groups(files, rng), keep_all, rng), 64, 500, rng):
             assert len(features_of(batch, 256)) == batch.num_rows
             streamed += batch.column("product_id").to_pylist()
-    written = pq.read_table(out / "train").column("product_id").to_pylist()
+    written = read_part(out, manifest, "train").column("product_id").to_pylist()
     assert sorted(streamed) == sorted(written)
     assert len(written) == manifest["counts"]["train_examples"]
 
@@ -194,7 +203,6 @@ def test_two_processes_stream_every_prepared_example_once(spark, small_world_dir
 def test_training_streams_prepared_data(spark, small_world_dir, tmp_path):
     import numpy as np
 
-    from itemsage_core.features.vocabulary import Vocabulary
     from itemsage_core.model.config import ModelConfig
     from itemsage_core.model.inference import pick_device
     from itemsage_core.training.config import StreamConfig, TrainConfig
@@ -211,8 +219,8 @@ def test_training_streams_prepared_data(spark, small_world_dir, tmp_path):
         vocab=SMALL,
         shards=2,
     )
-    prepare_training(spark, config, progress=lambda _: None)
-    vocab = Vocabulary.load(out / "vocab.json")
+    manifest = prepare_training(spark, config, progress=lambda _: None)
+    vocab = read_prepared_vocab(out, manifest)
     train_config = TrainConfig(epochs=3, batch_size=64, random_negatives=32, seed=0)
     dev = pick_device("cpu")
     objective = StreamedEngagementObjective(
@@ -271,14 +279,14 @@ def test_catalog_pairs_hold_a_product_and_one_of_its_neighbours(spark, small_wor
     manifest = prepare_training(spark, config, progress=lambda _: None)
     counts = manifest["counts"]
     assert counts["catalog_pairs"] == 2 * counts["valid_products"] == 800
-    assert "train_examples" not in counts and not (out / "train").exists()
-    pairs = pq.read_table(out / "catalog_pairs")
+    assert "train_examples" not in counts and not prepared_files(out, manifest, "train")
+    pairs = read_part(out, manifest, "catalog_pairs")
     assert pairs.schema.names == CATALOG_PAIR_SCHEMA.names and pairs.num_rows == 800
     near = lexical_neighbours_on_spark(
         valid_products(spark, str(small_world_dir / "catalog")), 400, 4, 1000
     ).toPandas()
     allowed = dict(zip(near.product_id, near.neighbours))
-    products = {r["product_id"]: r for r in pq.read_table(out / "products").to_pylist()}
+    products = {r["product_id"]: r for r in read_part(out, manifest, "products").to_pylist()}
     partners = partners_of(pairs).to_pylist()
     for product, partner in zip(pairs.select(PRODUCT_SCHEMA.names).to_pylist(), partners):
         assert partner["product_id"] in allowed.get(product["product_id"], [product["product_id"]])

@@ -130,9 +130,16 @@ class Vocabulary:
 
     @classmethod
     def load(cls, path: Path) -> Vocabulary:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        return cls.from_json(Path(path).read_text(encoding="utf-8"), str(path))
+
+    @classmethod
+    def from_json(cls, text: str | bytes, source: str) -> Vocabulary:
+        """The vocabulary that to_json wrote; `source` names it in errors."""
+        data = json.loads(text)
         if tuple(data.get("features", ())) != FEATURES or tuple(data.get("kinds", ())) != KINDS:
-            raise ContractError(f"{path}: vocabulary features or kinds differ from this version's")
+            raise ContractError(
+                f"{source}: vocabulary features or kinds differ from this version's"
+            )
         return cls(data["tokens"])
 
 

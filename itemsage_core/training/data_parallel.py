@@ -16,18 +16,16 @@ import os
 import resource
 import threading
 import time
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
-from itemsage_core.features.vocabulary import Vocabulary
 from itemsage_core.model.checkpoint import save_checkpoint
 from itemsage_core.model.config import ModelConfig
 from itemsage_core.model.inference import pick_device
 from itemsage_core.training.config import HELDOUT_INDEX_SIZE, LoopConfig, StreamConfig, TrainConfig
 from itemsage_core.training.evaluation import evaluate_prepared
-from itemsage_core.training.prepared_data import read_prepared_manifest
+from itemsage_core.training.prepared_data import read_prepared_manifest, read_prepared_vocab
 from itemsage_core.training.streamed_objective import (
     StreamedCatalogObjective,
     StreamedEngagementObjective,
@@ -111,7 +109,7 @@ def train_process(run: PreparedRun, progress: Progress | None = None) -> dict | 
         rank, world = process_group()
         say = progress if rank == 0 else None
         manifest = read_prepared_manifest(run.data_dir)
-        vocab = Vocabulary.load(Path(run.data_dir) / "vocab.json")
+        vocab = read_prepared_vocab(run.data_dir, manifest)
         model_config = ModelConfig.create(
             vocab.size,
             hash_seed=run.hash_seed,
@@ -150,7 +148,7 @@ def train_process(run: PreparedRun, progress: Progress | None = None) -> dict | 
             "peak_rss_mb_per_process": rss,
             "seconds": time.perf_counter() - started,
         }
-        version = save_checkpoint(Path(run.out), model.cpu(), vocab, run.settings, summary)
+        version = save_checkpoint(run.out, model.cpu(), vocab, run.settings, summary)
         return {"model_version": version, "evaluation": evaluation, "summary": summary}
     finally:
         if grouped:

@@ -10,13 +10,11 @@ per task and over all held-out examples. `evaluate_prepared` follows it on prepa
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import torch
 
 from itemsage_core.contracts.catalog_contract import PRODUCT_ID
@@ -24,15 +22,15 @@ from itemsage_core.errors import ItemSageError
 from itemsage_core.features.product_features import ProductFeatures
 from itemsage_core.model.encoder import ItemSageEncoder
 from itemsage_core.model.inference import embed_features
+from itemsage_core.storage.parquet_io import open_parquet
 from itemsage_core.training.config import HELDOUT_INDEX_SIZE, RECALL_K
-from itemsage_core.training.prepared_data import QUERY, TASK, read_prepared_manifest
-from itemsage_core.training.streaming import (
-    EVALUATION,
-    features_of,
-    row_groups,
-    shard_files,
-    tagged_rng,
+from itemsage_core.training.prepared_data import (
+    QUERY,
+    TASK,
+    prepared_files,
+    read_prepared_manifest,
 )
+from itemsage_core.training.streaming import EVALUATION, features_of, row_groups, tagged_rng
 from itemsage_core.training.training_examples import TASKS, Examples
 
 QUERY_CHUNK = 2048
@@ -118,7 +116,7 @@ def _recall(hit: np.ndarray, tasks: np.ndarray, k: int, index_size: int) -> Eval
 
 def evaluate_prepared(
     model: ItemSageEncoder,
-    data_dir: str | Path,
+    data_dir: str,
     k: int = RECALL_K,
     index_size: int = HELDOUT_INDEX_SIZE,
     device=torch.device("cpu"),
@@ -128,14 +126,14 @@ def evaluate_prepared(
     products the index is a random sample (each product kept with probability index_size / n)
     plus every engaged product, so memory is bounded by the index, not by the catalog or the
     log."""
-    data_dir = Path(data_dir)
     manifest = read_prepared_manifest(data_dir)
     products, image_dim = manifest["counts"]["valid_products"], manifest["options"]["image_dim"]
-    heldout = shard_files(data_dir / "heldout")
-    engaged = pc.unique(pq.read_table(heldout, columns=[PRODUCT_ID]).column(PRODUCT_ID))
+    heldout = prepared_files(data_dir, manifest, "heldout")
+    columns = [open_parquet(path).read([PRODUCT_ID]) for path in heldout]
+    engaged = pc.unique(pa.concat_tables(columns).column(PRODUCT_ID))
     keep, rng = min(1.0, index_size / max(products, 1)), tagged_rng(0, EVALUATION)
     ids, vectors = [], []
-    for rows in row_groups(shard_files(data_dir / "products"), rng):
+    for rows in row_groups(prepared_files(data_dir, manifest, "products"), rng):
         chosen = rng.random(rows.num_rows) < keep
         if keep < 1:
             chosen |= pc.is_in(rows.column(PRODUCT_ID), engaged).to_numpy()
@@ -145,7 +143,7 @@ def evaluate_prepared(
     index_ids, index = pd.Index(np.concatenate(ids)), np.concatenate(vectors)
     hits, tasks = [], []
     for path in heldout:
-        examples = pq.ParquetFile(path)
+        examples = open_parquet(path)
         for group in range(examples.num_row_groups):
             rows = examples.read_row_group(group)
             positive_rows = index_ids.get_indexer(rows.column(PRODUCT_ID).to_numpy(False))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -34,6 +33,7 @@ from itemsage_core.training.config import (
     TrainRun,
 )
 from itemsage_core.training.evaluation import Evaluation, evaluate, evaluate_prepared
+from itemsage_core.training.prepared_data import read_prepared_manifest, read_prepared_vocab
 from itemsage_core.training.trainer import (
     Progress,
     TrainingData,
@@ -64,7 +64,7 @@ def without_features(catalog: pa.Table, features: tuple[str, ...]) -> pa.Table:
 
 @dataclasses.dataclass
 class TrainedModel:
-    path: Path
+    path: str  # a directory or a URI
     model_version: str
     evaluation: Evaluation | None  # None without an engagement log
     summary: dict
@@ -183,11 +183,11 @@ def train_model(run: TrainRun, progress: Progress | None = None) -> TrainedModel
         "seconds": time.perf_counter() - started,
     }
     version = save_checkpoint(run.out, model.cpu(), data.vocab, checkpoint_settings(run), summary)
-    return TrainedModel(Path(run.out), version, result, summary)
+    return TrainedModel(run.out, version, result, summary)
 
 
 def evaluate_model(
-    model_dir: Path,
+    model_dir: str,
     catalog: str,
     engagements: str,
     mapping: str | None = None,
@@ -215,7 +215,7 @@ def evaluate_model(
 
 
 def evaluate_prepared_model(
-    model_dir: Path,
+    model_dir: str,
     data_dir: str,
     index_size: int = HELDOUT_INDEX_SIZE,
     k: int = RECALL_K,
@@ -224,7 +224,7 @@ def evaluate_prepared_model(
     """Recall@k of a checkpoint on the held-out examples of prepared data; the data must have
     been prepared with the checkpoint's vocabulary (as `train --num-processes` does)."""
     checkpoint = load_checkpoint(model_dir)
-    vocab = Vocabulary.load(Path(data_dir) / "vocab.json")
+    vocab = read_prepared_vocab(data_dir, read_prepared_manifest(data_dir))
     if vocab.to_json() != checkpoint.vocab.to_json():
         raise ItemSageError(
             f"{data_dir} was prepared with another vocabulary than {model_dir}'s; evaluate "
@@ -238,7 +238,7 @@ def evaluate_prepared_model(
 
 
 def evaluate_catalog_model(
-    model_dir: Path,
+    model_dir: str,
     catalog: str,
     label_column: str,
     mapping: str | None = None,

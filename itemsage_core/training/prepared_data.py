@@ -19,11 +19,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from itemsage_core.contracts.catalog_contract import DEFAULT_IMAGE_DIM, PRODUCT_ID
 from itemsage_core.contracts.column_mapping import ColumnMapping
@@ -32,7 +38,8 @@ from itemsage_core.contracts.validation_report import ValidationReport
 from itemsage_core.errors import ItemSageError
 from itemsage_core.features.product_features import encode_products
 from itemsage_core.features.vocabulary import FEATURES, VocabConfig, Vocabulary
-from itemsage_core.storage.files import sha256_file, write_atomic
+from itemsage_core.storage.files import sha256_file
+from itemsage_core.storage.store import Store
 from itemsage_core.training.training_examples import TASKS, holdout_mask, task_ids
 
 TASK, QUERY, HELDOUT = "task", "query", "heldout"
@@ -55,10 +62,12 @@ EXAMPLE_SCHEMA = pa.schema(
 )
 
 
+# A held-out example, as evaluation reads it.
+HELDOUT_SCHEMA = EXAMPLE_SCHEMA.remove(EXAMPLE_SCHEMA.get_field_index(HELDOUT))
 # A training example with its product: what a training step reads, without another lookup.
 TRAIN_SCHEMA = pa.schema(
     [
-        *EXAMPLE_SCHEMA.remove(EXAMPLE_SCHEMA.get_field_index(HELDOUT)),
+        *HELDOUT_SCHEMA,
         *PRODUCT_SCHEMA.remove(0),
         pa.field(TASK_COUNTS, pa.list_(pa.int32())),  # len(TASKS)
     ]
@@ -160,8 +169,28 @@ def task_count_vector(counts: dict[str, int]) -> np.ndarray:
     return np.array([counts.get(task, 0) for task in TASKS], np.int64)
 
 
-FORMAT = "itemsage-training-data/1"
-MANIFEST = "manifest.json"
+FORMAT = "itemsage-training-data/2"
+MANIFEST, VOCAB, RUN_PREFIX = "manifest.json", "vocab.json", "run-"
+
+
+def new_run() -> str:
+    """The folder name of a new preparation under its data directory: run-<UTC time>-<random>."""
+    return f"{RUN_PREFIX}{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{uuid.uuid4().hex[:8]}"
+
+
+def write_part(batches: Iterable[pa.RecordBatch], schema: pa.Schema, root: str, key: str) -> dict:
+    """Write `batches` as one Parquet file of `schema` at `key` under `root` (a path or a URI):
+    into a local temporary file first, so that its checksum needs no second read, then moved or
+    uploaded. Returns its description for the manifest: path (`key`), rows, bytes, sha256."""
+    with tempfile.TemporaryDirectory(prefix="itemsage-part-") as scratch:
+        local, rows = Path(scratch) / "part.parquet", 0
+        with pq.ParquetWriter(local, schema) as writer:
+            for batch in batches:
+                writer.write_table(pa.Table.from_batches([batch]).cast(schema))
+                rows += batch.num_rows
+        size, digest = local.stat().st_size, sha256_file(local)
+        Store(root).upload(local, key)
+    return {"path": key, "rows": rows, "bytes": size, "sha256": digest}
 
 
 def preparation(config: PrepareConfig) -> dict:
@@ -180,40 +209,73 @@ def changed_preparation(manifest: dict, config: PrepareConfig) -> list[str]:
 
 
 def write_prepared_manifest(
-    directory: Path, config: PrepareConfig, vocab: Vocabulary, counts: dict, seconds: float
+    directory: str,
+    run: str,
+    files: list[dict],
+    config: PrepareConfig,
+    vocab: Vocabulary,
+    counts: dict,
+    seconds: float,
 ) -> dict:
-    """Write `directory`'s manifest.json last: the format, the options, the counts, and every
-    data file with its size and SHA-256; returns it."""
-    files = [
-        {
-            "path": str(path.relative_to(directory)),
-            "bytes": path.stat().st_size,
-            "sha256": sha256_file(path),
-        }
-        for path in sorted(directory.rglob("*.parquet"))
-    ]
+    """Write `directory`'s manifest.json, which makes the data of `run` (its folder there, written
+    before) the complete data: the format, the options, the counts, and every data file
+    (write_part's descriptions, paths relative to the run folder); returns it."""
     manifest = {
         "format": FORMAT,
         **preparation(config),
+        "run": run,
         "vocab_tokens": vocab.size,
         "counts": counts,
-        "files": files,
+        "files": sorted(files, key=lambda f: f["path"]),
         "seconds": seconds,
     }
-    write_atomic(directory / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+    Store(directory).write_bytes(MANIFEST, text.encode())
     return manifest
 
 
-def read_prepared_manifest(directory: str | Path) -> dict:
-    """The manifest of prepared training data, or a one-line error naming the fix."""
-    path = Path(directory) / MANIFEST
+def remove_other_runs(directory: str, run: str) -> None:
+    """Remove all that `directory` holds besides its manifest and the folder of `run`: earlier
+    preparations, and those that failed or were killed."""
+    store = Store(directory)
+    for name in store.names(""):
+        if name not in (MANIFEST, run):
+            store.delete(name)
+
+
+def read_prepared_manifest(directory: str | os.PathLike) -> dict:
+    """The manifest of prepared training data (a path or a URI), or a one-line error naming the
+    fix."""
+    store = Store(directory)
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(store.read_bytes(MANIFEST))
     except (OSError, ValueError) as exc:
         raise ItemSageError(
-            f"{directory} holds no complete prepared training data ({exc.__class__.__name__}: "
-            f"{path}); run `itemsage prepare-training --out {directory}`"
+            f"{os.fspath(directory)} holds no complete prepared training data "
+            f"({exc.__class__.__name__}: {store.path(MANIFEST)}); run `itemsage prepare-training "
+            f"--out {os.fspath(directory)}`"
         ) from None
     if manifest.get("format") != FORMAT:
-        raise ItemSageError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+        raise ItemSageError(
+            f"{store.path(MANIFEST)}: format {manifest.get('format')!r}, expected {FORMAT!r} "
+            "(prepare the data again)"
+        )
     return manifest
+
+
+def prepared_files(directory: str | os.PathLike, manifest: dict, part: str) -> list[str]:
+    """The files of `part` (products, train, heldout, catalog_pairs) that `manifest` lists, in
+    order, as paths or URIs: never a listing, so only the complete preparation's files."""
+    store = Store(directory)
+    return [
+        store.path(f"{manifest['run']}/{f['path']}")
+        for f in manifest["files"]
+        if f["path"].startswith(f"{part}/")
+    ]
+
+
+def read_prepared_vocab(directory: str | os.PathLike, manifest: dict) -> Vocabulary:
+    """The vocabulary the data in `directory` (a path or a URI) was prepared with."""
+    store = Store(directory)
+    key = f"{manifest['run']}/{VOCAB}"
+    return Vocabulary.from_json(store.read_bytes(key), store.path(key))

@@ -7,7 +7,6 @@ memory does not grow with the catalog or the log. They plug into the trainer's o
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,6 +23,7 @@ from itemsage_core.training.config import StreamConfig, TrainConfig
 from itemsage_core.training.prepared_data import (
     QUERY,
     partners_of,
+    prepared_files,
     read_prepared_manifest,
     task_count_vector,
 )
@@ -56,7 +56,7 @@ class _Streamed:
 
     def __init__(
         self,
-        data_dir: str | Path,
+        data_dir: str,
         config: TrainConfig,
         dev: torch.device,
         stream: StreamConfig = StreamConfig(),
@@ -66,10 +66,10 @@ class _Streamed:
     ):
         self.manifest = read_prepared_manifest(data_dir)
         self.image_dim = self.manifest["options"]["image_dim"]
-        self.config, self.dev, self.data_dir = config, dev, Path(data_dir)
+        self.config, self.dev, self.data_dir = config, dev, data_dir
         if pool is None:
             rows = negative_pool(
-                shard_files(self.data_dir / "products"),
+                self.files("products"),
                 self.manifest["counts"]["valid_products"],
                 stream.negatives,
                 tagged_rng(config.seed, NEGATIVE_POOL, rank),
@@ -81,6 +81,10 @@ class _Streamed:
     def shard_stream(self, stream: StreamConfig, rank: int, world: int) -> ShardStream:
         """The objective's stream of batches for process `rank` of `world` (and its sizes)."""
         raise NotImplementedError
+
+    def files(self, part: str) -> list[str]:
+        """The files of one part of the data, as the manifest lists them."""
+        return prepared_files(self.data_dir, self.manifest, part)
 
     def negatives(self, rng: np.random.Generator) -> tuple[pa.Table, torch.Tensor]:
         """`random_negatives` rows of the pool and their keys."""
@@ -121,7 +125,7 @@ class StreamedEngagementObjective(_Streamed):
         self.kept = int(round(float((counts * acceptance).sum()) / world))
         self.batch = min(config.batch_size, max(1, self.examples))
         return ShardStream(
-            shard_files(self.data_dir / "train", rank, world),
+            shard_files(self.files("train"), rank, world),
             self.batch,
             stream.shuffle_buffer,
             (config.seed, ENGAGEMENT_PASSES, rank),
@@ -176,9 +180,9 @@ class StreamedCatalogObjective(_Streamed):
         # An epoch is as many products as the catalog holds, as in memory.
         self.examples = math.ceil(self.manifest["counts"]["valid_products"] / world)
         self.batch = min(config.batch_size, max(2, self.examples))
-        directory = "catalog_pairs" if self.paired and config.neighbours else "products"
+        part = "catalog_pairs" if self.paired and config.neighbours else "products"
         return ShardStream(
-            shard_files(self.data_dir / directory, rank, world),
+            shard_files(self.files(part), rank, world),
             self.batch,
             stream.shuffle_buffer,
             (config.seed, CATALOG_PASSES, rank),

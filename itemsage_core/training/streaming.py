@@ -13,18 +13,18 @@ not repeated within an epoch, its examples are simply kept while the frequent ta
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from itemsage_core.contracts.catalog_contract import PRODUCT_ID
 from itemsage_core.errors import ItemSageError
 from itemsage_core.features.product_features import ProductFeatures
 from itemsage_core.features.vocabulary import FEATURES, TextBags
+from itemsage_core.storage.parquet_io import open_parquet
 from itemsage_core.training.prepared_data import TASK
 from itemsage_core.training.training_examples import TASKS
 
@@ -38,21 +38,22 @@ def tagged_rng(seed: int, tag: int, rank: int = 0, index: int = 0) -> np.random.
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(tag, rank, index)))
 
 
-def shard_files(directory: str | Path, rank: int = 0, world: int = 1) -> list[Path]:
-    """The Parquet files of `directory` that process `rank` of `world` reads (every world-th)."""
-    files = sorted(Path(directory).rglob("*.parquet"))
+def shard_files(files: list[str], rank: int = 0, world: int = 1) -> list[str]:
+    """The files of one part of prepared data (prepared_data.prepared_files) that process `rank`
+    of `world` reads: every world-th."""
     if len(files) < world:
         raise ItemSageError(
-            f"{directory} has {len(files)} Parquet files for {world} training processes; "
+            f"the prepared data has {len(files)} Parquet files for {world} training processes; "
             f"prepare the data with --shards {world} or more"
         )
     return files[rank::world]
 
 
-def row_groups(files: list[Path], rng: np.random.Generator) -> Iterator[pa.Table]:
-    """Every row group of `files` once, the files and each file's row groups in a random order."""
+def row_groups(files: list[str], rng: np.random.Generator) -> Iterator[pa.Table]:
+    """Every row group of `files` (paths or URIs) once, the files and each file's row groups in
+    a random order."""
     for i in rng.permutation(len(files)):
-        handle = pq.ParquetFile(files[int(i)])
+        handle = open_parquet(os.fspath(files[int(i)]))
         for group in rng.permutation(handle.num_row_groups):
             yield handle.read_row_group(int(group))
 
@@ -96,9 +97,7 @@ def _draw(buffer: pa.Table, size: int, rng: np.random.Generator) -> tuple[pa.Tab
     return batch, buffer.filter(pa.array(~picked)).combine_chunks()
 
 
-def negative_pool(
-    files: list[Path], products: int, size: int, rng: np.random.Generator
-) -> pa.Table:
+def negative_pool(files: list[str], products: int, size: int, rng: np.random.Generator) -> pa.Table:
     """About `size` product rows (at most `size`) sampled uniformly from the product shards,
     which hold `products` products in all: each kept with probability size / products."""
     keep = min(1.0, size / max(products, 1))
@@ -122,7 +121,7 @@ class ShardStream:
 
     def __init__(
         self,
-        files: list[Path],
+        files: list[str],
         batch: int,
         buffer: int,
         seed: tuple[int, int, int],  # (run seed, tag, rank)
@@ -148,8 +147,8 @@ class ShardStream:
             if not served:  # or every process of the group would wait for this one forever
                 raise ItemSageError(
                     f"{len(self.files)} training files of process {self.seed[2]} "
-                    f"({self.files[0].parent if self.files else 'none'}) hold no row to train "
-                    "on: prepare the data again, or train on fewer processes"
+                    f"({os.fspath(self.files[0]) if self.files else 'none'}, ...) hold no row "
+                    "to train on: prepare the data again, or train on fewer processes"
                 )
             self._epoch, self._served, skip = self._epoch + 1, 0, 0
 

@@ -7,14 +7,18 @@ random state and stream position, the history so far. JSON and safetensors only,
                                                 process RNG states (numpy, torch, CUDA) and
                                                 stream positions, history, sha256 of the tensors
 
-A state is written into a temporary sibling directory and renamed into place, so a kill leaves
-a complete state or none; resuming takes the newest complete one; the KEEP newest are kept, and
-a run that does not resume clears the states of earlier runs (`clear_train_states`).
+STATE_DIR is a path or an object-store URI. A state's state.json, written last, marks it
+complete: on a local disk the state is written into a temporary sibling directory and renamed
+into place; on an object store (no rename) the tensors go under step-NNNNNNNN/ first. Either way
+a kill leaves a complete state or one without state.json, which is never read. Resuming takes
+the newest complete one whose tensors match their checksum; the KEEP newest are kept, and a run
+that does not resume clears the states of earlier runs (`clear_train_states`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -23,10 +27,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save_file
 
 from itemsage_core.errors import ItemSageError
 from itemsage_core.storage.files import sha256_file
+from itemsage_core.storage.store import Store
 
 STATE_JSON, STATE_TENSORS, PREFIX = "state.json", "state.safetensors", "step-"
 KEEP = 2
@@ -44,35 +49,48 @@ class TrainState:
     fingerprint: dict  # the settings a resumed run must share
 
 
-def save_train_state(directory: str | Path, state: TrainState) -> Path:
-    """Write `state` under `directory` (atomically); keep the KEEP newest; returns its path."""
-    directory = Path(directory)
+def save_train_state(directory: str | os.PathLike, state: TrainState) -> str:
+    """Write `state` under `directory` (a path or a URI), state.json last; keep the KEEP newest;
+    returns its path."""
+    store = Store(directory)
+    key = f"{PREFIX}{state.step:08d}"
+    if store.local:
+        store.local_path("").mkdir(parents=True, exist_ok=True)
+    # a local state is staged beside its final name, to be renamed there
+    staging = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=store.path("") if store.local else None))
+    try:
+        _write_state(staging, state)
+        store.delete(key)  # a rerun that reached the same step
+        if store.local:
+            os.replace(staging, store.local_path(key))
+        else:
+            for name in (STATE_TENSORS, STATE_JSON):
+                store.upload(staging / name, f"{key}/{name}")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    kept = _saved(store)[-KEEP:]
+    for name in store.names(""):
+        if name.startswith(PREFIX) and name not in kept:
+            store.delete(name)
+    return store.path(key)
+
+
+def _write_state(folder: Path, state: TrainState) -> None:
+    """The state's tensors, then its state.json (with their checksum), in `folder`."""
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in state.model.items()}
     for index, values in state.optimizer["state"].items():
         for key, value in values.items():
             tensors[f"optimizer.{index}.{key}"] = torch.as_tensor(value).cpu().contiguous()
-    directory.mkdir(parents=True, exist_ok=True)
-    final = directory / f"{PREFIX}{state.step:08d}"
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=directory))
-    try:
-        save_file(tensors, str(staging / STATE_TENSORS))
-        meta = {
-            "step": state.step,
-            "fingerprint": state.fingerprint,
-            "param_groups": state.optimizer["param_groups"],
-            "processes": state.processes,
-            "history": state.history,
-            "sha256": sha256_file(staging / STATE_TENSORS),
-        }
-        (staging / STATE_JSON).write_text(json.dumps(meta, sort_keys=True) + "\n")
-        if final.exists():  # a rerun that reached the same step
-            shutil.rmtree(final)
-        os.replace(staging, final)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    for old in _saved(directory)[:-KEEP]:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
+    save_file(tensors, str(folder / STATE_TENSORS))
+    meta = {
+        "step": state.step,
+        "fingerprint": state.fingerprint,
+        "param_groups": state.optimizer["param_groups"],
+        "processes": state.processes,
+        "history": state.history,
+        "sha256": sha256_file(folder / STATE_TENSORS),
+    }
+    (folder / STATE_JSON).write_text(json.dumps(meta, sort_keys=True) + "\n")
 
 
 def random_state(rng: np.random.Generator) -> dict:
@@ -96,25 +114,37 @@ def set_random_state(rng: np.random.Generator, state: dict) -> None:
         )
 
 
-def clear_train_states(directory: str | Path) -> None:
+def clear_train_states(directory: str | os.PathLike) -> None:
     """Remove the states an earlier run left in `directory` (a run that does not resume starts
     its own history there)."""
-    for old in Path(directory).glob(f"{PREFIX}*"):
-        shutil.rmtree(old, ignore_errors=True)
+    store = Store(directory)
+    for name in store.names(""):
+        if name.startswith(PREFIX):
+            store.delete(name)
 
 
-def _saved(directory: Path) -> list[Path]:
-    """The complete states under `directory`, oldest first."""
-    return sorted(p for p in directory.glob(f"{PREFIX}*") if (p / STATE_JSON).is_file())
+def _saved(store: Store) -> list[str]:
+    """The names of the complete states (with their state.json), oldest first."""
+    return [
+        name
+        for name in store.names("")
+        if name.startswith(PREFIX) and store.exists(f"{name}/{STATE_JSON}")
+    ]
 
 
-def latest_train_state(directory: str | Path, fingerprint: dict) -> TrainState | None:
-    """The newest state under `directory` whose tensors match their checksum (a damaged one is
-    passed over), or None when there is none; a state of a different run is an error."""
+def latest_train_state(directory: str | os.PathLike, fingerprint: dict) -> TrainState | None:
+    """The newest state under `directory` whose tensors match their checksum (a damaged or
+    unreadable one is passed over), or None when there is none; a state of a different run is
+    an error."""
     fingerprint = json.loads(json.dumps(fingerprint))  # as saved: tuples become lists
-    for path in reversed(_saved(Path(directory))):
-        meta = json.loads((path / STATE_JSON).read_text())
-        if sha256_file(path / STATE_TENSORS) != meta["sha256"]:
+    store = Store(directory)
+    for name in reversed(_saved(store)):
+        try:
+            meta = json.loads(store.read_bytes(f"{name}/{STATE_JSON}"))
+            tensors = store.read_bytes(f"{name}/{STATE_TENSORS}")
+        except (FileNotFoundError, ValueError):  # a state half deleted, or not JSON
+            continue
+        if hashlib.sha256(tensors).hexdigest() != meta["sha256"]:
             continue
         changed = sorted(
             k
@@ -123,15 +153,14 @@ def latest_train_state(directory: str | Path, fingerprint: dict) -> TrainState |
         )
         if changed:
             raise ItemSageError(
-                f"{directory} holds the state of another run ({', '.join(changed)} differ): "
-                "resume with the run's own options, or train without --resume"
+                f"{os.fspath(directory)} holds the state of another run ({', '.join(changed)} "
+                "differ): resume with the run's own options, or train without --resume"
             )
-        return _loaded(path, meta)
+        return _loaded(load(tensors), meta)
     return None
 
 
-def _loaded(path: Path, meta: dict) -> TrainState:
-    tensors = load_file(str(path / STATE_TENSORS))
+def _loaded(tensors: dict[str, torch.Tensor], meta: dict) -> TrainState:
     model = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
     moments: dict[int, dict] = {}
     for key, value in tensors.items():
