@@ -5,15 +5,17 @@
 A synthetic world (catalog and engagement log) is written locally and copied to `s3://` (moto's
 S3 server on 127.0.0.1 in this process: an in-memory Python server, slower than a real store).
 Then the same commands run, each as a fresh `itemsage` process on local[2], once with local paths
-and once with `s3://` URIs only: train (in one process, a small model), validate on Spark,
-embed, evaluate, build-index, and a query with the catalog's titles. Prints the seconds of each
-command on both and their ratio.
+and once with `s3://` URIs only: train in one process (a small model), train on Spark in 2
+processes (prepared data and states beside the model), validate on Spark, embed, evaluate,
+build-index, and a query with the catalog's titles. Prints the seconds of each command on both
+and their ratio.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -41,6 +43,11 @@ def commands(world: str, out: str, surfaces: str, product: str) -> list[tuple[st
     table, index, spark = f"{out}/embeddings", f"{out}/indexes", ("--master", "local[2]")
     return [
         ("train", ["train", "--catalog", catalog, "--engagements", log, "--out", model, *TINY]),
+        (
+            "train-2proc",
+            ["train", "--catalog", catalog, "--engagements", log, "--out", f"{model}-2proc",
+             *TINY, *spark, "--num-processes", "2", "--checkpoint-every", "20"],
+        ),
         ("validate", ["validate", "--catalog", catalog, *spark]),
         ("embed", ["embed", "--catalog", catalog, "--model", model, "--table", table, *spark]),
         ("evaluate", ["evaluate", "--model", model, "--catalog", catalog, "--engagements", log]),
@@ -92,6 +99,7 @@ def main() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
     server = ThreadedMotoServer("127.0.0.1", port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
