@@ -18,6 +18,7 @@ import pytest
 import torch
 from test_distributed_training import processes_of
 from test_index_object_store import itemsage, s3_env
+from test_model_object_store import TINY, WORLD, s3, upload_world  # noqa: F401 (s3: a fixture they use)
 
 from itemsage_core.errors import ItemSageError
 from itemsage_core.model.checkpoint import load_checkpoint
@@ -40,24 +41,7 @@ from itemsage_core.training.train_state import (
 )
 
 pytest.importorskip("moto.server", reason="moto[server] is in the dev extra")
-WORLD = "s3://lake/world"
 SECRET = s3_env("")["AWS_SECRET_ACCESS_KEY"]
-
-
-@pytest.fixture
-def s3(s3_endpoint, monkeypatch):
-    """The S3 environment set for this process and the tests' subprocesses."""
-    for name, value in s3_env(s3_endpoint).items():
-        monkeypatch.setenv(name, value)
-    return s3_endpoint
-
-
-def upload_world(world_dir) -> None:
-    """The small world's catalog and engagement log, copied to s3://lake/world/."""
-    store = Store(WORLD)
-    for part in ("catalog", "engagements"):
-        for file in sorted((world_dir / part).glob("*.parquet")):
-            store.write_bytes(f"{part}/{file.name}", file.read_bytes())
 
 
 def a_state(step: int) -> TrainState:
@@ -115,7 +99,8 @@ def sha256_of(uri: str) -> str:
 
 
 @pytest.mark.spark
-def test_data_prepared_on_s3_is_whole_or_the_previous_one(s3, small_world_dir, tmp_path):
+@pytest.mark.usefixtures("s3")
+def test_data_prepared_on_s3_is_whole_or_the_previous_one(small_world_dir, tmp_path):
     upload_world(small_world_dir)
     data = "s3://lake/prepared"
     outputs = []
@@ -170,8 +155,9 @@ def test_data_prepared_on_s3_is_whole_or_the_previous_one(s3, small_world_dir, t
 
 @pytest.mark.spark
 @pytest.mark.faults
+@pytest.mark.usefixtures("s3")
 def test_a_killed_distributed_run_resumes_from_the_bucket_alone(
-    s3, small_world_dir, tmp_path, tmp_path_factory, monkeypatch
+    small_world_dir, tmp_path, tmp_path_factory, monkeypatch
 ):
     upload_world(small_world_dir)
     out = "s3://lake/models/m1"
@@ -179,8 +165,7 @@ def test_a_killed_distributed_run_resumes_from_the_bucket_alone(
         sys.executable, "-m", "itemsage_cli.main", "train",
         "--catalog", f"{WORLD}/catalog", "--engagements", f"{WORLD}/engagements", "--out", out,
         "--master", "local[2]", "--num-processes", "2", "--epochs", "6", "--checkpoint-every", "3",
-        "--batch-size", "32", "--random-negatives", "16", "--d-model", "32", "--ffn-dim", "64",
-        "--hash-buckets", "2000", "--vocab", "2000,2000,500",
+        *TINY,
     ]  # fmt: skip
     env = {**os.environ, "MARKER": str(tmp_path)}
     killed = subprocess.Popen(
