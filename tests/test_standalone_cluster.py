@@ -17,6 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyspark
 import pytest
+from test_index_object_store import s3_env
+from test_model_object_store import TINY, WORLD, upload_world
 
 from index_builder.index_reader import load_published
 from itemsage_core.embedding.batch_embedder import BatchEmbedder
@@ -125,23 +127,23 @@ def cluster(tmp_path_factory):
                 process.kill()
 
 
+def s3_for_driver_and_executors(endpoint: str, monkeypatch) -> list[str]:
+    """moto's S3 credentials and endpoint set for this process (and the driver it starts);
+    returns the --conf arguments that give them to the executors."""
+    for name, value in s3_env(endpoint).items():
+        monkeypatch.setenv(name, value)
+    return [
+        a for k, v in s3_env(endpoint).items() for a in ("--conf", f"spark.executorEnv.{k}={v}")
+    ]
+
+
 def test_embed_job_on_a_standalone_cluster(
     cluster, tmp_path, small_world, small_world_dir, tiny_model_dir, s3_endpoint, monkeypatch
 ):
     """The catalog, the model, the table and the indexes on a real S3 API (moto): executors
     read the catalog's row groups and fetch the model themselves (credentials through
     spark.executorEnv), nothing shared with the driver but the bucket."""
-    s3 = {
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_REGION": "us-east-1",
-        "AWS_ENDPOINT_URL": s3_endpoint,
-        "AWS_ALLOW_HTTP": "true",
-        "AWS_S3_ALLOW_UNSAFE_RENAME": "true",
-    }
-    for name, value in s3.items():
-        monkeypatch.setenv(name, value)
-    executor_env = [a for k, v in s3.items() for a in ("--conf", f"spark.executorEnv.{k}={v}")]
+    executor_env = s3_for_driver_and_executors(s3_endpoint, monkeypatch)
     executor_cache = tmp_path / "executor-cache"
     for file in sorted((small_world_dir / "catalog").glob("*.parquet")):
         Store("s3://lake/catalog").write_bytes(file.name, file.read_bytes())
@@ -226,30 +228,37 @@ def test_embed_job_on_a_standalone_cluster(
         assert loaded.search(got[0], k=1)[0][0] == rows.column("product_id")[0].as_py()
 
 
-def test_training_on_a_standalone_cluster(cluster, tmp_path, small_world_dir, tiny_train_args):
+def test_training_on_a_standalone_cluster(
+    cluster, tmp_path, small_world_dir, s3_endpoint, monkeypatch
+):
     """`train --num-processes 2` under spark-submit: one training process on each worker (each
-    has one task slot, and the barrier stage needs both at once)."""
-    out = tmp_path / "model"
+    has one task slot, and the barrier stage needs both at once), the catalog, the log, the
+    prepared data, the states and the model on S3 (moto): nothing shared but the bucket."""
+    executor_env = s3_for_driver_and_executors(s3_endpoint, monkeypatch)
+    upload_world(small_world_dir)
+    out = "s3://lake/models/cluster"
     result = subprocess.run(
         [
-            str(SCRIPT),
-            "--master",
-            cluster["url"],
-            "--conf",
-            "spark.executor.memory=1g",
-            "train",
-            *tiny_train_args(small_world_dir, out, "--num-processes", "2", "--max-steps", "6"),
+            str(SCRIPT), "--master", cluster["url"], "--conf", "spark.executor.memory=1g",
+            *executor_env, "train", "--catalog", f"{WORLD}/catalog",
+            "--engagements", f"{WORLD}/engagements", "--out", out, *TINY,
+            "--num-processes", "2", "--max-steps", "6", "--checkpoint-every", "3",
+            "--summary-json", str(tmp_path / "summary.json"),
         ],
         capture_output=True,
         text=True,
         timeout=900,
-    )
+        cwd=tmp_path,
+    )  # fmt: skip
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["training"]["processes"] == 2 and summary["training"]["steps"] == 6
     assert len(summary["peak_rss_mb_per_process"]) == 2
     assert summary["heldout"]["index_size"] == 400
     assert read_checkpoint_manifest(out)["model_version"] in result.stdout
+    assert Store(f"{out}.state").names("") == ["step-00000003"]  # every 3 steps, the 6th ends
+    assert "manifest.json" in Store(f"{out}.prepared").names("")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]
 
 
 def executor_pid(work_dir: Path, executor_id: str) -> int | None:
