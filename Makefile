@@ -13,6 +13,9 @@ RAY_SPEC ?= ray[data]==2.60.0
 PEERS_STAMP := $(VENV)/.peers-installed
 WORKDIR ?= itemsage-demo
 PYTEST_ARGS ?=
+# Two pytest workers, a test module each at a time (pytest-xdist): the Spark tests spend much of
+# their time starting JVMs and waiting on subprocesses, so two overlap on 2 cores.
+PYTEST_WORKERS ?= 2
 
 .PHONY: help venv java airflow-venv demo demo-flipkart lint test test-fast bench bench-full bench-catalog bench-training bench-store bench-store-flow bench-refresh bench-query bench-types bench-peers bench-peers-smoke clean
 
@@ -59,11 +62,11 @@ lint: venv ## ruff: lint rules, import order, format check (pyproject.toml)
 	$(VENV)/bin/ruff format --check .
 
 test: venv airflow-venv ## every test (CI runs `make lint test`)
-	ITEMSAGE_AIRFLOW_PYTHON=$(CURDIR)/$(AIRFLOW_VENV)/bin/python $(PY) -m pytest $(PYTEST_ARGS)
+	ITEMSAGE_AIRFLOW_PYTHON=$(CURDIR)/$(AIRFLOW_VENV)/bin/python $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The inner loop: everything but kills and races, the ablations and the standalone cluster.
 test-fast: venv ## the tests without faults, ablations and the standalone cluster
-	$(PY) -m pytest -m "not faults and not ablation and not cluster" $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not faults and not ablation and not cluster" $(PYTEST_ARGS)
 
 # Benchmarks (bench/run.py): quick sizes here, 100k and 1M products in bench-full.
 bench: venv ## benchmarks at 20k products (bench/run.py)

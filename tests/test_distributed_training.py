@@ -7,12 +7,8 @@ and leaves no training process behind."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 
@@ -72,74 +68,6 @@ def test_two_processes_train_and_evaluate(small_world_dir, tiny_train_args, tmp_
     assert in_process["examples"] == heldout["examples"]
     assert in_process["task_examples"] == heldout["task_examples"]
     assert abs(in_process["overall"] - heldout["overall"]) <= 0.01
-
-
-def processes_of(marker: str) -> list[int]:
-    """The processes whose environment holds MARKER=marker (every descendant of a command run
-    with it inherits it)."""
-    found = []
-    for environ in Path("/proc").glob("[0-9]*/environ"):
-        try:
-            if f"MARKER={marker}".encode() in environ.read_bytes().split(b"\0"):
-                found.append(int(environ.parent.name))
-        except OSError:
-            pass
-    return found
-
-
-@pytest.mark.faults
-def test_a_killed_distributed_run_resumes(small_world_dir, tiny_train_args, tmp_path):
-    out, state = tmp_path / "model", tmp_path / "model.state"
-    command = [
-        *ITEMSAGE,
-        "train",
-        *tiny_train_args(
-            small_world_dir,
-            out,
-            "--master",
-            "local[2]",
-            "--num-processes",
-            "2",
-            "--epochs",
-            "6",
-            "--checkpoint-every",
-            "3",
-        ),
-    ]
-    marker = {**os.environ, "MARKER": str(tmp_path)}
-    killed = subprocess.Popen(
-        command,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        env=marker,
-    )
-    deadline = time.monotonic() + 600
-    while not list(state.glob("step-*/state.json")) and time.monotonic() < deadline:
-        assert killed.poll() is None, "the run ended before saving a state"
-        time.sleep(0.1)
-    os.killpg(killed.pid, signal.SIGKILL)
-    killed.wait()
-    assert not out.exists()
-    # torchrun's workers run in sessions of their own: they must end with their agent.
-    deadline = time.monotonic() + 30
-    while processes_of(str(tmp_path)) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert not processes_of(str(tmp_path))
-
-    other = subprocess.run(
-        [*command, "--resume", "--holdout-fraction", "0.2"], capture_output=True, text=True
-    )
-    assert other.returncode == 2 and "holdout_fraction differ" in other.stderr
-    done = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    output = done.stdout + done.stderr
-    assert "reusing the training data prepared in" in output
-    assert "resuming from step" in output
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["training"]["resumed_from_step"] >= 3
-    assert summary["training"]["processes"] == 2
-    assert load_checkpoint(out).model_version in output
 
 
 def test_the_catalog_objective_trains_on_two_processes(small_world_dir, tiny_train_args, tmp_path):

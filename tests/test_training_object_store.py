@@ -13,10 +13,10 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
-from test_distributed_training import processes_of
 from test_index_object_store import itemsage, s3_env
 from test_model_object_store import TINY, WORLD, s3, upload_world  # noqa: F401 (s3: a fixture they use)
 
@@ -59,6 +59,19 @@ def a_state(step: int) -> TrainState:
         history=[{"step": step}],
         fingerprint={"run": "a"},
     )
+
+
+def processes_of(marker: str) -> list[int]:
+    """The processes whose environment holds MARKER=marker (every descendant of a command run
+    with it inherits it)."""
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if f"MARKER={marker}".encode() in environ.read_bytes().split(b"\0"):
+                found.append(int(environ.parent.name))
+        except OSError:
+            pass
+    return found
 
 
 @pytest.mark.parametrize("where", ["local", "s3"])
@@ -159,6 +172,8 @@ def test_data_prepared_on_s3_is_whole_or_the_previous_one(small_world_dir, tmp_p
 def test_a_killed_distributed_run_resumes_from_the_bucket_alone(
     small_world_dir, tmp_path, tmp_path_factory, monkeypatch
 ):
+    """SIGKILLed after its first state (torchrun's workers end with their agent), refused to
+    resume with other options, resumed from the states on S3 with the data prepared there."""
     upload_world(small_world_dir)
     out = "s3://lake/models/m1"
     command = [
@@ -190,16 +205,25 @@ def test_a_killed_distributed_run_resumes_from_the_bucket_alone(
         time.sleep(0.5)
     assert not processes_of(str(tmp_path))
 
+    other = subprocess.run(
+        [*command, "--resume", "--holdout-fraction", "0.2"],
+        capture_output=True, text=True, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert other.returncode == 2 and "holdout_fraction differ" in other.stderr
+    summary = tmp_path_factory.mktemp("summary") / "summary.json"
     done = subprocess.run(
-        [*command, "--resume"], capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path
-    )
+        [*command, "--resume", "--summary-json", str(summary)],
+        capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path,
+    )  # fmt: skip
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-5000:]
     assert f"reusing the training data prepared in {out}.prepared" in output
     resumed = re.search(r"resuming from step (\d+), saved in (\S+)", output)
     assert resumed and int(resumed[1]) >= 3 and resumed[2] == f"{out}.state", output[-3000:]
     assert Store(out).exists("checkpoint.json")
-    assert SECRET not in output
+    training = json.loads(summary.read_text())["training"]
+    assert training["resumed_from_step"] >= 3 and training["processes"] == 2
+    assert SECRET not in output + other.stdout + other.stderr
     assert list(tmp_path.iterdir()) == []  # no local path but the command line
     monkeypatch.setenv("ITEMSAGE_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
     assert load_checkpoint(out).model_version in output
