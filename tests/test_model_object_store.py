@@ -119,7 +119,7 @@ def test_train_embed_evaluate_index_and_query_with_everything_on_s3(s3, small_wo
 
 
 def test_a_model_on_s3_is_published_whole_fetched_once_and_checked(
-    s3, tiny_model_dir, tmp_path, monkeypatch
+    s3, tiny_model_dir, small_world_dir, tmp_path, monkeypatch
 ):
     model, store = "s3://lake/models/m2", Store("s3://lake/models/m2")
     trained = load_checkpoint(tiny_model_dir)
@@ -149,6 +149,11 @@ def test_a_model_on_s3_is_published_whole_fetched_once_and_checked(
         "checkpoint.json (corrupted or edited)"
     )
     assert not list((tmp_path / "other-cache" / "checkpoints").iterdir())
+    told = itemsage(
+        "evaluate", "--model", model, "--catalog", str(small_world_dir / "catalog"),
+        "--engagements", str(small_world_dir / "engagements"), env=dict(os.environ),
+    )  # fmt: skip
+    assert told.returncode == 1 and told.stderr.splitlines() == [f"error: {raised.value}"]
     Store("s3://lake/not-a-model").write_bytes("x.json", b"{}")
     with pytest.raises(ItemSageError, match="is not a model checkpoint; choose another --out"):
         save_checkpoint("s3://lake/not-a-model", trained.model, trained.vocab, {}, {})
