@@ -178,6 +178,7 @@ neighbour_max_df_option = click.option(
     default=default(TrainConfig, "batch_size"),
     show_default=True,
     type=click.IntRange(min=2),
+    help="Examples per training step; the other examples of a batch are its in-batch negatives.",
 )
 @click.option(
     "--random-negatives",
@@ -191,6 +192,7 @@ neighbour_max_df_option = click.option(
     default=default(TrainConfig, "learning_rate"),
     show_default=True,
     type=click.FloatRange(min=0),
+    help="AdamW's learning rate.",
 )
 @click.option(
     "--holdout-fraction",
@@ -214,18 +216,21 @@ neighbour_max_df_option = click.option(
     default=default(ModelConfig, "ffn_dim"),
     show_default=True,
     type=click.IntRange(min=8),
+    help="Width of the transformer layers' feed-forward block.",
 )
 @click.option(
     "--layers",
     default=default(ModelConfig, "layers"),
     show_default=True,
     type=click.IntRange(min=1),
+    help="Transformer layers over the [CLS] and feature tokens (the paper uses one).",
 )
 @click.option(
     "--hash-buckets",
     default=default(ModelConfig, "hash_buckets"),
     show_default=True,
     type=click.IntRange(min=1),
+    help="Rows of the shared hash-embedding table (each vocabulary token sums k hashed rows).",
 )
 @vocab_option
 @click.option(
@@ -245,7 +250,11 @@ neighbour_max_df_option = click.option(
     "per --vocab-catalog in order.",
 )
 @click.option(
-    "--image-dim", default=DEFAULT_IMAGE_DIM, show_default=True, type=click.IntRange(min=1)
+    "--image-dim",
+    default=DEFAULT_IMAGE_DIM,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Dimension of the catalog's image embeddings.",
 )
 @click.option(
     "--device",
@@ -579,7 +588,14 @@ def _echo_result(model_version: str, result: object, as_json: bool) -> None:
     type=click.IntRange(min=1),
     help="Rank among all catalog products up to this many, else a fixed sample.",
 )
-@click.option("-k", "k", default=RECALL_K, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "-k",
+    "k",
+    default=RECALL_K,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Recall@k: a held-out example is a hit when its product is among the k nearest.",
+)
 @json_option
 def evaluate_command(
     model_dir: str,
@@ -649,7 +665,14 @@ def evaluate_command(
     type=click.IntRange(min=1),
     help="Query products, a fixed random sample (seed 0).",
 )
-@click.option("-k", "k", default=RECALL_K, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "-k",
+    "k",
+    default=RECALL_K,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Neighbours per query product whose labels are compared.",
+)
 @click.option(
     "--baseline-model",
     "baseline_models",
@@ -730,7 +753,11 @@ def _vocab_config(sizes: str) -> VocabConfig:
     help="Share of the engagement log held out for evaluation.",
 )
 @click.option(
-    "--image-dim", default=DEFAULT_IMAGE_DIM, show_default=True, type=click.IntRange(min=1)
+    "--image-dim",
+    default=DEFAULT_IMAGE_DIM,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Dimension of the catalog's image embeddings.",
 )
 @click.option(
     "--shards",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 
+import click
 import pytest
 
 from itemsage_cli import main, model_commands
@@ -66,3 +67,9 @@ def test_train_run_from_options_keeps_every_value():
     assert (run.catalog, str(run.out), run.device, run.train.batch_size) == ("c", "m", "cpu", 64)
     assert run.train.epochs == CATALOG_EPOCHS  # no engagement log: the catalog objective
     assert run.train.tasks == TrainConfig().tasks and run.vocab == TrainRun("c", "m").vocab
+
+
+@pytest.mark.parametrize("command", sorted(main.cli.commands))
+def test_every_option_says_what_it_does(command):
+    options = [p for p in main.cli.commands[command].params if isinstance(p, click.Option)]
+    assert [p.opts for p in options if not (p.help or "").strip()] == []
