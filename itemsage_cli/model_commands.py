@@ -36,6 +36,13 @@ from itemsage_core.training.config import (
 from itemsage_core.training.prepared_data import PrepareConfig
 
 
+def _k_option(text: str):
+    """evaluate's and evaluate-catalog's -k, with what k counts in each."""
+    return click.option(
+        "-k", "k", default=RECALL_K, show_default=True, type=click.IntRange(min=1), help=text
+    )
+
+
 def _parse_task_weights(values: tuple[str, ...]) -> tuple[tuple[str, float], ...]:
     from itemsage_core.training.training_examples import parse_tasks
 
@@ -588,14 +595,7 @@ def _echo_result(model_version: str, result: object, as_json: bool) -> None:
     type=click.IntRange(min=1),
     help="Rank among all catalog products up to this many, else a fixed sample.",
 )
-@click.option(
-    "-k",
-    "k",
-    default=RECALL_K,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Recall@k: a held-out example is a hit when its product is among the k nearest.",
-)
+@_k_option("Recall@k: a held-out example is a hit when its product is among the k nearest.")
 @json_option
 def evaluate_command(
     model_dir: str,
@@ -665,14 +665,7 @@ def evaluate_command(
     type=click.IntRange(min=1),
     help="Query products, a fixed random sample (seed 0).",
 )
-@click.option(
-    "-k",
-    "k",
-    default=RECALL_K,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Neighbours per query product whose labels are compared.",
-)
+@_k_option("Neighbours per query product whose labels are compared.")
 @click.option(
     "--baseline-model",
     "baseline_models",
