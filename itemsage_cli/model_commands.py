@@ -365,46 +365,52 @@ def train_command(
     spark-submit.sh) data-parallel on Spark: the data is prepared on the executors (as
     `itemsage prepare-training`) and N processes stream it (docs/training.md).
     """
-    from itemsage_cli.stages import progress
-
-    run = _train_run(**options)
-    out = run.out
-    loop = LoopConfig(
-        max_steps=max_steps,
-        checkpoint_every=checkpoint_every,
-        state_dir=state_dir or sibling(out, ".state"),
-        resume=resume,
-    )
-    run = dataclasses.replace(run, loop=loop)
     from jobs.spark_session import under_spark_submit
 
-    spark_only = ("prepared", "shuffle_buffer", "negative_pool", "neighbour_max_df", "conf")
-    on_spark = bool(num_processes or master or under_spark_submit())
-    context = click.get_current_context()
-    for name in spark_only:
-        if not on_spark and context.get_parameter_source(name) == ParameterSource.COMMANDLINE:
-            flag = "--" + name.replace("_", "-")
-            raise click.UsageError(f"{flag} is for training on Spark: add --num-processes N")
-    if on_spark:
+    run = _train_run(**options)
+    state_dir = state_dir or sibling(run.out, ".state")
+    run = dataclasses.replace(run, loop=LoopConfig(max_steps, checkpoint_every, state_dir, resume))
+    if not (num_processes or master or under_spark_submit()):
+        _refuse_spark_only_options()
+        version, evaluation, summary = _train_in_process(run)
+    else:
         stream = StreamConfig(shuffle_buffer=shuffle_buffer, negatives=negative_pool)
-        data_dir = prepared or sibling(out, ".prepared")
+        data_dir = prepared or sibling(run.out, ".prepared")
         version, evaluation, summary = _train_on_spark(
             run, stream, data_dir, neighbour_max_df, num_processes or 1, master, conf
         )
-    else:
-        from itemsage_core.training.model_runs import train_model
-
-        result = train_model(run, progress=progress)
-        version, evaluation, summary = result.model_version, result.evaluation, result.summary
     if summary_json:
         write_summary(summary, summary_json, echo=False)
+    _echo_trained(run, version, evaluation)
+
+
+def _train_in_process(run: TrainRun) -> tuple:
+    """`train` in this process; returns the model version, evaluation and summary."""
+    from itemsage_cli.stages import progress
+    from itemsage_core.training.model_runs import train_model
+
+    result = train_model(run, progress=progress)
+    return result.model_version, result.evaluation, result.summary
+
+
+def _refuse_spark_only_options() -> None:
+    """A usage error for an option given that only training on Spark reads."""
+    context = click.get_current_context()
+    for name in ("prepared", "shuffle_buffer", "negative_pool", "neighbour_max_df", "conf"):
+        if context.get_parameter_source(name) == ParameterSource.COMMANDLINE:
+            flag = "--" + name.replace("_", "-")
+            raise click.UsageError(f"{flag} is for training on Spark: add --num-processes N")
+
+
+def _echo_trained(run: TrainRun, version: str, evaluation) -> None:
+    """The held-out evaluation, where the model went, and (catalog-only) how to check it."""
     if evaluation:
         click.echo("\n".join(evaluation.lines()))
-    click.echo(f"model {version} written to {out}")
+    click.echo(f"model {version} written to {run.out}")
     if not run.engagements:
         mapping_flag = f" --mapping {run.mapping}" if run.mapping else ""
         click.echo(
-            f"check it: itemsage evaluate-catalog --model {out} --catalog "
+            f"check it: itemsage evaluate-catalog --model {run.out} --catalog "
             f"{run.catalog}{mapping_flag} --label-column COLUMN"
         )
 
