@@ -22,9 +22,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from index_builder.index_reader import load_published
+from index_builder.index_types.hnsw import new_hnsw_index
 from index_builder.layout import current_build_id
 from index_builder.partitioning import vectors_of
-from index_builder.shard_build import exact_top_k, gate_queries, new_hnsw_index, recall_at_k
+from index_builder.shard_build import exact_top_k, gate_queries, recall_at_k
 from itemsage_core.embedding.embeddings_table import read_table
 from itemsage_core.storage.store import Store
 

@@ -1,7 +1,7 @@
 """Searching a build's shards for a batch of queries: each shard answers every query routed to
-it in one hnswlib call (native code, `num_threads`), its labels are expanded to their products
-(duplicate products share a label) and the shards' results are merged per query with NumPy;
-no Python loop runs per result."""
+it in one native call (`Shard.search`: hnswlib or faiss, `num_threads`), its labels are
+expanded to their products (duplicate products share a label) and the shards' results are
+merged per query with NumPy; no Python loop runs per result."""
 
 from __future__ import annotations
 
@@ -41,11 +41,11 @@ class Neighbours:
 
 
 def shard_hits(
-    index, ids, starts: np.ndarray, queries: np.ndarray, rows: np.ndarray, k: int, threads: int
+    shard, ids, starts: np.ndarray, queries: np.ndarray, rows: np.ndarray, k: int, threads: int
 ) -> Hits:
-    """One shard's top `k` points for the `queries` (rows `rows` of the batch), each point's
-    label expanded to its products (`ids[starts[l]:starts[l + 1]]`)."""
-    labels, distances = index.knn_query(queries, k=k, num_threads=threads)
+    """One shard's (index_types.Shard) top `k` points for the `queries` (rows `rows` of the
+    batch), each point's label expanded to its products (`ids[starts[l]:starts[l + 1]]`)."""
+    labels, distances = shard.search(queries, k, threads)
     labels = labels.astype(np.int64)
     found = labels.ravel() >= 0  # a quantised index may find fewer than k
     labels = labels.ravel()[found]

@@ -10,6 +10,7 @@ from collections.abc import Callable
 import numpy as np
 
 from index_builder.build_files import manifest_files
+from index_builder.index_types.registry import type_of
 from index_builder.layout import (
     FORMAT,
     Pointer,
@@ -93,7 +94,7 @@ def memory_of(shards: list[dict]) -> dict:
     total = sum(index_bytes(s) for s in shards)
     resident = [s.get("resident_bytes") for s in shards]
     return {
-        "types": sorted({s.get("index", "hnsw") for s in shards}),
+        "types": sorted({type_of(s).name for s in shards}),
         "index_bytes": total,
         "bytes_per_vector": total / max(1, sum(s["vectors"] for s in shards)),
         "resident_bytes": None if None in resident else sum(resident),

@@ -16,6 +16,8 @@ import numpy as np
 
 from index_builder.batch_search import Hits, Neighbours, shard_hits, top_k
 from index_builder.build_files import local_build
+from index_builder.index_types.registry import type_of
+from index_builder.index_types.shard import Shard
 from index_builder.layout import (
     CENTROIDS,
     Pointer,
@@ -27,8 +29,8 @@ from index_builder.layout import (
     retain,
     switch_current,
 )
-from index_builder.shard_build import index_bytes, load_shard, shard_ef
-from index_builder.shard_types import measured_load
+from index_builder.resident_memory import measured_load
+from index_builder.shard_build import index_bytes, load_shard, shard_setting
 from itemsage_core.errors import ItemSageError
 from itemsage_core.storage.store import Store, as_store
 
@@ -38,7 +40,7 @@ LOAD_ERRORS = (ItemSageError, OSError, RuntimeError, ValueError)
 
 @dataclasses.dataclass(frozen=True)
 class IdMap:
-    """A shard's products grouped by hnswlib label (several when their vectors are identical)."""
+    """A shard's products grouped by label (several when their vectors are identical)."""
 
     ids: np.ndarray  # product ids, sorted by label
     labels: np.ndarray  # the label of each, ascending
@@ -63,12 +65,12 @@ class IdMap:
 
 @dataclasses.dataclass
 class ShardedIndex:
-    """One loaded build of a surface: its shards' hnswlib indexes and id maps, queried by
+    """One loaded build of a surface: its shards (index_types.Shard) and id maps, queried by
     fan-out (k-means: to the shards of the nearest clusters) and a merge of their top k."""
 
     manifest: dict
     directory: Path
-    indexes: list  # hnswlib indexes (or shard_types.FaissShard), in manifest order
+    indexes: list[Shard]  # in manifest order
     ids: list[IdMap]  # each shard's id map
     centroids: np.ndarray | None
     resident: list[int | None] | None = None  # per shard, bytes its load added (measured)
@@ -99,8 +101,8 @@ class ShardedIndex:
             centroids = None
             if manifest.get("centroids"):
                 centroids = np.load(directory / CENTROIDS, allow_pickle=False)
-        for (index, _), entry in zip(loaded, manifest["shards"]):
-            index.set_ef(shard_ef(entry, manifest["params"]))
+        for (shard, _), entry in zip(loaded, manifest["shards"]):
+            shard.tune(shard_setting(entry, manifest["params"]))
         return cls(
             manifest,
             directory,
@@ -164,7 +166,8 @@ class ShardedIndex:
         def search_shard(task) -> Hits:
             s, rows = task
             ids, wanted = self.ids[s], min(k + extra, self.ids[s].points)
-            self.indexes[s].set_ef(max(shard_ef(shards[s], params), wanted))
+            shard = self.indexes[s]
+            shard.tune(max(shard_setting(shards[s], params), shard.least_setting(wanted)))
             return shard_hits(
                 self.indexes[s], ids.ids, ids.starts, queries[rows], rows, wanted,
                 max(1, threads // workers),
@@ -208,7 +211,7 @@ class ShardedIndex:
         where = np.array(found, np.int64).reshape(-1, 2)
         for s in np.unique(where[:, 0]):
             rows = np.flatnonzero(where[:, 0] == s)
-            out[rows] = self.indexes[s].get_items(where[rows, 1], return_type="numpy")
+            out[rows] = self.indexes[s].vectors_of(where[rows, 1])
         return out
 
     def vector_of(self, product_id: str) -> np.ndarray:
@@ -342,9 +345,10 @@ def verify_current(
         "per_shard": [
             {
                 "shard": entry["shard"],
-                "index": entry.get("index", "hnsw"),
+                "index": type_of(entry).name,
                 "search": entry.get(
-                    "search", {"ef_search": shard_ef(entry, index.manifest["params"])}
+                    "search",
+                    {type_of(entry).setting_name: shard_setting(entry, index.manifest["params"])},
                 ),
                 "bytes_per_vector": index_bytes(entry) / max(1, entry["vectors"]),
                 "resident_bytes_built": entry.get("resident_bytes"),

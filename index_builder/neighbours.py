@@ -50,7 +50,7 @@ def shard_vectors(index: ShardedIndex, shard: int) -> tuple[np.ndarray, np.ndarr
     """A loaded build's shard as (product ids, their vectors), in id-map order (by label)."""
     entry, wanted = index.manifest["shards"][shard], index.ids[shard].labels
     if "vectors" in entry["files"]:  # a quantised type's float vectors, label order
-        return index.ids[shard].ids, index.indexes[shard].get_items(wanted)
+        return index.ids[shard].ids, index.indexes[shard].vectors_of(wanted)
     labels, vectors, _ = stored_points(
         index.directory / entry["files"]["index"]["path"], index.manifest["params"]["dim"]
     )

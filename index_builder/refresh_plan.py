@@ -9,6 +9,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from index_builder.index_types.registry import UPDATABLE, updatable
 from index_builder.partitioning import nearest_centroids
 from index_builder.surfaces import Surface
 
@@ -25,8 +26,9 @@ def rebuild_reason(surface: Surface, base: dict) -> str | None:
     or id maps without the content keys a refresh compares."""
     if not base.get("content_keys"):
         return "the current build's id maps hold no content keys (built by an older version)"
-    if surface.index != "hnsw":
-        return f"index {surface.index!r} is rebuilt in full (a refresh updates hnsw shards)"
+    if not updatable(surface.index):
+        kinds = ", ".join(UPDATABLE)
+        return f"index {surface.index!r} is rebuilt in full (a refresh updates {kinds} shards)"
     defaults = {f.name: f.default for f in dataclasses.fields(Surface)}  # keys added since
     changed = [
         f"{key} {base['config'].get(key, defaults[key])!r} -> {value!r}"

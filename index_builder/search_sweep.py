@@ -4,8 +4,8 @@ search setting varies, and the scores its products' neighbours get (what `itemsa
 Queries are a seeded sample of the surface's own products, each leaving itself out, as the
 neighbours table asks them. Exact search is a matrix product over every served product's vector.
 A result counts when it scores at least the exact 10th best (ties count, as in the recall gate's
-`recall_at_k`). The setting swept is ef_search, or nprobe when every shard is ivf-pq (other
-shards then keep their own)."""
+`recall_at_k`). The setting swept is the shards' types' (index_types), ef_search where they
+differ (shards searched with another setting then keep their own)."""
 
 from __future__ import annotations
 
@@ -15,12 +15,10 @@ import time
 
 import numpy as np
 
-from index_builder.shard_build import exact_top_k, recall_at_k, shard_ef, without_sources
-from index_builder.shard_types import MAX_EF
+from index_builder.index_types.registry import DEFAULT, type_of
+from index_builder.shard_build import exact_top_k, recall_at_k, shard_setting, without_sources
 
 K = 10
-EF_STEPS = (10, 16, 24, 32, 48, 64, 96, 128, 256, 512, MAX_EF)
-NPROBE_STEPS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 MIN_TIMED_S = 0.2  # each setting's queries are repeated for at least this long
 
 
@@ -43,25 +41,29 @@ class Point:
 
 
 def swept_key(manifest: dict) -> str:
-    """The setting a build's sweep varies: nprobe when every shard is ivf-pq, else ef_search."""
-    kinds = {entry.get("index", "hnsw") for entry in manifest["shards"]}
-    return "nprobe" if kinds == {"ivf-pq"} else "ef_search"
+    """The setting a build's sweep varies: its shards' types' (nprobe when every shard is
+    ivf-pq), else the default type's (ef_search)."""
+    keys = {type_of(entry).setting_name for entry in manifest["shards"]}
+    return keys.pop() if len(keys) == 1 else DEFAULT.setting_name
 
 
 def published_settings(manifest: dict) -> list[int]:
-    """Each shard's swept setting as published (a build's ef_search where a shard has none)."""
+    """Each shard's swept setting as published (a build's where a shard has none)."""
     key = swept_key(manifest)
-    if key == "ef_search":
-        return [shard_ef(entry, manifest["params"]) for entry in manifest["shards"]]
-    return [entry["search"]["nprobe"] for entry in manifest["shards"]]
+    return [shard_setting(entry, manifest["params"], key) for entry in manifest["shards"]]
 
 
-def steps(manifest: dict) -> list[int]:
-    """The settings swept: ef_search from 10 to MAX_EF, or nprobe up to the fewest lists."""
-    if swept_key(manifest) == "ef_search":
-        return list(EF_STEPS)
-    lists = min(entry["train"]["nlist"] for entry in manifest["shards"])
-    return sorted({min(n, lists) for n in NPROBE_STEPS})
+def steps(index) -> list[int]:
+    """The settings swept: the swept types' sweep steps, up to the most any swept shard
+    takes (ef_search from 10 to MAX_EF; nprobe up to the fewest lists)."""
+    key = swept_key(index.manifest)
+    swept = [
+        (type_of(entry), shard)
+        for entry, shard in zip(index.manifest["shards"], index.indexes)
+        if type_of(entry).setting_name == key
+    ]
+    most = min(shard.setting_range()[1] for _, shard in swept)
+    return sorted({min(n, most) for kind, _ in swept for n in kind.sweep_steps})
 
 
 def sample(index, queries: int, seed: int = 0) -> Sample:
@@ -69,10 +71,7 @@ def sample(index, queries: int, seed: int = 0) -> Sample:
     live = [s for s, ids in enumerate(index.ids) if len(ids.ids)]
     ids = np.concatenate([index.ids[s].ids for s in live])
     vectors = np.concatenate(
-        [
-            np.asarray(index.indexes[s].get_items(index.ids[s].labels, return_type="numpy"))
-            for s in live
-        ]
+        [index.indexes[s].vectors_of(index.ids[s].labels) for s in live]
     ).astype(np.float32)
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(len(ids), size=min(queries, len(ids)), replace=False))
@@ -83,22 +82,17 @@ def sample(index, queries: int, seed: int = 0) -> Sample:
 
 @contextlib.contextmanager
 def searched_with(index, key: str, value: int):
-    """The loaded build searched with `key` = `value` on every shard, its own settings after."""
+    """The loaded build searched with `key` = `value` on every shard searched with that
+    setting (the reader applies each shard's published one per search), its own after."""
     saved = index.manifest
     index.manifest = {
         **saved,
         "shards": [{**e, "search": {**e.get("search", {}), key: value}} for e in saved["shards"]],
     }
-    if key == "nprobe":
-        for shard in index.indexes:
-            shard.set_nprobe(value)
     try:
         yield
     finally:
         index.manifest = saved
-        if key == "nprobe":
-            for shard, setting in zip(index.indexes, published_settings(saved)):
-                shard.set_nprobe(setting)
 
 
 def measure(index, drawn: Sample):
@@ -125,7 +119,7 @@ def sweep(index, drawn: Sample) -> tuple[list[Point], Point, np.ndarray]:
     key = swept_key(index.manifest)
     measure(index, drawn)  # warm-up: first touches of the graphs and vectors
     points = []
-    for value in steps(index.manifest):
+    for value in steps(index):
         with searched_with(index, key, value):
             recall, qps, _ = measure(index, drawn)
         points.append(Point(value, recall, qps))

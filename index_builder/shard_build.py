@@ -1,13 +1,13 @@
-"""Shards: indexes of one type (index_builder.shard_types; hnswlib by default, inner product on
+"""Shards: indexes of one type (index_builder.index_types; hnswlib by default, inner product on
 unit vectors) with their id maps, built, measured against exact search (their search setting
 tuned to the gate where asked), written and loaded back.
 
 A build task gets one planned group of products (a hash bucket or a k-means part) and cuts it
 into shards of at most `max_size` products (contiguous runs of the id-sorted group), so no shard
 exceeds the target size whatever the hash or the clustering did. Files of part P of group G:
-`shard-GGGGG-PP.hnsw` (hnswlib's format; one point per distinct vector) or, for the quantised
-types, `shard-GGGGG-PP.faiss` and `shard-GGGGG-PP.vectors.npy` (float32, label order),
-`shard-GGGGG-PP.ids.parquet` (`product_id`, the hnswlib `label` of its vector and the
+`shard-GGGGG-PP.<suffix>` (its type's; one point per distinct vector) and, for the quantised
+types, `shard-GGGGG-PP.vectors.npy` (float32, label order),
+`shard-GGGGG-PP.ids.parquet` (`product_id`, the `label` of its vector and the
 `content_key` of its row, which an incremental refresh compares), and after a refresh that only
 removed products, `shard-GGGGG-PP.deleted.npy` (labels deleted since the index file was written).
 """
@@ -22,17 +22,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from index_builder.shard_types import (
-    MAX_EF,
-    QUANTISED,
-    build_quantised,
-    index_suffix,
-    load_quantised,
-    lower_bound_bytes,
-    measured_load,
-    write_quantised,
-)
-from index_builder.surfaces import AUTO, INDEX_TYPES
+from index_builder.index_types.registry import AUTO, DEFAULT, candidates, is_auto, type_of
+from index_builder.index_types.shard import IndexType, Shard
+from index_builder.resident_memory import measured_load
 from itemsage_core.errors import ItemSageError
 from itemsage_core.storage.files import sha256_file
 
@@ -40,24 +32,14 @@ RECALL_K = 10
 DEFAULT_EF = 64  # a manifest's ef_search when neither the shard nor the params give a number
 
 
-def shard_files(group: int, part: int, kind: str = "hnsw") -> dict[str, str]:
+def shard_files(group: int, part: int, kind: IndexType = DEFAULT) -> dict[str, str]:
     stem = f"shard-{group:05d}-{part:02d}"
     return {
-        "index": f"{stem}.{index_suffix(kind)}",
+        "index": f"{stem}.{kind.suffix}",
         "ids": f"{stem}.ids.parquet",
         "deleted": f"{stem}.deleted.npy",
         "vectors": f"{stem}.vectors.npy",
     }
-
-
-def new_hnsw_index(dim: int, capacity: int, M: int, ef_construction: int, seed: int):
-    import hnswlib
-
-    index = hnswlib.Index(space="ip", dim=dim)
-    index.init_index(
-        max_elements=max(capacity, 1), M=M, ef_construction=ef_construction, random_seed=seed
-    )
-    return index
 
 
 def gate_sample(
@@ -124,7 +106,7 @@ class ShardParams:
     recall_queries: int
     query_noise: float
     seed: int
-    index: str = "hnsw"  # a type of INDEX_TYPES, or "auto"
+    index: str = DEFAULT.name  # a registered type's name, or "auto"
     max_memory_mb: float | None = None
     min_recall: float = 0.95  # what "auto" settings are tuned to
     nprobe: int | str = AUTO
@@ -157,11 +139,12 @@ def index_bytes(entry: dict) -> int:
     return entry.get("index_bytes", entry["files"]["index"]["bytes"])
 
 
-def shard_ef(entry: dict, params: dict) -> int:
-    """The ef_search a shard is searched with: its tuned one, else the build's (an old build's
-    manifest has only that)."""
-    ef = entry.get("search", {}).get("ef_search", params.get("ef_search"))
-    return ef if isinstance(ef, int) else DEFAULT_EF
+def shard_setting(entry: dict, params: dict, key: str | None = None) -> int:
+    """A shard's search setting `key` (default: its type's, ef_search or nprobe) as published:
+    its tuned one, else the build's (an old build's manifest has only that)."""
+    key = key or type_of(entry).setting_name
+    value = entry.get("search", {}).get(key, params.get(key))
+    return value if isinstance(value, int) else DEFAULT_EF
 
 
 def distinct_rows(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -194,36 +177,34 @@ def described(out_dir: str | Path, name: str) -> dict:
 
 
 def write_shard(
-    out_dir: str | Path, group: int, part: int, index, ids: pa.Table, kind: str = "hnsw"
-) -> dict:
-    """Write a shard's index (and a quantised type's float vectors) and id map into `out_dir`;
-    their manifest `files`."""
+    out_dir: str | Path, group: int, part: int, shard: Shard, ids: pa.Table,
+    kind: IndexType = DEFAULT,
+) -> dict:  # fmt: skip
+    """Write a shard's files (its type's roles) and id map into `out_dir`; their manifest
+    `files`."""
     names = shard_files(group, part, kind)
     out_dir = Path(out_dir)
-    if kind in QUANTISED:
-        write_quantised(index, out_dir / names["index"], out_dir / names["vectors"])
-    else:
-        index.save_index(str(out_dir / names["index"]))
+    shard.save({role: out_dir / names[role] for role in kind.roles})
     pq.write_table(ids, out_dir / names["ids"])
-    roles = ("index", "vectors", "ids") if kind in QUANTISED else ("index", "ids")
-    return {role: described(out_dir, names[role]) for role in roles}
+    return {role: described(out_dir, names[role]) for role in (*kind.roles, "ids")}
 
 
 def shard_recall(
-    index,
+    shard: Shard,
     labels: np.ndarray,
     vectors: np.ndarray,
     params: ShardParams,
     group: int,
     part: int,
     threads: int = 1,
-    kind: str = "hnsw",
+    kind: IndexType = DEFAULT,
 ) -> tuple[float, dict]:
     """The recall gate's measure of a shard: recall@10 of its index against exact search over
     its live points (ascending `labels`, with their `vectors`), on noisy copies of some of them
-    (seeded by the shard's group and part), at its search setting: `ef_search` (HNSW types) or
-    `nprobe` (ivf-pq) as configured, or with "auto" the smallest that reaches `min_recall`
-    (binary search; the largest tried when none does). (recall, the setting).
+    (seeded by the shard's group and part), at its type's search setting (`ef_search` of the
+    HNSW types, `nprobe` of ivf-pq) as configured, or with "auto" the smallest that reaches
+    `min_recall` (binary search over the shard's `setting_range`; the largest tried when none
+    does). (recall, the setting).
 
     Each query's own point is left out of both its results and its exact top 10: the others
     are found as a query from elsewhere finds this shard's points (every query of a hash
@@ -233,24 +214,19 @@ def shard_recall(
         vectors, params.recall_queries, params.query_noise, shard_seed(params, group, part)
     )
     exact = without_sources(exact_top_k(vectors, queries, k + 1), sources, k)
-    key, configured = (
-        ("nprobe", params.nprobe) if kind == "ivf-pq" else ("ef_search", params.ef_search)
-    )
-    most = index.index.nlist if kind == "ivf-pq" else MAX_EF
-
-    def apply(value: int) -> None:
-        index.set_nprobe(value) if kind == "ivf-pq" else index.set_ef(value)
+    key = kind.setting_name
+    configured = getattr(params, key)
+    low, high = shard.setting_range()
 
     def measure(value: int) -> float:
-        apply(value)
-        found = index.knn_query(queries, k=k + 1, num_threads=threads)[0].astype(np.int64)
+        shard.tune(value)
+        found = shard.search(queries, k + 1, threads)[0].astype(np.int64)
         found = np.where(found >= 0, np.searchsorted(labels, found), -1)
         return recall_at_k(vectors, queries, without_sources(found, sources, k), exact)
 
     if configured != AUTO:
-        value = min(configured, most)
+        value = min(configured, high)
         return measure(value), {key: value}
-    low, high = (1 if kind == "ivf-pq" else RECALL_K), most
     recall = measure(high)
     if recall >= params.min_recall:
         while low < high:
@@ -260,7 +236,7 @@ def shard_recall(
                 high, recall = middle, middle_recall
             else:
                 low = middle + 1
-    apply(high)
+    shard.tune(high)
     return recall, {key: high, "tuned": True}
 
 
@@ -289,55 +265,47 @@ def build_shard(
     labels, rows = distinct_rows(np.ascontiguousarray(vectors, np.float32))
     vectors = np.ascontiguousarray(vectors[rows], np.float32)
     budget = None if params.max_memory_mb is None else int(params.max_memory_mb * 2**20)
-    kinds = INDEX_TYPES if params.index == AUTO else (params.index,)
+    kinds = candidates(params.index)
     tried: dict[str, int] = {}
     for kind in kinds:
-        least = lower_bound_bytes(kind, len(vectors), vectors.shape[1], params.pq_bytes)
+        least = len(vectors) * kind.least_bytes(vectors.shape[1], params)
         if budget is not None and least > budget and kind != kinds[-1]:
-            tried[kind] = least  # at least this many bytes: not built
+            tried[kind.name] = least  # at least this many bytes: not built
             continue
         entry = _built(kind, ids, labels, vectors, group, part, out_dir, params, threads,
                        content_keys)  # fmt: skip
         if budget is None or entry["index_bytes"] <= budget or kind == kinds[-1]:
             break
-        tried[kind] = entry["index_bytes"]
+        tried[kind.name] = entry["index_bytes"]
         for described_file in entry["files"].values():
             (Path(out_dir) / described_file["path"]).unlink()
-    if params.index == AUTO:
+    if is_auto(params.index):
         entry["auto"] = {"budget_bytes": budget, "larger": tried}
     return {**entry, "build_s": time.perf_counter() - started}
 
 
 def _built(
-    kind, ids, labels, vectors, group, part, out_dir, params: ShardParams, threads, content_keys
-) -> dict:
+    kind: IndexType, ids, labels, vectors, group, part, out_dir, params: ShardParams, threads,
+    content_keys,
+) -> dict:  # fmt: skip
     """A shard of one type, built from distinct `vectors`, gated, written and loaded back to
     measure its resident bytes: its manifest entry."""
     added = time.perf_counter()
-    train = None
-    if kind in QUANTISED:
-        index, train = build_quantised(
-            kind, vectors, params, threads, shard_seed(params, group, part)
-        )
-    else:
-        index = new_hnsw_index(
-            vectors.shape[1], len(vectors), params.M, params.ef_construction, params.seed
-        )
-        index.add_items(vectors, np.arange(len(vectors)), num_threads=threads)
+    shard, train = kind.build(vectors, params, threads, shard_seed(params, group, part))
     add_items_s = time.perf_counter() - added
     recall, search = shard_recall(
-        index, np.arange(len(vectors)), vectors, params, group, part, threads, kind
+        shard, np.arange(len(vectors)), vectors, params, group, part, threads, kind
     )
-    if kind in QUANTISED:
-        search["rerank"] = index.rerank
-    files = write_shard(out_dir, group, part, index, id_map(ids, labels, content_keys), kind)
-    del index
+    if kind.quantised:
+        search["rerank"] = shard.rerank
+    files = write_shard(out_dir, group, part, shard, id_map(ids, labels, content_keys), kind)
+    del shard
     entry = {
         "group": group,
         "part": part,
         "count": len(ids),
         "vectors": len(vectors),
-        "index": kind,
+        "index": kind.name,
         "search": search,
         "files": files,
         "recall_at_10": recall,
@@ -383,36 +351,20 @@ def build_group_shards(
     ]
 
 
-def load_shard(build_dir: str | Path, entry: dict, dim: int):
-    """Load a shard whose files were checked against its manifest entry (build_files), with the
-    labels its `deleted` file lists marked deleted and its search setting applied: (index, id
-    map table)."""
-    import hnswlib
-
+def load_shard(build_dir: str | Path, entry: dict, dim: int) -> tuple[Shard, pa.Table]:
+    """Load a shard whose files were checked against its manifest entry (build_files) through
+    its type, with its search setting applied: (shard, id map table)."""
     build_dir = Path(build_dir)
-    kind = entry.get("index", "hnsw")
-    files = entry["files"]
-    if kind in QUANTISED:
-        search = entry.get("search", {})
-        index = load_quantised(
-            kind, build_dir / files["index"]["path"], build_dir / files["vectors"]["path"],
-            search.get("rerank", 0),
-        )  # fmt: skip
-        if "nprobe" in search:
-            index.set_nprobe(search["nprobe"])
-    else:
-        index = hnswlib.Index(space="ip", dim=dim)
-        index.load_index(str(build_dir / files["index"]["path"]), max_elements=entry["vectors"])
-        if "deleted" in files:
-            for label in np.load(build_dir / files["deleted"]["path"]):
-                index.mark_deleted(int(label))
-    if "ef_search" in entry.get("search", {}):
-        index.set_ef(entry["search"]["ef_search"])
-    ids = pq.read_table(build_dir / files["ids"]["path"])
-    if index.get_current_count() != entry["vectors"] or ids.num_rows != entry["count"]:
+    kind = type_of(entry)
+    shard = kind.load(build_dir, entry, dim)
+    search = entry.get("search", {})
+    if kind.setting_name in search:
+        shard.tune(search[kind.setting_name])
+    ids = pq.read_table(build_dir / entry["files"]["ids"]["path"])
+    if shard.count() != entry["vectors"] or ids.num_rows != entry["count"]:
         raise ItemSageError(
-            f"shard {entry['shard']}: holds {index.get_current_count()} vectors "
+            f"shard {entry['shard']}: holds {shard.count()} vectors "
             f"and {ids.num_rows} ids, the manifest says {entry['vectors']} and "
             f"{entry['count']}"
         )
-    return index, ids
+    return shard, ids

@@ -1,7 +1,7 @@
 """A night's changes applied to one built shard (incremental refresh), without Spark.
 
 Removed products leave the shard's id map; a label none of whose products remain is deleted
-from the hnswlib graph (a tombstone: never returned, its slot reused by the next vector added).
+from the graph (a tombstone: never returned, its slot reused by the next vector added).
 A shard that only loses products keeps its index file as it is (the refreshed build carries it
 over) and lists the labels deleted since that file was written in its `deleted` file, which
 load_shard applies. A shard that gains products is rewritten: added products join the label of
@@ -12,6 +12,7 @@ updated shard passes the same recall gate as a full build, measured on its live 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 
@@ -21,18 +22,19 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from index_builder.hnsw_file import Points, stored_points
+from index_builder.index_types.hnsw import HNSW, HnswShard, opened
+from index_builder.resident_memory import measured_load
 from index_builder.shard_build import (
     ShardParams,
     described,
     distinct_rows,
     index_sizes,
     load_shard,
-    shard_ef,
     shard_files,
     shard_recall,
+    shard_setting,
     write_shard,
 )
-from index_builder.shard_types import measured_load
 
 
 def update_shard(
@@ -50,27 +52,21 @@ def update_shard(
     `added` ones (`product_id`, `content_key`; unit `added_vectors`, rows in that order) put in,
     gated, its new files written into `out_dir`; its new manifest entry, with `tombstones` and
     the `changes` applied. When nothing was added, its `files` keep the base's index file (for
-    the caller to carry over) beside a new id map and `deleted` file."""
-    import hnswlib
-
+    the caller to carry over) beside a new id map and `deleted` file. Only an updatable type's
+    shards (hnsw) come here."""
     started = time.perf_counter()
     base, files = Path(base_dir), entry["files"]
-    index = hnswlib.Index(space="ip", dim=dim)
-    index.load_index(
-        str(base / files["index"]["path"]),
-        max_elements=entry["vectors"] + added.num_rows,
-        allow_replace_deleted=True,
+    index = opened(
+        base / files["index"]["path"], dim, entry["vectors"] + added.num_rows, replace_deleted=True
     )
     points = Points(*stored_points(base / files["index"]["path"], dim)[:2])
     deleted = np.load(base / files["deleted"]["path"]) if "deleted" in files else np.empty(0, int)
-    for label in deleted:
-        index.mark_deleted(int(label))
+    index.mark_deleted(deleted)
     ids = pq.read_table(base / files["ids"]["path"])
     before = np.unique(ids.column("label").to_numpy())
     ids = ids.filter(pc.invert(pc.is_in(ids.column("product_id"), value_set=removed)))
     gone = np.setdiff1d(before, ids.column("label").to_numpy())
-    for label in gone:
-        index.mark_deleted(int(label))
+    index.mark_deleted(gone)
 
     add_started = time.perf_counter()
     if added.num_rows:
@@ -93,14 +89,14 @@ def update_shard(
             "index": files["index"],
             **{role: described(out_dir, names[role]) for role in ("ids", "deleted")},
         }
-    elements = index.get_current_count()
+    elements = index.count()
     del index
     updated = {
         "group": entry["group"],
         "part": entry["part"],
         "count": ids.num_rows,
         "vectors": elements,
-        "index": "hnsw",
+        "index": HNSW.name,
         "search": search,
         "tombstones": elements - len(live),
         "files": new_files,
@@ -119,7 +115,9 @@ def update_shard(
     return {**updated, "resident_bytes": resident}
 
 
-def _add(index, points: Points, vectors: np.ndarray, has_live: bool, params, threads: int):
+def _add(
+    index: HnswShard, points: Points, vectors: np.ndarray, has_live: bool, params, threads: int
+):
     """Labels of the added rows: an identical live vector's, else a new point's (deleted slots
     first)."""
     rows_label, distinct = distinct_rows(np.ascontiguousarray(vectors, np.float32))
@@ -128,11 +126,11 @@ def _add(index, points: Points, vectors: np.ndarray, has_live: bool, params, thr
     labels = np.arange(start, start + len(vectors), dtype=np.int64)
     same = np.zeros(len(vectors), bool)
     if has_live:  # an identical live vector is the nearest one: share its label
-        index.set_ef(max(shard_ef({}, {"ef_search": params.ef_search}), 10))
-        nearest = index.knn_query(vectors, k=1, num_threads=threads)[0][:, 0].astype(np.int64)
+        index.tune(max(shard_setting({}, dataclasses.asdict(params)), 10))
+        nearest = index.search(vectors, 1, threads)[0][:, 0].astype(np.int64)
         same = (points.of(nearest) == vectors).all(axis=1)
         labels[same] = nearest[same]
     if not same.all():
-        index.add_items(vectors[~same], labels[~same], num_threads=threads, replace_deleted=True)
+        index.add(vectors[~same], labels[~same], threads, replace_deleted=True)
         points.add(labels[~same], vectors[~same])
     return pa.array(labels[rows_label])

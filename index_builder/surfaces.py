@@ -16,6 +16,7 @@ import re
 import sys
 from pathlib import Path
 
+from index_builder.index_types.registry import AUTO, CHOICES, DEFAULT, is_auto
 from itemsage_core.errors import ItemSageError
 
 if sys.version_info >= (3, 11):
@@ -25,8 +26,6 @@ else:  # pragma: no cover
 
 SURFACE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 SHARDING_MODES = ("hash", "kmeans")
-INDEX_TYPES = ("hnsw", "hnsw-sq8", "ivf-pq")  # most accurate (and largest) first
-AUTO = "auto"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +37,8 @@ class Surface:
     shards: int | None = None  # a fixed shard (or k-means cluster) count ...
     target_shard_size: int = 100_000  # ... or as many as this size needs; never exceeded
     sharding: str = "hash"
-    index: str = "hnsw"  # one of INDEX_TYPES, or "auto": the first that fits max_memory_mb
+    index: str = DEFAULT.name  # a registered type (index_types.registry), or "auto": the
+    # first that fits max_memory_mb
     max_memory_mb: float | None = None  # per shard: no shard's index may be larger
     M: int = 16
     ef_construction: int = 200
@@ -47,7 +47,7 @@ class Surface:
     nlist: int | None = None  # ivf-pq: IVF lists per shard (default ~4 sqrt(vectors))
     pq_bytes: int = 64  # ivf-pq: bytes per vector code (sub-quantisers of 8 bits)
     rerank: int | None = None  # quantised types: re-rank rerank x k candidates exactly (0: no;
-    # None: shard_types.DEFAULT_RERANK, 4 for hnsw-sq8 and 16 for ivf-pq)
+    # None: the type's default_rerank, 4 for hnsw-sq8 and 16 for ivf-pq)
     train_sample: int = 50_000  # quantiser training vectors per shard (sampled in the task)
     min_recall: float = 0.95
     recall_queries: int = 200  # per shard, for the recall gate
@@ -69,9 +69,9 @@ class Surface:
             object.__setattr__(self, "neighbours_exclude_same", tuple(columns))
         else:
             problems.append("neighbours_exclude_same must be a list of column names")
-        if self.index not in (*INDEX_TYPES, AUTO):
-            problems.append(f"index must be one of {', '.join((*INDEX_TYPES, AUTO))}")
-        if self.index == AUTO and self.max_memory_mb is None:
+        if self.index not in CHOICES:
+            problems.append(f"index must be one of {', '.join(CHOICES)}")
+        if is_auto(self.index) and self.max_memory_mb is None:
             problems.append('index = "auto" needs max_memory_mb (per shard)')
         if self.max_memory_mb is not None and not (
             isinstance(self.max_memory_mb, (int, float)) and self.max_memory_mb > 0

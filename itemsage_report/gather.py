@@ -10,6 +10,7 @@ import numpy as np
 
 from index_builder import search_sweep
 from index_builder.index_reader import load_published
+from index_builder.index_types.registry import type_of
 from index_builder.layout import current_build_id
 from itemsage_core.embedding.table_history import embed_runs
 from itemsage_core.errors import ItemSageError
@@ -41,7 +42,7 @@ def surface_figures(index, queries: int, seed: int) -> dict:
         "table": manifest["table"],
         "products": manifest["products"],
         "sharding": manifest["params"]["sharding"],
-        "index": sorted({entry.get("index", "hnsw") for entry in manifest["shards"]}),
+        "index": sorted({type_of(entry).name for entry in manifest["shards"]}),
         "gate": {**manifest["recall_at_10"], "min_recall": manifest["params"]["min_recall"]},
         "memory": manifest.get("memory"),
         "shards": [{k: entry.get(k) for k in SHARD_FIGURES} for entry in manifest["shards"]],

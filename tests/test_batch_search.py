@@ -42,8 +42,8 @@ def sharded(tmp_path, kmeans: bool, vectors=None) -> tuple[ShardedIndex, np.ndar
         for shard in manifest["shards"]:
             shard["cluster"] = shard["group"]
     loaded = [load_shard(tmp_path, entry, DIM) for entry in manifest["shards"]]
-    for index, _ in loaded:
-        index.set_ef(PARAMS.ef_search)
+    for shard, _ in loaded:
+        shard.tune(PARAMS.ef_search)
     index = ShardedIndex(
         manifest, tmp_path, [i for i, _ in loaded], [IdMap.from_table(t) for _, t in loaded],
         centroids,
@@ -63,8 +63,8 @@ def one_at_a_time(index: ShardedIndex, vector, k: int, exclude=None) -> list[tup
     found = []
     for s in shards:
         wanted = min(k + (exclude is not None), index.ids[s].points)
-        index.indexes[s].set_ef(max(PARAMS.ef_search, wanted))
-        labels, distances = index.indexes[s].knn_query(vector, k=wanted)
+        index.indexes[s].tune(max(PARAMS.ef_search, wanted))
+        labels, distances = index.indexes[s].search(vector, wanted)
         found += [
             (pid, 1.0 - float(d))
             for label, d in zip(labels[0], distances[0])

@@ -12,9 +12,9 @@ from click.testing import CliRunner
 from index_helpers import build_and_release, build_dir, ids
 
 from index_builder.index_reader import ShardedIndex, load_published, verify_current
+from index_builder.index_types.ivf_pq import IvfPqShard
 from index_builder.layout import build_key, read_build_manifest, write_build_manifest
 from index_builder.refresh_plan import rebuild_reason
-from index_builder.shard_types import FaissShard
 from index_builder.surfaces import Surface
 from itemsage_cli.main import cli
 from itemsage_core.errors import ItemSageError
@@ -64,7 +64,7 @@ def test_each_type_builds_passes_the_gate_and_finds_each_indexed_vector_first(tm
     loaded = load_published(tmp_path, "home")
     for s, entry in enumerate(manifest["shards"]):  # the reader searches at the tuned setting
         if index == "ivf-pq":
-            assert isinstance(loaded.indexes[s], FaissShard)
+            assert isinstance(loaded.indexes[s], IvfPqShard)
             assert loaded.indexes[s].index.nprobe == entry["search"]["nprobe"]
     product_ids = ids(N).to_pylist()
     found = loaded.search_batch(vectors[:300], k=1).ids[:, 0]
@@ -137,7 +137,7 @@ def test_a_format_1_build_without_types_still_loads(tmp_path):
     write_build_manifest(Store(str(tmp_path)), key, manifest)
     loaded = ShardedIndex.load(tmp_path, "home", result["build_id"])
     assert loaded.search(vectors[10], k=1)[0][0] == "P00010"
-    assert all(i.ef == 64 for i in loaded.indexes)  # the build's params.ef_search
+    assert all(i.index.ef == 64 for i in loaded.indexes)  # the build's params.ef_search
 
 
 def test_surface_keys_are_checked_and_quantised_surfaces_rebuild_on_refresh():

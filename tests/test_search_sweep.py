@@ -10,6 +10,7 @@ from test_index_types import N, clustered, surface
 
 from index_builder import search_sweep
 from index_builder.index_reader import load_published
+from index_builder.index_types.shard import EF_STEPS
 
 
 @pytest.mark.parametrize("index", ["hnsw", "ivf-pq"])
@@ -34,7 +35,7 @@ def test_sweep_measures_each_setting_and_leaves_the_published_ones(tmp_path, ind
         lists = min(s["train"]["nlist"] for s in loaded.manifest["shards"])
         assert settings[0] == 1 and settings[-1] == lists and len(set(settings)) == len(settings)
     else:
-        assert settings == list(search_sweep.EF_STEPS)
+        assert settings == list(EF_STEPS)
     assert points[-1].recall >= 0.97 and points[-1].recall >= points[0].recall
     assert all(p.qps > 0 for p in points)
     # The published settings are back in place: the manifest's own, and as measured now.

@@ -61,9 +61,9 @@ def test_an_updated_shard_holds_the_new_product_set_and_passes_the_gate(tmp_path
     assert entry["vectors"] - entry["tombstones"] == len(set(labels.values()))
     assert entry["recall_at_10"] >= 0.95
     # No removed product is ever found, and a changed product is found by its new vector.
-    found = index.knn_query(vectors[:100], k=10)[0]
+    found = index.search(vectors[:100], 10)[0]
     assert not set(found.ravel()) & (set(range(2000)) - set(labels.values()))
-    top = index.knn_query(new_vectors[0], k=1)[0][0][0]
+    top = index.search(new_vectors[0], 1)[0][0][0]
     assert top == labels[changed[0].as_py()]
     assert json.loads(json.dumps(entry))  # a manifest entry
 
@@ -88,7 +88,7 @@ def test_tombstones_are_counted_when_removals_outnumber_additions(tmp_path):
     vectors, entry, index, table = shard_without(tmp_path, 500, 100)
     assert entry["count"] == 400 and entry["tombstones"] == 100 and entry["vectors"] == 500
     assert table.num_rows == 400
-    found = index.knn_query(vectors[:100], k=5)[0]
+    found = index.search(vectors[:100], 5)[0]
     assert not set(found.ravel()) & set(range(100))  # deleted points are never returned
 
 
@@ -107,8 +107,8 @@ def test_one_member_of_a_duplicate_group_changing_keeps_the_others_served(tmp_pa
     labels = dict(zip(*(table.column(c).to_pylist() for c in ("product_id", "label"))))
     assert labels["P00009"] == labels["P00011"] == labels["P00012"] != labels["P00010"]
     assert entry["tombstones"] == 0 and entry["vectors"] == 298  # the group's point stays
-    assert index.knn_query(vectors[9], k=1)[0][0][0] == labels["P00009"]
-    assert index.knn_query(moved[0], k=1)[0][0][0] == labels["P00010"]
+    assert index.search(vectors[9], 1)[0][0][0] == labels["P00009"]
+    assert index.search(moved[0], 1)[0][0][0] == labels["P00010"]
 
 
 def test_the_reader_counts_only_the_live_points_of_a_refreshed_shard(tmp_path):
@@ -121,7 +121,7 @@ def test_the_reader_counts_only_the_live_points_of_a_refreshed_shard(tmp_path):
 def test_deletions_listed_beside_a_carried_index_survive_the_next_update(tmp_path):
     vectors, entry, index, _ = shard_without(tmp_path, 500, 100)
     assert entry["files"]["deleted"]["path"].endswith(".deleted.npy")
-    assert index.get_current_count() == 500  # the file still holds the deleted points
+    assert index.count() == 500  # the file still holds the deleted points
     night2 = tmp_path / "night2"
     night2.mkdir()
     new_vectors = unit_vectors(30, dim=16, seed=5)
@@ -133,6 +133,6 @@ def test_deletions_listed_beside_a_carried_index_survive_the_next_update(tmp_pat
     index, table = loaded(tmp_path / "new", night2, second, 16)
     assert table.num_rows == 400 - 1 + 30
     assert second["tombstones"] == 101 - 30  # the new points reused deleted slots
-    found = index.knn_query(vectors[:101], k=5)[0]
+    found = index.search(vectors[:101], 5)[0]
     live = set(table.column("label").to_pylist())
     assert set(found.ravel()) <= live  # no deleted point, old or new, is ever returned
