@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -16,6 +16,7 @@ MAX_EF = 1024  # the largest ef_search tuning tries
 EF_STEPS = (10, 16, 24, 32, 48, 64, 96, 128, 256, 512, MAX_EF)  # the report's ef_search sweep
 
 
+@runtime_checkable
 class Shard(Protocol):
     """A built or loaded shard of one index type."""
 
