@@ -6,17 +6,21 @@ sample of the shard's vectors, drawn in the build task (the manifest records it)
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
 
-ROLES = ("index", "vectors")
+from index_builder.index_types.shard import IndexType
 
 
 class FaissShard:
     """A faiss index over a shard's vectors with those float vectors (an array or a memory
-    map); a subclass per type says what its search setting is (`tune`, `setting_range`)."""
+    map); a subclass per type says what its search setting is (`SETTING_NAME`, its
+    `SWEEP_STEPS`, `setting`, `tune`, `setting_range`)."""
+
+    SETTING_NAME: str
+    SWEEP_STEPS: tuple[int, ...]
 
     def __init__(self, index, vectors: np.ndarray, rerank: int):
         self.index, self.vectors, self.rerank = index, vectors, rerank
@@ -98,6 +102,24 @@ def training_sample(vectors: np.ndarray, params, seed: int) -> tuple[np.ndarray,
     rng = np.random.default_rng(seed)
     sample = vectors[np.sort(rng.choice(n, size=min(n, params.train_sample), replace=False))]
     return sample, {"sample": len(sample), "seed": seed}
+
+
+def faiss_type(
+    shard: type[FaissShard], name: str, build: Callable, least_bytes: Callable, rerank: int
+) -> IndexType:
+    """A faiss type: a `.faiss` index file and the float vectors beside it, loaded as `shard`,
+    re-ranking `rerank` x k candidates by default."""
+    return IndexType(
+        name=name,
+        suffix="faiss",
+        setting_name=shard.SETTING_NAME,
+        least_bytes=least_bytes,
+        build=build,
+        load=shard.load,
+        sweep_steps=shard.SWEEP_STEPS,
+        roles=("index", "vectors"),
+        default_rerank=rerank,
+    )
 
 
 def rerank_of(params, default: int) -> int:

@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from index_builder.index_types.faiss_shard import ROLES, FaissShard, rerank_of, training_sample
-from index_builder.index_types.shard import EF_STEPS, MAX_EF, MIN_EF, IndexType
+from index_builder.index_types.faiss_shard import (
+    FaissShard,
+    faiss_type,
+    rerank_of,
+    training_sample,
+)
+from index_builder.index_types.shard import EF_STEPS, MAX_EF, MIN_EF
 
 # candidates re-ranked per result when a surface sets no `rerank` (BENCHMARKS.md)
 DEFAULT_RERANK = 4
@@ -14,6 +19,9 @@ DEFAULT_RERANK = 4
 
 class HnswSq8Shard(FaissShard):
     """Searched with `ef_search`, as hnswlib's graph is."""
+
+    SETTING_NAME = "ef_search"
+    SWEEP_STEPS = EF_STEPS
 
     @property
     def setting(self) -> int:
@@ -41,14 +49,4 @@ def build(vectors: np.ndarray, params, threads: int, seed: int) -> tuple[HnswSq8
     return HnswSq8Shard.trained(index, sample, vectors, threads, rerank), train
 
 
-HNSW_SQ8 = IndexType(
-    name="hnsw-sq8",
-    suffix="faiss",
-    setting_name="ef_search",
-    least_bytes=lambda dim, params: dim,
-    build=build,
-    load=HnswSq8Shard.load,
-    sweep_steps=EF_STEPS,
-    roles=ROLES,
-    default_rerank=DEFAULT_RERANK,
-)
+HNSW_SQ8 = faiss_type(HnswSq8Shard, "hnsw-sq8", build, lambda dim, params: dim, DEFAULT_RERANK)

@@ -8,19 +8,25 @@ import math
 
 import numpy as np
 
-from index_builder.index_types.faiss_shard import ROLES, FaissShard, rerank_of, training_sample
-from index_builder.index_types.shard import IndexType
+from index_builder.index_types.faiss_shard import (
+    FaissShard,
+    faiss_type,
+    rerank_of,
+    training_sample,
+)
 from itemsage_core.errors import ItemSageError
 
 # candidates re-ranked per result when a surface sets no `rerank`: measured on a 100k shard of
 # the bench's vectors, recall@10's ceiling was 0.88 with 4x, 0.951 with 8x and 0.969 with 16x
 # (BENCHMARKS.md)
 DEFAULT_RERANK = 16
-NPROBE_STEPS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)  # the report's sweep
 
 
 class IvfPqShard(FaissShard):
     """Searched with `nprobe`: the IVF lists a query visits."""
+
+    SETTING_NAME = "nprobe"
+    SWEEP_STEPS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)  # the report's sweep
 
     @property
     def setting(self) -> int:
@@ -59,14 +65,6 @@ def build(vectors: np.ndarray, params, threads: int, seed: int) -> tuple[IvfPqSh
     return IvfPqShard.trained(index, sample, vectors, threads, rerank), train
 
 
-IVF_PQ = IndexType(
-    name="ivf-pq",
-    suffix="faiss",
-    setting_name="nprobe",
-    least_bytes=lambda dim, params: params.pq_bytes,
-    build=build,
-    load=IvfPqShard.load,
-    sweep_steps=NPROBE_STEPS,
-    roles=ROLES,
-    default_rerank=DEFAULT_RERANK,
+IVF_PQ = faiss_type(
+    IvfPqShard, "ivf-pq", build, lambda dim, params: params.pq_bytes, DEFAULT_RERANK
 )
