@@ -205,9 +205,9 @@ def test_training_streams_prepared_data(spark, small_world_dir, tmp_path):
 
     from itemsage_core.model.config import ModelConfig
     from itemsage_core.model.inference import pick_device
-    from itemsage_core.training.config import StreamConfig, TrainConfig
+    from itemsage_core.training.config import ENGAGEMENTS, StreamConfig, TrainConfig
     from itemsage_core.training.prepared_data import PrepareConfig
-    from itemsage_core.training.streamed_objective import StreamedEngagementObjective
+    from itemsage_core.training.streamed_batches import streamed_objectives
     from itemsage_core.training.trainer import train_objectives
     from jobs.training_data import prepare_training
 
@@ -223,13 +223,13 @@ def test_training_streams_prepared_data(spark, small_world_dir, tmp_path):
     vocab = read_prepared_vocab(out, manifest)
     train_config = TrainConfig(epochs=3, batch_size=64, random_negatives=32, seed=0)
     dev = pick_device("cpu")
-    objective = StreamedEngagementObjective(
-        out, train_config, dev, StreamConfig(shuffle_buffer=300, negatives=100)
+    [objective] = streamed_objectives(
+        out, {ENGAGEMENTS: 1.0}, train_config, dev, StreamConfig(shuffle_buffer=300, negatives=100)
     )
-    assert objective.pool.num_rows <= 100
+    assert objective.source.pool.rows.num_rows <= 100
     shape = {"d_model": 32, "ffn_dim": 64, "mlp_hidden": 32, "hash_buckets": 500}
     model_config = ModelConfig.create(vocab.size, **shape)
-    model, history = train_objectives([(1.0, objective)], model_config, train_config, dev)
+    model, history = train_objectives([objective], model_config, train_config, dev)
     losses = [entry["loss"] for entry in history["history"]]
     assert history["steps"] == 3 * objective.steps_per_epoch() and all(np.isfinite(losses))
     assert losses[-1] < losses[0]

@@ -24,13 +24,13 @@ from itemsage_core.errors import ItemSageError
 from itemsage_core.model.checkpoint import load_checkpoint
 from itemsage_core.storage.parquet_io import open_parquet
 from itemsage_core.storage.store import Store
-from itemsage_core.training.config import StreamConfig, TrainConfig
+from itemsage_core.training.config import ENGAGEMENTS, StreamConfig, TrainConfig
 from itemsage_core.training.prepared_data import (
     prepared_files,
     read_prepared_manifest,
     read_prepared_vocab,
 )
-from itemsage_core.training.streamed_objective import StreamedEngagementObjective
+from itemsage_core.training.streamed_batches import streamed_objectives
 from itemsage_core.training.train_state import (
     STATE_JSON,
     STATE_TENSORS,
@@ -141,13 +141,15 @@ def test_data_prepared_on_s3_is_whole_or_the_previous_one(small_world_dir, tmp_p
     for file in manifest["files"]:
         assert sha256_of(f"{data}/{manifest['run']}/{file['path']}") == file["sha256"]
     assert read_prepared_vocab(data, manifest).size == manifest["vocab_tokens"]
-    objective = StreamedEngagementObjective(
+    [objective] = streamed_objectives(
         data,
+        {ENGAGEMENTS: 1.0},
         TrainConfig(batch_size=16, random_negatives=8),
         torch.device("cpu"),
         StreamConfig(shuffle_buffer=100, negatives=50),
     )
-    assert next(objective.stream).num_rows == 16 and objective.pool.num_rows <= 50
+    source = objective.source
+    assert next(source.stream).num_rows == 16 and source.pool.rows.num_rows <= 50
 
     # a preparation that fails (the catalog is no engagement log) leaves the data as it was
     failed = prepare(f"{WORLD}/catalog")

@@ -2,7 +2,8 @@
 defaults from here without loading the trainer: TrainConfig (optimisation and data), ViewConfig
 (the catalog objective's two views of a product), LoopConfig (how long a run goes, where it
 keeps its state to resume from), StreamConfig (the memory bounds of streaming), TrainRun
-(inputs, output, every setting)."""
+(inputs, output, every setting), and `objective_weights`, the one rule for which objectives a
+run trains."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ CATALOG_EPOCHS = 10  # passes over the catalog when it is the only objective (do
 RECALL_K = 10  # neighbours per query in every evaluation (Recall@10, label agreement@10)
 HELDOUT_INDEX_SIZE = 100_000  # at most this many products to retrieve from in `evaluate`
 CATALOG_QUERIES = 2000  # query products sampled by `evaluate-catalog`
+ENGAGEMENTS, CATALOG = "engagements", "catalog"  # the objectives a run can train
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +57,18 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+def objective_weights(train: TrainConfig, engagements: bool) -> dict[str, float]:
+    """The objectives a run trains, by name, each with its weight in the loss: with an engagement
+    log the engagement objective, and the catalog objective beside it at `catalog_task_weight`
+    when that is above 0; without a log the catalog objective alone."""
+    if not engagements:
+        return {CATALOG: 1.0}
+    weights = {ENGAGEMENTS: 1.0}
+    if train.catalog_task_weight > 0:
+        weights[CATALOG] = train.catalog_task_weight
+    return weights
+
+
 @dataclasses.dataclass(frozen=True)
 class LoopConfig:
     """How far a run goes and how it survives a kill (training/train_state.py): the run stops
@@ -79,7 +93,7 @@ class StreamConfig:
 class TrainRun:
     """One training run: its inputs and output, and every setting (`itemsage train`'s options).
 
-    Without `engagements` the model learns from the catalog alone (trainer.CatalogObjective).
+    Without `engagements` the model learns from the catalog alone (objective_weights).
     `vocab_catalogs` (through `vocab_mappings`, see mappings_for): other catalogs whose text
     joins the vocabulary. `exclude_features`: text features withheld from training (and so from
     the vocabulary). `model_options`: ModelConfig fields (d_model, layers, ...).

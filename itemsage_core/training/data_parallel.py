@@ -3,7 +3,7 @@ by Spark's TorchDistributor in jobs/distributed_training.py, or by plain torchru
 
 The process joins the group torchrun describes (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT;
 gloo on CPU, nccl on CUDA), streams its own shards of the training examples and/or catalog
-pairs (streamed_objective.py) through the trainer's one loop, whose DDP all-reduces the
+pairs (streamed_batches.py) through the trainer's one loop, whose DDP all-reduces the
 gradients; rank 0 then evaluates on the held-out examples (evaluation.evaluate_prepared) and
 writes the checkpoint in the one format (model/checkpoint.py). Without torchrun's variables it
 trains alone.
@@ -23,13 +23,16 @@ import torch.distributed as dist
 from itemsage_core.model.checkpoint import save_checkpoint
 from itemsage_core.model.config import ModelConfig
 from itemsage_core.model.inference import pick_device
-from itemsage_core.training.config import HELDOUT_INDEX_SIZE, LoopConfig, StreamConfig, TrainConfig
+from itemsage_core.training.config import (
+    HELDOUT_INDEX_SIZE,
+    LoopConfig,
+    StreamConfig,
+    TrainConfig,
+    objective_weights,
+)
 from itemsage_core.training.evaluation import evaluate_prepared
 from itemsage_core.training.prepared_data import read_prepared_manifest, read_prepared_vocab
-from itemsage_core.training.streamed_objective import (
-    StreamedCatalogObjective,
-    StreamedEngagementObjective,
-)
+from itemsage_core.training.streamed_batches import streamed_objectives
 from itemsage_core.training.trainer import Progress, gathered, process_group, train_objectives
 
 
@@ -43,7 +46,7 @@ class PreparedRun:
     model_options: tuple[tuple[str, object], ...]
     hash_seed: int
     settings: dict  # the checkpoint's training settings (model_runs.checkpoint_settings)
-    engagements: bool = True  # False: the catalog objective alone
+    engagements: bool = True  # whether it has an engagement log (config.objective_weights)
     loop: LoopConfig = LoopConfig()
     stream: StreamConfig = StreamConfig()
     device: str = "auto"
@@ -54,21 +57,6 @@ class PreparedRun:
 def peak_rss_mb() -> float:
     """This process's peak resident memory, MB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def streamed_objectives(run: PreparedRun, dev: torch.device, rank: int, world: int) -> list:
-    """(weight, objective) pairs, as trainer.objectives_for chooses them in memory: engagements
-    when the run has them (plus the catalog objective at `catalog_task_weight`), else the
-    catalog objective alone."""
-    args = (run.data_dir, run.train, dev, run.stream, rank, world)
-    if not run.engagements:
-        return [(1.0, StreamedCatalogObjective(*args))]
-    engagements = StreamedEngagementObjective(*args)
-    pairs = [(1.0, engagements)]
-    if run.train.catalog_task_weight > 0:
-        pool = (engagements.pool, engagements.pool_keys)  # one pool of negatives per process
-        pairs.append((run.train.catalog_task_weight, StreamedCatalogObjective(*args, pool)))
-    return pairs
 
 
 def _device(requested: str) -> torch.device:
@@ -122,7 +110,15 @@ def train_process(run: PreparedRun, progress: Progress | None = None) -> dict | 
             "stream": dataclasses.asdict(run.stream),
         }
         model, history = train_objectives(
-            streamed_objectives(run, dev, rank, world),
+            streamed_objectives(
+                run.data_dir,
+                objective_weights(run.train, run.engagements),
+                run.train,
+                dev,
+                run.stream,
+                rank,
+                world,
+            ),
             model_config,
             run.train,
             dev,

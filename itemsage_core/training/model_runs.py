@@ -27,10 +27,12 @@ from itemsage_core.model.config import ModelConfig
 from itemsage_core.storage.parquet_io import read_parquet
 from itemsage_core.training.catalog_quality import CatalogQuality, evaluate_catalog
 from itemsage_core.training.config import (
+    CATALOG,
     CATALOG_QUERIES,
     HELDOUT_INDEX_SIZE,
     RECALL_K,
     TrainRun,
+    objective_weights,
 )
 from itemsage_core.training.evaluation import Evaluation, evaluate, evaluate_prepared
 from itemsage_core.training.prepared_data import read_prepared_manifest, read_prepared_vocab
@@ -110,7 +112,7 @@ def _training_data(run: TrainRun, progress: Progress | None) -> TrainingData:
     contribution in the data summary."""
     products = without_features(read_mapped_catalog(run.catalog, run.mapping), run.exclude_features)
     vocab, extra = _vocabulary_catalogs(run, products)
-    catalog_task = not run.engagements or run.train.catalog_task_weight > 0
+    catalog_task = CATALOG in objective_weights(run.train, bool(run.engagements))
     common = {
         "vocab": vocab,
         "vocab_config": run.vocab,
@@ -138,19 +140,13 @@ def _training_data(run: TrainRun, progress: Progress | None) -> TrainingData:
     return data
 
 
-def _objective(run: TrainRun) -> str:
-    if not run.engagements:
-        return "catalog"
-    return "engagements+catalog" if run.train.catalog_task_weight > 0 else "engagements"
-
-
 def checkpoint_settings(run: TrainRun) -> dict:
     """The training settings a checkpoint records (its config.json beside the model's)."""
     return {
         "vocab": dataclasses.asdict(run.vocab),
         "train": run.train.to_dict(),
         "image_dim": run.image_dim,
-        "objective": _objective(run),
+        "objective": "+".join(objective_weights(run.train, bool(run.engagements))),
         "excluded_features": list(run.exclude_features),
     }
 

@@ -1,11 +1,12 @@
 """Training the encoder: multi-task on engagements, and catalog-supervised on the catalog itself.
 
-Two objectives, one training step (both through the mixed-negative loss of losses.py):
+Two objectives (objectives.py: each a task's loss on batches from memory or from a stream), one
+training step; which of them a run trains is config.objective_weights:
 
 - **engagements** (`prepare_data`): batches of (query embedding, engaged product) pairs that mix
   the chosen tasks (training_examples.sampling_probabilities), the positives encoded together with
   `random_negatives` products drawn uniformly from the catalog, logQ computed exactly from the
-  sampling distribution;
+  sampling distribution, through the mixed-negative loss of losses.py;
 - **catalog** (`prepare_catalog_data`, for a catalog without an engagement log, or as an auxiliary
   task weighted by `catalog_task_weight`): products drawn uniformly; each is paired with one of
   its `neighbours` nearest neighbours by the teacher (TF-IDF, mixed with the dense features'
@@ -14,9 +15,10 @@ Two objectives, one training step (both through the mixed-negative loss of losse
   together against the other products of the batch and random catalog negatives, symmetrically.
   Uniform sampling needs no logQ correction. docs/model.md gives the designs measured.
 
-The one training loop (`train_objectives`) runs these objectives in memory or their streamed
-twins (streamed_objective.py), saves and resumes the whole state (train_state.py), and runs
-data-parallel under DDP when a torch.distributed process group is up (data_parallel.py).
+The one training loop (`train_objectives`) runs these objectives on data in memory
+(memory_batches.py, `objectives_for`) or streamed (streamed_batches.py), saves and resumes the
+whole state (train_state.py), and runs data-parallel under DDP when a torch.distributed process
+group is up (data_parallel.py).
 
 Reproducible for a seed on CPU (same machine and thread count).
 """
@@ -26,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -53,10 +55,16 @@ from itemsage_core.features.teacher_neighbours import (
 from itemsage_core.features.vocabulary import VocabConfig, Vocabulary, build_vocabulary
 from itemsage_core.model.config import ModelConfig
 from itemsage_core.model.encoder import ItemSageEncoder
-from itemsage_core.model.inference import autocast, pick_device
-from itemsage_core.model.losses import LossParts, mixed_negative_loss, symmetric_pair_loss
-from itemsage_core.training.catalog_views import view_pairs
-from itemsage_core.training.config import LoopConfig, TrainConfig
+from itemsage_core.model.inference import pick_device
+from itemsage_core.training.config import (
+    CATALOG,
+    ENGAGEMENTS,
+    LoopConfig,
+    TrainConfig,
+    objective_weights,
+)
+from itemsage_core.training.memory_batches import CatalogBatches, ExampleBatches
+from itemsage_core.training.objectives import Objective, SourcedObjective
 from itemsage_core.training.streaming import TRAINER, tagged_rng
 from itemsage_core.training.train_state import (
     TrainState,
@@ -71,7 +79,6 @@ from itemsage_core.training.training_examples import (
     Examples,
     build_examples,
     holdout_mask,
-    sampling_probabilities,
 )
 
 Progress = Callable[[str], None]
@@ -220,158 +227,31 @@ def _learning_rate(config: TrainConfig, step: int, total: int) -> float:
     return config.learning_rate * (0.1 + 0.45 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
-class EngagementObjective:
-    """The multi-task engagement objective: mixed negatives with logQ (module docstring)."""
-
-    name = "engagements"
-
-    def __init__(
-        self, features: ProductFeatures, examples: Examples, config: TrainConfig, dev: torch.device
-    ):
-        self.features, self.examples, self.config, self.dev = features, examples, config, dev
-        self.probabilities = sampling_probabilities(
-            examples.tasks, dict(config.task_weights), config.task_exponent
-        )
-        product_q = np.bincount(
-            examples.products, weights=self.probabilities, minlength=len(features)
-        )
-        self.log_q = torch.from_numpy(np.log(np.maximum(product_q, 1e-12)).astype(np.float32)).to(
-            dev
-        )
-        self.batch = min(config.batch_size, len(examples))
-
-    def __len__(self) -> int:
-        return len(self.examples)
-
-    def describe(self) -> str:
-        return f"{len(self.examples)} engagement examples ({self.examples.task_counts()})"
-
-    def steps_per_epoch(self) -> int:
-        return math.ceil(len(self.examples) / self.batch)
-
-    def position(self) -> dict:
-        return {}  # in memory: every draw comes from the trainer's RNG, saved with the state
-
-    def restore(self, position: dict) -> None:
-        pass
-
-    def loss(self, model: ItemSageEncoder, rng: np.random.Generator) -> LossParts:
-        batch, dev = self.batch, self.dev
-        pick = rng.choice(len(self.examples), size=batch, p=self.probabilities)
-        positives = self.examples.products[pick]
-        negatives = rng.integers(len(self.features), size=self.config.random_negatives)
-        inputs = self.features.batch(np.concatenate([positives, negatives])).to(dev)
-        queries = torch.from_numpy(self.examples.queries[pick]).to(dev)
-        positive_ids = torch.from_numpy(positives).to(dev)
-        with autocast(dev, self.config.precision):
-            vectors = model(inputs).float()
-        return mixed_negative_loss(
-            queries,
-            vectors[:batch],
-            positive_ids,
-            self.log_q[positive_ids],
-            vectors[batch:],
-            torch.from_numpy(negatives).to(dev),
-            model.temperature,
-        )
-
-
-class CatalogObjective:
-    """The catalog-supervised objective: random views of each product and its partner, a
-    teacher's neighbour or itself (module docstring)."""
-
-    name = "catalog"
-
-    def __init__(
-        self,
-        features: ProductFeatures,
-        config: TrainConfig,
-        dev: torch.device,
-        neighbours: np.ndarray | None = None,
-    ):
-        self.features, self.config, self.dev = features, config, dev
-        self.batch = min(config.batch_size, len(features))
-        self.neighbours = neighbours  # (n, k), -1 past a product's last neighbour (mutual)
-        self.counts = (neighbours >= 0).sum(axis=1) if neighbours is not None else None
-
-    def __len__(self) -> int:
-        return len(self.features)
-
-    def describe(self) -> str:
-        partner = (
-            f"{self.config.neighbour_share:.0%} of them paired with one of their "
-            f"{self.neighbours.shape[1]} teacher neighbours"
-            if self.neighbours is not None
-            else "two views of each"
-        )
-        return f"{len(self.features)} catalog products ({partner})"
-
-    def steps_per_epoch(self) -> int:
-        return math.ceil(len(self.features) / self.batch)
-
-    def position(self) -> dict:
-        return {}  # in memory: every draw comes from the trainer's RNG, saved with the state
-
-    def restore(self, position: dict) -> None:
-        pass
-
-    def loss(self, model: ItemSageEncoder, rng: np.random.Generator) -> LossParts:
-        b, dev, n = self.batch, self.dev, len(self.features)
-        picks = rng.choice(n, size=b, replace=False)
-        negatives = rng.integers(n, size=self.config.random_negatives)
-        partners = picks.copy()
-        if self.neighbours is not None:
-            swap = rng.random(b) < self.config.neighbour_share
-            k = self.neighbours.shape[1]
-            if self.counts.min() == k:
-                column = rng.integers(k, size=b)
-            else:  # a product without neighbours pairs with itself
-                counts = self.counts[picks]
-                column = np.minimum((rng.random(b) * counts).astype(np.int64), k - 1)
-                swap &= counts > 0
-            choice = self.neighbours[picks, column]
-            partners[swap] = choice[swap]
-        rows = np.concatenate([picks, partners, negatives])  # the negatives stay whole
-        inputs = view_pairs(
-            self.features.batch(rows), b, rng, self.config.views, same=partners == picks
-        ).to(dev)
-        with autocast(dev, self.config.precision):
-            vectors = model(inputs).float()
-        first, second, others = vectors[:b], vectors[b : 2 * b], vectors[2 * b :]
-        # Each way round, negatives that are the positive's own product are masked.
-        return symmetric_pair_loss(
-            first,
-            second,
-            torch.from_numpy(picks).to(dev),
-            torch.from_numpy(partners).to(dev),
-            others,
-            torch.from_numpy(negatives).to(dev),
-            model.temperature,
-        )
-
-
-def objectives_for(data: TrainingData, config: TrainConfig, dev: torch.device) -> list:
-    """(weight, objective) pairs: engagements when there are examples (plus the catalog task at
-    `catalog_task_weight`), else the catalog objective alone."""
-    neighbours = data.neighbours if config.neighbours else None
-    catalog_task = data.train is None or config.catalog_task_weight > 0
-    if catalog_task and config.neighbours and data.neighbours is None:
+def objectives_for(
+    data: TrainingData, config: TrainConfig, dev: torch.device
+) -> list[SourcedObjective]:
+    """The objectives config.objective_weights chooses (engagements when the data has examples),
+    on the data in memory."""
+    weights = objective_weights(config, engagements=data.train is not None)
+    if CATALOG in weights and config.neighbours and data.neighbours is None:
         raise ItemSageError(
             "the catalog objective pairs products with their teacher's neighbours: "
             "prepare the data with neighbours > 0, or train with neighbours 0"
         )
-    if data.train is None:
-        return [(1.0, CatalogObjective(data.features, config, dev, neighbours))]
-    chosen = np.isin(data.train.tasks, [TASKS.index(t) for t in config.tasks])
-    examples = data.train.subset(chosen)
+    neighbours = data.neighbours if config.neighbours else None
+    sources = {
+        ENGAGEMENTS: lambda: ExampleBatches(data.features, _chosen(data, config), config),
+        CATALOG: lambda: CatalogBatches(data.features, config, neighbours),
+    }
+    return [SourcedObjective(sources[name](), w, config, dev) for name, w in weights.items()]
+
+
+def _chosen(data: TrainingData, config: TrainConfig) -> Examples:
+    """The training examples of the tasks `config` trains on."""
+    examples = data.train.subset(np.isin(data.train.tasks, [TASKS.index(t) for t in config.tasks]))
     if len(examples) == 0:
         raise ItemSageError(f"no training examples for tasks {', '.join(config.tasks)}")
-    pairs = [(1.0, EngagementObjective(data.features, examples, config, dev))]
-    if config.catalog_task_weight > 0:
-        pairs.append(
-            (config.catalog_task_weight, CatalogObjective(data.features, config, dev, neighbours))
-        )
-    return pairs
+    return examples
 
 
 def train(
@@ -416,7 +296,7 @@ def gathered(value: object) -> list:
 
 
 def train_objectives(
-    objectives: list,
+    objectives: Sequence[Objective],
     model_config: ModelConfig,
     config: TrainConfig,
     dev: torch.device,
@@ -424,8 +304,8 @@ def train_objectives(
     loop: LoopConfig = LoopConfig(),
     fingerprint: dict | None = None,
 ) -> tuple[ItemSageEncoder, dict]:
-    """Train a fresh encoder (or resume one: `loop`) on (weight, objective) pairs, in memory or
-    streamed (streamed_objective.py); data-parallel when a torch.distributed process group is
+    """Train a fresh encoder (or resume one: `loop`) on weighted objectives, in memory or
+    streamed (objectives.py); data-parallel when a torch.distributed process group is
     up, each process with its own objectives. Returns the encoder (in eval mode) and the
     training history."""
     previous = torch.are_deterministic_algorithms_enabled()
@@ -442,7 +322,7 @@ def _resumed(
     encoder: ItemSageEncoder,
     optimizer: torch.optim.Optimizer,
     rng: np.random.Generator,
-    objectives: list,
+    objectives: Sequence[Objective],
     progress: Progress | None,
 ) -> tuple[int, list]:
     """The step to start from and the history so far: 0 and none, or those of the newest state
@@ -462,14 +342,14 @@ def _resumed(
     encoder.load_state_dict(state.model)
     optimizer.load_state_dict(state.optimizer)
     set_random_state(rng, state.processes[rank]["random_state"])
-    for (_, objective), position in zip(objectives, state.processes[rank]["positions"]):
+    for objective, position in zip(objectives, state.processes[rank]["positions"]):
         objective.restore(position)
     _log(progress, f"resuming from step {state.step}, saved in {loop.state_dir}")
     return state.step, state.history
 
 
 def _train(
-    objectives: list,
+    objectives: Sequence[Objective],
     model_config: ModelConfig,
     config: TrainConfig,
     dev: torch.device,
@@ -488,7 +368,7 @@ def _train(
     optimizer = torch.optim.AdamW(
         encoder.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
-    steps_per_epoch = objectives[0][1].steps_per_epoch()
+    steps_per_epoch = objectives[0].steps_per_epoch()
     total = steps_per_epoch * config.epochs
     if loop.max_steps:
         total = min(total, loop.max_steps)
@@ -497,24 +377,24 @@ def _train(
     model = encoder
     if world > 1:
         model = _DataParallel(encoder, device_ids=[dev.index] if dev.type == "cuda" else None)
-    examples_per_step = sum(o.batch for _, o in objectives) * world
+    examples_per_step = sum(o.batch for o in objectives) * world
     _log(
         progress,
         "training on "
-        + " + ".join((f"{w:g} x " if w != 1 else "") + o.describe() for w, o in objectives)
+        + " + ".join(
+            (f"{o.weight:g} x " if o.weight != 1 else "") + o.describe() for o in objectives
+        )
         + (f" in each of {world} processes" if world > 1 else "")
         + f", {total} steps ({steps_per_epoch} an epoch), device {dev}",
     )
     started, last_report = time.perf_counter(), time.perf_counter()
-    window = {"loss": 0.0, **{o.name: 0.0 for _, o in objectives}}
+    window = {"loss": 0.0, **{o.name: 0.0 for o in objectives}}
     window_steps = 0
     record_every = max(1, total // HISTORY_POINTS)
     for step in range(first, total):
         for group in optimizer.param_groups:
             group["lr"] = _learning_rate(config, step, total)
-        parts = [
-            (weight, objective.name, objective.loss(model, rng)) for weight, objective in objectives
-        ]
+        parts = [(o.weight, o.name, o.loss(model, rng)) for o in objectives]
         loss = sum(weight * part.total for weight, _, part in parts)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()  # under DDP the gradients are averaged over the processes here
@@ -539,7 +419,7 @@ def _train(
             window_steps = 0
         if window_steps == 0 and (epoch_end or done or time.perf_counter() - last_report > 10):
             losses = (
-                ", ".join(f"{name} {entry[name]:.4f}" for _, o in objectives for name in [o.name])
+                ", ".join(f"{name} {entry[name]:.4f}" for o in objectives for name in [o.name])
                 if len(objectives) > 1
                 else ""
             )
@@ -558,7 +438,7 @@ def _train(
     return encoder, {
         "history": history,
         "seconds": time.perf_counter() - started,
-        "examples": len(objectives[0][1]),
+        "examples": len(objectives[0]),
         "steps": total,
         "resumed_from_step": first,
         "processes": world,
@@ -571,14 +451,14 @@ def _save_state(
     encoder: ItemSageEncoder,
     optimizer: torch.optim.Optimizer,
     rng: np.random.Generator,
-    objectives: list,
+    objectives: Sequence[Objective],
     history: list,
     fingerprint: dict,
 ) -> None:
     """Save the run's state after `step` (rank 0 writes it, with every rank's RNG and stream
     positions; the model and optimiser are the same in every rank)."""
     processes = gathered(
-        {"random_state": random_state(rng), "positions": [o.position() for _, o in objectives]}
+        {"random_state": random_state(rng), "positions": [o.position() for o in objectives]}
     )
     if process_group()[0] == 0:
         state = TrainState(

@@ -1,11 +1,11 @@
-"""The two objectives over prepared data streamed from its shards (training/streaming.py), with
-the losses of their in-memory twins (trainer.EngagementObjective, trainer.CatalogObjective):
-positives (or catalog pairs) from the stream, random negatives from a bounded pool, so that
-memory does not grow with the catalog or the log. They plug into the trainer's one training loop
-(trainer.train_objectives)."""
+"""Batch sources over prepared data streamed from its shards (training/streaming.py,
+objectives.BatchSource): engagement examples, or catalog pairs (or products alone, each paired
+with itself), from the stream; random negatives from one bounded pool per process, so that
+memory does not grow with the catalog or the log. Each process reads its own shards."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -15,11 +15,8 @@ import torch
 
 from itemsage_core.contracts.catalog_contract import PRODUCT_ID
 from itemsage_core.errors import ItemSageError
-from itemsage_core.model.encoder import ItemSageEncoder
-from itemsage_core.model.inference import autocast
-from itemsage_core.model.losses import LossParts, mixed_negative_loss, symmetric_pair_loss
-from itemsage_core.training.catalog_views import view_pairs
-from itemsage_core.training.config import StreamConfig, TrainConfig
+from itemsage_core.training.config import CATALOG, ENGAGEMENTS, StreamConfig, TrainConfig
+from itemsage_core.training.objectives import ExampleBatch, PairBatch, SourcedObjective
 from itemsage_core.training.prepared_data import (
     QUERY,
     partners_of,
@@ -50,52 +47,58 @@ def product_keys(product_ids: pa.Array | pa.ChunkedArray) -> torch.Tensor:
     return torch.from_numpy(pd.util.hash_array(ids, hash_key=_ID_KEY).view(np.int64))
 
 
+@dataclasses.dataclass(frozen=True)
+class NegativePool:
+    """A process's random products for negatives (streaming.negative_pool) and their keys."""
+
+    rows: pa.Table
+    keys: torch.Tensor
+
+    @classmethod
+    def draw(
+        cls, data_dir: str, manifest: dict, config: TrainConfig, size: int, rank: int = 0
+    ) -> NegativePool:
+        rows = negative_pool(
+            prepared_files(data_dir, manifest, "products"),
+            manifest["counts"]["valid_products"],
+            size,
+            tagged_rng(config.seed, NEGATIVE_POOL, rank),
+        )
+        return cls(rows, product_keys(rows.column(PRODUCT_ID)))
+
+    def negatives(self, rng: np.random.Generator, size: int) -> tuple[pa.Table, torch.Tensor]:
+        """`size` rows of the pool, drawn with replacement, and their keys."""
+        picks = rng.integers(self.rows.num_rows, size=size)
+        return self.rows.take(picks), self.keys[torch.from_numpy(picks)]
+
+
 class _Streamed:
-    """What both streamed objectives share: the manifest, the pool of random negatives (drawn
-    once per process: `pool` passes another objective's), the stream of batches."""
+    """What both streamed sources share: the manifest, the pool, the stream of batches."""
 
     def __init__(
         self,
         data_dir: str,
+        manifest: dict,
+        pool: NegativePool,
         config: TrainConfig,
-        dev: torch.device,
         stream: StreamConfig = StreamConfig(),
         rank: int = 0,
         world: int = 1,
-        pool: tuple[pa.Table, torch.Tensor] | None = None,
     ):
-        self.manifest = read_prepared_manifest(data_dir)
-        self.image_dim = self.manifest["options"]["image_dim"]
-        self.config, self.dev, self.data_dir = config, dev, data_dir
-        if pool is None:
-            rows = negative_pool(
-                self.files("products"),
-                self.manifest["counts"]["valid_products"],
-                stream.negatives,
-                tagged_rng(config.seed, NEGATIVE_POOL, rank),
-            )
-            pool = rows, product_keys(rows.column(PRODUCT_ID))
-        self.pool, self.pool_keys = pool
+        self.data_dir, self.manifest, self.pool, self.config = data_dir, manifest, pool, config
+        self.image_dim = manifest["options"]["image_dim"]
         self.stream = self.shard_stream(stream, rank, world)
 
     def shard_stream(self, stream: StreamConfig, rank: int, world: int) -> ShardStream:
-        """The objective's stream of batches for process `rank` of `world` (and its sizes)."""
+        """The source's stream of batches for process `rank` of `world` (and its sizes)."""
         raise NotImplementedError
 
     def files(self, part: str) -> list[str]:
         """The files of one part of the data, as the manifest lists them."""
         return prepared_files(self.data_dir, self.manifest, part)
 
-    def negatives(self, rng: np.random.Generator) -> tuple[pa.Table, torch.Tensor]:
-        """`random_negatives` rows of the pool and their keys."""
-        picks = rng.integers(self.pool.num_rows, size=self.config.random_negatives)
-        return self.pool.take(picks), self.pool_keys[torch.from_numpy(picks)].to(self.dev)
-
     def __len__(self) -> int:
         return self.examples
-
-    def steps_per_epoch(self) -> int:
-        return math.ceil(self.examples / self.batch)
 
     def position(self) -> dict:
         return self.stream.position()
@@ -104,10 +107,10 @@ class _Streamed:
         self.stream.restore(position)
 
 
-class StreamedEngagementObjective(_Streamed):
-    """Engagement pairs streamed from `data_dir` (process `rank` of `world` reads its shards)."""
+class StreamedExamples(_Streamed):
+    """Engagement examples of the chosen tasks, thinned to their mix (streaming.py)."""
 
-    name = "engagements"
+    name = ENGAGEMENTS
 
     def shard_stream(self, stream: StreamConfig, rank: int, world: int) -> ShardStream:
         config = self.config
@@ -138,51 +141,45 @@ class StreamedEngagementObjective(_Streamed):
             f"(task mixing keeps about {self.kept} of a pass over the shards)"
         )
 
-    def loss(self, model: ItemSageEncoder, rng: np.random.Generator) -> LossParts:
-        rows, dev = next(self.stream), self.dev
-        negatives, negative_keys = self.negatives(rng)
+    def draw(self, rng: np.random.Generator) -> ExampleBatch:
+        rows = next(self.stream)
+        negatives, negative_keys = self.pool.negatives(rng, self.config.random_negatives)
         inputs = features_of(
             pa.concat_tables([rows.select(negatives.column_names), negatives]), self.image_dim
         )
         queries = np.array(rows.column(QUERY).combine_chunks().flatten(), np.float32)
-        with autocast(dev, self.config.precision):
-            vectors = model(inputs.batch().to(dev)).float()
-        keys = product_keys(rows.column(PRODUCT_ID)).to(dev)
-        correction = log_q(rows.column("task_counts"), self.probabilities)
-        return mixed_negative_loss(
-            torch.from_numpy(queries.reshape(rows.num_rows, -1)).to(dev),
-            vectors[: rows.num_rows],
-            keys,
-            torch.from_numpy(correction).to(dev),
-            vectors[rows.num_rows :],
-            negative_keys,
-            model.temperature,
+        return ExampleBatch(
+            inputs=inputs.batch(),
+            queries=torch.from_numpy(queries.reshape(rows.num_rows, -1)),
+            keys=product_keys(rows.column(PRODUCT_ID)),
+            log_q=torch.from_numpy(log_q(rows.column("task_counts"), self.probabilities)),
+            negative_keys=negative_keys,
         )
 
 
-class StreamedCatalogObjective(_Streamed):
-    """The catalog objective streamed from `data_dir`: its catalog pairs (a product and one of
-    its lexical neighbours, prepared with --neighbours), or its products alone (each paired
-    with itself); process `rank` of `world` reads its shards."""
+class StreamedPairs(_Streamed):
+    """Catalog pairs (a product and one of its lexical neighbours, prepared with --neighbours),
+    each kept as a pair with probability `neighbour_share`; or the products alone, each paired
+    with itself."""
 
-    name = "catalog"
+    name = CATALOG
 
     def shard_stream(self, stream: StreamConfig, rank: int, world: int) -> ShardStream:
         config = self.config
-        self.paired = bool(self.manifest["options"].get("neighbours"))
-        if config.neighbours and not self.paired:
+        prepared_pairs = bool(self.manifest["options"].get("neighbours"))
+        if config.neighbours and not prepared_pairs:
             raise ItemSageError(
                 f"the catalog objective pairs products with lexical neighbours, and "
                 f"{self.data_dir} "
                 "was prepared without them: prepare with --neighbours K, or train with "
                 "--neighbours 0"
             )
+        self.paired = prepared_pairs and bool(config.neighbours)
         # An epoch is as many products as the catalog holds, as in memory.
         self.examples = math.ceil(self.manifest["counts"]["valid_products"] / world)
         self.batch = min(config.batch_size, max(2, self.examples))
-        part = "catalog_pairs" if self.paired and config.neighbours else "products"
         return ShardStream(
-            shard_files(self.files(part), rank, world),
+            shard_files(self.files("catalog_pairs" if self.paired else "products"), rank, world),
             self.batch,
             stream.shuffle_buffer,
             (config.seed, CATALOG_PASSES, rank),
@@ -191,36 +188,45 @@ class StreamedCatalogObjective(_Streamed):
     def describe(self) -> str:
         partner = (
             f"{self.config.neighbour_share:.0%} of them paired with a lexical neighbour"
-            if self.paired and self.config.neighbours
+            if self.paired
             else "two views of each"
         )
         return (
             f"{self.examples} catalog products an epoch ({partner}), streamed from {self.data_dir}"
         )
 
-    def loss(self, model: ItemSageEncoder, rng: np.random.Generator) -> LossParts:
-        rows, dev = next(self.stream), self.dev
+    def draw(self, rng: np.random.Generator) -> PairBatch:
+        rows = next(self.stream)
         b = rows.num_rows
-        picks = rows.select(self.pool.column_names)
+        picks = rows.select(self.pool.rows.column_names)
         partners = picks
-        if self.paired and self.config.neighbours:
+        if self.paired:
             swap = rng.random(b) < self.config.neighbour_share
             both = pa.concat_tables([picks, partners_of(rows)])
             partners = both.take(np.where(swap, np.arange(b) + b, np.arange(b)))
-        negatives, negative_keys = self.negatives(rng)
+        negatives, negative_keys = self.pool.negatives(rng, self.config.random_negatives)
         inputs = features_of(pa.concat_tables([picks, partners, negatives]), self.image_dim)
-        pick_keys = product_keys(picks.column(PRODUCT_ID))
-        partner_keys = product_keys(partners.column(PRODUCT_ID))
-        same = (pick_keys == partner_keys).numpy()  # a product without neighbours: itself
-        viewed = view_pairs(inputs.batch(), b, rng, self.config.views, same=same).to(dev)
-        with autocast(dev, self.config.precision):
-            vectors = model(viewed).float()
-        return symmetric_pair_loss(
-            vectors[:b],
-            vectors[b : 2 * b],
-            pick_keys.to(dev),
-            partner_keys.to(dev),
-            vectors[2 * b :],
-            negative_keys,
-            model.temperature,
+        return PairBatch(
+            inputs=inputs.batch(),
+            keys=product_keys(picks.column(PRODUCT_ID)),
+            partner_keys=product_keys(partners.column(PRODUCT_ID)),
+            negative_keys=negative_keys,
         )
+
+
+def streamed_objectives(
+    data_dir: str,
+    weights: dict[str, float],
+    config: TrainConfig,
+    dev: torch.device,
+    stream: StreamConfig = StreamConfig(),
+    rank: int = 0,
+    world: int = 1,
+) -> list[SourcedObjective]:
+    """The objectives `weights` names (config.objective_weights), streamed from `data_dir` by
+    process `rank` of `world`, sharing one pool of negatives."""
+    manifest = read_prepared_manifest(data_dir)
+    pool = NegativePool.draw(data_dir, manifest, config, stream.negatives, rank)
+    sources = {ENGAGEMENTS: StreamedExamples, CATALOG: StreamedPairs}
+    args = (data_dir, manifest, pool, config, stream, rank, world)
+    return [SourcedObjective(sources[name](*args), w, config, dev) for name, w in weights.items()]
