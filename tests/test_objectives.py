@@ -2,7 +2,6 @@
 in-memory path builds from it (trainer.objectives_for)."""
 
 import pytest
-import torch
 
 from itemsage_core.training.config import (
     CATALOG,
@@ -14,8 +13,6 @@ from itemsage_core.training.config import (
 from itemsage_core.training.model_runs import checkpoint_settings
 from itemsage_core.training.objectives import Objective
 from itemsage_core.training.trainer import objectives_for, prepare_catalog_data, prepare_data
-
-CPU = torch.device("cpu")
 
 
 @pytest.mark.parametrize(
@@ -44,7 +41,7 @@ def test_in_memory_objectives_follow_the_rule(small_world):
     catalog = prepare_catalog_data(small_world.catalog, neighbours=3)
     for chosen, weight in ((data, 0.0), (data, 0.25), (catalog, 0.0)):
         config = TrainConfig(batch_size=32, catalog_task_weight=weight)
-        objectives: list[Objective] = objectives_for(chosen, config, CPU)
+        objectives: list[Objective] = objectives_for(chosen, config)
         weights = objective_weights(config, engagements=chosen.train is not None)
         assert [(o.name, o.weight) for o in objectives] == list(weights.items())
         for o in objectives:

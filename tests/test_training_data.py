@@ -224,7 +224,7 @@ def test_training_streams_prepared_data(spark, small_world_dir, tmp_path):
     train_config = TrainConfig(epochs=3, batch_size=64, random_negatives=32, seed=0)
     dev = pick_device("cpu")
     [objective] = streamed_objectives(
-        out, {ENGAGEMENTS: 1.0}, train_config, dev, StreamConfig(shuffle_buffer=300, negatives=100)
+        out, {ENGAGEMENTS: 1.0}, train_config, StreamConfig(shuffle_buffer=300, negatives=100)
     )
     assert objective.source.pool.rows.num_rows <= 100
     shape = {"d_model": 32, "ffn_dim": 64, "mlp_hidden": 32, "hash_buckets": 500}

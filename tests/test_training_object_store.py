@@ -145,7 +145,6 @@ def test_data_prepared_on_s3_is_whole_or_the_previous_one(small_world_dir, tmp_p
         data,
         {ENGAGEMENTS: 1.0},
         TrainConfig(batch_size=16, random_negatives=8),
-        torch.device("cpu"),
         StreamConfig(shuffle_buffer=100, negatives=50),
     )
     source = objective.source

@@ -114,7 +114,6 @@ def train_process(run: PreparedRun, progress: Progress | None = None) -> dict | 
                 run.data_dir,
                 objective_weights(run.train, run.engagements),
                 run.train,
-                dev,
                 run.stream,
                 rank,
                 world,

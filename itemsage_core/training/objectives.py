@@ -14,8 +14,8 @@ import dataclasses
 import math
 from typing import Protocol
 
-import numpy as np
 import torch
+from numpy.random import Generator
 
 from itemsage_core.features.product_features import ProductBatch
 from itemsage_core.model.encoder import ItemSageEncoder
@@ -46,32 +46,39 @@ class Objective(Protocol):
     def restore(self, position: dict) -> None:
         """Go on from a `position` (an exact resume)."""
 
-    def loss(self, model: ItemSageEncoder, rng: np.random.Generator) -> LossParts:
+    def loss(self, model: ItemSageEncoder, rng: Generator) -> LossParts:
         """The loss of its next batch (random draws from `rng`)."""
 
 
+def _vectors(model: ItemSageEncoder, inputs: ProductBatch, precision: str) -> torch.Tensor:
+    """The model's vectors (float32) of `inputs`, computed on the model's device."""
+    dev = next(model.parameters()).device
+    with autocast(dev, precision):
+        return model(inputs.to(dev)).float()
+
+
 @dataclasses.dataclass
-class ExampleBatch:
-    """Engagement examples and random negatives, on the CPU. Keys tell products apart: a copy
-    of a positive among the negatives (same key) is not counted as a negative."""
+class _Batch:
+    """A batch's encoder inputs, on the CPU, and the keys that tell its products apart: a copy
+    of a positive among the random negatives (same key) is not counted as a negative."""
 
-    inputs: ProductBatch  # the positives', then the negatives' encoder inputs
-    queries: torch.Tensor  # (b, query_dim), unit length
+    inputs: ProductBatch
     keys: torch.Tensor  # (b,) the positives' products
-    log_q: torch.Tensor  # (b,) log of each positive's sampling probability (logQ correction)
-    negative_keys: torch.Tensor
+    negative_keys: torch.Tensor  # the random negatives' products
 
-    def loss(
-        self,
-        model: ItemSageEncoder,
-        rng: np.random.Generator,
-        config: TrainConfig,
-        dev: torch.device,
-    ) -> LossParts:
+
+@dataclasses.dataclass
+class ExampleBatch(_Batch):
+    """Engagement examples (inputs: the positives', then the negatives') and their queries."""
+
+    queries: torch.Tensor  # (b, query_dim), unit length
+    log_q: torch.Tensor  # (b,) log of each positive's sampling probability (logQ correction)
+
+    def loss(self, model: ItemSageEncoder, rng: Generator, config: TrainConfig) -> LossParts:
         """The engagement objective: in-batch and random negatives, logQ-corrected."""
         b = len(self.keys)
-        with autocast(dev, config.precision):
-            vectors = model(self.inputs.to(dev)).float()
+        vectors = _vectors(model, self.inputs, config.precision)
+        dev = vectors.device
         return mixed_negative_loss(
             self.queries.to(dev),
             vectors[:b],
@@ -84,29 +91,20 @@ class ExampleBatch:
 
 
 @dataclasses.dataclass
-class PairBatch:
-    """Catalog pairs (a product and its partner: a teacher's neighbour, or itself) and random
-    negatives, on the CPU; keys as in ExampleBatch."""
+class PairBatch(_Batch):
+    """Catalog pairs, a product and its partner (a teacher's neighbour, or itself): inputs are
+    the products', their partners', then the negatives'."""
 
-    inputs: ProductBatch  # the products', their partners', then the negatives' encoder inputs
-    keys: torch.Tensor  # (b,) the products
-    partner_keys: torch.Tensor  # (b,) their partners
-    negative_keys: torch.Tensor
+    partner_keys: torch.Tensor  # (b,) the partners' products
 
-    def loss(
-        self,
-        model: ItemSageEncoder,
-        rng: np.random.Generator,
-        config: TrainConfig,
-        dev: torch.device,
-    ) -> LossParts:
+    def loss(self, model: ItemSageEncoder, rng: Generator, config: TrainConfig) -> LossParts:
         """The catalog objective: random views of each pair (catalog_views.py) pulled together
         against the batch's other products and the negatives, each way round."""
         b = len(self.keys)
         same = (self.keys == self.partner_keys).numpy()  # a pair of one product: split its units
-        viewed = view_pairs(self.inputs, b, rng, config.views, same=same).to(dev)
-        with autocast(dev, config.precision):
-            vectors = model(viewed).float()
+        viewed = view_pairs(self.inputs, b, rng, config.views, same=same)
+        vectors = _vectors(model, viewed, config.precision)
+        dev = vectors.device
         # Each way round, negatives that are the positive's own product are masked.
         return symmetric_pair_loss(
             vectors[:b],
@@ -133,7 +131,7 @@ class BatchSource(Protocol):
 
     def restore(self, position: dict) -> None: ...
 
-    def draw(self, rng: np.random.Generator) -> ExampleBatch | PairBatch:
+    def draw(self, rng: Generator) -> ExampleBatch | PairBatch:
         """The next batch, random choices from `rng` (the trainer's)."""
 
 
@@ -144,7 +142,6 @@ class SourcedObjective:
     source: BatchSource
     weight: float
     config: TrainConfig
-    dev: torch.device
 
     @property
     def name(self) -> str:
@@ -169,5 +166,5 @@ class SourcedObjective:
     def restore(self, position: dict) -> None:
         self.source.restore(position)
 
-    def loss(self, model: ItemSageEncoder, rng: np.random.Generator) -> LossParts:
-        return self.source.draw(rng).loss(model, rng, self.config, self.dev)
+    def loss(self, model: ItemSageEncoder, rng: Generator) -> LossParts:
+        return self.source.draw(rng).loss(model, rng, self.config)

@@ -218,7 +218,6 @@ def streamed_objectives(
     data_dir: str,
     weights: dict[str, float],
     config: TrainConfig,
-    dev: torch.device,
     stream: StreamConfig = StreamConfig(),
     rank: int = 0,
     world: int = 1,
@@ -229,4 +228,4 @@ def streamed_objectives(
     pool = NegativePool.draw(data_dir, manifest, config, stream.negatives, rank)
     sources = {ENGAGEMENTS: StreamedExamples, CATALOG: StreamedPairs}
     args = (data_dir, manifest, pool, config, stream, rank, world)
-    return [SourcedObjective(sources[name](*args), w, config, dev) for name, w in weights.items()]
+    return [SourcedObjective(sources[name](*args), w, config) for name, w in weights.items()]

@@ -227,9 +227,7 @@ def _learning_rate(config: TrainConfig, step: int, total: int) -> float:
     return config.learning_rate * (0.1 + 0.45 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
-def objectives_for(
-    data: TrainingData, config: TrainConfig, dev: torch.device
-) -> list[SourcedObjective]:
+def objectives_for(data: TrainingData, config: TrainConfig) -> list[SourcedObjective]:
     """The objectives config.objective_weights chooses (engagements when the data has examples),
     on the data in memory."""
     weights = objective_weights(config, engagements=data.train is not None)
@@ -243,7 +241,7 @@ def objectives_for(
         ENGAGEMENTS: lambda: ExampleBatches(data.features, _chosen(data, config), config),
         CATALOG: lambda: CatalogBatches(data.features, config, neighbours),
     }
-    return [SourcedObjective(sources[name](), w, config, dev) for name, w in weights.items()]
+    return [SourcedObjective(sources[name](), w, config) for name, w in weights.items()]
 
 
 def _chosen(data: TrainingData, config: TrainConfig) -> Examples:
@@ -266,7 +264,7 @@ def train(
     """Train a fresh encoder; returns it (in eval mode) and the training history."""
     dev = pick_device(device)
     return train_objectives(
-        objectives_for(data, config, dev), model_config, config, dev, progress, loop, fingerprint
+        objectives_for(data, config), model_config, config, dev, progress, loop, fingerprint
     )
 
 
