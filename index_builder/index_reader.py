@@ -169,7 +169,7 @@ class ShardedIndex:
             shard = self.indexes[s]
             shard.tune(max(shard_setting(shards[s], params), shard.least_setting(wanted)))
             return shard_hits(
-                self.indexes[s], ids.ids, ids.starts, queries[rows], rows, wanted,
+                shard, ids.ids, ids.starts, queries[rows], rows, wanted,
                 max(1, threads // workers),
             )  # fmt: skip
 

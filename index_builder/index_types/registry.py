@@ -13,6 +13,7 @@ TYPES = {t.name: t for t in (HNSW, HNSW_SQ8, IVF_PQ)}  # most accurate (and larg
 DEFAULT = HNSW  # a surface's type when it names none, and a format-1 build's shards'
 AUTO = "auto"  # a surface's `index`: the first type that fits max_memory_mb (per shard)
 CHOICES = (*TYPES, AUTO)
+UPDATABLE = tuple(name for name, t in TYPES.items() if t.updatable)
 
 
 def index_type(name: str) -> IndexType:
@@ -40,6 +41,3 @@ def candidates(choice: str) -> tuple[IndexType, ...]:
 def updatable(choice: str) -> bool:
     """Whether an incremental refresh updates shards of this choice in place."""
     return not is_auto(choice) and index_type(choice).updatable
-
-
-UPDATABLE = tuple(name for name, t in TYPES.items() if t.updatable)
