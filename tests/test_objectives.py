@@ -1,5 +1,5 @@
-"""Which objectives a run trains (config.objective_weights, the one rule) and the objectives the
-in-memory path builds from it (trainer.objectives_for)."""
+"""Which objectives a run trains (config.objective_weights, the one rule; TrainRun.objectives)
+and the objectives the in-memory path builds from it (trainer.objectives_for)."""
 
 import pytest
 
@@ -27,13 +27,11 @@ from itemsage_core.training.trainer import objectives_for, prepare_catalog_data,
 def test_objective_weights(engagements, weight, expected):
     weights = objective_weights(TrainConfig(catalog_task_weight=weight), engagements)
     assert weights == expected and list(weights) == list(expected)  # engagements first
-    run = TrainRun(
-        "catalog",
-        "out",
-        "log" if engagements else None,
-        train=TrainConfig(catalog_task_weight=weight),
-    )
+    train = TrainConfig(catalog_task_weight=weight, neighbours=7)
+    run = TrainRun("catalog", "out", "log" if engagements else None, train=train)
+    assert run.objectives() == expected
     assert checkpoint_settings(run)["objective"] == "+".join(expected)
+    assert run.neighbours() == (7 if CATALOG in expected else 0)  # only the catalog task's data
 
 
 def test_in_memory_objectives_follow_the_rule(small_world):

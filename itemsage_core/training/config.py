@@ -93,7 +93,7 @@ class StreamConfig:
 class TrainRun:
     """One training run: its inputs and output, and every setting (`itemsage train`'s options).
 
-    Without `engagements` the model learns from the catalog alone (objective_weights).
+    Without `engagements` the model learns from the catalog alone (`objectives`).
     `vocab_catalogs` (through `vocab_mappings`, see mappings_for): other catalogs whose text
     joins the vocabulary. `exclude_features`: text features withheld from training (and so from
     the vocabulary). `model_options`: ModelConfig fields (d_model, layers, ...).
@@ -113,3 +113,11 @@ class TrainRun:
     vocab_mappings: tuple[str, ...] = ()
     exclude_features: tuple[str, ...] = ()
     loop: LoopConfig = LoopConfig()
+
+    def objectives(self) -> dict[str, float]:
+        """The objectives the run trains, with their weights (objective_weights)."""
+        return objective_weights(self.train, bool(self.engagements))
+
+    def neighbours(self) -> int:
+        """Teacher neighbours per product its data needs: the catalog objective's, else none."""
+        return self.train.neighbours if CATALOG in self.objectives() else 0

@@ -27,12 +27,10 @@ from itemsage_core.model.config import ModelConfig
 from itemsage_core.storage.parquet_io import read_parquet
 from itemsage_core.training.catalog_quality import CatalogQuality, evaluate_catalog
 from itemsage_core.training.config import (
-    CATALOG,
     CATALOG_QUERIES,
     HELDOUT_INDEX_SIZE,
     RECALL_K,
     TrainRun,
-    objective_weights,
 )
 from itemsage_core.training.evaluation import Evaluation, evaluate, evaluate_prepared
 from itemsage_core.training.prepared_data import read_prepared_manifest, read_prepared_vocab
@@ -112,12 +110,11 @@ def _training_data(run: TrainRun, progress: Progress | None) -> TrainingData:
     contribution in the data summary."""
     products = without_features(read_mapped_catalog(run.catalog, run.mapping), run.exclude_features)
     vocab, extra = _vocabulary_catalogs(run, products)
-    catalog_task = CATALOG in objective_weights(run.train, bool(run.engagements))
     common = {
         "vocab": vocab,
         "vocab_config": run.vocab,
         "image_dim": run.image_dim,
-        "neighbours": run.train.neighbours if catalog_task else 0,
+        "neighbours": run.neighbours(),
         "progress": progress,
         "teacher": dict(run.train.teacher) or None,
         "mutual": run.train.mutual_neighbours,
@@ -146,7 +143,7 @@ def checkpoint_settings(run: TrainRun) -> dict:
         "vocab": dataclasses.asdict(run.vocab),
         "train": run.train.to_dict(),
         "image_dim": run.image_dim,
-        "objective": "+".join(objective_weights(run.train, bool(run.engagements))),
+        "objective": "+".join(run.objectives()),
         "excluded_features": list(run.exclude_features),
     }
 
