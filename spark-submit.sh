@@ -59,7 +59,7 @@ trap 'rm -rf "$(dirname "$pyfiles")"' EXIT
 (cd "$HERE" && "$driver_python" - "$pyfiles" <<'PY'
 import pathlib, sys, zipfile
 with zipfile.ZipFile(sys.argv[1], "w", zipfile.ZIP_DEFLATED) as z:
-    for package in ("itemsage_core", "itemsage_cli", "jobs", "index_builder"):
+    for package in ("itemsage_core", "itemsage_runs", "itemsage_cli", "itemsage_report", "jobs", "index_builder"):
         for path in sorted(pathlib.Path(package).rglob("*.py")):
             z.write(path)
 PY

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import click
 
-from itemsage_cli.config_defaults import default
 from itemsage_cli.group import catalog_option, cli, json_option, spark_options
 from itemsage_core.contracts.catalog_contract import DEFAULT_IMAGE_DIM
 from itemsage_core.synthetic.world import WorldConfig
+from itemsage_runs.defaults import default
 
 
 @cli.command()

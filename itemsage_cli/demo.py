@@ -103,7 +103,7 @@ class DemoConfig:
 def demo_flow(config: DemoConfig) -> None:
     """Run every stage, then print what came out, where it went and each stage's command."""
     from index_builder.surfaces import load_surfaces
-    from itemsage_cli import preflight
+    from itemsage_runs import preflight
 
     surfaces = load_surfaces(config.surfaces)  # a broken config fails now, not after training
     mapping = preflight.mapping(config.mapping)

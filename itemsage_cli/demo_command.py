@@ -6,13 +6,13 @@ from pathlib import Path
 
 import click
 
-from itemsage_cli.config_defaults import default
 from itemsage_cli.demo import DemoConfig
 from itemsage_cli.group import cli, spark_options
 from itemsage_core.training.config import (
     CATALOG_EPOCHS,
     TrainConfig,
 )
+from itemsage_runs.defaults import default
 
 
 @cli.command()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from itemsage_cli.config_defaults import default
 from itemsage_cli.group import (
     catalog_option,
     cli,
@@ -14,6 +13,7 @@ from itemsage_cli.group import (
     write_summary,
 )
 from itemsage_core.embedding.featurize_run import FeaturizeConfig
+from itemsage_runs.defaults import default
 
 
 @cli.command()
@@ -81,10 +81,10 @@ def featurize(
     the vectors. Invalid rows go to OUT/_quarantine with their reason. A rerun encodes only
     texts the previous OUT (same model and features) does not hold.
     """
-    from itemsage_cli import preflight
     from itemsage_cli.stages import progress
     from itemsage_core.features.sentence_text import check_model_dir
     from itemsage_core.storage.uris import is_local_path
+    from itemsage_runs import preflight
     from jobs.featurize_job import featurize as featurize_job
     from jobs.spark_session import get_spark, parse_conf
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from itemsage_core.errors import ItemSageError
+from itemsage_core.errors import ItemSageError, OptionError
 
 
 def _quiet_analysis_error(exc: Exception) -> bool:
@@ -28,9 +28,21 @@ def _quiet_analysis_error(exc: Exception) -> bool:
     return log_level() in QUIET_LEVELS
 
 
+class ItemSageCommand(click.Command):
+    """A command whose run recipe's OptionError is a usage error of the command (exit 2)."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except OptionError as exc:
+            raise click.UsageError(str(exc), ctx) from None
+
+
 class ItemSageGroup(click.Group):
     """A click group that turns ItemSageError (and, without --verbose, Spark's analysis errors)
     into one clear line and a non-zero exit."""
+
+    command_class = ItemSageCommand
 
     def invoke(self, ctx):
         try:
@@ -134,6 +146,14 @@ def spark_options(fn: Callable) -> Callable:
         metavar="URL",
         help="Spark master (default: local[*], or spark-submit's).",
     )(fn)
+
+
+def shown_default(owner: type, name: str) -> dict:
+    """An option's default read from the request (or config) dataclass it fills, shown in
+    --help: `click.option(..., **shown_default(TrainRequest, "seed"))`."""
+    from itemsage_runs.defaults import default
+
+    return {"default": default(owner, name), "show_default": True}
 
 
 def write_summary(summary: dict, summary_json: str | None, echo: bool = True) -> None:

@@ -4,15 +4,11 @@ indexes."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 import click
 
-from index_builder.build_config import BuildIndexConfig
-from index_builder.index_reader import ShardedIndex, verify_current
-from index_builder.neighbours import NeighboursConfig
-from itemsage_cli.config_defaults import default
+from index_builder.index_reader import verify_current
 from itemsage_cli.group import (
     cli,
     index_root_option,
@@ -21,6 +17,10 @@ from itemsage_cli.group import (
     summary_json_option,
     write_summary,
 )
+from itemsage_cli.stages import progress
+from itemsage_runs.defaults import default
+from itemsage_runs.indexes import BuildRequest, NeighboursRequest
+from itemsage_runs.query import QueryRequest
 
 
 @cli.command("build-index")
@@ -48,19 +48,19 @@ from itemsage_cli.group import (
 )
 @click.option(
     "--catalog",
-    default=default(BuildIndexConfig, "catalog"),
+    default=default(BuildRequest, "catalog"),
     help="Catalog Parquet whose columns the surface filters use.",
 )
 @click.option(
     "--mapping",
     type=click.Path(dir_okay=False),
-    default=default(BuildIndexConfig, "mapping"),
+    default=default(BuildRequest, "mapping"),
     help="Column mapping TOML for the catalog.",
 )
 @click.option(
     "--table-version",
     type=click.IntRange(min=0),
-    default=default(BuildIndexConfig, "table_version"),
+    default=default(BuildRequest, "table_version"),
     help="Build from this Delta version (default: the latest; recorded in the "
     "manifest), e.g. to reproduce an earlier build.",
 )
@@ -73,26 +73,14 @@ from itemsage_cli.group import (
 )
 @click.option(
     "--incremental/--full",
-    default=default(BuildIndexConfig, "incremental"),
+    default=default(BuildRequest, "incremental"),
     show_default=True,
     help="--incremental: apply the table's changes since each surface's current build to it "
     "(rebuilding a surface that cannot be refreshed, and saying why); --full: rebuild.",
 )
 @summary_json_option
 @spark_options
-def build_index(
-    table_uri: str,
-    surfaces_path: str,
-    index_root: str,
-    catalog: str | None,
-    mapping: str | None,
-    table_version: int | None,
-    only: tuple[str, ...],
-    incremental: bool,
-    summary_json: str | None,
-    master: str | None,
-    conf: tuple[str, ...],
-) -> None:
+def build_index(summary_json: str | None, **options: object) -> None:
     """Build per-surface sharded HNSW indexes from the embeddings table and publish them.
 
     Each surface's build is checked against exact search (recall@10 per shard) before its
@@ -100,29 +88,11 @@ def build_index(
     not apply or matches nothing, its recall gate fails, ...) keeps its current build and gets
     one `error:` line; the others still publish; the exit status is then 1.
     """
-    from index_builder.surfaces import load_surfaces
-    from itemsage_cli import preflight
-    from itemsage_cli.stages import progress
-    from jobs.build_indexes import build_indexes
-    from jobs.spark_session import get_spark, parse_conf
+    from itemsage_runs.indexes import BuildRequest, build_index, failed_surfaces
 
-    surfaces = load_surfaces(surfaces_path, only)
-    preflight.table(table_uri)
-    config = BuildIndexConfig(
-        table_uri,
-        index_root,
-        surfaces,
-        catalog,
-        preflight.mapping(mapping),
-        table_version,
-        incremental,
-    )
-    if catalog:
-        preflight.catalog_path(catalog, config.mapping)
-    spark = get_spark("itemsage-build-index", master, parse_conf(conf))
-    summary = build_indexes(spark, config, progress=progress)
+    summary = build_index(BuildRequest(**options), progress=progress)
     write_summary(summary, summary_json)
-    failed = {n: s["reason"] for n, s in summary["surfaces"].items() if s["status"] == "failed"}
+    failed = failed_surfaces(summary)
     for name, reason in failed.items():
         click.echo(f"error: surface {name!r} not published: {reason}", err=True)
     if failed:
@@ -142,7 +112,7 @@ def query_file(flag: str, help: str):
 @click.option(
     "-k",
     "k",
-    default=default(ShardedIndex.search, "k"),
+    default=default(QueryRequest, "k"),
     show_default=True,
     type=click.IntRange(min=1),
     help="Results to return.",
@@ -193,26 +163,11 @@ def query_file(flag: str, help: str):
 @click.option(
     "--threads",
     type=click.IntRange(min=1),
-    default=os.cpu_count() or 1,
+    default=default(QueryRequest, "threads"),
     show_default="the machine's cores",
     help="Batch: threads searching (shards in parallel, queries within a shard).",
 )
-def query(
-    index_root: str,
-    surface: str,
-    product_id: str | None,
-    vector_file: str | None,
-    k: int,
-    catalog: str | None,
-    mapping: str | None,
-    show: str,
-    as_json: bool,
-    ids_file: str | None,
-    vectors_file: str | None,
-    out: str | None,
-    threads: int,
-    cache_dir: str | None,
-) -> None:
+def query(**options: object) -> None:
     """Query a surface's current index build (checksums verified on load).
 
     Scores are cosine similarities. With --product-id the product itself is left out.
@@ -220,79 +175,46 @@ def query(
     With --catalog, each product is shown with its --show columns, so neighbours can be judged.
     With --ids-file or --vectors-file, every query of the file is answered in one batch.
     """
-    from index_builder.index_reader import load_published, read_vector
+    from index_builder.batch_io import write_neighbours
+    from itemsage_runs.query import QueryRequest, query
 
-    given = [o for o, v in (("--product-id", product_id), ("--vector-file", vector_file),
-             ("--ids-file", ids_file), ("--vectors-file", vectors_file)) if v]  # fmt: skip
-    if len(given) != 1:
-        raise click.UsageError(
-            "give exactly one of --product-id, --vector-file, --ids-file and --vectors-file"
-        )
-    batch = ids_file or vectors_file
-    if batch and (catalog or as_json):
-        raise click.UsageError("--catalog and --json go with one query; a batch writes --out")
-    if out and not batch:
-        raise click.UsageError("--out goes with --ids-file or --vectors-file")
-    if mapping and not catalog:
-        raise click.UsageError("--mapping goes with --catalog")
-    column_mapping = None
-    if catalog:
-        from itemsage_core.contracts.column_mapping import load_mapping
-        from itemsage_core.storage.parquet_io import parquet_files
-
-        parquet_files(catalog)  # a wrong path fails before the index loads
-        column_mapping = load_mapping(mapping) if mapping else None
-    index = load_published(
-        index_root, surface, warn=lambda m: click.echo(m, err=True), cache_dir=cache_dir
-    )
-    if batch:
-        from index_builder.batch_io import (
-            neighbours_table,
-            read_ids,
-            read_vectors,
-            write_neighbours,
-        )
-
-        if ids_file:
-            names = read_ids(ids_file)
-            found = index.search_batch(index.vectors_of(names), k, names, threads)
+    request = QueryRequest(**options)
+    answer = query(request, warn=lambda m: click.echo(m, err=True))
+    if answer.batch is not None:
+        if request.out:
+            click.echo(
+                f"wrote the top {request.k} of {answer.batch.num_rows} queries to {request.out}",
+                err=True,
+            )
         else:
-            names, vectors = read_vectors(vectors_file)
-            found = index.search_batch(vectors, k, None, threads)
-        write_neighbours(neighbours_table(names, found), out)
-        if out:
-            click.echo(f"wrote the top {k} of {len(names)} queries to {out}", err=True)
-        return
-    vector = index.vector_of(product_id) if product_id else read_vector(vector_file)
-    results = index.search(vector, k, exclude=product_id)
-    columns = [c.strip() for c in show.split(",") if c.strip()] if catalog else []
-    described = {}
-    if catalog:
-        from itemsage_core.contracts.catalog_lookup import describe_products
+            write_neighbours(answer.batch, None)
+    elif request.as_json:
+        rows = [
+            {"product_id": p, "score": s, **answer.described.get(p, {})} for p, s in answer.results
+        ]
+        click.echo(json.dumps(rows))
+    else:
+        _echo_answer(request, answer)
 
-        wanted = [pid for pid, _ in results] + ([product_id] if product_id else [])
-        described = describe_products(catalog, column_mapping, wanted, columns)
-    if as_json:
-        click.echo(
-            json.dumps([{"product_id": p, "score": s, **described.get(p, {})} for p, s in results])
-        )
-        return
+
+def _echo_answer(request, answer) -> None:
+    """One query's neighbours, ranked, with their catalog columns."""
 
     def text(pid: str) -> str:
-        row = described.get(pid)
+        row = answer.described.get(pid)
         if row is None:
-            return "" if not catalog else "  (not in the catalog)"
+            return "" if not request.catalog else "  (not in the catalog)"
         shown = [", ".join(map(str, v)) if isinstance(v, list) else v for v in row.values()]
         return "  " + " | ".join("" if v is None else str(v) for v in shown)
 
-    build = index.manifest
+    build = answer.manifest
     click.echo(
-        f"surface {surface}, build {build['build_id']} (table version "
+        f"surface {request.surface}, build {build['build_id']} (table version "
         f"{build['table']['version']}, {build['products']} products)"
     )
-    if product_id and catalog:
-        click.echo(f"query  {product_id}{text(product_id)}")
-    for rank, (pid, score) in enumerate(results, 1):
+    if request.product_id and request.catalog:
+        click.echo(f"query  {request.product_id}{text(request.product_id)}")
+    for rank, (pid, score) in enumerate(answer.results, 1):
         click.echo(f"{rank:>3}  {score:.4f}  {pid}{text(pid)}")
 
 
@@ -317,7 +239,7 @@ def query(
 @click.option(
     "-k",
     "k",
-    default=default(NeighboursConfig, "k"),
+    default=default(NeighboursRequest, "k"),
     show_default=True,
     type=click.IntRange(min=1, max=1000),
     help="Neighbours per product.",
@@ -339,26 +261,13 @@ def query(
 )
 @click.option(
     "--catalog",
-    default=default(NeighboursConfig, "catalog"),
+    default=default(NeighboursRequest, "catalog"),
     help="Catalog Parquet whose columns neighbours_exclude_same names.",
 )
 @mapping_option
 @summary_json_option
 @spark_options
-def neighbours(
-    index_root: str,
-    surfaces: tuple[str, ...],
-    out_root: str,
-    k: int,
-    build_id: str | None,
-    surfaces_path: str | None,
-    catalog: str | None,
-    mapping: str | None,
-    cache_dir: str | None,
-    summary_json: str | None,
-    master: str | None,
-    conf: tuple[str, ...],
-) -> None:
+def neighbours(summary_json: str | None, **options: object) -> None:
     """Write every product's top k neighbours in a surface's index build to a Delta table.
 
     One row per product the build serves: product_id, neighbours (a list of product_id and
@@ -367,31 +276,10 @@ def neighbours(
     (read from --catalog) filter the neighbours. A rerun for the same build, k and filters
     commits nothing; a killed run leaves the table's previous version.
     """
-    from index_builder.surfaces import load_surfaces
-    from itemsage_cli import preflight
-    from itemsage_cli.stages import progress
-    from jobs.neighbours_job import write_neighbours
-    from jobs.spark_session import get_spark, parse_conf
+    from itemsage_runs.indexes import NeighboursRequest, write_neighbours
 
-    if build_id and len(surfaces) > 1:
-        raise click.UsageError("--build goes with one --surface")
-    configured = load_surfaces(surfaces_path, surfaces) if surfaces_path else []
-    exclude_same = {s.name: s.neighbours_exclude_same for s in configured}
-    config = NeighboursConfig(
-        index_root,
-        surfaces,
-        out_root,
-        k,
-        build_id,
-        cache_dir,
-        {name: columns for name, columns in exclude_same.items() if columns},
-        catalog,
-        preflight.mapping(mapping),
-    )
-    if catalog:
-        preflight.catalog_path(catalog, config.mapping)
-    spark = get_spark("itemsage-neighbours", master, parse_conf(conf))
-    write_summary(write_neighbours(spark, config, progress=progress), summary_json)
+    summary = write_neighbours(NeighboursRequest(**options), progress=progress)
+    write_summary(summary, summary_json)
 
 
 @cli.command("verify-index")

@@ -9,6 +9,7 @@ from itemsage_cli import (  # noqa: F401  (each module registers its commands on
     model_commands,
     report_command,
     table_commands,
+    train_command,
 )
 from itemsage_cli.group import ItemSageGroup, cli
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from itemsage_cli.config_defaults import default
 from itemsage_cli.group import (
     catalog_option,
     cli,
@@ -15,6 +14,7 @@ from itemsage_cli.group import (
     write_summary,
 )
 from itemsage_core.embedding.embed_run import EmbedConfig
+from itemsage_runs.defaults import default
 from jobs.embed_committers import COMMITTERS
 
 
@@ -98,8 +98,8 @@ def embed(
     Invalid rows go to the quarantine table with their reason; every input row is embedded or
     quarantined. Rerunning the same run commits nothing twice.
     """
-    from itemsage_cli import preflight
     from itemsage_cli.stages import progress
+    from itemsage_runs import preflight
     from jobs.embed_catalog import embed_catalog
     from jobs.spark_session import get_spark, parse_conf
 

@@ -7,6 +7,11 @@ class ItemSageError(Exception):
     """A problem with the user's input, configuration or environment."""
 
 
+class OptionError(ItemSageError):
+    """Options that do not go together, or an option's value that cannot be used: the CLI
+    reports it as a usage error of the command (exit 2)."""
+
+
 class ContractError(ItemSageError):
     """Input violates a data contract at schema level (the whole dataset is unusable)."""
 

@@ -1,28 +1,36 @@
-"""The CLI's option defaults are the config dataclasses' (written once), and every option of
-`train` lands in the run it configures."""
+"""The CLI's option defaults are the request and config dataclasses' (written once), every option
+of `train` is a field of its request, and the request becomes the run it configures."""
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
 
 import click
 import pytest
 
-from itemsage_cli import main, model_commands
+from itemsage_cli import main
 from itemsage_core.embedding.embed_run import EmbedConfig
-from itemsage_core.training.config import CATALOG_EPOCHS, LoopConfig, TrainConfig, TrainRun
+from itemsage_core.model.config import ModelConfig
+from itemsage_core.training.config import (
+    CATALOG_EPOCHS,
+    LoopConfig,
+    StreamConfig,
+    TrainConfig,
+    TrainRun,
+)
 from itemsage_core.training.prepared_data import PrepareConfig
+from itemsage_runs.defaults import default
+from itemsage_runs.train_request import TrainRequest
 
 REQUIRED = {
     "train": ["--catalog", "c", "--out", "m"],
     "embed": ["--catalog", "c", "--model", "m", "--table", "t"],
     "prepare-training": ["--catalog", "c", "--out", "d"],
 }
-# Options train_command itself makes into the LoopConfig, the StreamConfig and the run on Spark;
-# then those _train_run turns into other values (parsed lists, the model's shape).
-OWN = set(inspect.signature(model_commands.train_command.callback).parameters) - {"options"}
-CONVERTED = OWN | set(inspect.signature(model_commands._train_run).parameters) - {"fields"}
+# What the commands read themselves, besides their request.
+RENDERING = {"summary_json"}
+# Request fields given as text that become other values in the run.
+CONVERTED = {"epochs", "state_dir", "tasks", "teacher", "task_weights", "modalities"}
 
 
 def given(command: str, *args: str) -> dict:
@@ -31,42 +39,65 @@ def given(command: str, *args: str) -> dict:
 
 
 @pytest.mark.parametrize(
-    ("command", "config"),
+    ("command", "request_type", "minimum"),
     [
-        ("train", TrainConfig),
-        ("train", TrainRun),
-        ("train", LoopConfig),
-        ("embed", EmbedConfig),
-        ("prepare-training", PrepareConfig),
+        ("train", TrainRequest, 30),
+        ("embed", EmbedConfig, 5),
+        ("prepare-training", PrepareConfig, 5),
     ],
 )
-def test_option_defaults_are_the_dataclass_defaults(command, config):
+def test_option_defaults_are_the_request_defaults(command, request_type, minimum):
     values = given(command)
-    converted = CONVERTED if config is not LoopConfig else set()
     shared = [
         f
-        for f in dataclasses.fields(config)
-        if f.name in values and f.name not in converted and f.default is not dataclasses.MISSING
+        for f in dataclasses.fields(request_type)
+        if f.name in values and f.default is not dataclasses.MISSING
     ]
-    minimum = 3 if config is LoopConfig else 5  # LoopConfig has 4 fields
-    assert len(shared) >= minimum, f"{command} shares few options with {config.__name__}"
+    assert len(shared) >= minimum, f"{command} shares few options with {request_type.__name__}"
     for field in shared:
         assert values[field.name] == field.default, field.name
 
 
-def test_every_train_option_reaches_the_run():
-    fields = {f.name for f in dataclasses.fields(TrainConfig)} | {
-        f.name for f in dataclasses.fields(TrainRun)
-    }
-    assert set(given("train")) - CONVERTED <= fields
+def test_every_train_option_is_a_field_of_its_request_and_back():
+    fields = {f.name for f in dataclasses.fields(TrainRequest)}
+    assert set(given("train")) - RENDERING == fields
 
 
-def test_train_run_from_options_keeps_every_value():
+@pytest.mark.parametrize("config", [TrainConfig, ModelConfig, LoopConfig, TrainRun])
+def test_the_request_defaults_are_the_configs_defaults(config):
+    request = TrainRequest("c", "m")
+    shared = [
+        f
+        for f in dataclasses.fields(config)
+        if hasattr(request, f.name) and f.default is not dataclasses.MISSING
+    ]
+    assert shared
+    for field in shared:
+        if field.name not in CONVERTED:
+            assert getattr(request, field.name) == field.default, field.name
+    run = request.training_run()
+    assert dict(run.model_options)["modalities"] == default(ModelConfig, "modalities")
+    assert (run.train.tasks, run.train.teacher, run.train.task_weights) == (
+        TrainConfig().tasks,
+        (),
+        (),
+    )
+    assert (request.shuffle_buffer, request.negative_pool) == (
+        StreamConfig().shuffle_buffer,
+        StreamConfig().negatives,
+    )
+
+
+def test_train_request_from_options_keeps_every_value():
     values = given("train", "--batch-size", "64", "--device", "cpu")
-    run = model_commands._train_run(**{k: v for k, v in values.items() if k not in OWN})
+    run = TrainRequest(**{k: v for k, v in values.items() if k not in RENDERING}).training_run()
     assert (run.catalog, str(run.out), run.device, run.train.batch_size) == ("c", "m", "cpu", 64)
     assert run.train.epochs == CATALOG_EPOCHS  # no engagement log: the catalog objective
     assert run.train.tasks == TrainConfig().tasks and run.vocab == TrainRun("c", "m").vocab
+    assert (
+        run.loop.state_dir == "m.state"
+        and dict(run.model_options)["mlp_hidden"] == run.model_options[0][1] == 512
+    )
 
 
 @pytest.mark.parametrize("command", sorted(main.cli.commands))
