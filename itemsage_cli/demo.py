@@ -13,7 +13,6 @@ dense input of the encoder), then train on the catalog itself, check the model w
 from __future__ import annotations
 
 import dataclasses
-import shlex
 import time
 from pathlib import Path
 
@@ -21,25 +20,10 @@ import click
 import numpy as np
 import pyarrow as pa
 
-from itemsage_cli.report_command import report_location
-from itemsage_cli.stages import PROJECT_CONF, generate_stage, progress
+from itemsage_cli.demo_config import DEMO_MODEL, DEMO_VOCAB, DemoConfig
+from itemsage_cli.stage_commands import stage_commands
+from itemsage_cli.stages import generate_stage, progress
 from itemsage_core.errors import ItemSageError
-
-# Small enough to train in about a minute on 2 cores; the paper's shape is `itemsage train`'s
-# default.
-DEMO_MODEL = {
-    "d_model": 128,
-    "ffn_dim": 512,
-    "layers": 1,
-    "mlp_hidden": 128,
-    "hash_buckets": 20_000,
-}
-DEMO_VOCAB = (20_000, 40_000, 10_000)
-SURFACES = PROJECT_CONF / "surfaces.toml"
-
-
-def _q(path) -> str:
-    return shlex.quote(str(path))
 
 
 def show_neighbours(catalog: str, mapping, index, product_ids: list[str], k: int) -> None:
@@ -64,48 +48,12 @@ def show_neighbours(catalog: str, mapping, index, product_ids: list[str], k: int
             click.echo(f"    {score:.3f}  {neighbour}  {describe(neighbour)}")
 
 
-@dataclasses.dataclass(frozen=True)
-class DemoConfig:
-    """`itemsage demo`'s options. Without `catalog`, a synthetic world of `products` products."""
-
-    workdir: Path = Path("itemsage-demo")
-    products: int = 10_000
-    seed: int = 0
-    epochs: int | None = None  # None: TrainConfig's default, or CATALOG_EPOCHS with a catalog
-    master: str | None = None
-    conf: tuple[str, ...] = ()
-    catalog: str | None = None
-    mapping: str | None = None
-    surfaces: str = str(SURFACES)
-    label_column: str | None = None
-    text_model: str | None = None  # featurize --catalog with this sentence encoder first
-
-    @property
-    def paths(self) -> dict[str, Path]:
-        """Where the demo writes each artefact, under workdir."""
-        root = self.workdir
-        return {
-            "world": root / "world",
-            "featurized": root / "featurized",
-            "model": root / "model",
-            "embeddings": root / "tables" / "embeddings",
-            "indexes": root / "indexes",
-            "neighbours": root / "tables" / "neighbours",
-            "report": Path(report_location(str(root / "indexes"))),
-        }
-
-    def train_epochs(self) -> int:
-        from itemsage_core.training.config import CATALOG_EPOCHS, TrainConfig
-
-        return self.epochs or (CATALOG_EPOCHS if self.catalog else TrainConfig().epochs)
-
-
 def demo_flow(config: DemoConfig) -> None:
     """Run every stage, then print what came out, where it went and each stage's command."""
     from index_builder.surfaces import load_surfaces
     from itemsage_runs import preflight
 
-    surfaces = load_surfaces(config.surfaces)  # a broken config fails now, not after training
+    load_surfaces(config.surfaces)  # a broken config fails now, not after training
     mapping = preflight.mapping(config.mapping)
     if config.catalog:
         preflight.catalog_path(config.catalog, mapping)
@@ -119,7 +67,7 @@ def demo_flow(config: DemoConfig) -> None:
     inputs = _inputs(config, seconds)
     trained, quality = _train(config, inputs, seconds)
     served = config.catalog or inputs["catalog"]
-    embedded, built = _embed_and_index(config, served, surfaces, mapping, seconds)
+    embedded, built = _embed_and_index(config, served, mapping, seconds)
 
     progress("stage 5/6: sample queries")
     shown, index, queries = _sample_queries(config, built)
@@ -158,19 +106,18 @@ def _featurize(config: DemoConfig, mapping, seconds: dict) -> DemoConfig:
     """Featurize --catalog with --text-model; the config that trains on the featurized catalog
     and its mapping."""
     from itemsage_core.embedding.featurize_run import MAPPING_FILE, FeaturizeConfig
-    from jobs.featurize_job import featurize
-    from jobs.spark_session import get_spark, parse_conf
+    from itemsage_runs.embed import featurize
 
     out = config.paths["featurized"]
     progress(f"stage 1/6: featurize {config.catalog}: a sentence embedding of each product")
     t = time.perf_counter()
-    spark = get_spark("itemsage-demo", config.master, parse_conf(config.conf))
     featurize(
-        spark,
         FeaturizeConfig(
             config.catalog, config.text_model, str(out), mapping, mapping_path=config.mapping
         ),
-        progress=progress,
+        config.master,
+        config.conf,
+        progress,
     )
     seconds["featurize"] = time.perf_counter() - t
     return dataclasses.replace(config, catalog=str(out), mapping=str(out / MAPPING_FILE))
@@ -191,23 +138,23 @@ def _inputs(config: DemoConfig, seconds: dict) -> dict:
 
 def _train(config: DemoConfig, inputs: dict, seconds: dict):
     """The demo's small encoder, and with --label-column its quality against TF-IDF."""
-    from itemsage_core.features.vocabulary import VocabConfig
-    from itemsage_core.training.config import TrainConfig, TrainRun
-    from itemsage_core.training.model_runs import evaluate_catalog_model, train_model
+    from itemsage_core.training.model_runs import evaluate_catalog_model
+    from itemsage_runs.train import train
+    from itemsage_runs.train_request import TrainRequest
 
     model = config.paths["model"]
     t = time.perf_counter()
-    run = TrainRun(
+    request = TrainRequest(
         catalog=inputs["catalog"],
-        out=model,
+        out=str(model),
         engagements=inputs["engagements"],
         mapping=config.mapping,
-        train=TrainConfig(epochs=config.train_epochs(), seed=config.seed),
-        model_options=tuple(DEMO_MODEL.items()),
-        vocab=VocabConfig(*DEMO_VOCAB),
-        hash_seed=config.seed,
+        epochs=config.train_epochs(),
+        seed=config.seed,
+        **DEMO_MODEL,
+        vocab_sizes=DEMO_VOCAB,
     )
-    trained = train_model(run, progress=progress)
+    trained = train(request, progress=progress)
     seconds["train"] = time.perf_counter() - t
     if not (config.catalog and config.label_column):
         return trained, None
@@ -225,44 +172,41 @@ def _train(config: DemoConfig, inputs: dict, seconds: dict):
     return trained, quality[1]
 
 
-def _embed_and_index(config: DemoConfig, served: str, surfaces, mapping, seconds: dict):
+def _embed_and_index(config: DemoConfig, served: str, mapping, seconds: dict):
     """The embedding job, then the index job and the neighbours of every published surface's
     products, on one local Spark session."""
-    from index_builder.build_config import BuildIndexConfig
-    from index_builder.neighbours import NeighboursConfig
     from itemsage_core.embedding.embed_run import EmbedConfig
-    from jobs.build_indexes import build_indexes
-    from jobs.embed_catalog import embed_catalog
-    from jobs.neighbours_job import write_neighbours
-    from jobs.spark_session import get_spark, parse_conf
+    from itemsage_runs.embed import embed
+    from itemsage_runs.indexes import (
+        BuildRequest,
+        NeighboursRequest,
+        build_index,
+        published_surfaces,
+        write_neighbours,
+    )
 
     table, indexes = str(config.paths["embeddings"]), str(config.paths["indexes"])
+    spark = {"master": config.master, "conf": config.conf}
     progress(f"stage 3/6: embed {served} on Spark into a Delta table")
     t = time.perf_counter()
-    spark = get_spark("itemsage-demo", config.master, parse_conf(config.conf))
-    embed = EmbedConfig(served, str(config.paths["model"]), table, mapping)
-    embedded = embed_catalog(spark, embed, progress=progress)
+    embedding = EmbedConfig(served, str(config.paths["model"]), table, mapping)
+    embedded = embed(embedding, progress=progress, **spark)
     seconds["embed"] = time.perf_counter() - t
 
     progress("stage 4/6: build the per-surface HNSW indexes, then every product's neighbours")
     t = time.perf_counter()
-    build = BuildIndexConfig(table, indexes, surfaces, catalog=served, mapping=mapping)
-    built = build_indexes(spark, build, progress=progress)
+    common = {"catalog": served, "mapping": config.mapping, **spark}
+    built = build_index(BuildRequest(table, config.surfaces, indexes, **common), progress)
     seconds["build-index"] = time.perf_counter() - t
     t = time.perf_counter()
-    published = tuple(n for n, r in built["surfaces"].items() if r["status"] == "published")
-    exclude_same = {
-        s.name: s.neighbours_exclude_same for s in surfaces if s.neighbours_exclude_same
-    }
-    neighbours = NeighboursConfig(
+    neighbours = NeighboursRequest(
         indexes,
-        published,
+        published_surfaces(built),
         str(config.paths["neighbours"]),
-        exclude_same=exclude_same,
-        catalog=served,
-        mapping=mapping,
+        surfaces_path=config.surfaces,
+        **common,
     )
-    built["neighbours"] = write_neighbours(spark, neighbours, progress=progress)
+    built["neighbours"] = write_neighbours(neighbours, progress)
     seconds["neighbours"] = time.perf_counter() - t
     return embedded, built
 
@@ -270,8 +214,9 @@ def _embed_and_index(config: DemoConfig, served: str, surfaces, mapping, seconds
 def _sample_queries(config: DemoConfig, built: dict):
     """The surface to show (closeup if published), its loaded index and 3 random products."""
     from index_builder.index_reader import load_published
+    from itemsage_runs.indexes import published_surfaces
 
-    published = [n for n, r in built["surfaces"].items() if r["status"] == "published"]
+    published = published_surfaces(built)
     if not published:
         raise ItemSageError(f"no surface was published: {built['surfaces']}")
     shown = "closeup" if "closeup" in published else published[0]
@@ -327,67 +272,3 @@ def _print_written(config: DemoConfig) -> None:
         ("report", paths["report"]),
     ]:
         click.echo(f"  {label:12s} {path}")
-
-
-def _option(name: str, value) -> str:
-    """` --name VALUE`, quoted, or nothing when there is no value."""
-    return f" --{name} {_q(value)}" if value else ""
-
-
-def _model_commands(config: DemoConfig, inputs: dict, given: DemoConfig | None) -> list[str]:
-    """The commands up to a trained (and, with --label-column, checked) model: generate and
-    train, or featurize (with --text-model), train and evaluate-catalog."""
-    paths, catalog, model = config.paths, config.catalog, config.paths["model"]
-    mapping = _option("mapping", config.mapping)
-    shape = (
-        f"--epochs {config.train_epochs()} --seed {config.seed} "
-        f"--d-model {DEMO_MODEL['d_model']} --ffn-dim {DEMO_MODEL['ffn_dim']} "
-        f"--hash-buckets {DEMO_MODEL['hash_buckets']} --vocab {','.join(map(str, DEMO_VOCAB))}"
-    )
-    if not catalog:
-        return [
-            f"itemsage generate --out {_q(paths['world'])} --products {config.products} "
-            f"--seed {config.seed}",
-            f"itemsage train --catalog {_q(inputs['catalog'])} --engagements "
-            f"{_q(inputs['engagements'])} --out {_q(model)} {shape}",
-        ]
-    commands = [f"itemsage train --catalog {_q(catalog)}{mapping} --out {_q(model)} {shape}"]
-    if config.text_model:
-        given = given or config
-        commands.insert(
-            0,
-            f"itemsage featurize --catalog {_q(given.catalog)}{_option('mapping', given.mapping)}"
-            f" --text-model {_q(config.text_model)} --out {_q(paths['featurized'])}"
-            f"{_option('master', config.master)}",
-        )
-    if config.label_column:
-        commands.append(
-            f"itemsage evaluate-catalog --model {_q(model)} --catalog {_q(catalog)}"
-            f"{mapping} --label-column {_q(config.label_column)}"
-            f"{_option('baseline-model', config.text_model)}"
-        )
-    return commands
-
-
-def stage_commands(
-    config: DemoConfig, inputs: dict, shown: str, query_id: str, given: DemoConfig | None = None
-) -> list[str]:
-    """The `itemsage` command that runs each stage on its own, as the demo ran it (`given`: the
-    config before featurizing, whose catalog and mapping the featurize command reads)."""
-    paths = config.paths
-    model, table, indexes = paths["model"], paths["embeddings"], paths["indexes"]
-    served = config.catalog or inputs["catalog"]
-    master, mapping = _option("master", config.master), _option("mapping", config.mapping)
-    return [
-        *_model_commands(config, inputs, given),
-        f"itemsage embed --catalog {_q(served)}{mapping} --model {_q(model)} "
-        f"--table {_q(table)}{master}",
-        f"itemsage build-index --table {_q(table)} --surfaces {_q(config.surfaces)} "
-        f"--out {_q(indexes)} --catalog {_q(served)}{mapping}{master}",
-        f"itemsage neighbours --index {_q(indexes)} --surface {shown} "
-        f"--out {_q(paths['neighbours'])} --surfaces {_q(config.surfaces)} "
-        f"--catalog {_q(served)}{mapping}{master}",
-        f"itemsage query --index {_q(indexes)} --surface {shown} --product-id {query_id} "
-        f"--catalog {_q(served)}{mapping} --show title,product_type",
-        f"itemsage report --index {_q(indexes)} --table {_q(table)} --model {_q(model)}",
-    ]

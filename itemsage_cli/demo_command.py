@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from itemsage_cli.demo import DemoConfig
+from itemsage_cli.demo_config import DemoConfig
 from itemsage_cli.group import cli, spark_options
 from itemsage_core.training.config import (
     CATALOG_EPOCHS,

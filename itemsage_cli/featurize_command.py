@@ -82,18 +82,11 @@ def featurize(
     texts the previous OUT (same model and features) does not hold.
     """
     from itemsage_cli.stages import progress
-    from itemsage_core.features.sentence_text import check_model_dir
-    from itemsage_core.storage.uris import is_local_path
     from itemsage_runs import preflight
-    from jobs.featurize_job import featurize as featurize_job
-    from jobs.spark_session import get_spark, parse_conf
+    from itemsage_runs.embed import featurize as featurize_run
 
     chosen = tuple(f.strip() for f in features.split(",") if f.strip()) if features else None
     config = FeaturizeConfig(
         mapping=preflight.mapping(mapping), mapping_path=mapping, features=chosen, **options
     )
-    preflight.catalog_path(config.catalog, config.mapping)
-    if is_local_path(config.text_model):  # a cheap mistake fails before Spark starts
-        check_model_dir(config.text_model)
-    spark = get_spark("itemsage-featurize", master, parse_conf(conf))
-    write_summary(featurize_job(spark, config, progress=progress), summary_json)
+    write_summary(featurize_run(config, master, conf, progress), summary_json)

@@ -100,14 +100,10 @@ def embed(
     """
     from itemsage_cli.stages import progress
     from itemsage_runs import preflight
-    from jobs.embed_catalog import embed_catalog
-    from jobs.spark_session import get_spark, parse_conf
+    from itemsage_runs.embed import embed as embed_run
 
     config = EmbedConfig(mapping=preflight.mapping(mapping), **options)
-    preflight.catalog_path(config.catalog, config.mapping)
-    preflight.model_dir(config.model_dir)
-    spark = get_spark("itemsage-embed", master, parse_conf(conf))
-    write_summary(embed_catalog(spark, config, progress=progress), summary_json)
+    write_summary(embed_run(config, master, conf, progress), summary_json)
 
 
 @cli.command("vacuum")

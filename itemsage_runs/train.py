@@ -57,7 +57,6 @@ def spark_preparation(run: TrainRun, data_dir: str, neighbour_max_df: int) -> Pr
             raise OptionError(
                 f"{flag}: not supported with --num-processes/--master yet; train in one process"
             )
-    catalog_task = not run.engagements or run.train.catalog_task_weight > 0
     return PrepareConfig(
         catalog=run.catalog,
         engagements=run.engagements,
@@ -67,7 +66,7 @@ def spark_preparation(run: TrainRun, data_dir: str, neighbour_max_df: int) -> Pr
         holdout_fraction=run.train.holdout_fraction,
         image_dim=run.image_dim,
         seed=run.train.seed,
-        neighbours=run.train.neighbours if catalog_task else 0,
+        neighbours=run.neighbours(),
         neighbour_max_df=neighbour_max_df,
     )
 

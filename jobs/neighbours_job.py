@@ -143,58 +143,83 @@ def write_neighbours(
         if build_id is None:
             raise ItemSageError(f"{store.path(surface)} has no CURRENT build (run build-index)")
         manifest = read_build_manifest(store, build_key(surface, build_id))
-        out = f"{config.out_root.rstrip('/')}/{surface}"
-        columns = tuple(config.exclude_same.get(surface, ()))
-        tag = run_id(surface, build_id, config.k, columns)
-        result = {"table": out, "build_id": build_id, "products": manifest["products"]}
-        if columns:
-            result["exclude_same"] = list(columns)
-        done = committed_version(out, tag)
-        if done is not None:
-            progress(f"{surface}: neighbours of build {build_id} already in {out} (version {done})")
-            summary["surfaces"][surface] = {**result, "status": "unchanged", "version": done}
-            continue
-        tasks = [
-            (s, start, min(start + CHUNK, entry["count"]))
-            for s, entry in enumerate(manifest["shards"])
-            for start in range(0, entry["count"], CHUNK)
-        ]
-        filters = f", none sharing its {', '.join(columns)}" if columns else ""
-        progress(
-            f"{surface}: top {config.k} neighbours{filters} of {manifest['products']} products "
-            f"of build {build_id} in {len(tasks)} tasks"
-        )
-        with (
-            stage_progress(spark, progress, f"itemsage neighbours: {surface}"),
-            spark_failures("finding the neighbours", f"{out} is unchanged"),
-        ):
-            same = None
-            if columns:
-                keys, result["values"] = same_values(spark, config, manifest, columns)
-                progress(f"{surface}: values of {', '.join(columns)}: {result['values']}")
-                same = (uuid.uuid4().hex, spark.sparkContext.broadcast(keys))
-            done_tasks = [
-                json.loads(f)
-                for f in spark.sparkContext.parallelize(tasks, len(tasks))
-                .mapPartitions(_task(config, surface, build_id, out, tag, same))
-                .collect()
-            ]
-            if same is not None:
-                same[1].destroy()
-        files = [t["file"] for t in done_tasks]
-        rows = sum(f["rows"] for f in files)
-        if rows != manifest["products"]:
-            raise ItemSageError(
-                f"{surface}: the tasks wrote {rows} rows for {manifest['products']} products; "
-                f"{out} is unchanged"
-            )
-        result["short_of_k"] = sum(t["short"] for t in done_tasks)
-        crash_point("before_commit")
-        metadata = {"surface": surface, "k": config.k, **result}
-        version = commit_files(out, files, NEIGHBOURS_SCHEMA, "overwrite", tag, metadata)
-        progress(
-            f"{surface}: wrote {rows} rows to {out} (version {version}; "
-            f"{result['short_of_k']} with fewer than {config.k} neighbours)"
-        )
-        summary["surfaces"][surface] = {**result, "status": "written", "version": version}
+        summary["surfaces"][surface] = _surface_table(spark, config, manifest, progress)
     return summary
+
+
+def _surface_table(
+    spark: SparkSession, config: NeighboursConfig, manifest: dict, progress: Callable[[str], None]
+) -> dict:
+    """One surface's neighbours table written (or found already written) for its build."""
+    surface, build_id = manifest["surface"], manifest["build_id"]
+    out = f"{config.out_root.rstrip('/')}/{surface}"
+    columns = tuple(config.exclude_same.get(surface, ()))
+    tag = run_id(surface, build_id, config.k, columns)
+    result = {"table": out, "build_id": build_id, "products": manifest["products"]}
+    if columns:
+        result["exclude_same"] = list(columns)
+    done = committed_version(out, tag)
+    if done is not None:
+        progress(f"{surface}: neighbours of build {build_id} already in {out} (version {done})")
+        return {**result, "status": "unchanged", "version": done}
+    done_tasks = _run_tasks(spark, config, manifest, out, tag, result, progress)
+    files = [t["file"] for t in done_tasks]
+    rows = sum(f["rows"] for f in files)
+    if rows != manifest["products"]:
+        raise ItemSageError(
+            f"{surface}: the tasks wrote {rows} rows for {manifest['products']} products; "
+            f"{out} is unchanged"
+        )
+    result["short_of_k"] = sum(t["short"] for t in done_tasks)
+    crash_point("before_commit")
+    metadata = {"surface": surface, "k": config.k, **result}
+    version = commit_files(out, files, NEIGHBOURS_SCHEMA, "overwrite", tag, metadata)
+    progress(
+        f"{surface}: wrote {rows} rows to {out} (version {version}; "
+        f"{result['short_of_k']} with fewer than {config.k} neighbours)"
+    )
+    return {**result, "status": "written", "version": version}
+
+
+def _run_tasks(
+    spark: SparkSession,
+    config: NeighboursConfig,
+    manifest: dict,
+    out: str,
+    tag: str,
+    result: dict,
+    progress: Callable[[str], None],
+) -> list[dict]:
+    """The Spark tasks that write a surface's rows, one per run of CHUNK products of a shard
+    (with its neighbours_exclude_same values broadcast, counted in `result`); what each
+    wrote."""
+    surface, build_id = manifest["surface"], manifest["build_id"]
+    columns = tuple(config.exclude_same.get(surface, ()))
+    tasks = [
+        (s, start, min(start + CHUNK, entry["count"]))
+        for s, entry in enumerate(manifest["shards"])
+        for start in range(0, entry["count"], CHUNK)
+    ]
+    filters = f", none sharing its {', '.join(columns)}" if columns else ""
+    progress(
+        f"{surface}: top {config.k} neighbours{filters} of {manifest['products']} products "
+        f"of build {build_id} in {len(tasks)} tasks"
+    )
+    with (
+        stage_progress(spark, progress, f"itemsage neighbours: {surface}"),
+        spark_failures("finding the neighbours", f"{out} is unchanged"),
+    ):
+        same = None
+        if columns:
+            keys, result["values"] = same_values(spark, config, manifest, columns)
+            progress(f"{surface}: values of {', '.join(columns)}: {result['values']}")
+            same = (uuid.uuid4().hex, spark.sparkContext.broadcast(keys))
+        done = [
+            json.loads(f)
+            for f in spark.sparkContext.parallelize(tasks, len(tasks))
+            .mapPartitions(_task(config, surface, build_id, out, tag, same))
+            .collect()
+        ]
+        if same is not None:
+            same[1].destroy()
+    return done

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from index_builder.index_types.shard import EF_STEPS
 from index_builder.layout import build_key, current_build_id, read_build_manifest
-from index_builder.search_sweep import EF_STEPS, published_settings
+from index_builder.search_sweep import published_settings
 from itemsage_core.embedding.embeddings_table import read_table
 from itemsage_core.model.checkpoint import read_checkpoint_manifest
 from itemsage_core.storage.store import Store
