@@ -64,9 +64,10 @@ lint: venv ## ruff: lint rules, import order, format check (pyproject.toml)
 test: venv airflow-venv ## every test (CI runs `make lint test`)
 	ITEMSAGE_AIRFLOW_PYTHON=$(CURDIR)/$(AIRFLOW_VENV)/bin/python $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
-# The inner loop: everything but kills and races, the ablations and the standalone cluster.
-test-fast: venv ## the tests without faults, ablations and the standalone cluster
-	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not faults and not ablation and not cluster" $(PYTEST_ARGS)
+# The inner loop: the unit tests (tests/, one module per source module with logic); the
+# end-to-end runs of commands and whole jobs (tests/e2e) are left to `make test`.
+test-fast: venv ## the unit tests, without tests/e2e (end-to-end commands and jobs)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not e2e" $(PYTEST_ARGS)
 
 # Benchmarks (bench/run.py): quick sizes here, 100k and 1M products in bench-full.
 bench: venv ## benchmarks at 20k products (bench/run.py)

@@ -38,6 +38,7 @@ from index_builder.shard_build import ShardParams
 from index_builder.shard_update import update_shard
 from index_builder.surfaces import Surface
 from itemsage_core.contracts.catalog_contract import PRODUCT_ID
+from itemsage_core.errors import ItemSageError
 from itemsage_core.storage.store import Store
 from jobs.crash_points import crash_point
 from jobs.progress import stage_progress
@@ -139,7 +140,7 @@ def plan_refresh(
     try:
         base = read_build_manifest(store, key)
         missing = missing_files(store, key, base)
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, ItemSageError) as exc:  # lost or damaged
         raise Rebuild(f"the current build cannot be read ({exc})") from None
     if missing:
         raise Rebuild(f"the current build lacks {len(missing)} files (e.g. {missing[0]})")

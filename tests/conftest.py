@@ -23,6 +23,16 @@ FLIPKART = SHARED / "data" / "flipkart_products.parquet"
 PROJECT_CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
+E2E = Path(__file__).resolve().parent / "e2e"
+
+
+def pytest_collection_modifyitems(items):
+    """Every test under tests/e2e is marked e2e (`make test-fast` leaves them out)."""
+    for item in items:
+        if E2E in Path(item.fspath).resolve().parents:
+            item.add_marker(pytest.mark.e2e)
+
+
 @pytest.fixture(scope="session")
 def spark():
     from jobs.spark_session import get_spark
