@@ -41,9 +41,10 @@ from itemsage_runs.defaults import default
 )
 def generate(out_dir: str, products: int, seed: int, engagements_per_product: float) -> None:
     """Generate a synthetic shopping world: DIR/catalog/ and DIR/engagements/ (Parquet)."""
-    from itemsage_cli.stages import generate_stage
+    from itemsage_cli.progress import progress
+    from itemsage_runs.data import generate
 
-    generate_stage(Path(out_dir), products, seed, engagements_per_product)
+    generate(Path(out_dir), products, seed, engagements_per_product, progress)
 
 
 @cli.command()
@@ -88,9 +89,12 @@ def validate(
     Exits 0 when the data is usable (row-level rejections are reported, not fatal) and 1 on a
     schema-level error.
     """
-    from itemsage_cli.stages import validate_stage
+    from itemsage_cli.progress import progress
+    from itemsage_runs.data import validate as validate_inputs
 
-    reports = validate_stage(catalog, mapping, engagements, image_dim, master, conf, use_spark)
+    reports = validate_inputs(
+        catalog, mapping, engagements, image_dim, master, conf, use_spark, progress
+    )
     if as_json:
         click.echo(json.dumps({r.contract: r.to_dict() for r in reports}, sort_keys=True))
     else:

@@ -21,9 +21,10 @@ import numpy as np
 import pyarrow as pa
 
 from itemsage_cli.demo_config import DEMO_MODEL, DEMO_VOCAB, DemoConfig
+from itemsage_cli.progress import progress
 from itemsage_cli.stage_commands import stage_commands
-from itemsage_cli.stages import generate_stage, progress
 from itemsage_core.errors import ItemSageError
+from itemsage_runs.data import generate
 
 
 def show_neighbours(catalog: str, mapping, index, product_ids: list[str], k: int) -> None:
@@ -130,7 +131,7 @@ def _inputs(config: DemoConfig, seconds: dict) -> dict:
         return {"catalog": config.catalog, "engagements": None}
     progress("stage 1/6: generate a synthetic shopping world")
     t = time.perf_counter()
-    paths = generate_stage(config.paths["world"], config.products, config.seed)
+    paths = generate(config.paths["world"], config.products, config.seed, progress=progress)
     seconds["generate"] = time.perf_counter() - t
     progress("stage 2/6: train a small encoder (multi-task, in-process)")
     return paths

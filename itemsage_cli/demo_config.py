@@ -6,7 +6,8 @@ import dataclasses
 from pathlib import Path
 
 from itemsage_cli.report_command import report_location
-from itemsage_cli.stages import PROJECT_CONF
+
+PROJECT_CONF = Path(__file__).resolve().parents[1] / "conf"
 
 # Small enough to train in about a minute on 2 cores; the paper's shape is `itemsage train`'s
 # default.

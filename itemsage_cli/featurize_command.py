@@ -81,7 +81,7 @@ def featurize(
     the vectors. Invalid rows go to OUT/_quarantine with their reason. A rerun encodes only
     texts the previous OUT (same model and features) does not hold.
     """
-    from itemsage_cli.stages import progress
+    from itemsage_cli.progress import progress
     from itemsage_runs import preflight
     from itemsage_runs.embed import featurize as featurize_run
 

@@ -17,7 +17,7 @@ from itemsage_cli.group import (
     summary_json_option,
     write_summary,
 )
-from itemsage_cli.stages import progress
+from itemsage_cli.progress import progress
 from itemsage_runs.defaults import default
 from itemsage_runs.indexes import BuildRequest, NeighboursRequest
 from itemsage_runs.query import QueryRequest

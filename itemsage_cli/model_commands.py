@@ -17,7 +17,7 @@ from itemsage_cli.group import (
     spark_options,
     write_summary,
 )
-from itemsage_cli.stages import progress
+from itemsage_cli.progress import progress
 from itemsage_cli.train_command import neighbour_max_df_option, vocab_option
 from itemsage_core.training.config import CATALOG_QUERIES, HELDOUT_INDEX_SIZE, RECALL_K
 from itemsage_core.training.prepared_data import PrepareConfig
@@ -76,7 +76,7 @@ def evaluate_command(
     evaluating on the training log measures held-out examples only. Give --catalog and
     --engagements, or --prepared DIR (the held-out examples prepared there).
     """
-    from itemsage_cli.stages import progress
+    from itemsage_cli.progress import progress
     from itemsage_core.training.model_runs import evaluate_model, evaluate_prepared_model
 
     if prepared and (catalog or engagements or mapping):
@@ -157,7 +157,7 @@ def evaluate_catalog_command(
     products; the TF-IDF and pretrained baselines read the same text features. Also the share
     of the catalog's words the model's vocabulary knows, per feature. Needs no engagement log.
     """
-    from itemsage_cli.stages import progress
+    from itemsage_cli.progress import progress
     from itemsage_core.training.model_runs import evaluate_catalog_model
 
     version, result = evaluate_catalog_model(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from itemsage_cli.group import cli, index_root_option
-from itemsage_cli.stages import progress
+from itemsage_cli.progress import progress
 from itemsage_report import QUERIES
 
 REPORT_FOLDER = "_report"  # under INDEX_ROOT unless --out says otherwise

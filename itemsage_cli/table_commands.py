@@ -98,7 +98,7 @@ def embed(
     Invalid rows go to the quarantine table with their reason; every input row is embedded or
     quarantined. Rerunning the same run commits nothing twice.
     """
-    from itemsage_cli.stages import progress
+    from itemsage_cli.progress import progress
     from itemsage_runs import preflight
     from itemsage_runs.embed import embed as embed_run
 

@@ -13,7 +13,7 @@ from itemsage_cli.group import (
     spark_options,
     write_summary,
 )
-from itemsage_cli.stages import progress
+from itemsage_cli.progress import progress
 from itemsage_core.training.config import CATALOG_EPOCHS, TrainConfig
 from itemsage_runs.defaults import default
 from itemsage_runs.train_request import TrainRequest

@@ -414,7 +414,7 @@ def test_an_unknown_filter_column_names_the_columns_and_the_nearest(
 def test_flipkart_indexes_through_its_mapping(
     spark, tmp_path, flipkart_path, flipkart_mapping, tiny_model_dir
 ):
-    from itemsage_cli.stages import PROJECT_CONF
+    from itemsage_cli.demo_config import PROJECT_CONF
     from itemsage_core.contracts.column_mapping import load_mapping
 
     mapping = load_mapping(flipkart_mapping)

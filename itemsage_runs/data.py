@@ -1,4 +1,5 @@
-"""The stages behind the CLI commands, shared by the single commands and by `itemsage demo`."""
+"""Data recipes: generate a synthetic world, validate a catalog and an engagement log (in this
+process, or on Spark)."""
 
 from __future__ import annotations
 
@@ -6,20 +7,20 @@ import json
 import time
 from pathlib import Path
 
-import click
-
 from itemsage_core.contracts.validation_report import ValidationReport
-
-PROJECT_CONF = Path(__file__).resolve().parents[1] / "conf"
-
-
-def progress(message: str) -> None:
-    """A progress line on stderr (stdout stays clean for --json output)."""
-    click.echo(f"[itemsage {time.strftime('%H:%M:%S')}] {message}", err=True)
+from itemsage_runs.spark import Progress
 
 
-def generate_stage(
-    out: Path, products: int, seed: int, engagements_per_product: float = 5.0
+def _silent(message: str) -> None:
+    """No progress lines."""
+
+
+def generate(
+    out: Path,
+    products: int,
+    seed: int,
+    engagements_per_product: float = 5.0,
+    progress: Progress = _silent,
 ) -> dict[str, str]:
     """Generate a world into `out`; returns the paths written."""
     from itemsage_core.storage.parquet_io import write_parquet_dataset
@@ -51,7 +52,7 @@ def generate_stage(
     return paths
 
 
-def validate_stage(
+def validate(
     catalog: str,
     mapping: str | None,
     engagements: str | None,
@@ -59,6 +60,7 @@ def validate_stage(
     master: str | None,
     conf: tuple[str, ...] = (),
     spark: bool = False,
+    progress: Progress = _silent,
 ) -> list[ValidationReport]:
     """Validate a catalog and (optionally) an engagement log. A local catalog is validated
     in-process with pyarrow; an object-store one, or any with `spark`, a `master`, a `conf` or
@@ -68,13 +70,14 @@ def validate_stage(
     from itemsage_core.contracts.engagement_contract import validate_engagements
     from itemsage_core.storage.parquet_io import read_parquet
     from itemsage_core.storage.uris import is_local_path
-    from jobs.spark_session import get_spark, parse_conf, under_spark_submit
+    from itemsage_runs.spark import spark_session
+    from jobs.spark_session import under_spark_submit
 
     column_mapping = load_mapping(mapping) if mapping else None
     if spark or master or conf or under_spark_submit() or not is_local_path(catalog):
         from jobs.catalog_frame import validate_on_spark
 
-        session = get_spark("itemsage-validate", master, parse_conf(conf))
+        session = spark_session("itemsage-validate", master, conf)
         progress(f"validating catalog {catalog} on {session.sparkContext.master}")
         reports = [validate_on_spark(session, catalog, column_mapping, image_dim)]
     else:
