@@ -30,12 +30,11 @@ from itemsage_core.contracts.catalog_contract import (
     DEFAULT_IMAGE_DIM,
     PRODUCT_ID,
     check_catalog_schema,
-    conform_catalog,
     repeated_ids_of,
 )
-from itemsage_core.contracts.column_mapping import ColumnMapping, add_failures
+from itemsage_core.contracts.column_mapping import ColumnMapping, add_failures, conformed, mapped
 from itemsage_core.contracts.validation_report import ValidationReport
-from itemsage_core.embedding.embed_task import REASON, conform_batch
+from itemsage_core.embedding.embed_task import REASON
 from itemsage_core.storage.arrow_ipc import from_ipc, to_ipc
 from jobs.parquet_frame import parquet_frame
 
@@ -48,14 +47,14 @@ def raw_catalog(
     """The raw catalog DataFrame and its conformed schema, after the schema-level checks.
 
     Schema-level problems (a missing or mistyped column) raise ContractError on the driver,
-    before any data is read. A job can then conform batches itself (conform_batch) in the same
-    Python pass as its own work.
+    before any data is read. A job can then conform batches itself (column_mapping.conformed)
+    in the same Python pass as its own work.
     """
     raw = parquet_frame(spark, path, "catalog Parquet")
     empty = raw.limit(0).toArrow()
-    mapped = mapping.apply(empty) if mapping else empty
-    check_catalog_schema(mapped.schema)
-    return raw, conform_catalog(mapped).schema
+    schema = mapped(empty, mapping).schema
+    check_catalog_schema(schema)
+    return raw, conformed(empty, mapping).schema
 
 
 def read_catalog(spark: SparkSession, path: str, mapping: ColumnMapping | None = None) -> DataFrame:
@@ -64,14 +63,14 @@ def read_catalog(spark: SparkSession, path: str, mapping: ColumnMapping | None =
 
     def conform(batches):
         for batch in batches:
-            yield from conform_batch(batch, mapping).to_batches()
+            yield from conformed(batch, mapping).to_batches()
 
     return raw.mapInArrow(conform, from_arrow_schema(schema))
 
 
 def catalog_ids(spark: SparkSession, path: str, mapping: ColumnMapping | None = None) -> DataFrame:
-    """The product_id of every catalog row, exactly as conform_batch makes it (mapped, text
-    decoded), reading only the source columns it comes from."""
+    """The product_id of every catalog row, exactly as column_mapping.conformed makes it
+    (mapped, text decoded), reading only the source columns it comes from."""
 
     def ids(batches):
         for batch in batches:

@@ -20,9 +20,8 @@ from hypothesis import strategies as st
 
 from itemsage_core.contracts.catalog_check import check_batch
 from itemsage_core.contracts.catalog_contract import MAX_IMAGES, PRODUCT_ID, RULES, repeated_ids_of
-from itemsage_core.contracts.column_mapping import parse_mapping
+from itemsage_core.contracts.column_mapping import conformed, parse_mapping
 from itemsage_core.embedding.batch_embedder import BatchEmbedder
-from itemsage_core.embedding.embed_task import conform_batch
 from itemsage_core.errors import ContractError
 
 DIM = 256  # the tiny model's image dimension
@@ -202,7 +201,7 @@ def run_task(embedder, raw: pa.Table, mapping=None):
     The batch is a slice of a longer one, as the job's row-group slices are."""
     padded = pa.concat_tables([raw.slice(0, 1), raw]).combine_chunks() if raw.num_rows else raw
     batch = padded.slice(1) if raw.num_rows else raw
-    ids = conform_batch(batch, mapping).column(PRODUCT_ID)  # a schema problem raises here
+    ids = conformed(batch, mapping).column(PRODUCT_ID)  # a schema problem raises here
     table, reasons = check_batch(batch, mapping, DIM, repeated_ids_of(ids))
     at = dt.datetime(2026, 11, 25, tzinfo=dt.timezone.utc)
     good, bad = embedder.embed_or_quarantine(table, reasons, "run-test", at)

@@ -27,7 +27,7 @@ from itemsage_core.contracts.catalog_contract import (
     copies_in,
     repeated_ids_of,
 )
-from itemsage_core.contracts.column_mapping import ColumnMapping, add_failures
+from itemsage_core.contracts.column_mapping import ColumnMapping, add_failures, mapped
 from itemsage_core.contracts.column_types import STRING, coerce
 from itemsage_core.contracts.validation_report import RowProblems, ValidationReport, summed_report
 from itemsage_core.errors import ContractError
@@ -46,7 +46,7 @@ def checked_row_groups(
     for file, meta in footers(path):
         empty = meta.schema.to_arrow_schema().empty_table()
         try:
-            check_catalog_schema((mapping.apply(empty) if mapping else empty).schema)
+            check_catalog_schema(mapped(empty, mapping).schema)
         except ContractError as exc:
             raise ContractError(f"{file}: {exc}") from None
         groups += row_groups_of(file, meta)

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from itemsage_core.contracts.catalog_contract import PRODUCT_ID
-from itemsage_core.contracts.column_mapping import ColumnMapping
+from itemsage_core.contracts.column_mapping import ColumnMapping, mapped
 from itemsage_core.errors import ItemSageError
 from itemsage_core.storage.parquet_io import parquet_dataset
 
@@ -39,9 +39,7 @@ def describe_products(
     dataset = parquet_dataset(catalog)
     source = _id_source(mapping)
     where = pc.field(source).isin(ids) if source in dataset.schema.names else None
-    table = dataset.to_table(filter=where)
-    if mapping is not None:
-        table = mapping.apply(table)
+    table = mapped(dataset.to_table(filter=where), mapping)
     missing = [c for c in columns if c not in table.column_names]
     if missing:
         near = {c: difflib.get_close_matches(c, table.column_names, n=1) for c in missing}

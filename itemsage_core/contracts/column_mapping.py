@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 
 from itemsage_core.contracts import column_types as ct
 from itemsage_core.contracts.arrow_checks import as_array, valid_utf8
-from itemsage_core.contracts.catalog_contract import CONTRACT_COLUMNS
+from itemsage_core.contracts.catalog_contract import CONTRACT_COLUMNS, conform_catalog
 from itemsage_core.contracts.dense_features import DenseRule, parse_dense_rule
 from itemsage_core.errors import ContractError
 
@@ -198,6 +198,17 @@ class ColumnMapping:
     def apply(self, data: pa.Table | pa.RecordBatch) -> pa.Table:
         """map_batch's table alone (schema checks, training: no row is judged there)."""
         return self.map_batch(data).table
+
+
+def mapped(data: pa.Table | pa.RecordBatch, mapping: ColumnMapping | None) -> pa.Table:
+    """Catalog rows (or an empty table of a schema) under `mapping`, as they are without one."""
+    return mapping.apply(data) if mapping is not None else pa.table(data)
+
+
+def conformed(data: pa.Table | pa.RecordBatch, mapping: ColumnMapping | None) -> pa.Table:
+    """Raw catalog rows mapped, then conformed to the catalog contract: how every path (embed,
+    featurize, index filters, training, lookups) reads a catalog's rows."""
+    return conform_catalog(mapped(data, mapping))
 
 
 def add_failures(total: dict[str, dict], part: dict[str, dict]) -> dict[str, dict]:

@@ -19,18 +19,12 @@ from collections.abc import Iterable, Iterator
 import pyarrow as pa
 
 from itemsage_core.contracts.catalog_check import BATCH_ROWS, check_batch
-from itemsage_core.contracts.catalog_contract import conform_catalog
 from itemsage_core.contracts.column_mapping import ColumnMapping
 from itemsage_core.embedding.batch_embedder import BatchEmbedder
 from itemsage_core.embedding.embeddings_table import EMBEDDING_SCHEMA, write_data_file
 from itemsage_core.storage.parquet_io import read_row_group
 
 REASON = "reason"
-
-
-def conform_batch(batch: pa.RecordBatch | pa.Table, mapping: ColumnMapping | None) -> pa.Table:
-    """One raw catalog batch, mapped and conformed to the catalog contract."""
-    return conform_catalog(mapping.apply(batch) if mapping else pa.table(batch))
 
 
 def row_group_slices(

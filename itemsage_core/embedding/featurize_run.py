@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from itemsage_core.contracts.catalog_check import batch_problems
 from itemsage_core.contracts.catalog_contract import DEFAULT_IMAGE_DIM
-from itemsage_core.contracts.column_mapping import ColumnMapping, add_failures
+from itemsage_core.contracts.column_mapping import ColumnMapping, add_failures, mapped
 from itemsage_core.embedding.embeddings_table import (
     DEFAULT_MAX_QUARANTINE_SHARE,
     vector_column,
@@ -71,8 +71,7 @@ class FeaturizeConfig:
 
 def mapped_columns(raw_schema: pa.Schema, mapping: ColumnMapping | None) -> list[str]:
     """The columns of the catalog after `mapping` (the mapping applied to no rows)."""
-    empty = raw_schema.empty_table()
-    return (mapping.apply(empty) if mapping else empty).column_names
+    return mapped(raw_schema.empty_table(), mapping).column_names
 
 
 def check_out(out: str) -> Path:
