@@ -57,18 +57,7 @@ def spark_preparation(run: TrainRun, data_dir: str, neighbour_max_df: int) -> Pr
             raise OptionError(
                 f"{flag}: not supported with --num-processes/--master yet; train in one process"
             )
-    return PrepareConfig(
-        catalog=run.catalog,
-        engagements=run.engagements,
-        out=data_dir,
-        mapping=mapping,
-        vocab=run.vocab,
-        holdout_fraction=run.train.holdout_fraction,
-        image_dim=run.image_dim,
-        seed=run.train.seed,
-        neighbours=run.neighbours(),
-        neighbour_max_df=neighbour_max_df,
-    )
+    return PrepareConfig.for_run(run, data_dir, mapping, neighbour_max_df)
 
 
 def preparation_to_run(run: TrainRun, data_dir: str, prepare: PrepareConfig):
@@ -97,7 +86,6 @@ def _train_on_spark(request: TrainRequest, run: TrainRun, progress: Progress | N
     """Prepare the data on Spark (or reuse it when resuming), then train in
     `request.num_processes` processes (one by default)."""
     from itemsage_core.training.data_parallel import PreparedRun
-    from itemsage_core.training.model_runs import checkpoint_settings
     from jobs.distributed_training import train_on_spark
 
     data_dir = request.prepared or sibling(run.out, ".prepared")
@@ -106,17 +94,10 @@ def _train_on_spark(request: TrainRequest, run: TrainRun, progress: Progress | N
     )
     spark = spark_session("itemsage-train", request.master, request.conf)
     spec = PreparedRun(
+        run=run,
         data_dir=data_dir,
-        out=run.out,
-        train=run.train,
-        model_options=run.model_options,
-        hash_seed=run.hash_seed,
-        settings=checkpoint_settings(run),
-        loop=run.loop,
         stream=StreamConfig(request.shuffle_buffer, request.negative_pool),
-        device=run.device,
         threads=int(spark.sparkContext.getConf().get("spark.task.cpus", "1")),
-        engagements=bool(run.engagements),
     )
     result = train_on_spark(spark, spec, request.num_processes or 1, prepare, progress)
     return Trained(result["model_version"], result["evaluation"], result["summary"])

@@ -49,17 +49,20 @@ def check_slots(spark: SparkSession, processes: int, use_gpu: bool, wait_s: floa
 
 def train_on_spark(
     spark: SparkSession,
-    run: PreparedRun,
+    prepared: PreparedRun,
     processes: int,
     prepare: PrepareConfig | None,
     progress=print,
 ) -> dict:
-    """Prepare the data (unless `prepare` is None: reuse what `run.data_dir` holds), then train
-    in `processes` processes; returns rank 0's model version and summary, with the seconds of
-    each stage and the driver's peak memory."""
+    """Prepare the data (unless `prepare` is None: reuse what `prepared.data_dir` holds), then
+    train in `processes` processes; returns rank 0's model version and summary, with the seconds
+    of each stage and the driver's peak memory."""
     gpus = bool(spark.sparkContext.getConf().get(GPU_AMOUNT))
-    use_gpu = run.device.startswith("cuda") or (run.device == "auto" and gpus)
-    run = dataclasses.replace(run, device="cuda" if use_gpu else "cpu")  # not each executor's
+    requested = prepared.run.device
+    use_gpu = requested.startswith("cuda") or (requested == "auto" and gpus)
+    device = "cuda" if use_gpu else "cpu"  # the driver's choice, not each executor's
+    prepared = dataclasses.replace(prepared, run=dataclasses.replace(prepared.run, device=device))
+    out = prepared.run.out
     local = spark.sparkContext.master.startswith("local")
     check_slots(spark, processes, use_gpu, wait_s=0 if local else 60)
     stages = {}
@@ -67,19 +70,19 @@ def train_on_spark(
     if prepare is not None:
         prepare_training(spark, prepare, progress)
     else:
-        read_prepared_manifest(run.data_dir)
-        progress(f"reusing the training data prepared in {run.data_dir}")
+        read_prepared_manifest(prepared.data_dir)
+        progress(f"reusing the training data prepared in {prepared.data_dir}")
     stages["prepare_s"] = time.perf_counter() - started
-    if is_local_path(run.out):
-        Path(run.out).parent.mkdir(parents=True, exist_ok=True)
+    if is_local_path(out):
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
     progress(
         f"training in {processes} process{'es' if processes > 1 else ''} on "
         f"{spark.sparkContext.master} ({'GPU' if use_gpu else 'CPU'}) through TorchDistributor"
     )
     started = time.perf_counter()
     distributor = TorchDistributor(num_processes=processes, local_mode=False, use_gpu=use_gpu)
-    with spark_failures("training", f"{run.out} was left as it was"):
-        result = distributor.run(train_process, run, progress)
+    with spark_failures("training", f"{out} was left as it was"):
+        result = distributor.run(train_process, prepared, progress)
     stages["train_s"] = time.perf_counter() - started
     result["summary"]["stages"] = stages
     result["summary"]["driver_peak_rss_mb"] = peak_rss_mb()

@@ -12,6 +12,7 @@ from itemsage_core.training.config import (
 )
 from itemsage_core.training.model_runs import checkpoint_settings
 from itemsage_core.training.objectives import Objective
+from itemsage_core.training.prepared_data import PrepareConfig
 from itemsage_core.training.trainer import objectives_for, prepare_catalog_data, prepare_data
 
 
@@ -32,6 +33,7 @@ def test_objective_weights(engagements, weight, expected):
     assert run.objectives() == expected
     assert checkpoint_settings(run)["objective"] == "+".join(expected)
     assert run.neighbours() == (7 if CATALOG in expected else 0)  # only the catalog task's data
+    assert PrepareConfig.for_run(run, "data", None, 5).neighbours == run.neighbours()
 
 
 def test_in_memory_objectives_follow_the_rule(small_world):

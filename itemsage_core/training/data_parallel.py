@@ -23,14 +23,9 @@ import torch.distributed as dist
 from itemsage_core.model.checkpoint import save_checkpoint
 from itemsage_core.model.config import ModelConfig
 from itemsage_core.model.inference import pick_device
-from itemsage_core.training.config import (
-    HELDOUT_INDEX_SIZE,
-    LoopConfig,
-    StreamConfig,
-    TrainConfig,
-    objective_weights,
-)
+from itemsage_core.training.config import HELDOUT_INDEX_SIZE, StreamConfig, TrainRun
 from itemsage_core.training.evaluation import evaluate_prepared
+from itemsage_core.training.model_runs import checkpoint_settings
 from itemsage_core.training.prepared_data import read_prepared_manifest, read_prepared_vocab
 from itemsage_core.training.streamed_batches import streamed_objectives
 from itemsage_core.training.trainer import Progress, gathered, process_group, train_objectives
@@ -38,20 +33,15 @@ from itemsage_core.training.trainer import Progress, gathered, process_group, tr
 
 @dataclasses.dataclass(frozen=True)
 class PreparedRun:
-    """A training run over prepared data: what every process needs (pickled to them)."""
+    """A training run over the data prepared for it in `data_dir`, and how its processes stream
+    that data: what every process needs (pickled to them). All else (output, settings, model
+    options, loop, device, objectives) is the run's."""
 
+    run: TrainRun
     data_dir: str
-    out: str
-    train: TrainConfig
-    model_options: tuple[tuple[str, object], ...]
-    hash_seed: int
-    settings: dict  # the checkpoint's training settings (model_runs.checkpoint_settings)
-    engagements: bool = True  # whether it has an engagement log (config.objective_weights)
-    loop: LoopConfig = LoopConfig()
     stream: StreamConfig = StreamConfig()
-    device: str = "auto"
     threads: int = 0  # torch threads per process (0: torch's default)
-    index_size: int = HELDOUT_INDEX_SIZE
+    index_size: int = HELDOUT_INDEX_SIZE  # products the held-out evaluation retrieves from
 
 
 def peak_rss_mb() -> float:
@@ -81,14 +71,15 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
 
 
-def train_process(run: PreparedRun, progress: Progress | None = None) -> dict | None:
+def train_process(prepared: PreparedRun, progress: Progress | None = None) -> dict | None:
     """Train as one process of the group; rank 0 returns the model version, the held-out
     evaluation and the summary (the others None)."""
     started = time.perf_counter()
+    run = prepared.run
     if "TORCHELASTIC_RUN_ID" in os.environ:
         _exit_with_parent()
-    if run.threads:
-        torch.set_num_threads(run.threads)
+    if prepared.threads:
+        torch.set_num_threads(prepared.threads)
     dev = _device(run.device)
     grouped = "WORLD_SIZE" in os.environ and not dist.is_initialized()
     if grouped:
@@ -96,8 +87,8 @@ def train_process(run: PreparedRun, progress: Progress | None = None) -> dict | 
     try:
         rank, world = process_group()
         say = progress if rank == 0 else None
-        manifest = read_prepared_manifest(run.data_dir)
-        vocab = read_prepared_vocab(run.data_dir, manifest)
+        manifest = read_prepared_manifest(prepared.data_dir)
+        vocab = read_prepared_vocab(prepared.data_dir, manifest)
         model_config = ModelConfig.create(
             vocab.size,
             hash_seed=run.hash_seed,
@@ -107,16 +98,11 @@ def train_process(run: PreparedRun, progress: Progress | None = None) -> dict | 
         fingerprint = {
             "model": model_config.to_dict(),
             "data": manifest["files"],
-            "stream": dataclasses.asdict(run.stream),
+            "stream": dataclasses.asdict(prepared.stream),
         }
         model, history = train_objectives(
             streamed_objectives(
-                run.data_dir,
-                objective_weights(run.train, run.engagements),
-                run.train,
-                run.stream,
-                rank,
-                world,
+                prepared.data_dir, run.objectives(), run.train, prepared.stream, rank, world
             ),
             model_config,
             run.train,
@@ -133,7 +119,7 @@ def train_process(run: PreparedRun, progress: Progress | None = None) -> dict | 
             if say:
                 say(f"evaluating on {manifest['counts']['heldout_examples']} held-out examples")
             evaluation = evaluate_prepared(
-                model, run.data_dir, index_size=run.index_size, device=dev
+                model, prepared.data_dir, index_size=prepared.index_size, device=dev
             )
         rss[0] = peak_rss_mb()  # rank 0's peak after the evaluation too
         summary = {
@@ -143,7 +129,8 @@ def train_process(run: PreparedRun, progress: Progress | None = None) -> dict | 
             "peak_rss_mb_per_process": rss,
             "seconds": time.perf_counter() - started,
         }
-        version = save_checkpoint(run.out, model.cpu(), vocab, run.settings, summary)
+        settings = checkpoint_settings(run)
+        version = save_checkpoint(run.out, model.cpu(), vocab, settings, summary)
         return {"model_version": version, "evaluation": evaluation, "summary": summary}
     finally:
         if grouped:

@@ -40,6 +40,7 @@ from itemsage_core.features.product_features import encode_products
 from itemsage_core.features.vocabulary import FEATURES, VocabConfig, Vocabulary
 from itemsage_core.storage.files import sha256_file
 from itemsage_core.storage.store import Store
+from itemsage_core.training.config import TrainRun
 from itemsage_core.training.training_examples import TASKS, holdout_mask, task_ids
 
 TASK, QUERY, HELDOUT = "task", "query", "heldout"
@@ -106,6 +107,25 @@ class PrepareConfig:
     neighbours: int = 0  # lexical neighbours per product for the catalog objective (0: none)
     neighbour_max_df: int = 1000  # terms in more products make no pairs (docs/training.md)
     pairs_per_product: int = 2  # catalog pairs written per product, each a random neighbour
+
+    @classmethod
+    def for_run(
+        cls, run: TrainRun, data_dir: str, mapping: ColumnMapping | None, neighbour_max_df: int
+    ) -> PrepareConfig:
+        """The preparation of `run`'s data into `data_dir` (`mapping`: run.mapping, loaded): its
+        inputs, split, vocabulary, seed and the teacher neighbours its objectives need."""
+        return cls(
+            catalog=run.catalog,
+            engagements=run.engagements,
+            out=data_dir,
+            mapping=mapping,
+            vocab=run.vocab,
+            holdout_fraction=run.train.holdout_fraction,
+            image_dim=run.image_dim,
+            seed=run.train.seed,
+            neighbours=run.neighbours(),
+            neighbour_max_df=neighbour_max_df,
+        )
 
 
 def product_rows(batch: pa.Table | pa.RecordBatch, vocab: Vocabulary, image_dim: int) -> pa.Table:
