@@ -139,7 +139,7 @@ def _inputs(config: DemoConfig, seconds: dict) -> dict:
 
 def _train(config: DemoConfig, inputs: dict, seconds: dict):
     """The demo's small encoder, and with --label-column its quality against TF-IDF."""
-    from itemsage_core.training.model_runs import evaluate_catalog_model
+    from itemsage_runs.evaluate import evaluate_catalog
     from itemsage_runs.train import train
     from itemsage_runs.train_request import TrainRequest
 
@@ -166,7 +166,7 @@ def _train(config: DemoConfig, inputs: dict, seconds: dict):
         "and random"
     )
     t = time.perf_counter()
-    quality = evaluate_catalog_model(
+    quality = evaluate_catalog(
         model, config.catalog, config.label_column, config.mapping, baseline_models=baselines
     )
     seconds["evaluate-catalog"] = time.perf_counter() - t

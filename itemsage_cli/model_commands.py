@@ -19,8 +19,12 @@ from itemsage_cli.group import (
 )
 from itemsage_cli.progress import progress
 from itemsage_cli.train_command import neighbour_max_df_option, vocab_option
-from itemsage_core.training.config import CATALOG_QUERIES, HELDOUT_INDEX_SIZE, RECALL_K
-from itemsage_core.training.prepared_data import PrepareConfig
+from itemsage_core.training.config import (
+    CATALOG_QUERIES,
+    HELDOUT_INDEX_SIZE,
+    RECALL_K,
+    PrepareConfig,
+)
 
 
 def _k_option(text: str):
@@ -76,29 +80,11 @@ def evaluate_command(
     evaluating on the training log measures held-out examples only. Give --catalog and
     --engagements, or --prepared DIR (the held-out examples prepared there).
     """
-    from itemsage_cli.progress import progress
-    from itemsage_core.training.model_runs import evaluate_model, evaluate_prepared_model
+    from itemsage_runs.evaluate import evaluate
 
-    if prepared and (catalog or engagements or mapping):
-        raise click.UsageError(
-            "give --prepared, or --catalog and --engagements (and --mapping), not both"
-        )
-    if prepared:
-        version, result = evaluate_prepared_model(
-            model_dir, prepared, index_size=index_size, k=k, progress=progress
-        )
-    elif catalog and engagements:
-        version, result = evaluate_model(
-            model_dir,
-            catalog,
-            engagements,
-            mapping,
-            index_size=index_size,
-            k=k,
-            progress=progress,
-        )
-    else:
-        raise click.UsageError("give --catalog and --engagements, or --prepared DIR")
+    version, result = evaluate(
+        model_dir, catalog, engagements, mapping, prepared, index_size, k, progress
+    )
     _echo_result(version, result, as_json)
 
 
@@ -157,10 +143,9 @@ def evaluate_catalog_command(
     products; the TF-IDF and pretrained baselines read the same text features. Also the share
     of the catalog's words the model's vocabulary knows, per feature. Needs no engagement log.
     """
-    from itemsage_cli.progress import progress
-    from itemsage_core.training.model_runs import evaluate_catalog_model
+    from itemsage_runs.evaluate import evaluate_catalog
 
-    version, result = evaluate_catalog_model(
+    version, result = evaluate_catalog(
         model_dir,
         catalog,
         label_column,

@@ -7,8 +7,7 @@ import dataclasses
 
 from itemsage_core.errors import OptionError
 from itemsage_core.storage.uris import sibling
-from itemsage_core.training.config import StreamConfig, TrainRun
-from itemsage_core.training.prepared_data import PrepareConfig
+from itemsage_core.training.config import PrepareConfig, StreamConfig, TrainRun
 from itemsage_runs import preflight
 from itemsage_runs.spark import Progress, spark_session
 from itemsage_runs.train_request import TrainRequest
@@ -47,7 +46,7 @@ def train(request: TrainRequest, progress: Progress | None = None) -> Trained:
 
 def spark_preparation(run: TrainRun, data_dir: str, neighbour_max_df: int) -> PrepareConfig:
     """The data preparation training on Spark runs, after refusing what it cannot do yet."""
-    mapping = preflight.mapping(run.mapping)
+    mapping = run.mapping
     for flag, given in (
         ("--vocab-catalog", run.vocab_catalogs),
         ("--exclude-feature", run.exclude_features),
@@ -57,7 +56,7 @@ def spark_preparation(run: TrainRun, data_dir: str, neighbour_max_df: int) -> Pr
             raise OptionError(
                 f"{flag}: not supported with --num-processes/--master yet; train in one process"
             )
-    return PrepareConfig.for_run(run, data_dir, mapping, neighbour_max_df)
+    return PrepareConfig.for_run(run, data_dir, neighbour_max_df)
 
 
 def preparation_to_run(run: TrainRun, data_dir: str, prepare: PrepareConfig):

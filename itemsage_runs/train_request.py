@@ -14,11 +14,12 @@ from itemsage_core.storage.uris import sibling
 from itemsage_core.training.config import (
     CATALOG_EPOCHS,
     LoopConfig,
+    PrepareConfig,
     StreamConfig,
     TrainConfig,
     TrainRun,
 )
-from itemsage_core.training.prepared_data import PrepareConfig
+from itemsage_runs import preflight
 from itemsage_runs.defaults import default
 
 VOCAB_SIZES = ",".join(str(default(VocabConfig, k)) for k in ("unigrams", "bigrams", "trigrams"))
@@ -126,7 +127,7 @@ class TrainRequest:
             catalog=self.catalog,
             out=self.out,
             engagements=self.engagements,
-            mapping=self.mapping,
+            mapping=preflight.mapping(self.mapping),
             train=config,
             model_options=tuple(shape.items()),
             vocab=vocab_config(self.vocab_sizes),
@@ -134,7 +135,7 @@ class TrainRequest:
             hash_seed=self.seed,
             device=self.device,
             vocab_catalogs=self.vocab_catalogs,
-            vocab_mappings=self.vocab_mappings,
+            vocab_mappings=tuple(preflight.mapping(path) for path in self.vocab_mappings),
             exclude_features=self.exclude_features,
             loop=LoopConfig(self.max_steps, self.checkpoint_every, state_dir, self.resume),
         )

@@ -14,8 +14,9 @@ from pyspark.sql import SparkSession
 
 from itemsage_core.errors import ItemSageError
 from itemsage_core.storage.uris import is_local_path
+from itemsage_core.training.config import PrepareConfig
 from itemsage_core.training.data_parallel import PreparedRun, peak_rss_mb, train_process
-from itemsage_core.training.prepared_data import PrepareConfig, read_prepared_manifest
+from itemsage_core.training.prepared_data import read_prepared_manifest
 from jobs.spark_failures import spark_failures
 from jobs.training_data import prepare_training
 

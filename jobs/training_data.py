@@ -35,6 +35,7 @@ from itemsage_core.features.vocabulary import (
     vocabulary_from_counts,
 )
 from itemsage_core.storage.store import Store
+from itemsage_core.training.config import PrepareConfig
 from itemsage_core.training.prepared_data import (
     CATALOG_PAIR_SCHEMA,
     EXAMPLE_SCHEMA,
@@ -47,7 +48,6 @@ from itemsage_core.training.prepared_data import (
     TASKS,
     TRAIN_SCHEMA,
     VOCAB,
-    PrepareConfig,
     example_rows,
     new_run,
     product_rows,

@@ -14,11 +14,11 @@ from itemsage_core.model.config import ModelConfig
 from itemsage_core.training.config import (
     CATALOG_EPOCHS,
     LoopConfig,
+    PrepareConfig,
     StreamConfig,
     TrainConfig,
     TrainRun,
 )
-from itemsage_core.training.prepared_data import PrepareConfig
 from itemsage_runs.defaults import default
 from itemsage_runs.train_request import TrainRequest
 

@@ -6,13 +6,13 @@ import pytest
 from itemsage_core.training.config import (
     CATALOG,
     ENGAGEMENTS,
+    PrepareConfig,
     TrainConfig,
     TrainRun,
     objective_weights,
 )
 from itemsage_core.training.model_runs import checkpoint_settings
 from itemsage_core.training.objectives import Objective
-from itemsage_core.training.prepared_data import PrepareConfig
 from itemsage_core.training.trainer import objectives_for, prepare_catalog_data, prepare_data
 
 
@@ -33,7 +33,7 @@ def test_objective_weights(engagements, weight, expected):
     assert run.objectives() == expected
     assert checkpoint_settings(run)["objective"] == "+".join(expected)
     assert run.neighbours() == (7 if CATALOG in expected else 0)  # only the catalog task's data
-    assert PrepareConfig.for_run(run, "data", None, 5).neighbours == run.neighbours()
+    assert PrepareConfig.for_run(run, "data", 5).neighbours == run.neighbours()
 
 
 def test_in_memory_objectives_follow_the_rule(small_world):

@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 
 from itemsage_core.contracts.catalog_contract import DEFAULT_IMAGE_DIM
+from itemsage_core.contracts.column_mapping import ColumnMapping
+from itemsage_core.contracts.engagement_contract import DEFAULT_QUERY_DIM
 from itemsage_core.features.lexical_neighbours import DEFAULT_NEIGHBOURS
 from itemsage_core.features.vocabulary import VocabConfig
 from itemsage_core.training.training_examples import TASKS
@@ -102,7 +104,7 @@ class TrainRun:
     catalog: str
     out: str  # a path or a URI
     engagements: str | None = None
-    mapping: str | None = None
+    mapping: ColumnMapping | None = None  # loaded (load_mapping), as in every job config
     train: TrainConfig = TrainConfig()
     model_options: tuple[tuple[str, object], ...] = ()
     vocab: VocabConfig = VocabConfig()
@@ -110,7 +112,7 @@ class TrainRun:
     hash_seed: int = 0
     device: str = "auto"
     vocab_catalogs: tuple[str, ...] = ()
-    vocab_mappings: tuple[str, ...] = ()
+    vocab_mappings: tuple[ColumnMapping, ...] = ()
     exclude_features: tuple[str, ...] = ()
     loop: LoopConfig = LoopConfig()
 
@@ -121,3 +123,39 @@ class TrainRun:
     def neighbours(self) -> int:
         """Teacher neighbours per product its data needs: the catalog objective's, else none."""
         return self.train.neighbours if CATALOG in self.objectives() else 0
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareConfig:
+    """`itemsage prepare-training`'s options (docs/model.md)."""
+
+    catalog: str
+    engagements: str | None
+    out: str
+    mapping: ColumnMapping | None = None
+    vocab: VocabConfig = VocabConfig()
+    holdout_fraction: float = 0.1
+    image_dim: int = DEFAULT_IMAGE_DIM
+    query_dim: int = DEFAULT_QUERY_DIM
+    shards: int = 0  # 0: as many as the session's default parallelism
+    seed: int = 0
+    neighbours: int = 0  # lexical neighbours per product for the catalog objective (0: none)
+    neighbour_max_df: int = 1000  # terms in more products make no pairs (docs/training.md)
+    pairs_per_product: int = 2  # catalog pairs written per product, each a random neighbour
+
+    @classmethod
+    def for_run(cls, run: TrainRun, data_dir: str, neighbour_max_df: int) -> PrepareConfig:
+        """The preparation of `run`'s data into `data_dir`: its inputs, split, vocabulary, seed
+        and the teacher neighbours its objectives need."""
+        return cls(
+            catalog=run.catalog,
+            engagements=run.engagements,
+            out=data_dir,
+            mapping=run.mapping,
+            vocab=run.vocab,
+            holdout_fraction=run.train.holdout_fraction,
+            image_dim=run.image_dim,
+            seed=run.train.seed,
+            neighbours=run.neighbours(),
+            neighbour_max_df=neighbour_max_df,
+        )

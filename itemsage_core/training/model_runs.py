@@ -17,7 +17,7 @@ from itemsage_core.contracts.catalog_contract import (
     conform_catalog,
     require_text_features,
 )
-from itemsage_core.contracts.column_mapping import load_mapping
+from itemsage_core.contracts.column_mapping import ColumnMapping, mapped
 from itemsage_core.contracts.dense_features import dense_columns, require_dense
 from itemsage_core.errors import ItemSageError
 from itemsage_core.features.sentence_text import SentenceEncoder, fetch_model
@@ -43,13 +43,12 @@ from itemsage_core.training.trainer import (
 )
 
 
-def read_mapped_catalog(path: str, mapping: str | None = None) -> pa.Table:
+def read_mapped_catalog(path: str, mapping: ColumnMapping | None = None) -> pa.Table:
     """A catalog in memory, through its column mapping when one is given."""
-    table = read_parquet(path)
-    return load_mapping(mapping).apply(table) if mapping else table
+    return mapped(read_parquet(path), mapping)
 
 
-def catalog_for_model(path: str, mapping: str | None, checkpoint: Checkpoint) -> pa.Table:
+def catalog_for_model(path: str, mapping: ColumnMapping | None, checkpoint: Checkpoint) -> pa.Table:
     """read_mapped_catalog, once it is known to declare the dense features the model reads."""
     table = read_mapped_catalog(path, mapping)
     require_dense(dense_columns(table.schema), checkpoint.model.config.dense_dims, path)
@@ -76,7 +75,9 @@ def text_vocabulary(catalogs: list[pa.Table], config: VocabConfig) -> Vocabulary
     return build_vocabulary(pa.concat_tables(texts), config)
 
 
-def mappings_for(catalogs: tuple[str, ...], mappings: tuple[str, ...]) -> list[str | None]:
+def mappings_for(
+    catalogs: tuple[str, ...], mappings: tuple[ColumnMapping, ...]
+) -> list[ColumnMapping | None]:
     """The mapping of each vocabulary catalog: none, one for all, or one per catalog in order."""
     if len(mappings) not in (0, 1, len(catalogs)):
         raise ItemSageError(
@@ -183,7 +184,7 @@ def evaluate_model(
     model_dir: str,
     catalog: str,
     engagements: str,
-    mapping: str | None = None,
+    mapping: ColumnMapping | None = None,
     index_size: int = HELDOUT_INDEX_SIZE,
     k: int = RECALL_K,
     progress: Progress | None = None,
@@ -234,7 +235,7 @@ def evaluate_catalog_model(
     model_dir: str,
     catalog: str,
     label_column: str,
-    mapping: str | None = None,
+    mapping: ColumnMapping | None = None,
     exclude_features: tuple[str, ...] = (),
     queries: int = CATALOG_QUERIES,
     k: int = RECALL_K,

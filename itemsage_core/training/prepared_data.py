@@ -31,16 +31,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from itemsage_core.contracts.catalog_contract import DEFAULT_IMAGE_DIM, PRODUCT_ID
-from itemsage_core.contracts.column_mapping import ColumnMapping
-from itemsage_core.contracts.engagement_contract import DEFAULT_QUERY_DIM, validate_engagements
+from itemsage_core.contracts.catalog_contract import PRODUCT_ID
+from itemsage_core.contracts.engagement_contract import validate_engagements
 from itemsage_core.contracts.validation_report import ValidationReport
 from itemsage_core.errors import ItemSageError
 from itemsage_core.features.product_features import encode_products
-from itemsage_core.features.vocabulary import FEATURES, VocabConfig, Vocabulary
+from itemsage_core.features.vocabulary import FEATURES, Vocabulary
 from itemsage_core.storage.files import sha256_file
 from itemsage_core.storage.store import Store
-from itemsage_core.training.config import TrainRun
+from itemsage_core.training.config import PrepareConfig
 from itemsage_core.training.training_examples import TASKS, holdout_mask, task_ids
 
 TASK, QUERY, HELDOUT = "task", "query", "heldout"
@@ -88,44 +87,6 @@ def partners_of(pairs: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(
         [pairs.column(PARTNER + name) for name in PRODUCT_SCHEMA.names], schema=PRODUCT_SCHEMA
     )
-
-
-@dataclasses.dataclass(frozen=True)
-class PrepareConfig:
-    """`itemsage prepare-training`'s options (docs/model.md)."""
-
-    catalog: str
-    engagements: str | None
-    out: str
-    mapping: ColumnMapping | None = None
-    vocab: VocabConfig = VocabConfig()
-    holdout_fraction: float = 0.1
-    image_dim: int = DEFAULT_IMAGE_DIM
-    query_dim: int = DEFAULT_QUERY_DIM
-    shards: int = 0  # 0: as many as the session's default parallelism
-    seed: int = 0
-    neighbours: int = 0  # lexical neighbours per product for the catalog objective (0: none)
-    neighbour_max_df: int = 1000  # terms in more products make no pairs (docs/training.md)
-    pairs_per_product: int = 2  # catalog pairs written per product, each a random neighbour
-
-    @classmethod
-    def for_run(
-        cls, run: TrainRun, data_dir: str, mapping: ColumnMapping | None, neighbour_max_df: int
-    ) -> PrepareConfig:
-        """The preparation of `run`'s data into `data_dir` (`mapping`: run.mapping, loaded): its
-        inputs, split, vocabulary, seed and the teacher neighbours its objectives need."""
-        return cls(
-            catalog=run.catalog,
-            engagements=run.engagements,
-            out=data_dir,
-            mapping=mapping,
-            vocab=run.vocab,
-            holdout_fraction=run.train.holdout_fraction,
-            image_dim=run.image_dim,
-            seed=run.train.seed,
-            neighbours=run.neighbours(),
-            neighbour_max_df=neighbour_max_df,
-        )
 
 
 def product_rows(batch: pa.Table | pa.RecordBatch, vocab: Vocabulary, image_dim: int) -> pa.Table:

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 from itemsage_cli.main import cli
 from itemsage_core.contracts.catalog_contract import conform_catalog
+from itemsage_core.contracts.column_mapping import load_mapping
 from itemsage_core.errors import ItemSageError
 from itemsage_core.features.product_features import encode_products
 from itemsage_core.features.vocabulary import VocabConfig, build_vocabulary
@@ -152,7 +153,7 @@ def test_views_split_a_products_units_and_keep_negatives_whole():
 @pytest.fixture(scope="module")
 def flipkart_slice(flipkart_path) -> pa.Table:
     """3,000 real products (a fixed sample), mapped."""
-    table = read_mapped_catalog(str(flipkart_path), MAPPING)
+    table = read_mapped_catalog(str(flipkart_path), load_mapping(MAPPING))
     pick = np.sort(np.random.default_rng(0).choice(table.num_rows, 3000, replace=False))
     return table.take(pick)
 

@@ -49,7 +49,7 @@ def test_prepared_data_equals_the_in_process_data(spark, small_world, small_worl
     import numpy as np
 
     from itemsage_core.features.vocabulary import FEATURES
-    from itemsage_core.training.prepared_data import PrepareConfig
+    from itemsage_core.training.config import PrepareConfig
     from itemsage_core.training.trainer import prepare_data
     from jobs.training_data import prepare_training
 
@@ -162,7 +162,8 @@ def test_prepare_training_command(small_world_dir, tmp_path):
 def test_two_processes_stream_every_prepared_example_once(spark, small_world_dir, tmp_path):
     import numpy as np
 
-    from itemsage_core.training.prepared_data import PrepareConfig, task_count_vector
+    from itemsage_core.training.config import PrepareConfig
+    from itemsage_core.training.prepared_data import task_count_vector
     from itemsage_core.training.streaming import (
         features_of,
         row_groups,
@@ -205,8 +206,7 @@ def test_training_streams_prepared_data(spark, small_world_dir, tmp_path):
 
     from itemsage_core.model.config import ModelConfig
     from itemsage_core.model.inference import pick_device
-    from itemsage_core.training.config import ENGAGEMENTS, StreamConfig, TrainConfig
-    from itemsage_core.training.prepared_data import PrepareConfig
+    from itemsage_core.training.config import ENGAGEMENTS, PrepareConfig, StreamConfig, TrainConfig
     from itemsage_core.training.streamed_batches import streamed_objectives
     from itemsage_core.training.trainer import train_objectives
     from jobs.training_data import prepare_training
@@ -263,10 +263,10 @@ def test_lexical_neighbours_on_spark_are_the_exact_tfidf_ones(spark, small_world
 
 
 def test_catalog_pairs_hold_a_product_and_one_of_its_neighbours(spark, small_world_dir, tmp_path):
+    from itemsage_core.training.config import PrepareConfig
     from itemsage_core.training.prepared_data import (
         CATALOG_PAIR_SCHEMA,
         PRODUCT_SCHEMA,
-        PrepareConfig,
         partners_of,
     )
     from jobs.lexical_neighbours import lexical_neighbours_on_spark
