@@ -38,9 +38,7 @@ def build_index(request: BuildRequest, progress: Progress | None = None) -> dict
 
     surfaces = load_surfaces(request.surfaces_path, request.only)
     preflight.table(request.table_uri)
-    mapping = preflight.mapping(request.mapping)
-    if request.catalog:
-        preflight.catalog_path(request.catalog, mapping)
+    mapping = preflight.catalog_mapping(request.catalog, request.mapping)
     config = BuildIndexConfig(
         request.table_uri,
         request.index_root,
@@ -93,9 +91,7 @@ def write_neighbours(request: NeighboursRequest, progress: Progress | None = Non
     configured = (
         load_surfaces(request.surfaces_path, request.surfaces) if request.surfaces_path else []
     )
-    mapping = preflight.mapping(request.mapping)
-    if request.catalog:
-        preflight.catalog_path(request.catalog, mapping)
+    mapping = preflight.catalog_mapping(request.catalog, request.mapping)
     config = NeighboursConfig(
         request.index_root,
         request.surfaces,

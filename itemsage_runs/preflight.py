@@ -34,6 +34,15 @@ def mapping(path: str | None) -> ColumnMapping | None:
     return load_mapping(path) if path else None
 
 
+def catalog_mapping(catalog: str | None, path: str | None) -> ColumnMapping | None:
+    """The mapping at `path` (None without one), checked against the `catalog` it maps when
+    there is one."""
+    column_mapping = mapping(path)
+    if catalog:
+        catalog_path(catalog, column_mapping)
+    return column_mapping
+
+
 def table(table_uri: str) -> None:
     """A local embeddings table must exist (`itemsage embed` creates it)."""
     from deltalake import DeltaTable

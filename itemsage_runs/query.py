@@ -11,6 +11,7 @@ import pyarrow as pa
 
 from index_builder.index_reader import ShardedIndex
 from itemsage_core.errors import OptionError
+from itemsage_runs import preflight
 from itemsage_runs.defaults import default
 
 
@@ -75,13 +76,8 @@ def query(request: QueryRequest, warn: Callable[[str], None] | None = None) -> A
     from index_builder.index_reader import load_published
 
     request.check()
-    column_mapping = None
-    if request.catalog:
-        from itemsage_core.contracts.column_mapping import load_mapping
-        from itemsage_core.storage.parquet_io import parquet_files
-
-        parquet_files(request.catalog)  # a wrong path fails before the index loads
-        column_mapping = load_mapping(request.mapping) if request.mapping else None
+    # a wrong catalog or mapping fails before the index loads
+    column_mapping = preflight.catalog_mapping(request.catalog, request.mapping)
     index = load_published(
         request.index_root, request.surface, warn=warn, cache_dir=request.cache_dir
     )

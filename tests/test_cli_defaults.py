@@ -20,12 +20,17 @@ from itemsage_core.training.config import (
     TrainRun,
 )
 from itemsage_runs.defaults import default
+from itemsage_runs.indexes import BuildRequest, NeighboursRequest
+from itemsage_runs.query import QueryRequest
 from itemsage_runs.train_request import TrainRequest
 
 REQUIRED = {
     "train": ["--catalog", "c", "--out", "m"],
     "embed": ["--catalog", "c", "--model", "m", "--table", "t"],
     "prepare-training": ["--catalog", "c", "--out", "d"],
+    "build-index": ["--table", "t", "--surfaces", "s.toml", "--out", "i"],
+    "neighbours": ["--index", "i", "--surface", "home", "--out", "n"],
+    "query": ["--index", "i", "--surface", "home"],
 }
 # What the commands read themselves, besides their request.
 RENDERING = {"summary_json"}
@@ -58,9 +63,18 @@ def test_option_defaults_are_the_request_defaults(command, request_type, minimum
         assert values[field.name] == field.default, field.name
 
 
-def test_every_train_option_is_a_field_of_its_request_and_back():
-    fields = {f.name for f in dataclasses.fields(TrainRequest)}
-    assert set(given("train")) - RENDERING == fields
+@pytest.mark.parametrize(
+    ("command", "request_type"),
+    [
+        ("train", TrainRequest),
+        ("build-index", BuildRequest),
+        ("neighbours", NeighboursRequest),
+        ("query", QueryRequest),
+    ],
+)
+def test_every_option_is_a_field_of_the_request_and_back(command, request_type):
+    fields = {f.name for f in dataclasses.fields(request_type)}
+    assert set(given(command)) - RENDERING == fields
 
 
 @pytest.mark.parametrize("config", [TrainConfig, ModelConfig, LoopConfig, TrainRun])
