@@ -27,10 +27,13 @@ E2E = Path(__file__).resolve().parent / "e2e"
 
 
 def pytest_collection_modifyitems(items):
-    """Every test under tests/e2e is marked e2e (`make test-fast` leaves them out)."""
+    """Every test under tests/e2e is marked e2e (`make test-fast` leaves them out); modules
+    run in the order of their names wherever they sit, so that the slow end-to-end ones spread
+    among the unit ones across the workers instead of running all together at the end."""
     for item in items:
         if E2E in Path(item.fspath).resolve().parents:
             item.add_marker(pytest.mark.e2e)
+    items.sort(key=lambda item: Path(item.fspath).name)  # stable: a module's order is kept
 
 
 @pytest.fixture(scope="session")
