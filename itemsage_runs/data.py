@@ -8,11 +8,7 @@ import time
 from pathlib import Path
 
 from itemsage_core.contracts.validation_report import ValidationReport
-from itemsage_runs.spark import Progress
-
-
-def _silent(message: str) -> None:
-    """No progress lines."""
+from itemsage_runs.spark import Progress, silent
 
 
 def generate(
@@ -20,7 +16,7 @@ def generate(
     products: int,
     seed: int,
     engagements_per_product: float = 5.0,
-    progress: Progress = _silent,
+    progress: Progress = silent,
 ) -> dict[str, str]:
     """Generate a world into `out`; returns the paths written."""
     from itemsage_core.storage.parquet_io import write_parquet_dataset
@@ -60,7 +56,7 @@ def validate(
     master: str | None,
     conf: tuple[str, ...] = (),
     spark: bool = False,
-    progress: Progress = _silent,
+    progress: Progress = silent,
 ) -> list[ValidationReport]:
     """Validate a catalog and (optionally) an engagement log. A local catalog is validated
     in-process with pyarrow; an object-store one, or any with `spark`, a `master`, a `conf` or

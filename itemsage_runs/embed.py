@@ -6,14 +6,14 @@ from __future__ import annotations
 from itemsage_core.embedding.embed_run import EmbedConfig
 from itemsage_core.embedding.featurize_run import FeaturizeConfig
 from itemsage_runs import preflight
-from itemsage_runs.spark import Progress, spark_session
+from itemsage_runs.spark import Progress, silent, spark_session
 
 
 def embed(
     config: EmbedConfig,
     master: str | None = None,
     conf: tuple[str, ...] = (),
-    progress: Progress | None = None,
+    progress: Progress = silent,
 ) -> dict:
     """Embed the catalog into the table (one Delta transaction); the run summary."""
     from jobs.embed_catalog import embed_catalog
@@ -28,7 +28,7 @@ def featurize(
     config: FeaturizeConfig,
     master: str | None = None,
     conf: tuple[str, ...] = (),
-    progress: Progress | None = None,
+    progress: Progress = silent,
 ) -> dict:
     """Write the featurized catalog and its mapping to `config.out`; the run summary."""
     from itemsage_core.features.sentence_text import check_model_dir

@@ -6,7 +6,7 @@ from __future__ import annotations
 from itemsage_core.errors import OptionError
 from itemsage_core.training.config import CATALOG_QUERIES, RECALL_K
 from itemsage_runs import preflight
-from itemsage_runs.spark import Progress
+from itemsage_runs.spark import Progress, silent
 
 
 def evaluate(
@@ -17,7 +17,7 @@ def evaluate(
     prepared: str | None,
     index_size: int,
     k: int,
-    progress: Progress | None = None,
+    progress: Progress = silent,
 ) -> tuple[str, object]:
     """The model's version and its held-out evaluation, from `catalog` and `engagements` or
     from the data `prepared` on Spark."""
@@ -53,7 +53,7 @@ def evaluate_catalog(
     queries: int = CATALOG_QUERIES,
     k: int = RECALL_K,
     baseline_models: tuple[str, ...] = (),
-    progress: Progress | None = None,
+    progress: Progress = silent,
 ) -> tuple[str, object]:
     """The model's version and how often its neighbours share `label_column`, beside the
     baselines."""

@@ -9,7 +9,7 @@ from index_builder.neighbours import NeighboursConfig
 from itemsage_core.errors import OptionError
 from itemsage_runs import preflight
 from itemsage_runs.defaults import default
-from itemsage_runs.spark import Progress, spark_session
+from itemsage_runs.spark import Progress, silent, spark_session
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,7 +29,7 @@ class BuildRequest:
     conf: tuple[str, ...] = ()
 
 
-def build_index(request: BuildRequest, progress: Progress | None = None) -> dict:
+def build_index(request: BuildRequest, progress: Progress = silent) -> dict:
     """Build, gate and publish the surfaces; the run summary (a surface that failed says why
     under its name, see `failed_surfaces`)."""
     from index_builder.build_config import BuildIndexConfig
@@ -81,7 +81,7 @@ class NeighboursRequest:
     conf: tuple[str, ...] = ()
 
 
-def write_neighbours(request: NeighboursRequest, progress: Progress | None = None) -> dict:
+def write_neighbours(request: NeighboursRequest, progress: Progress = silent) -> dict:
     """Every product's top k of each surface into its Delta table; the run summary."""
     from index_builder.surfaces import load_surfaces
     from jobs.neighbours_job import write_neighbours as write_tables

@@ -9,7 +9,7 @@ from itemsage_core.errors import OptionError
 from itemsage_core.storage.uris import sibling
 from itemsage_core.training.config import PrepareConfig, StreamConfig, TrainRun
 from itemsage_runs import preflight
-from itemsage_runs.spark import Progress, spark_session
+from itemsage_runs.spark import Progress, silent, spark_session
 from itemsage_runs.train_request import TrainRequest
 
 
@@ -30,7 +30,7 @@ def on_spark(request: TrainRequest) -> bool:
     return bool(request.num_processes or request.master or under_spark_submit())
 
 
-def train(request: TrainRequest, progress: Progress | None = None) -> Trained:
+def train(request: TrainRequest, progress: Progress = silent) -> Trained:
     """Train the model `request` describes and write its checkpoint to `request.out`."""
     run = request.training_run()
     if on_spark(request):
@@ -81,7 +81,7 @@ def preparation_to_run(run: TrainRun, data_dir: str, prepare: PrepareConfig):
     return None
 
 
-def _train_on_spark(request: TrainRequest, run: TrainRun, progress: Progress | None) -> Trained:
+def _train_on_spark(request: TrainRequest, run: TrainRun, progress: Progress) -> Trained:
     """Prepare the data on Spark (or reuse it when resuming), then train in
     `request.num_processes` processes (one by default)."""
     from itemsage_core.training.data_parallel import PreparedRun
@@ -106,7 +106,7 @@ def prepare_training(
     config: PrepareConfig,
     master: str | None = None,
     conf: tuple[str, ...] = (),
-    progress: Progress | None = None,
+    progress: Progress = silent,
 ) -> dict:
     """`itemsage prepare-training`: the data written on Spark; its manifest."""
     from jobs.training_data import prepare_training as prepare_on_spark
