@@ -10,6 +10,7 @@ from collections.abc import Callable
 import numpy as np
 
 from index_builder.build_files import manifest_files
+from index_builder.index_reader import LOAD_ERRORS
 from index_builder.index_types.registry import type_of
 from index_builder.layout import (
     FORMAT,
@@ -21,6 +22,7 @@ from index_builder.layout import (
     write_build_manifest,
 )
 from index_builder.plan import SurfaceFailure, SurfacePlan
+from index_builder.served_gate import served_manifest, served_text, weakest
 from index_builder.shard_build import index_bytes
 from index_builder.surfaces import Surface
 from itemsage_core.storage.store import Store, as_store
@@ -50,7 +52,6 @@ def assemble_manifest(
     dim: int,
     group_clusters: list[int] | None,
     seconds: dict,
-    routing_recall: float | None = None,
     centroids: dict | None = None,
     content_keys: bool = False,
 ) -> dict:
@@ -78,7 +79,7 @@ def assemble_manifest(
             "min": float(recalls.min()),
             "mean": float((recalls * counts).sum() / counts.sum()),
         },
-        "routing_recall": routing_recall,
+        "routing_recall": None,  # k-means: set as served (served_gate)
         "memory": memory_of(shards),
         "seconds": {
             **seconds,
@@ -113,46 +114,45 @@ def missing_files(store: Store, key: str, manifest: dict) -> list[str]:
 
 
 def release_build(index_root: str | Store, surface: Surface, manifest: dict, base: Pointer) -> dict:
-    """Publish the build over `base` (CURRENT when it started) if every shard (and k-means
-    routing) reached `min_recall` and every file arrived, else delete it; the result (status
-    `published`, or `failed` with a `reason`)."""
+    """Publish the build over `base` (CURRENT when it started) if every file arrived and, as
+    loaded here and served (served_gate: its "auto" settings tuned first), its recall@10 meets
+    `min_recall`, else delete it; the result (status `published`, or `failed` with a
+    `reason`)."""
     store = as_store(index_root)
     key = build_key(surface.name, manifest["build_id"])
+    missing = missing_files(store, key, manifest)
+    reason = None
+    if missing:
+        reason = f"{len(missing)} files never arrived in {store.path(key)} (e.g. {missing[0]})"
+    else:
+        try:
+            manifest = served_manifest(store, surface, manifest)
+        except LOAD_ERRORS as exc:
+            reason = f"the build does not load: {exc}"
     result = {
         "build_id": manifest["build_id"],
         "products": manifest["products"],
         "shards": len(manifest["shards"]),
+        "served": manifest.get("served"),
         "recall_at_10": manifest["recall_at_10"],
         "routing_recall": manifest["routing_recall"],
         "min_recall": surface.min_recall,
         "seconds": manifest["seconds"],
     }
-    low = {
-        f"shard {s['shard']}": s["recall_at_10"]
-        for s in manifest["shards"]
-        if s["recall_at_10"] < surface.min_recall
-    }
-    routing = manifest["routing_recall"]
-    if routing is not None and routing < surface.min_recall:
-        low["k-means routing"] = routing
-    missing = missing_files(store, key, manifest)
     budget = surface.max_memory_mb
     over = [s for s in manifest["shards"] if budget and s.get("index_bytes", 0) > budget * 2**20]
-    reason = None
-    if low:
-        settings = {f"shard {s['shard']}": s.get("search", {}) for s in manifest["shards"]}
-        below = ", ".join(
-            f"{what} {value:.3f}{_setting(settings.get(what))}" for what, value in low.items()
+    if reason is None and manifest["served"]["recall_at_10"] < surface.min_recall:
+        served = manifest["served"]
+        reason = (
+            f"recall gate: {served_text(served)} is below min_recall {surface.min_recall}; "
+            f"weakest: {weakest(surface, manifest)}"
         )
-        reason = f"recall gate: recall@10 below min_recall {surface.min_recall} ({below})"
-        result["below_min_recall"] = low
-    elif over:
+        result["below_min_recall"] = {"served": served["recall_at_10"]}
+    elif reason is None and over:
         reason = (
             f"max_memory_mb {budget}: shard {over[0]['shard']}'s {over[0]['index']} index "
             f"takes {over[0]['index_bytes'] / 2**20:.1f} MB ({len(over)} shards over)"
         )
-    elif missing:
-        reason = f"{len(missing)} files never arrived in {store.path(key)} (e.g. {missing[0]})"
     if reason is None:
         write_build_manifest(store, key, manifest)
         try:
@@ -165,14 +165,6 @@ def release_build(index_root: str | Store, surface: Surface, manifest: dict, bas
             return {**result, "status": "published", **_retained(store, surface, manifest)}
     store.delete(key)
     return {**result, "status": "failed", "reason": reason}
-
-
-def _setting(search: dict | None) -> str:
-    """` at nprobe 12` (`, the most tried` when tuning reached no lower one)."""
-    if not search:
-        return ""
-    key = "nprobe" if "nprobe" in search else "ef_search"
-    return f" at {key} {search[key]}" + (", the most tried" if search.get("tuned") else "")
 
 
 def _retained(store: Store, surface: Surface, manifest: dict) -> dict:
@@ -200,7 +192,6 @@ def release_surface(
         model_version=plan.model_version,
         dim=plan.dim,
         group_clusters=plan.group_clusters,
-        routing_recall=plan.routing_recall,
         centroids=plan.centroids_file,
         content_keys=True,  # jobs.build_indexes.eligible_rows gives every row its key
         **provenance,
@@ -216,10 +207,8 @@ def release_surface(
         raise SurfaceFailure(f"publishing into {index_root} failed: {exc}") from None
     if result["status"] != "published":
         raise SurfaceFailure(result["reason"], result)
-    recall = manifest["recall_at_10"]
     progress(
         f"{plan.surface.name}: published build {plan.build_id}: {plan.products} products in "
-        f"{result['shards']} shards, recall@10 min {recall['min']:.3f} "
-        f"mean {recall['mean']:.3f}"
+        f"{result['shards']} shards, {served_text(result['served'])}"
     )
     return result

@@ -30,6 +30,7 @@ from index_builder.layout import (
     switch_current,
 )
 from index_builder.resident_memory import measured_load
+from index_builder.served_recall import draw, served
 from index_builder.shard_build import index_bytes, load_shard, shard_setting
 from itemsage_core.errors import ItemSageError
 from itemsage_core.storage.store import Store, as_store
@@ -83,12 +84,14 @@ class ShardedIndex:
         build_id: str,
         cache_dir: str | Path | None = None,
         measure: bool = False,
+        manifest: dict | None = None,
     ) -> ShardedIndex:
         """Load one complete build (from an object store through `cache_dir`); any missing,
         truncated or corrupted file is an error. With `measure`, `resident` holds the bytes
-        each shard's load added to the process."""
+        each shard's load added to the process. `manifest`: the build's, when it has not been
+        written yet (the recall gate loads a build before publishing it)."""
         store = as_store(root)
-        manifest = read_build_manifest(store, build_key(surface, build_id))
+        manifest = manifest or read_build_manifest(store, build_key(surface, build_id))
         dim = manifest["params"]["dim"]
         with local_build(store, manifest, cache_dir) as directory:
             shards = manifest["shards"]
@@ -307,29 +310,34 @@ def read_vector(path: str | Path) -> np.ndarray:
 
 
 def verify_current(
-    root: Root, surface: str, samples: int = 20, cache_dir: str | Path | None = None
+    root: Root,
+    surface: str,
+    samples: int = 20,
+    cache_dir: str | Path | None = None,
+    seed: int = 0,
 ) -> dict:
     """Check the surface's CURRENT build as serving will load it (no fallback): every checksum,
-    then `samples` products (spread over the shards) must each find themselves first (or a
-    product of the identical vector: duplicates share one point). Reports each shard's index
-    type, search setting and sizes: bytes per vector (manifest) and resident bytes, measured as
-    this process loaded it."""
+    then `samples` products drawn at random (`seed`) over the whole build must each find
+    themselves first (or a product of the identical vector: duplicates share one point), and
+    its served recall (served_recall, on the gate's sample). Reports each shard's index type,
+    search setting and sizes: bytes per vector (manifest) and resident bytes, measured as this
+    process loaded it."""
     store = as_store(root)
     current = current_pointer(store, surface).build_id
     if current is None:
         raise ItemSageError(f"{store.path(surface)} has no CURRENT build")
     index = ShardedIndex.load(store, surface, current, cache_dir, measure=True)
-    picked = [
-        ids.ids[i]
-        for ids in index.ids
-        for i in np.linspace(0, len(ids.ids) - 1, max(1, samples // len(index.ids)), dtype=int)
-    ]
-    found = index.search_batch(index.vectors_of(picked), k=1).ids[:, 0]
-    misses = [
-        pid
-        for pid, top in zip(picked, found)
-        if top is None or index._where[top] != index._where[pid]
-    ]
+    everyone = np.concatenate([ids.ids for ids in index.ids])
+    rng = np.random.default_rng(seed)
+    picked = everyone[np.sort(rng.choice(len(everyone), min(samples, len(everyone)), False))]
+    vectors = index.vectors_of(picked.tolist())
+    found = index.search_batch(vectors, k=1).ids[:, 0]
+    tops = index.vectors_of([pid if top is None else top for pid, top in zip(picked, found)])
+    same = np.einsum("qd,qd->q", tops, vectors) >= np.einsum("qd,qd->q", vectors, vectors) - 1e-6
+    misses = [pid for pid, top, ok in zip(picked.tolist(), found, same) if top is None or not ok]
+    gate = index.manifest.get("served", {})
+    drawn = draw(index, gate.get("queries", 1000), gate.get("seed", 0))
+    now = served(index, drawn)[0]
     result = {
         "surface": surface,
         "build_id": current,
@@ -338,6 +346,11 @@ def verify_current(
         "table": index.manifest["table"],
         "checked": len(picked),
         "found_themselves": len(picked) - len(misses),
+        "served": {
+            **now.figures(),
+            "min_recall": index.manifest["params"].get("min_recall"),
+            "at_publish": gate.get("recall_at_10"),
+        },
         "memory": {
             **index.manifest.get("memory", {}),
             "resident_bytes_now": sum(r or 0 for r in index.resident),

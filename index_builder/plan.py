@@ -13,14 +13,12 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from index_builder.layout import CENTROIDS, Pointer, build_key, new_build_id
-from index_builder.partitioning import ClusterPlan, routing_recall, train_centroids, unpack_group
+from index_builder.partitioning import ClusterPlan, train_centroids, unpack_group
 from index_builder.shard_build import ShardParams, build_group_shards
 from index_builder.surfaces import Surface
 from itemsage_core.contracts.catalog_contract import PRODUCT_ID
 from itemsage_core.errors import ItemSageError
 from itemsage_core.storage.store import Store
-
-ROUTING_QUERIES = 1000  # sample queries measuring k-means routing recall
 
 
 class SurfaceFailure(ItemSageError):
@@ -104,7 +102,6 @@ class SurfacePlan:
     groups: int  # build tasks: hash buckets; k-means: set by split_clusters
     centroids: np.ndarray | None = None
     clusters: ClusterPlan | None = None
-    routing_recall: float | None = None  # share of the top 10 in the routed clusters
     base: Pointer | None = None  # CURRENT when the build started: it publishes only over this
     centroids_file: dict | None = None  # k-means: the centroids' manifest entry
 
@@ -156,22 +153,14 @@ class SurfacePlan:
         self.centroids = train_centroids(sample, clusters, self.surface.seed)
         return self.centroids
 
-    def split_clusters(self, counts: Mapping[int, int], sample: np.ndarray) -> ClusterPlan:
-        """Groups from each cluster's product count (an oversized cluster is split over several),
-        and the routing recall measured on the centroids' training sample."""
+    def split_clusters(self, counts: Mapping[int, int]) -> ClusterPlan:
+        """Groups from each cluster's product count (an oversized cluster is split over
+        several)."""
         surface = self.surface
         self.clusters = ClusterPlan.from_counts(
             counts, len(self.centroids), surface.target_shard_size
         )
         self.groups = self.clusters.groups
-        self.routing_recall = routing_recall(
-            sample,
-            self.centroids,
-            surface.probe_clusters,
-            ROUTING_QUERIES,
-            surface.query_noise,
-            surface.seed,
-        )
         return self.clusters
 
     def describe(self, sampled: int = 0) -> str:
@@ -181,8 +170,7 @@ class SurfacePlan:
             return f"{name}: {products} products in {self.groups} hash groups"
         return (
             f"{name}: {products} products in {len(self.centroids)} k-means clusters "
-            f"(trained on {sampled} vectors), {self.groups} groups; routing to "
-            f"{self.surface.probe_clusters} clusters keeps {self.routing_recall:.3f} of the top 10"
+            f"(trained on {sampled} vectors), {self.groups} groups"
         )
 
     def start_build(self, index_root: str, base: Pointer) -> GroupBuild:

@@ -80,22 +80,29 @@ def exact_top_k(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     return found
 
 
-def recall_at_k(
+def recall_per_query(
     vectors: np.ndarray,
     queries: np.ndarray,
     found: np.ndarray,
     exact: np.ndarray,
     tolerance: float = 1e-6,
-) -> float:
-    """Mean share of each query's k results that score at least its exact k-th best (ties
-    count: catalogs hold duplicate products, and any of equally near ones is a right answer;
-    the usual ann-benchmarks definition)."""
+) -> np.ndarray:
+    """Each query's share of its k results (`found` rows, -1 past the results) that score at
+    least its exact k-th best (ties count: catalogs hold duplicate products, and any of equally
+    near ones is a right answer; the usual ann-benchmarks definition)."""
     if not exact.size:
-        return 1.0
+        return np.ones(len(queries))
     kth = np.einsum("qd,qd->q", vectors[exact[:, -1]], queries)
     scores = np.einsum("qkd,qd->qk", vectors[np.maximum(found, 0)], queries)
     scores[found < 0] = -np.inf  # fewer results than k
-    return float(np.mean(scores >= kth[:, None] - tolerance))
+    return np.mean(scores >= kth[:, None] - tolerance, axis=1)
+
+
+def recall_at_k(
+    vectors: np.ndarray, queries: np.ndarray, found: np.ndarray, exact: np.ndarray
+) -> float:
+    """Mean recall@k over the queries (recall_per_query)."""
+    return float(np.mean(recall_per_query(vectors, queries, found, exact))) if len(queries) else 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,7 +119,7 @@ class ShardParams:
     nprobe: int | str = AUTO
     nlist: int | None = None
     pq_bytes: int = 64
-    rerank: int | None = None
+    rerank: int | str | None = None  # a number, the type's default (None) or "auto"
     train_sample: int = 50_000
 
     @classmethod

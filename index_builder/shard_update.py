@@ -5,14 +5,13 @@ from the graph (a tombstone: never returned, its slot reused by the next vector 
 A shard that only loses products keeps its index file as it is (the refreshed build carries it
 over) and lists the labels deleted since that file was written in its `deleted` file, which
 load_shard applies. A shard that gains products is rewritten: added products join the label of
-an identical live vector when the graph finds it as their nearest (duplicate products share one
+an identical live vector (found by its bytes: duplicate products share one
 point, as in a full build), else become new points, in deleted slots first. Either way the
 updated shard passes the same recall gate as a full build, measured on its live vectors.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 
@@ -32,7 +31,6 @@ from index_builder.shard_build import (
     load_shard,
     shard_files,
     shard_recall,
-    shard_setting,
     write_shard,
 )
 
@@ -70,7 +68,8 @@ def update_shard(
 
     add_started = time.perf_counter()
     if added.num_rows:
-        labels = _add(index, points, added_vectors, ids.num_rows > 0, params, threads)
+        live = np.unique(ids.column("label").to_numpy())
+        labels = _add(index, points, added_vectors, live, threads)
         new = {"product_id": added.column("product_id"), "label": labels}
         new["content_key"] = added.column("content_key")
         ids = pa.concat_tables([ids.select(list(new)), pa.table(new)])
@@ -115,21 +114,17 @@ def update_shard(
     return {**updated, "resident_bytes": resident}
 
 
-def _add(
-    index: HnswShard, points: Points, vectors: np.ndarray, has_live: bool, params, threads: int
-):
-    """Labels of the added rows: an identical live vector's, else a new point's (deleted slots
-    first)."""
+def _add(index: HnswShard, points: Points, vectors: np.ndarray, live: np.ndarray, threads: int):
+    """Labels of the added rows: a `live` point's whose vector is identical (duplicate products
+    share one point, as in a full build), else a new point's (deleted slots first)."""
     rows_label, distinct = distinct_rows(np.ascontiguousarray(vectors, np.float32))
     vectors = np.ascontiguousarray(vectors[distinct], np.float32)
     start = int(points.labels.max(initial=-1)) + 1
     labels = np.arange(start, start + len(vectors), dtype=np.int64)
-    same = np.zeros(len(vectors), bool)
-    if has_live:  # an identical live vector is the nearest one: share its label
-        index.tune(max(shard_setting({}, dataclasses.asdict(params)), 10))
-        nearest = index.search(vectors, 1, threads)[0][:, 0].astype(np.int64)
-        same = (points.of(nearest) == vectors).all(axis=1)
-        labels[same] = nearest[same]
+    known = {v.tobytes(): label for label, v in zip(live.tolist(), points.of(live))}
+    twins = np.array([known.get(v.tobytes(), -1) for v in vectors], np.int64)
+    same = twins >= 0
+    labels[same] = twins[same]
     if not same.all():
         index.add(vectors[~same], labels[~same], threads, replace_deleted=True)
         points.add(labels[~same], vectors[~same])

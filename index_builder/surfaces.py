@@ -42,18 +42,20 @@ class Surface:
     max_memory_mb: float | None = None  # per shard: no shard's index may be larger
     M: int = 16
     ef_construction: int = 200
-    ef_search: int | str = 64  # or "auto": per shard, the smallest that meets min_recall
+    ef_search: int | str = AUTO  # or a number; "auto": the cheapest served recall allows
     nprobe: int | str = AUTO  # ivf-pq: IVF lists a query visits, or "auto" as ef_search
     nlist: int | None = None  # ivf-pq: IVF lists per shard (default ~4 sqrt(vectors))
     pq_bytes: int = 64  # ivf-pq: bytes per vector code (sub-quantisers of 8 bits)
-    rerank: int | None = None  # quantised types: re-rank rerank x k candidates exactly (0: no;
-    # None: the type's default_rerank, 4 for hnsw-sq8 and 16 for ivf-pq)
+    rerank: int | str | None = AUTO  # quantised types: re-rank rerank x k candidates exactly
+    # (0: no; None: the type's default_rerank, 4 for hnsw-sq8 and 16 for ivf-pq; "auto" as
+    # ef_search)
     train_sample: int = 50_000  # quantiser training vectors per shard (sampled in the task)
-    min_recall: float = 0.95
-    recall_queries: int = 200  # per shard, for the recall gate
+    min_recall: float = 0.95  # served recall@10 a build must reach to publish
+    served_queries: int = 1000  # the surface's products sampled to measure served recall
+    recall_queries: int = 200  # per shard, for the shards' own recall (a diagnostic)
     query_noise: float = 0.1  # norm of the noise added to each gate query
     kmeans_sample: int = 50_000  # vectors the k-means centroids are trained on
-    probe_clusters: int = 2  # clusters a k-means query visits
+    probe_clusters: int | str = AUTO  # clusters a k-means query visits, or "auto"
     keep_builds: int = 3
     seed: int = 0
     max_tombstone_share: float = 0.2  # build-index --incremental: rebuild past this share ...
@@ -77,15 +79,16 @@ class Surface:
             isinstance(self.max_memory_mb, (int, float)) and self.max_memory_mb > 0
         ):
             problems.append("max_memory_mb must be a positive number")
-        for key in ("ef_search", "nprobe"):
+        for key in ("ef_search", "nprobe", "probe_clusters"):
             value = getattr(self, key)
             whole = isinstance(value, int) and not isinstance(value, bool) and value >= 1
             if value != AUTO and not whole:
                 problems.append(f'{key} must be a positive integer or "auto"')
         if self.nlist is not None and (not isinstance(self.nlist, int) or self.nlist < 1):
             problems.append("nlist must be a positive integer")
-        if self.rerank is not None and (not isinstance(self.rerank, int) or self.rerank < 0):
-            problems.append("rerank must be an integer >= 0")
+        rerank = self.rerank
+        if rerank not in (None, AUTO) and (not isinstance(rerank, int) or rerank < 0):
+            problems.append('rerank must be an integer >= 0 or "auto"')
         if not SURFACE_NAME.match(self.name):
             problems.append("name must match [a-z][a-z0-9_-]* (at most 64 characters)")
         if self.sharding not in SHARDING_MODES:
@@ -97,8 +100,8 @@ class Surface:
             "pq_bytes",
             "train_sample",
             "recall_queries",
+            "served_queries",
             "kmeans_sample",
-            "probe_clusters",
             "keep_builds",
         ):
             if not isinstance(getattr(self, key), int) or getattr(self, key) < 1:

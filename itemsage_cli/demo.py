@@ -228,6 +228,8 @@ def _sample_queries(config: DemoConfig, built: dict):
 
 
 def _print_results(config, trained, quality, served: str, embedded: dict, built: dict) -> None:
+    from index_builder.served_gate import served_text
+
     if trained.evaluation:
         click.echo(
             f"\n== encoder {trained.model_version}: held-out Recall@10 "
@@ -247,7 +249,7 @@ def _print_results(config, trained, quality, served: str, embedded: dict, built:
     for name, result in built["surfaces"].items():
         click.echo(
             f"  {name:8s} {result['status']}: {result['products']} products in "
-            f"{result['shards']} shards, recall@10 >= {result['recall_at_10']['min']:.3f}"
+            f"{result['shards']} shards, {served_text(result['served'])}"
         )
     click.echo("== neighbours tables")
     for name, result in built["neighbours"]["surfaces"].items():

@@ -83,8 +83,9 @@ from itemsage_runs.query import QueryRequest
 def build_index(summary_json: str | None, **options: object) -> None:
     """Build per-surface sharded HNSW indexes from the embeddings table and publish them.
 
-    Each surface's build is checked against exact search (recall@10 per shard) before its
-    CURRENT pointer moves to it. A surface that cannot be built or published (its filter does
+    Each surface's build is loaded as queries load it and its served recall@10 checked against
+    exact search (its "auto" search settings tuned first) before its CURRENT pointer moves to
+    it. A surface that cannot be built or published (its filter does
     not apply or matches nothing, its recall gate fails, ...) keeps its current build and gets
     one `error:` line; the others still publish; the exit status is then 1.
     """
@@ -292,20 +293,27 @@ def neighbours(summary_json: str | None, **options: object) -> None:
     default=default(verify_current, "samples"),
     show_default=True,
     type=click.IntRange(min=1),
-    help="Products per surface that must find themselves.",
+    help="Products per surface, drawn at random, that must find themselves.",
+)
+@click.option(
+    "--seed",
+    default=default(verify_current, "seed"),
+    show_default=True,
+    type=int,
+    help="Seed of the products drawn.",
 )
 def verify_index(
-    index_root: str, surfaces: tuple[str, ...], samples: int, cache_dir: str | None
+    index_root: str, surfaces: tuple[str, ...], samples: int, seed: int, cache_dir: str | None
 ) -> None:
     """Check the CURRENT build of surfaces exactly as serving loads it (exit 1 if unusable).
 
-    Verifies every file's checksum (no fallback to older builds) and that sample products find
-    their own vectors first; prints one JSON line per surface.
+    Verifies every file's checksum (no fallback to older builds) and that products drawn at
+    random over the whole build find their own vectors first (or a duplicate's: the same
+    vector), and measures its served recall@10 on the gate's sample; prints one JSON line per
+    surface.
     """
-    from index_builder.index_reader import verify_current
-
     for surface in surfaces:
-        click.echo(json.dumps(verify_current(index_root, surface, samples, cache_dir)))
+        click.echo(json.dumps(verify_current(index_root, surface, samples, cache_dir, seed)))
 
 
 @cli.command("rollback-index")

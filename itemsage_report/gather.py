@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from index_builder import search_sweep
+from index_builder import search_sweep, served_recall
 from index_builder.index_reader import load_published
 from index_builder.index_types.registry import type_of
 from index_builder.layout import current_build_id
@@ -43,13 +43,18 @@ def surface_figures(index, queries: int, seed: int) -> dict:
         "products": manifest["products"],
         "sharding": manifest["params"]["sharding"],
         "index": sorted({type_of(entry).name for entry in manifest["shards"]}),
-        "gate": {**manifest["recall_at_10"], "min_recall": manifest["params"]["min_recall"]},
+        "gate": {
+            "served": manifest.get("served", {}).get("recall_at_10"),  # None: an older build
+            "stderr": manifest.get("served", {}).get("stderr"),
+            "shard_min": manifest["recall_at_10"]["min"],
+            "min_recall": manifest["params"]["min_recall"],
+        },
         "memory": manifest.get("memory"),
         "shards": [{k: entry.get(k) for k in SHARD_FIGURES} for entry in manifest["shards"]],
     }
     if manifest["products"] < 2:
         return {**out, "sweep": None, "scores": None}
-    drawn = search_sweep.sample(index, queries, seed)
+    drawn = served_recall.draw(index, queries, seed)
     points, published, scores = search_sweep.sweep(index, drawn)
     out["sweep"] = {
         "key": search_sweep.swept_key(manifest),

@@ -45,8 +45,9 @@ def _surface(name: str, s: dict, images: dict[str, str]) -> str:
                 "products",
                 "shards",
                 "index",
-                "gate recall@10 mean",
-                "min",
+                "served recall@10 at publish",
+                "+-",
+                "shards' own, min",
                 "min_recall",
             ],  # fmt: skip
             [
@@ -58,8 +59,9 @@ def _surface(name: str, s: dict, images: dict[str, str]) -> str:
                     s["products"],
                     len(s["shards"]),
                     ", ".join(s["index"]),
-                    s["gate"]["mean"],
-                    s["gate"]["min"],
+                    s["gate"]["served"],
+                    s["gate"]["stderr"],
+                    s["gate"]["shard_min"],
                     s["gate"]["min_recall"],
                 ]
             ],  # fmt: skip
@@ -86,7 +88,7 @@ def _surface(name: str, s: dict, images: dict[str, str]) -> str:
     memory = s["memory"] or {}
     parts.append(
         _table(
-            ["shard", "products", "vectors", "index", "index bytes", "gate recall@10", "search"],
+            ["shard", "products", "vectors", "index", "index bytes", "own recall@10", "search"],
             [
                 [
                     e["shard"],

@@ -268,7 +268,7 @@ def kmeans_grouped(
         .agg(F.sum("rows").alias("rows"))
         .collect()
     }
-    clusters = plan.split_clusters(counts, sample)
+    clusters = plan.split_clusters(counts)
     progress(plan.describe(sampled=len(sample)))
     return rows.mapInArrow(
         pack_groups(

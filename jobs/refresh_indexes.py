@@ -24,7 +24,7 @@ from pyspark.sql import functions as F
 from index_builder.build_release import missing_files
 from index_builder.layout import CENTROIDS, Pointer, build_key, new_build_id, read_build_manifest
 from index_builder.partitioning import routing_recall, vectors_of
-from index_builder.plan import ROUTING_QUERIES, SurfaceFailure, upload_shards
+from index_builder.plan import SurfaceFailure, upload_shards
 from index_builder.refresh_plan import (
     ClusterRouter,
     Rebuild,
@@ -46,6 +46,7 @@ from jobs.spark_failures import spark_failures
 from jobs.spark_session import task_slot
 
 CHANGES = "shard int, op string, product_id string, content_key long, embedding array<float>"
+ROUTING_QUERIES = 1000  # noisy sample queries measuring whether the base's routing still holds
 
 
 def base_ids(spark: SparkSession, store: Store, base: dict, keys: bool = True) -> DataFrame:
@@ -108,7 +109,6 @@ class RefreshPlan:
         self.removed: dict[int, int] = {}  # shard -> products taken out
         self.added: dict[int, int] = {}  # shard -> products put in
         self.lineage: dict[str, int] = {}  # products new, gone, changed
-        self.routing_recall: float | None = None
         self._persisted: list[DataFrame] = []
 
     @property
@@ -219,18 +219,14 @@ def _cluster_router(plan: RefreshPlan, store: Store, eligible: DataFrame) -> Clu
     sample = eligible.sample(fraction=min(1.0, surface.kmeans_sample / base["products"]))
     vectors = vectors_of(sample.select("embedding").toArrow().column("embedding"))
     router = ClusterRouter.of(base, centroids)
-    plan.routing_recall = routing_recall(
-        vectors,
-        router.centroids,
-        surface.probe_clusters,
-        ROUTING_QUERIES,
-        surface.query_noise,
-        surface.seed,
+    probes = base["params"]["probe_clusters"]  # as the base build serves (its tuned value)
+    routing = routing_recall(
+        vectors, router.centroids, probes, ROUTING_QUERIES, surface.query_noise, surface.seed
     )
-    if plan.routing_recall < surface.min_recall:
+    if routing < surface.min_recall:
         raise Rebuild(
-            f"k-means routing keeps {plan.routing_recall:.3f} of the top 10 on the new "
-            f"vectors, below min_recall {surface.min_recall}"
+            f"k-means routing to {probes} clusters keeps {routing:.3f} of the top 10 on the "
+            f"new vectors, below min_recall {surface.min_recall}"
         )
     return router
 
@@ -375,7 +371,6 @@ def refreshed_manifest(plan: RefreshPlan, entries: list[dict], provenance: dict)
         group_clusters=[clusters.get(g) for g in range(1 + max(clusters, default=-1))]
         if clusters
         else None,
-        routing_recall=plan.routing_recall,
         centroids=base.get("centroids"),
         content_keys=True,
         **provenance,

@@ -176,7 +176,10 @@ def test_the_recall_gate_blocks_a_bad_build_and_keeps_the_previous_one(tmp_path)
     bad_surface = Surface("home", M=2, ef_construction=10, ef_search=1, min_recall=0.95)
     bad = build_and_release(tmp_path, bad_surface, vectors, product_ids, version=1)
     assert bad["status"] == "failed" and bad["recall_at_10"]["min"] < 0.95
-    assert bad["reason"].startswith("recall gate: recall@10 below min_recall 0.95 (shard 0 ")
+    assert bad["reason"].startswith("recall gate: served recall@10 0.")
+    assert "at ef_search 1 is below min_recall 0.95; weakest: shard 0 (hnsw" in bad["reason"]
+    assert bad["reason"].endswith('raise ef_search or set it to "auto"')
+    assert bad["below_min_recall"]["served"] == bad["served"]["recall_at_10"] < 0.95
     assert current_build_id(tmp_path, "home") == good["build_id"]
     assert not build_dir(tmp_path, "home", bad["build_id"]).exists()
     assert load_published(tmp_path, "home").manifest["build_id"] == good["build_id"]

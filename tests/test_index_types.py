@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from index_helpers import build_and_release, build_dir, ids
+from index_helpers import clustered as clustered_vectors
 
 from index_builder.index_reader import ShardedIndex, load_published, verify_current
 from index_builder.index_types.ivf_pq import IvfPqShard
@@ -26,10 +27,7 @@ N = 3000
 
 def clustered(n: int = N, dim: int = DIM, seed: int = 0) -> np.ndarray:
     """Unit vectors around 40 centres (catalog-like: categories), a few exact duplicates."""
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((40, dim)).astype(np.float32)
-    vectors = centres[rng.integers(0, 40, n)] + 0.6 * rng.standard_normal((n, dim))
-    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    vectors = clustered_vectors(n, dim, seed=seed)
     vectors[7] = vectors[3]
     return vectors
 
@@ -137,7 +135,8 @@ def test_a_format_1_build_without_types_still_loads(tmp_path):
     write_build_manifest(Store(str(tmp_path)), key, manifest)
     loaded = ShardedIndex.load(tmp_path, "home", result["build_id"])
     assert loaded.search(vectors[10], k=1)[0][0] == "P00010"
-    assert all(i.index.ef == 64 for i in loaded.indexes)  # the build's params.ef_search
+    ef = manifest["params"]["ef_search"]  # as served: tuned
+    assert isinstance(ef, int) and all(i.index.ef == ef for i in loaded.indexes)
 
 
 def test_surface_keys_are_checked_and_quantised_surfaces_rebuild_on_refresh():

@@ -8,7 +8,7 @@ import pytest
 from index_helpers import build_and_release, ids
 from test_index_types import N, clustered, surface
 
-from index_builder import search_sweep
+from index_builder import search_sweep, served_recall
 from index_builder.index_reader import load_published
 from index_builder.index_types.shard import EF_STEPS
 
@@ -18,7 +18,7 @@ def test_sweep_measures_each_setting_and_leaves_the_published_ones(tmp_path, ind
     result = build_and_release(tmp_path, surface(index, ef_search="auto"), clustered(), ids(N))
     loaded = load_published(str(tmp_path), "home")
     published = search_sweep.published_settings(loaded.manifest)
-    drawn = search_sweep.sample(loaded, 200, seed=1)
+    drawn = served_recall.draw(loaded, 200, seed=1)
     assert len(drawn.queries) == 200 and drawn.vectors.shape == (N, 32)
     # Exact top 10: the best other products by brute force, the query itself left out.
     scores = drawn.vectors[drawn.queries] @ drawn.vectors.T

@@ -123,5 +123,6 @@ def faiss_type(
 
 
 def rerank_of(params, default: int) -> int:
-    """The surface's `rerank`, else the type's default."""
-    return default if params.rerank is None else params.rerank
+    """The surface's `rerank`, else (none, or "auto": the served recall tunes it) the type's
+    default."""
+    return params.rerank if isinstance(params.rerank, int) else default
