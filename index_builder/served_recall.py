@@ -105,29 +105,45 @@ def served(index, drawn: Sample, repeat_s: float = 0.0) -> tuple[Served, np.ndar
     """The build's served recall on the sample as it is set now, and the rows it found."""
     rows, _, qps = search(index, drawn, repeat_s)
     per_query = recall_per_query(drawn.vectors, drawn.vectors[drawn.queries], rows, drawn.exact)
+    return _stats(per_query, qps), rows
+
+
+def reached(index, drawn: Sample) -> np.ndarray:
+    """(queries, k): whether each exact neighbour lies in a shard its query is routed to as the
+    build is set now (all true without k-means). Its mean bounds the served recall."""
+    routed = np.zeros((len(drawn.queries), len(index.indexes)), bool)
+    for s, rows in enumerate(index._routes(drawn.vectors[drawn.queries])):
+        routed[rows, s] = True
+    return np.take_along_axis(routed, drawn.shard[drawn.exact], axis=1)
+
+
+def ceiling(index, drawn: Sample) -> Served:
+    """The served recall the routing alone allows (exact shards), with no search made."""
+    per_query = reached(index, drawn).mean(axis=1) if drawn.k else np.ones(len(drawn.queries))
+    return _stats(per_query, 0.0)
+
+
+def _stats(per_query: np.ndarray, qps: float) -> Served:
     n = len(per_query)
     stderr = float(per_query.std(ddof=1) / np.sqrt(n)) if n > 1 else 0.0
-    return Served(float(per_query.mean()) if n else 1.0, stderr, n, qps), rows
+    return Served(float(per_query.mean()) if n else 1.0, stderr, n, qps)
 
 
 def parts(index, drawn: Sample, found: np.ndarray) -> dict:
     """Where the exact top 10 are lost: `routing`, the share of them in the shards each query
     is routed to (None without k-means), and per shard (`shards`) the share of its routed exact
     neighbours it returned (a product of the same point counts; None where it had none)."""
-    routed = np.zeros((len(drawn.queries), len(index.indexes)), bool)
-    for s, rows in enumerate(index._routes(drawn.vectors[drawn.queries])):
-        routed[rows, s] = True
     home = drawn.shard[drawn.exact]  # (q, k) the shard of each exact neighbour
-    reached = np.take_along_axis(routed, home, axis=1)
+    routed = reached(index, drawn)
     point = drawn.shard * (1 + int(drawn.label.max(initial=0))) + drawn.label
     got = point[np.maximum(found, 0)]
     got[found < 0] = -1
     returned = (point[drawn.exact][:, :, None] == got[:, None, :]).any(axis=2)
     shares = []
     for s in range(len(index.indexes)):
-        mine = reached & (home == s)
+        mine = routed & (home == s)
         shares.append(float(returned[mine].mean()) if mine.any() else None)
     return {
-        "routing": None if index.centroids is None else float(reached.mean()),
+        "routing": None if index.centroids is None else float(routed.mean()),
         "shards": shares,
     }

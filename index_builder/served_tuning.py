@@ -7,7 +7,9 @@ follows. A setting given as a number is used as it is.
 Recall only grows with each setting, so the search walks a staircase: for each combination of
 the outer settings (probe clusters, re-rank depth), a binary search over the shards' own setting
 below the least one a cheaper combination needed; a combination that needs no less than one
-below it is never cheaper and is not timed."""
+below it is never cheaper, and one whose k-means routing alone (the share of the exact top 10
+in the clusters probed) misses the target cannot meet it: neither is searched. A trial searches
+a fifth of the sample first and stops when that is far below the target."""
 
 from __future__ import annotations
 
@@ -16,11 +18,13 @@ import itertools
 import time
 
 from index_builder.index_types.registry import AUTO, type_of
-from index_builder.served_recall import Sample, Served, served
+from index_builder.served_recall import Sample, Served, ceiling, served
 
 MARGIN = 2.0  # standard errors an "auto" choice keeps above min_recall
 RERANK_STEPS = (1, 2, 4, 8, 16, 32)  # re-rank depths tried (candidates per result)
 PROBE_STEPS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 24, 32, 48, 64, 96, 128)
+QUICK = 5  # a trial first searches every 5th query of the sample ...
+REJECT = 3.0  # ... and stops there when its recall is this many standard errors below target
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,11 +110,18 @@ def tune(index, drawn: Sample, config: dict, target: float) -> Tuning:
     started = time.perf_counter()
     all_knobs = knobs(index, config)
     trials: dict[tuple, tuple[Served, object]] = {}
+    whole: set[tuple] = set()  # the trials measured on the whole sample
+    first = dataclasses.replace(drawn, queries=drawn.queries[::QUICK], exact=drawn.exact[::QUICK])
 
-    def measured(values: tuple) -> Served:
-        if values not in trials:
+    def measured(values: tuple, full: bool = False) -> Served:
+        if values not in trials or (full and values not in whole):
             apply(index, dict(zip((k.name for k in all_knobs), values)))
+            if not full:
+                trials[values] = served(index, first)
+                if trials[values][0].recall + REJECT * trials[values][0].stderr < target:
+                    return trials[values][0]  # far below: not searched further
             trials[values] = served(index, drawn)
+            whole.add(values)
         return trials[values][0]
 
     # warm-up: the first touches of the graphs and vectors, not timed as any setting
@@ -123,6 +134,9 @@ def tune(index, drawn: Sample, config: dict, target: float) -> Tuning:
         high = min(below) - 1 if below else len(inner.values) - 1
         if high < 0:
             continue  # needs no less than a cheaper combination
+        apply(index, dict(zip((k.name for k in all_knobs), _values(all_knobs, combo, high))))
+        if not ceiling(index, drawn).meets(target, MARGIN):
+            continue  # its routing loses too much whatever the shards find
         point = _least(
             lambda i, combo=combo: measured(_values(all_knobs, combo, i)).meets(target, MARGIN),
             high,
@@ -134,7 +148,7 @@ def tune(index, drawn: Sample, config: dict, target: float) -> Tuning:
         key=lambda values: trials[values][0].qps,
         default=tuple(k.values[-1] for k in all_knobs),
     )
-    measured(chosen)
+    measured(chosen, full=True)
     settings = dict(zip((k.name for k in all_knobs), chosen))
     apply(index, settings)
     auto = [k.name for k in all_knobs if len(k.values) > 1]
