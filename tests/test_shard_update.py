@@ -136,3 +136,24 @@ def test_deletions_listed_beside_a_carried_index_survive_the_next_update(tmp_pat
     found = index.search(vectors[:101], 5)[0]
     live = set(table.column("label").to_pylist())
     assert set(found.ravel()) <= live  # no deleted point, old or new, is ever returned
+
+
+def test_every_added_duplicate_joins_its_twin_as_a_full_build_would(tmp_path):
+    """Added products whose vectors equal live points' share those points, found by their
+    bytes, however poorly the graph would find them (a sparse graph, as after many nights)."""
+    vectors, product_ids = unit_vectors(1500, dim=32), ids(1500)
+    sparse = ShardParams(2, 10, 10, 50, 0.1, 0)
+    (base,) = build_group_shards(
+        product_ids, vectors, 0, 5000, tmp_path, sparse, content_keys=np.arange(1500)
+    )
+    twins = np.random.default_rng(2).choice(1500, 300, replace=False)
+    out = tmp_path / "new"
+    out.mkdir()
+    new_ids = ids(300, prefix="Q")
+    entry = update_shard(
+        tmp_path, base, pa.array([], pa.string()), added(new_ids), vectors[twins], out, sparse, 32
+    )
+    _, table = load_shard(out, {**entry, "shard": 0}, 32)
+    labels = dict(zip(*(table.column(c).to_pylist() for c in ("product_id", "label"))))
+    assert entry["vectors"] == base["vectors"] == 1500  # no new point
+    assert all(labels[f"Q{i:05d}"] == labels[f"P{twin:05d}"] for i, twin in enumerate(twins))

@@ -78,9 +78,7 @@ def served_through_query(root, surface: str, names: list[str], vectors: np.ndarr
     return float(np.mean(recalls))
 
 
-def test_auto_settings_serve_min_recall_and_verify_survives_a_night_of_duplicates(
-    spark, tmp_path
-):
+def test_auto_settings_serve_min_recall_and_verify_survives_a_night_of_duplicates(spark, tmp_path):
     vectors = clustered(N, DIM, centres=1000, spread=1.0)
     names = [f"P{i:05d}" for i in range(N)]
     table, root = str(tmp_path / "embeddings"), tmp_path / "indexes"
