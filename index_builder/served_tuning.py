@@ -127,6 +127,7 @@ def tune(index, drawn: Sample, config: dict, target: float) -> Tuning:
     # warm-up: the first touches of the graphs and vectors, not timed as any setting
     measured(tuple(k.values[0] for k in all_knobs))
     trials.clear()
+    whole.clear()
     *outer, inner = all_knobs  # the shards' own setting is always there
     least: dict[tuple, int] = {}  # outer combination -> least inner value index that meets
     for combo in itertools.product(*(range(len(k.values)) for k in outer)):
