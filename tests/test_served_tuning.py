@@ -55,7 +55,7 @@ def test_kmeans_probes_as_few_clusters_as_served_recall_allows(tmp_path, world):
     assert independent_recall(index, vectors, names.to_pylist()) >= 0.97
     # the cheapest: one probe fewer, or the ef_search step below, misses the target
     drawn = draw(index, 500, surface.seed)
-    steps = dict((k.name, k.values) for k in knobs(index, surface.params()))
+    steps = {k.name: k.values for k in knobs(index, surface.params())}
     ef_steps = steps["ef_search"]
     cheaper = []
     if settings["probe_clusters"] > 1:
