@@ -49,6 +49,21 @@ def manifest_for(
     )
 
 
+def group_shards(
+    product_ids: pa.Array, vectors: np.ndarray, grouping: np.ndarray, groups: int, directory,
+    params, size: int,
+) -> list[dict]:  # fmt: skip
+    """The shards of each of the `groups` (as its build task makes them), written into
+    `directory`."""
+    entries = []
+    for group in range(groups):
+        rows = np.flatnonzero(grouping == group)
+        entries += build_group_shards(
+            product_ids.take(pa.array(rows)), vectors[rows], group, size, directory, params
+        )
+    return entries
+
+
 def build_and_release(
     root: Path,
     surface: Surface,
@@ -62,19 +77,9 @@ def build_and_release(
     base = current_pointer(root, surface.name)
     directory = build_dir(root, surface.name, build_id)
     directory.mkdir(parents=True)
-    params = ShardParams.of(surface)
     grouping = hash_groups(product_ids, groups)
-    entries = []
-    for group in range(groups):
-        rows = np.flatnonzero(grouping == group)
-        entries += build_group_shards(
-            product_ids.take(pa.array(rows)),
-            vectors[rows],
-            group,
-            surface.target_shard_size,
-            directory,
-            params,
-        )
+    params, size = ShardParams.of(surface), surface.target_shard_size
+    entries = group_shards(product_ids, vectors, grouping, groups, directory, params, size)
     manifest = manifest_for(surface, build_id, entries, version, vectors.shape[1])
     return release_build(root, surface, manifest, base)
 
@@ -101,17 +106,10 @@ def build_kmeans_and_release(
     clusters = plan.split_clusters(dict(zip(*np.unique(nearest, return_counts=True))))
     grouping = clusters.group_of(nearest, product_ids)
     build = plan.start_build(str(root), current_pointer(root, surface.name))
-    entries = []
-    for group in range(plan.groups):
-        rows = np.flatnonzero(grouping == group)
-        entries += build_group_shards(
-            product_ids.take(pa.array(rows)),
-            vectors[rows],
-            group,
-            build.max_size,
-            build_dir(root, surface.name, plan.build_id),
-            build.params,
-        )
+    directory = build_dir(root, surface.name, plan.build_id)
+    entries = group_shards(
+        product_ids, vectors, grouping, plan.groups, directory, build.params, build.max_size
+    )
     provenance = {"table_uri": "t", "table_version": version, "catalog": None, "seconds": {}}
     try:
         return release_surface(plan, entries, str(root), provenance, lambda _: None)
