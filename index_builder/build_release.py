@@ -113,7 +113,13 @@ def missing_files(store: Store, key: str, manifest: dict) -> list[str]:
     return [d["path"] for _, d in manifest_files(manifest) if not arrived(d)]
 
 
-def release_build(index_root: str | Store, surface: Surface, manifest: dict, base: Pointer) -> dict:
+def release_build(
+    index_root: str | Store,
+    surface: Surface,
+    manifest: dict,
+    base: Pointer,
+    progress: Callable[[str], None] = lambda line: None,
+) -> dict:
     """Publish the build over `base` (CURRENT when it started) if every file arrived and, as
     loaded here and served (served_gate: its "auto" settings tuned first), its recall@10 meets
     `min_recall`, else delete it; the result (status `published`, or `failed` with a
@@ -125,6 +131,8 @@ def release_build(index_root: str | Store, surface: Surface, manifest: dict, bas
     if missing:
         reason = f"{len(missing)} files never arrived in {store.path(key)} (e.g. {missing[0]})"
     else:
+        queries = min(surface.served_queries, manifest["products"])
+        progress(f"{surface.name}: measuring served recall@10 on {queries} of its products")
         try:
             manifest = served_manifest(store, surface, manifest)
         except LOAD_ERRORS as exc:
@@ -202,7 +210,7 @@ def release_surface(
             f"shards hold {manifest['products']} products, {plan.products} were eligible"
         )
     try:
-        result = release_build(index_root, plan.surface, manifest, plan.base)
+        result = release_build(index_root, plan.surface, manifest, plan.base, progress)
     except OSError as exc:  # the store failed: what was written stays for retention to remove
         raise SurfaceFailure(f"publishing into {index_root} failed: {exc}") from None
     if result["status"] != "published":

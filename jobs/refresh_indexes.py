@@ -34,6 +34,7 @@ from index_builder.refresh_plan import (
     overflow_reason,
     rebuild_reason,
 )
+from index_builder.served_gate import served_text
 from index_builder.shard_build import ShardParams
 from index_builder.shard_update import update_shard
 from index_builder.surfaces import Surface
@@ -400,14 +401,15 @@ def release_refresh(plan: RefreshPlan, entries: list[dict], index_root: str, pro
                 f"refreshed shards hold {manifest['products']} products, {expected} were eligible"
             )
         try:
-            result = release_build(index_root, plan.surface, manifest, plan.pointer)
+            result = release_build(index_root, plan.surface, manifest, plan.pointer, progress)
         except OSError as exc:  # the store failed: what was written stays for retention
             raise SurfaceFailure(f"publishing into {index_root} failed: {exc}") from None
         if result["status"] != "published":
             raise SurfaceFailure(f"{result['reason']}; `--full` rebuilds the surface", result)
         progress(
             f"{plan.surface.name}: published refreshed build {plan.build_id} "
-            f"({manifest['products']} products, base {plan.base['build_id']})"
+            f"({manifest['products']} products, base {plan.base['build_id']}), "
+            f"{served_text(result['served'])}"
         )
         return {**result, "mode": "incremental", "lineage": manifest["lineage"]}
 
