@@ -1,7 +1,9 @@
 """The `itemsage` click group, its error handling and the options Spark commands share.
 
 User mistakes (ItemSageError, and Spark's analysis errors unless --verbose) print one
-`error: ...` line on stderr and exit with status 1; click's own usage errors exit with status 2.
+`error: ...` line on stderr and exit with status 1; a bad command line (an unknown option, a
+missing or invalid value, options that do not go together) prints one `error: ...` line naming
+the command's --help and exits with status 2.
 """
 
 from __future__ import annotations
@@ -28,6 +30,21 @@ def _quiet_analysis_error(exc: Exception) -> bool:
     return log_level() in QUIET_LEVELS
 
 
+class CommandLineError(click.UsageError):
+    """A usage error shown as one line: `error: MESSAGE (see 'itemsage CMD --help')`, exit 2."""
+
+    def show(self, file=None) -> None:
+        hint = f" (see '{self.ctx.command_path} --help')" if self.ctx else ""
+        click.echo(f"error: {self.format_message()}{hint}", err=True)
+
+
+def _one_line(exc: click.UsageError) -> click.UsageError:
+    """A click usage error as a CommandLineError (a bare `itemsage` still shows the help)."""
+    if isinstance(exc, (CommandLineError, click.exceptions.NoArgsIsHelpError)):
+        return exc
+    return CommandLineError(exc.format_message(), exc.ctx)
+
+
 class ItemSageCommand(click.Command):
     """A command whose run recipe's OptionError is a usage error of the command (exit 2)."""
 
@@ -35,7 +52,7 @@ class ItemSageCommand(click.Command):
         try:
             return super().invoke(ctx)
         except OptionError as exc:
-            raise click.UsageError(str(exc), ctx) from None
+            raise CommandLineError(str(exc), ctx) from None
 
 
 class ItemSageGroup(click.Group):
@@ -44,9 +61,17 @@ class ItemSageGroup(click.Group):
 
     command_class = ItemSageCommand
 
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:
+            raise _one_line(exc) from None
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:
+            raise _one_line(exc) from None
         except ItemSageError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
