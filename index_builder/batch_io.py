@@ -63,9 +63,33 @@ def neighbour_lists(found: Neighbours) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array(offsets), values)
 
 
-def neighbours_table(queries: list[str], found: Neighbours) -> pa.Table:
-    """One row per query: `query`, `neighbours` (list of product_id, score; best first)."""
-    return pa.table({"query": pa.array(queries, pa.string()), "neighbours": neighbour_lists(found)})
+def unserved(index, product_ids: list[str]) -> list[int]:
+    """The rows of `product_ids` that a loaded build (index_reader.ShardedIndex) does not
+    serve, in order (looked up in its id -> (shard, label) map)."""
+    where = index._where
+    return [row for row, pid in enumerate(product_ids) if pid not in where]
+
+
+def neighbours_table(
+    queries: list[str], found: Neighbours, errors: list[str | None] | None = None
+) -> pa.Table:
+    """One row per query: `query`, `neighbours` (list of product_id, score; best first) and
+    `error` (null when answered). With `errors`, `found` holds the rows of the queries without
+    one, in order; a query with an error has no neighbours."""
+    errors = [None] * len(queries) if errors is None else errors
+    answered = np.array([error is None for error in errors], bool)
+    if not answered.all():
+        ids = np.full((len(queries), found.ids.shape[1]), None, object)
+        scores = np.full(ids.shape, np.nan)
+        ids[answered], scores[answered] = found.ids, found.scores
+        found = Neighbours(ids, scores)
+    return pa.table(
+        {
+            "query": pa.array(queries, pa.string()),
+            "neighbours": neighbour_lists(found),
+            "error": pa.array(errors, pa.string()),
+        }
+    )
 
 
 def write_neighbours(table: pa.Table, out: str | None) -> None:

@@ -32,6 +32,7 @@ from index_builder.layout import (
 from index_builder.resident_memory import measured_load
 from index_builder.served_recall import draw, served
 from index_builder.shard_build import index_bytes, load_shard, shard_setting
+from index_builder.surfaces import SURFACE_NAME
 from itemsage_core.errors import ItemSageError
 from itemsage_core.storage.store import Store, as_store
 
@@ -250,9 +251,15 @@ def load_published(
                 f"current one: " + "; ".join(problems)
             )
         return loaded
+    here = sorted(  # the surfaces under the root: directories holding builds
+        name
+        for name, size in store.sizes("").items()
+        if size < 0 and SURFACE_NAME.match(name) and build_ids(store, name)
+    )
     raise ItemSageError(
         f"no usable build of surface {surface!r} under {store.uri}: "
         + ("; ".join(problems) or "no builds")
+        + ("" if surface in here else f"; surfaces here: {', '.join(here) or 'none'}")
     )
 
 
@@ -305,7 +312,10 @@ def read_vector(path: str | Path) -> np.ndarray:
     except (OSError, ValueError) as exc:
         raise ItemSageError(f"cannot read a query vector from {path}: {exc}") from None
     if vector.ndim != 1 and not (vector.ndim == 2 and len(vector) == 1):
-        raise ItemSageError(f"{path}: expected one vector, got shape {vector.shape}")
+        raise ItemSageError(
+            f"{path}: expected one vector, got shape {vector.shape}; for several query "
+            "vectors use --vectors-file"
+        )
     return vector.reshape(-1).astype(np.float32)
 
 

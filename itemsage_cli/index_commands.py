@@ -146,7 +146,14 @@ def query_file(flag: str, help: str):
 @query_file(
     "--ids-file",
     "Batch: the products nearest to each of these (one id per line, or Parquet with a "
-    "product_id column); each product itself is left out.",
+    "product_id column); each product itself is left out. An id the surface does not serve "
+    "gets a row with no neighbours and an `error`, and a warning on stderr.",
+)
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="With --ids-file: an id the surface does not serve fails the whole batch (exit 1, "
+    "nothing written) instead of getting an error row.",
 )
 @query_file(
     "--vectors-file",
@@ -157,9 +164,9 @@ def query_file(flag: str, help: str):
     "--out",
     default=None,
     metavar="FILE",
-    help="Batch: write one row per query (query, neighbours as a list of {product_id, "
-    "score}) to FILE: Parquet if it ends in .parquet, else JSON lines (default: JSON lines "
-    "on stdout).",
+    help="Batch: write one row per query (query; neighbours, a list of {product_id, score}; "
+    "error, null or why the id got no neighbours) to FILE: Parquet if it ends in .parquet, "
+    "else JSON lines (default: JSON lines on stdout).",
 )
 @click.option(
     "--threads",

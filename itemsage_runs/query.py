@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from collections.abc import Callable
 
 import pyarrow as pa
 
 from index_builder.index_reader import ShardedIndex
-from itemsage_core.errors import OptionError
+from itemsage_core.errors import ItemSageError, OptionError
 from itemsage_runs import preflight
 from itemsage_runs.defaults import default
 
@@ -34,6 +35,7 @@ class QueryRequest:
     out: str | None = None  # a batch's file (None: JSON lines on stdout)
     threads: int = os.cpu_count() or 1
     cache_dir: str | None = None
+    strict: bool = False  # --ids-file: an id the surface does not serve fails the batch
 
     @property
     def batch(self) -> str | None:
@@ -52,6 +54,8 @@ class QueryRequest:
             raise OptionError("--out goes with --ids-file or --vectors-file")
         if self.mapping and not self.catalog:
             raise OptionError("--mapping goes with --catalog")
+        if self.strict and not self.ids_file:
+            raise OptionError("--strict goes with --ids-file")
 
     def columns(self) -> list[str]:
         """The --show columns, with a catalog to read them from."""
@@ -62,7 +66,7 @@ class QueryRequest:
 class Answer:
     """A query's answer: the build that answered (its manifest), and either the neighbours of
     one query (best first, with each product's `described` catalog columns) or a batch's rows
-    (query, neighbours)."""
+    (query, neighbours, error)."""
 
     manifest: dict
     results: list[tuple[str, float]] = dataclasses.field(default_factory=list)
@@ -72,9 +76,12 @@ class Answer:
 
 def query(request: QueryRequest, warn: Callable[[str], None] | None = None) -> Answer:
     """Answer `request` from the surface's current build (the newest usable one, with a
-    `warn`ing, when it is damaged). A batch with `out` is written there."""
+    `warn`ing, when it is damaged; default: on stderr). A batch with `out` is written there;
+    ids the surface does not serve are `warn`ed about and answered with an error row (with
+    `strict`: the batch fails)."""
     from index_builder.index_reader import load_published
 
+    warn = warn or _to_stderr
     request.check()
     # a wrong catalog or mapping fails before the index loads
     column_mapping = preflight.catalog_mapping(request.catalog, request.mapping)
@@ -82,7 +89,7 @@ def query(request: QueryRequest, warn: Callable[[str], None] | None = None) -> A
         request.index_root, request.surface, warn=warn, cache_dir=request.cache_dir
     )
     if request.batch:
-        return Answer(index.manifest, batch=_batch(index, request))
+        return Answer(index.manifest, batch=_batch(index, request, warn))
     if request.product_id:
         vector = index.vector_of(request.product_id)
     else:
@@ -99,17 +106,56 @@ def query(request: QueryRequest, warn: Callable[[str], None] | None = None) -> A
     return Answer(index.manifest, results, described)
 
 
-def _batch(index: ShardedIndex, request: QueryRequest) -> pa.Table:
-    """Every query of the batch file answered: (query, neighbours) rows, written to `out`."""
-    from index_builder.batch_io import neighbours_table, read_ids, read_vectors, write_neighbours
+def _to_stderr(message: str) -> None:
+    print(message, file=sys.stderr)
 
+
+def _batch(index: ShardedIndex, request: QueryRequest, warn: Callable[[str], None]) -> pa.Table:
+    """Every query of the batch file answered: (query, neighbours, error) rows, written to
+    `out`. Ids the surface does not serve get no neighbours and an `error` (and a warning);
+    an error when none is served, or with `strict` when any is not."""
+    from index_builder.batch_io import (
+        neighbours_table,
+        read_ids,
+        read_vectors,
+        unserved,
+        write_neighbours,
+    )
+
+    errors = None
     if request.ids_file:
-        names = read_ids(request.ids_file)
-        found = index.search_batch(index.vectors_of(names), request.k, names, request.threads)
+        names = asked = read_ids(request.ids_file)
+        missing = [] if request.strict else unserved(index, names)
+        if missing:
+            _unserved(index, request.surface, names, missing, warn)
+            errors = [None] * len(names)
+            for row in missing:
+                errors[row] = f"not in this surface's index (build {index.manifest['build_id']})"
+            asked = [name for name, error in zip(names, errors) if error is None]
+        found = index.search_batch(index.vectors_of(asked), request.k, asked, request.threads)
     else:
         names, vectors = read_vectors(request.vectors_file)
         found = index.search_batch(vectors, request.k, None, request.threads)
-    table = neighbours_table(names, found)
+    table = neighbours_table(names, found, errors)
     if request.out:
         write_neighbours(table, request.out)
     return table
+
+
+def _unserved(
+    index: ShardedIndex,
+    surface: str,
+    names: list[str],
+    missing: list[int],
+    warn: Callable[[str], None],
+    shown: int = 10,
+) -> None:
+    """A warning naming the ids (rows `missing` of `names`) the surface does not serve, the
+    first `shown` of them; an error when that is every one."""
+    unknown = list(dict.fromkeys(str(names[i]) for i in missing))
+    listed = ", ".join(unknown[:shown]) + (", ..." if len(unknown) > shown else "")
+    where = f"surface {surface!r} (build {index.manifest['build_id']})"
+    if len(missing) == len(names):
+        which = "the one id is not" if len(names) == 1 else f"none of the {len(names)} ids are"
+        raise ItemSageError(f"{which} in {where}, nothing answered: {listed}")
+    warn(f"warning: {len(missing)} of {len(names)} ids are not in {where}: {listed}")
