@@ -243,7 +243,7 @@ def _print_results(config, trained, quality, served: str, embedded: dict, built:
         f"== embeddings of {served}: {embedded['embedded']} products, "
         f"{embedded['quarantined']} "
         f"quarantined, table version {embedded['table_version']}, "
-        f"{embedded.get('products_per_s', 0):.0f} products/s"
+        f"{embedded.get('embedded_per_s') or 0:.0f} rows/s over the embedding stage"
     )
     click.echo("== indexes")
     for name, result in built["surfaces"].items():

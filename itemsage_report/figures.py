@@ -113,14 +113,14 @@ def heldout_recall(model: dict, path: Path) -> Path:
 
 
 def embedding_runs(table: dict, path: Path) -> Path:
-    """Products in the table, rows quarantined and products/s of each embedding run."""
+    """Products in the table, rows quarantined and embedding rate of each embedding run."""
     runs = table["runs"]
     when = [dt.datetime.fromisoformat(run["at"]) for run in runs]
     figure, axes = _figure(rows=3)
     panels = [
         ("products", "products after the run"),
         ("quarantined", "rows quarantined"),
-        ("products_per_s", "products/s"),
+        ("embedded_per_s", "embedded/s (embed stage)"),
     ]
     for ax, (key, label) in zip(axes, panels):
         ax.plot(when, [run[key] or 0 for run in runs], "o-")

@@ -139,7 +139,7 @@ def _runs(table: dict, images: dict[str, str]) -> str:
                 "carried over",
                 "products",
                 "quarantined",
-                "products/s",
+                "embedded/s (embed stage)",
             ],  # fmt: skip
             [
                 [
@@ -151,7 +151,7 @@ def _runs(table: dict, images: dict[str, str]) -> str:
                     r["carried_over"],
                     r["products"],
                     r["quarantined"],
-                    r["products_per_s"],
+                    r["embedded_per_s"],
                 ]
                 for r in reversed(table["runs"])
             ],  # fmt: skip

@@ -37,7 +37,7 @@ def build_index(request: BuildRequest, progress: Progress = silent) -> dict:
     from jobs.build_indexes import build_indexes
 
     surfaces = load_surfaces(request.surfaces_path, request.only)
-    preflight.table(request.table_uri)
+    preflight.table(request.table_uri, request.table_version)
     mapping = preflight.catalog_mapping(request.catalog, request.mapping)
     config = BuildIndexConfig(
         request.table_uri,

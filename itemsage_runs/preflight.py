@@ -43,12 +43,24 @@ def catalog_mapping(catalog: str | None, path: str | None) -> ColumnMapping | No
     return column_mapping
 
 
-def table(table_uri: str) -> None:
-    """A local embeddings table must exist (`itemsage embed` creates it)."""
+def table(table_uri: str, version: int | None = None) -> None:
+    """A local embeddings table must exist (`itemsage embed` creates it), and a pinned `version`
+    of it must still have its files (not removed by a vacuum)."""
     from deltalake import DeltaTable
+    from deltalake.exceptions import DeltaError
 
-    if is_local_path(table_uri) and not DeltaTable.is_deltatable(table_uri):
+    from itemsage_core.embedding.table_versions import require_readable
+
+    if not is_local_path(table_uri):
+        return
+    if not DeltaTable.is_deltatable(table_uri):
         raise ItemSageError(
             f"no Delta table at {table_uri}: create it with `itemsage embed "
             f"--table {table_uri} ...` first, or check the path"
         )
+    if version is not None:
+        try:
+            pinned = DeltaTable(table_uri, version=version)
+        except DeltaError as exc:  # e.g. a version that does not exist
+            raise ItemSageError(f"cannot read {table_uri} at version {version}: {exc}") from None
+        require_readable(table_uri, version, table=pinned)

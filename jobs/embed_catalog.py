@@ -33,6 +33,7 @@ from itemsage_core.embedding.embed_run import (
     EmbedConfig,
     add_totals,
     committed_line,
+    embedded_rate,
     nothing_committed,
     run_id_for,
     run_summary,
@@ -122,6 +123,20 @@ def _embed_partition(
     return run
 
 
+class Laps:
+    """Wall seconds per stage of the run: each call records the time since the last one."""
+
+    def __init__(self, started: float):
+        self.last, self.seconds = started, {}
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name], self.last = now - self.last, now
+
+    def restart(self) -> None:
+        self.last = time.perf_counter()
+
+
 def embed_catalog(spark: SparkSession, config: EmbedConfig, progress=print) -> dict:
     """Run the job; returns the run summary (also recorded in the Delta commit's metadata).
     Warns through `progress` when the model's vocabulary knows less than `config.min_coverage`
@@ -152,22 +167,31 @@ def embed_catalog(spark: SparkSession, config: EmbedConfig, progress=print) -> d
             config, shipped, stamp, model_version, image_dim, targets, run_id, repeated
         )
         crash_point("before_write")
+        lap = Laps(started)
+        lap("read_s")
         with stage_progress(spark, progress, EMBED_STAGE):
             files = reader.embed(task)
+        lap("embed_s")
         carried = reader.carry_over(targets["embeddings"], run_id)
+        lap("carry_s")
         rows_in, conversions = reader.rows_in(), reader.conversions(files)
-    timings = {"embed_and_write_s": time.perf_counter() - started}
+        lap("count_s")
     add_totals(summary, rows_in, files, carried, conversions, config.min_coverage)
     for line in summary_warnings(summary):
         progress(line)
 
     crash_point("after_write")
-    speed = summary["embedded"] / max(timings["embed_and_write_s"], 1e-9)
-    summary.update({"writer": config.writer, "seconds": timings, "products_per_s": speed})
-    commit_started = time.perf_counter()
+    summary.update(
+        {
+            "writer": config.writer,
+            "seconds": lap.seconds,
+            "embedded_per_s": embedded_rate(summary["embedded"], lap.seconds["embed_s"]),
+        }
+    )
+    lap.restart()
     version = committer.commit(files + carried, summary, reader.read_version)
-    timings["commit_s"] = time.perf_counter() - commit_started
-    timings["total_s"] = time.perf_counter() - started
+    lap("commit_s")
+    lap.seconds["total_s"] = time.perf_counter() - started
     summary.update({"status": "committed", "table_version": version})
     progress(committed_line(summary))
     return summary

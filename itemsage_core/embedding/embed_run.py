@@ -162,10 +162,24 @@ def check_quarantine_share(summary: dict, max_share: float) -> None:
     )
 
 
+def embedded_rate(embedded: int, embed_seconds: float) -> float | None:
+    """Rows embedded per wall second of the embedding stage (`seconds.embed_s`: the Spark stage
+    that checks, encodes and writes the rows; not Spark's start-up, the reading before it, the
+    carry-over or the commit); None when no row was embedded."""
+    return embedded / max(embed_seconds, 1e-9) if embedded else None
+
+
 def committed_line(summary: dict) -> str:
     """The progress line of a committed run."""
+    rate = summary.get("embedded_per_s")
+    seconds = summary["seconds"]
+    speed = (
+        f"{rate:.0f} rows/s over the {seconds['embed_s']:.1f} s embedding stage"
+        if rate
+        else "nothing to encode"
+    )
     return (
         f"committed {summary['embedded']} embeddings to {summary['table']} (version "
-        f"{summary['table_version']}); {summary['quarantined']} rows quarantined; "
-        f"{summary['products_per_s']:.0f} products/s"
+        f"{summary['table_version']}); {summary['quarantined']} rows quarantined; {speed}; "
+        f"{seconds['total_s']:.1f} s in all"
     )

@@ -170,6 +170,10 @@ def read_table(
     from deltalake import DeltaTable
 
     table = DeltaTable(table_uri, version=version, storage_options=storage_options)
+    if version is not None:  # a pinned version's files may have been vacuumed since
+        from itemsage_core.embedding.table_versions import require_readable
+
+        require_readable(table_uri, version, storage_options, table)
     dataset = table.to_pyarrow_dataset(filesystem=_read_filesystem(table_uri, storage_options))
     return dataset.to_table(columns=columns, filter=filter)
 

@@ -11,8 +11,9 @@ import json
 def embed_runs(table_uri: str, storage_options: dict | None = None) -> list[dict]:
     """One entry per run that committed the table, oldest first: its version, time, run id,
     model version, catalog rows in, products embedded, carried over and in the table after,
-    rows quarantined and products/s. Commits without a run summary (a vacuum, another writer)
-    are left out."""
+    rows quarantined and rows embedded per second of its embedding stage (None for runs that
+    embedded nothing and for runs recorded before that rate existed). Commits without a run
+    summary (a vacuum, another writer) are left out."""
     from deltalake import DeltaTable
 
     runs = []
@@ -33,7 +34,7 @@ def embed_runs(table_uri: str, storage_options: dict | None = None) -> list[dict
                 "carried_over": summary["carried_over"],
                 "products": summary["embedded"] + summary["carried_over"],
                 "quarantined": summary["quarantined"],
-                "products_per_s": summary.get("products_per_s"),
+                "embedded_per_s": summary.get("embedded_per_s"),
             }
         )
     return sorted(runs, key=lambda run: run["version"])

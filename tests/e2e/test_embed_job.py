@@ -17,6 +17,7 @@ from itemsage_core.contracts.catalog_contract import validate_catalog
 from itemsage_core.embedding.batch_embedder import BatchEmbedder
 from itemsage_core.embedding.embed_run import EmbedConfig
 from itemsage_core.embedding.embeddings_table import EMBEDDING_SCHEMA, quarantine_uri, read_table
+from itemsage_core.embedding.table_history import embed_runs
 from itemsage_core.model.inference import device_for_task
 from itemsage_core.storage.parquet_io import write_parquet_dataset
 from jobs.crash_points import POINTS
@@ -121,10 +122,11 @@ def test_incremental_refresh_encodes_only_what_changed(spark, tmp_path, small_wo
     added = small_world.catalog.slice(200, 4)  # 4 products join it
     second = pa.concat_tables([kept, added])
     write_parquet_dataset(second, tmp_path / "v2")
+    lines = []
     summary = embed_catalog(
         spark,
         EmbedConfig(str(tmp_path / "v2"), str(model_dir), table_uri, incremental=True),
-        progress=quiet,
+        progress=lines.append,
     )
     assert summary["incremental"] == {
         "read_version": 0,
@@ -135,6 +137,20 @@ def test_incremental_refresh_encodes_only_what_changed(spark, tmp_path, small_wo
     }
     assert summary["embedded"] == 7 and summary["carried_over"] == 112
     assert summary["counts_add_up"] and summary["table_version"] == 1
+    # The rate is over the embedding stage's seconds, not the run's (start-up, reading, commit).
+    seconds = summary["seconds"]
+    assert list(seconds) == ["read_s", "embed_s", "carry_s", "count_s", "commit_s", "total_s"]
+    assert summary["embedded_per_s"] == pytest.approx(7 / seconds["embed_s"])
+    assert 0 < seconds["embed_s"] < seconds["total_s"]
+    stages = sum(v for k, v in seconds.items() if k != "total_s")
+    assert stages <= seconds["total_s"] + 1e-6
+    assert "products_per_s" not in summary
+    assert "rows/s over the" in lines[-1] and "embedding stage" in lines[-1]
+    recorded = embed_runs(table_uri)
+    assert [r["embedded_per_s"] for r in recorded] == [
+        pytest.approx(base["embedded_per_s"]),
+        pytest.approx(summary["embedded_per_s"]),
+    ]
     vocab = BatchEmbedder.for_model(str(model_dir), summary["model_version"]).checkpoint.vocab
     encoded = vocab.encode(pa.concat_tables([edited.slice(0, 3), added])).coverage
     # Only the re-encoded rows count: the carried-over ones are not encoded again.
