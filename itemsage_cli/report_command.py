@@ -70,9 +70,12 @@ def report_command(
     held-out recall per task. The figures are also written as report.json.
     """
     from itemsage_report.report import write_report
+    from itemsage_runs import preflight
 
+    folder = out or report_location(index_root)
+    preflight.writable(folder, "--out")
     written = write_report(
-        index_root, out or report_location(index_root), table_uri, model_dir,
+        index_root, folder, table_uri, model_dir,
         list(surfaces) or None, queries, progress, cache_dir,
     )  # fmt: skip
     click.echo(f"report: {written['page']}")

@@ -38,6 +38,7 @@ def build_index(request: BuildRequest, progress: Progress = silent) -> dict:
 
     surfaces = load_surfaces(request.surfaces_path, request.only)
     preflight.table(request.table_uri, request.table_version)
+    preflight.writable(request.index_root, "--out")
     mapping = preflight.catalog_mapping(request.catalog, request.mapping)
     config = BuildIndexConfig(
         request.table_uri,
@@ -92,6 +93,7 @@ def write_neighbours(request: NeighboursRequest, progress: Progress = silent) ->
         load_surfaces(request.surfaces_path, request.surfaces) if request.surfaces_path else []
     )
     mapping = preflight.catalog_mapping(request.catalog, request.mapping)
+    preflight.writable(request.out_root, "--out")
     config = NeighboursConfig(
         request.index_root,
         request.surfaces,

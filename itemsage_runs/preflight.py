@@ -2,14 +2,19 @@
 
 Each raises ItemSageError with one line naming the input and the fix: a catalog path that holds no
 Parquet, a model directory that is not a valid checkpoint, a mapping that does not parse, a
-surfaces config that does not parse, an embeddings table that does not exist. Object-store URIs
-are left to the job (checking them needs credentials and the network).
+surfaces config that does not parse, an embeddings table that does not exist, an output that
+cannot be written (local paths and object stores alike: a probe file is written and removed).
 """
 
 from __future__ import annotations
 
+import tempfile
+import uuid
+from pathlib import Path
+
 from itemsage_core.contracts.column_mapping import ColumnMapping, load_mapping
 from itemsage_core.errors import ItemSageError
+from itemsage_core.storage.store import Store
 from itemsage_core.storage.uris import is_local_path
 
 
@@ -64,3 +69,37 @@ def table(table_uri: str, version: int | None = None) -> None:
         except DeltaError as exc:  # e.g. a version that does not exist
             raise ItemSageError(f"cannot read {table_uri} at version {version}: {exc}") from None
         require_readable(table_uri, version, table=pinned)
+
+
+def writable(uri: str, option: str) -> None:
+    """An output (`option` names it, e.g. `--out`) must be a folder this process can create and
+    write, checked before any work: locally, its nearest existing folder takes a probe file; on
+    an object store, a probe object is written under it and deleted."""
+    store = Store(uri)
+    if not store.local:
+        key = f".itemsage-probe-{uuid.uuid4().hex}"
+        try:
+            store.write_bytes(key, b"")
+            store.delete(key)
+        except (OSError, ValueError) as exc:  # fsspec's errors for a bucket that is not there
+            raise ItemSageError(
+                f"{option} {uri} cannot be written ({type(exc).__name__}: {exc}): check the "
+                "bucket, the credentials and their write permission"
+            ) from None
+        return
+    path = Path(store.uri)
+    if path.exists() and not path.is_dir():
+        raise ItemSageError(f"{option} {uri} is a file, not a folder: choose another path")
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise ItemSageError(
+            f"{option} {uri} cannot be created: {existing} is a file; choose another path"
+        )
+    try:
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".itemsage-probe-"):
+            pass
+    except OSError as exc:
+        raise ItemSageError(
+            f"{option} {uri} cannot be written ({exc.strerror} in {existing}): choose a folder "
+            "you can write to, or fix its permissions"
+        ) from None

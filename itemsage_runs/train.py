@@ -33,6 +33,9 @@ def on_spark(request: TrainRequest) -> bool:
 def train(request: TrainRequest, progress: Progress = silent) -> Trained:
     """Train the model `request` describes and write its checkpoint to `request.out`."""
     run = request.training_run()
+    preflight.writable(run.out, "--out")
+    if run.loop.state_dir:
+        preflight.writable(run.loop.state_dir, "--state-dir")
     if on_spark(request):
         return _train_on_spark(request, run, progress)
     given = request.spark_only_given()
@@ -88,6 +91,7 @@ def _train_on_spark(request: TrainRequest, run: TrainRun, progress: Progress) ->
     from jobs.distributed_training import train_on_spark
 
     data_dir = request.prepared or sibling(run.out, ".prepared")
+    preflight.writable(data_dir, "--prepared")
     prepare = preparation_to_run(
         run, data_dir, spark_preparation(run, data_dir, request.neighbour_max_df)
     )
@@ -114,5 +118,6 @@ def prepare_training(
     if not config.engagements and not config.neighbours:
         raise OptionError("give --engagements, --neighbours K, or both")
     preflight.catalog_path(config.catalog, config.mapping)
+    preflight.writable(config.out, "--out")
     spark = spark_session("itemsage-prepare-training", master, conf)
     return prepare_on_spark(spark, config, progress=progress)
