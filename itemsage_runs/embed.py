@@ -20,6 +20,7 @@ def embed(
 
     preflight.catalog_path(config.catalog, config.mapping)
     preflight.model_dir(config.model_dir)
+    preflight.writable(config.table_uri, "--table")
     spark = spark_session("itemsage-embed", master, conf)
     return embed_catalog(spark, config, progress=progress)
 
@@ -31,10 +32,13 @@ def featurize(
     progress: Progress = silent,
 ) -> dict:
     """Write the featurized catalog and its mapping to `config.out`; the run summary."""
+    from itemsage_core.embedding.featurize_run import check_out
     from itemsage_core.features.sentence_text import check_model_dir
     from itemsage_core.storage.uris import is_local_path
     from jobs.featurize_job import featurize as featurize_job
 
+    check_out(config.out)
+    preflight.writable(config.out, "--out")
     preflight.catalog_path(config.catalog, config.mapping)
     if is_local_path(config.text_model):  # a cheap mistake fails before Spark starts
         check_model_dir(config.text_model)

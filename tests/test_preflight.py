@@ -119,3 +119,17 @@ def test_an_object_store_is_probed_with_an_object(s3_endpoint, monkeypatch):
     assert client.list_objects_v2(Bucket="lake").get("KeyCount", 0) == 0  # the probe is gone
     with pytest.raises(ItemSageError, match=r"--out s3://no-such-bucket/x cannot be written"):
         preflight.writable("s3://no-such-bucket/x", "--out")
+
+
+def test_embed_refuses_a_table_it_cannot_write(small_world_dir, tiny_model_dir, tmp_path):
+    (tmp_path / "a-file").write_text("x")
+    table = str(tmp_path / "a-file" / "embeddings")
+    done = itemsage(
+        "embed", "--catalog", str(small_world_dir / "catalog"), "--model", str(tiny_model_dir),
+        "--table", table,
+    )  # fmt: skip
+    assert one_error_line(done) == (
+        f"error: --table {table} cannot be created: {tmp_path / 'a-file'} is a file; "
+        "choose another path"
+    )
+    assert "WARNING: Using incubator" not in done.stderr  # no JVM was started
