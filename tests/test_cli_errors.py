@@ -4,16 +4,8 @@ one `error:` line naming the command's --help (exit 2); a failed run is one `err
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
-
-
-def itemsage(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "itemsage_cli.main", *args], capture_output=True, text=True
-    )
+from cli_runs import itemsage
 
 
 @pytest.mark.parametrize(

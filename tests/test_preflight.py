@@ -6,23 +6,17 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from cli_runs import itemsage
 from deltalake import write_deltalake
 
 from itemsage_core.errors import ItemSageError
 from itemsage_runs import preflight
 
 SURFACES = Path(__file__).resolve().parents[1] / "conf" / "surfaces.toml"
-
-
-def itemsage(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "itemsage_cli.main", *args], capture_output=True, text=True
-    )
 
 
 def one_error_line(done: subprocess.CompletedProcess) -> str:

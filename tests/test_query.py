@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from cli_runs import itemsage
 from index_helpers import build_and_release, ids, unit_vectors
 
 from index_builder.surfaces import Surface
@@ -34,11 +34,7 @@ def build_of(root) -> str:
 
 
 def itemsage_query(root, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "itemsage_cli.main", "query", "--index", str(root), *args],
-        capture_output=True,
-        text=True,
-    )
+    return itemsage("query", "--index", str(root), *args)
 
 
 def ids_file(tmp_path, *product_ids: str):

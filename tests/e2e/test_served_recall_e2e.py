@@ -6,12 +6,11 @@ incremental night that adds exact duplicates, `verify-index` passes at 20 and 1,
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pyarrow as pa
 import pytest
+from cli_runs import itemsage
 from deltalake import write_deltalake
 from index_helpers import clustered
 
@@ -43,15 +42,6 @@ def write(uri: str, names: list[str], vectors: np.ndarray) -> None:
         }
     )
     write_deltalake(uri, table, mode="overwrite")
-
-
-def itemsage(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "itemsage_cli.main", *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
 
 
 def served_through_query(root, surface: str, names: list[str], vectors: np.ndarray, tmp_path):

@@ -3,11 +3,9 @@ one `error:` line naming the vacuum and the oldest readable version, no Spark er
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pyarrow as pa
 import pytest
+from cli_runs import itemsage
 from deltalake import write_deltalake
 
 from itemsage_core.errors import ItemSageError
@@ -36,15 +34,6 @@ def write(uri: str, version: int) -> None:
             }
         ),
         mode="overwrite",
-    )
-
-
-def itemsage(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "itemsage_cli.main", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
     )
 
 
